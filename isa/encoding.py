@@ -1,0 +1,198 @@
+"""Binary encoding of instructions, derived from the spec.
+
+An ``Instr`` holds the mnemonic, its field values (enum fields by member
+name, everything else as int) and the token masks as sets of queue names.
+``encode`` checks every value against the spec; ``decode`` rejects every
+invalid word with a ``DecodeError`` naming the instruction index.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from ..errors import SdacError
+from .spec import SPEC, Field, InstrSpec, QUEUES
+
+WORD_BYTES = SPEC.word_bytes
+_QCODE = dict(SPEC.enums["queue"])
+
+
+class DecodeError(SdacError):
+    """An instruction word (or field value) is not valid. ``index`` is the instruction index."""
+
+    def __init__(self, message: str, index: int | None = None):
+        self.index = index
+        self.reason = message
+        super().__init__(f"instruction {index}: {message}" if index is not None else message)
+
+
+class EncodeError(SdacError):
+    """A field value does not fit the instruction's spec."""
+
+
+@dataclass(frozen=True)
+class Instr:
+    op: str
+    args: Mapping[str, int | str] = field(default_factory=dict)
+    pop: frozenset[str] = frozenset()
+    push: frozenset[str] = frozenset()
+
+    @staticmethod
+    def make(op: str, pop: Iterable[str] = (), push: Iterable[str] = (), **args: int | str) -> "Instr":
+        """Build an instruction; omitted fields take their default (0, or the first enum member)."""
+        spec = SPEC.by_name(op)
+        full: dict[str, int | str] = {}
+        for f in spec.fields:
+            if f.name in args:
+                full[f.name] = args.pop(f.name)
+            elif f.kind == "enum":
+                full[f.name] = SPEC.enum_name(f.enum, 0)
+            elif f.kind == "bool":
+                full[f.name] = 0
+            else:
+                full[f.name] = f.min
+        if args:
+            raise EncodeError(f"{op}: unknown field(s) {', '.join(sorted(args))}")
+        return Instr(op, full, frozenset(pop), frozenset(push))
+
+    @property
+    def spec(self) -> InstrSpec:
+        return SPEC.by_name(self.op)
+
+    @property
+    def queue(self) -> str:
+        q = self.spec.queue
+        if q.startswith("field:"):
+            return str(self.args[q.split(":", 1)[1]])
+        return q
+
+    def __getitem__(self, name: str) -> int | str:
+        return self.args[name]
+
+    def __getattr__(self, name: str):
+        # Field access by attribute (ins.rows); dataclass attributes win.
+        try:
+            return self.__dict__["args"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def replace(self, **changes) -> "Instr":
+        pop = changes.pop("pop", self.pop)
+        push = changes.pop("push", self.push)
+        args = dict(self.args)
+        for k, v in changes.items():
+            if k not in args:
+                raise EncodeError(f"{self.op}: unknown field {k}")
+            args[k] = v
+        return Instr(self.op, args, frozenset(pop), frozenset(push))
+
+
+def _field_code(ispec: InstrSpec, f: Field, value: int | str) -> int:
+    if f.kind == "enum":
+        members = SPEC.enums[f.enum]
+        if isinstance(value, str):
+            if value not in members:
+                raise EncodeError(f"{ispec.name}.{f.name}: {value!r} is not one of {', '.join(members)}")
+            return members[value]
+        if value not in members.values():
+            raise EncodeError(f"{ispec.name}.{f.name}: code {value} is not one of {dict(members)}")
+        return int(value)
+    if isinstance(value, bool):
+        value = int(value)
+    if not isinstance(value, int):
+        raise EncodeError(f"{ispec.name}.{f.name}: expected an integer, got {value!r}")
+    if not f.min <= value <= f.max:
+        raise EncodeError(f"{ispec.name}.{f.name}: {value} is outside [{f.min}, {f.max}]")
+    return value
+
+
+def _mask(ispec: InstrSpec, queues: Iterable[str], what: str, own: str) -> int:
+    m = 0
+    for q in queues:
+        if q not in _QCODE:
+            raise EncodeError(f"{ispec.name}: {what} names unknown queue {q!r}")
+        if q == own:
+            raise EncodeError(f"{ispec.name}: {what} names its own queue {q!r}")
+        m |= 1 << _QCODE[q]
+    if own == "ctl" and m:
+        raise EncodeError(f"{ispec.name}: takes no tokens")
+    return m
+
+
+def encode_int(ins: Instr) -> int:
+    ispec = SPEC.by_name(ins.op)
+    own = ins.queue
+    word = ispec.opcode
+    hdr = {f.name: f for f in SPEC.header}
+    word |= _mask(ispec, ins.pop, "pop", own) << hdr["pop"].offset
+    word |= _mask(ispec, ins.push, "push", own) << hdr["push"].offset
+    missing = [f.name for f in ispec.fields if f.name not in ins.args]
+    if missing:
+        raise EncodeError(f"{ins.op}: missing field(s) {', '.join(missing)}")
+    extra = set(ins.args) - {f.name for f in ispec.fields}
+    if extra:
+        raise EncodeError(f"{ins.op}: unknown field(s) {', '.join(sorted(extra))}")
+    for f in ispec.fields:
+        word |= _field_code(ispec, f, ins.args[f.name]) << f.offset
+    return word
+
+
+def encode(ins: Instr) -> bytes:
+    return encode_int(ins).to_bytes(WORD_BYTES, "little")
+
+
+def encode_program(instrs: Iterable[Instr]) -> bytes:
+    return b"".join(encode(i) for i in instrs)
+
+
+_HDR = {f.name: f for f in SPEC.header}
+_HDR_MASK = 0
+for _f in SPEC.header:
+    _HDR_MASK |= _f.mask
+
+
+def decode_int(word: int, index: int | None = None) -> Instr:
+    op_f, pop_f, push_f = _HDR["opcode"], _HDR["pop"], _HDR["push"]
+    opcode = (word >> op_f.offset) & op_f.max
+    ispec = SPEC.by_opcode(opcode)
+    if ispec is None:
+        raise DecodeError(f"BAD_OPCODE: opcode {opcode} names no instruction", index)
+    reserved = word & ~(_HDR_MASK | ispec.used_mask) & ((1 << SPEC.word_bits) - 1)
+    if reserved:
+        raise DecodeError(f"BAD_FIELD: {ispec.name}: reserved bit {reserved.bit_length() - 1} is set", index)
+    args: dict[str, int | str] = {}
+    for f in ispec.fields:
+        v = (word >> f.offset) & f.max
+        if f.kind == "enum":
+            try:
+                args[f.name] = SPEC.enum_name(f.enum, v)
+            except KeyError:
+                raise DecodeError(f"BAD_FIELD: {ispec.name}.{f.name}: code {v} is not a member of {f.enum}", index) from None
+        else:
+            if v < f.min:
+                raise DecodeError(f"BAD_FIELD: {ispec.name}.{f.name}: {v} is below its minimum {f.min}", index)
+            args[f.name] = v
+    ins = Instr(ispec.name, args)
+    own = ins.queue
+    pop_m = (word >> pop_f.offset) & pop_f.max
+    push_m = (word >> push_f.offset) & push_f.max
+    if own == "ctl" and (pop_m or push_m):
+        raise DecodeError(f"BAD_FIELD: {ispec.name} takes no tokens", index)
+    if own != "ctl" and ((pop_m | push_m) >> _QCODE[own]) & 1:
+        raise DecodeError(f"BAD_FIELD: {ispec.name} in queue {own} names its own queue in a token mask", index)
+    pops = frozenset(q for q in QUEUES if (pop_m >> _QCODE[q]) & 1)
+    pushes = frozenset(q for q in QUEUES if (push_m >> _QCODE[q]) & 1)
+    return Instr(ispec.name, args, pops, pushes)
+
+
+def decode(word: bytes, index: int | None = None) -> Instr:
+    if len(word) != WORD_BYTES:
+        raise DecodeError(f"an instruction word is {WORD_BYTES} bytes, got {len(word)}", index)
+    return decode_int(int.from_bytes(word, "little"), index)
+
+
+def decode_program(blob: bytes, base_index: int = 0) -> list[Instr]:
+    if len(blob) % WORD_BYTES:
+        raise DecodeError(f"program length {len(blob)} is not a multiple of the {WORD_BYTES}-byte word")
+    return [decode(blob[i:i + WORD_BYTES], base_index + i // WORD_BYTES)
+            for i in range(0, len(blob), WORD_BYTES)]

@@ -1,0 +1,4 @@
+"""Execution of bundles: the golden model, the RTL co-simulation and board backends.
+
+Installed as ``sdac.runtime`` (see docs/ARCHITECTURE.md).
+"""

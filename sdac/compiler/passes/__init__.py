@@ -1,0 +1,1 @@
+"""Graph passes: each small, named for what it does, leaving the graph valid."""

@@ -1,0 +1,1 @@
+"""sdac.diffusion"""
