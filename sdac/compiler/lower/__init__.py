@@ -1,0 +1,1 @@
+"""Lowering: KernelGraph -> Program (tiling, memory planning, scheduling, tokens, emission)."""
