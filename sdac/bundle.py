@@ -1,0 +1,385 @@
+"""The bundle file (.sdab): everything a device needs to run one compiled model.
+
+Layout (all integers little-endian; docs/bundle.md has the full table):
+
+    0   header, 64 bytes: magic, format version, header size, section count,
+        flags, section table offset, file size, ISA version, CRC32 of the
+        section table, CRC32 of the header's first 40 bytes, zero padding
+    64  section table: one 32-byte entry per section (fourcc kind, flags,
+        offset, size, CRC32, reserved)
+    ..  sections, each starting on a 64-byte boundary, zero padded:
+        META  canonical JSON (sort_keys, compact): machine, memory map, IO tensors, debug, meta
+        TEXT  instruction words (encode_program)
+        DATA  static DRAM image placed at data_base
+        STEP  per-step table: n_steps banks of step_bank bytes, placed at step_base
+        HOST  optional serialized ONNX model the host runs before each step
+
+The bytes depend only on the Bundle (no timestamps, canonical JSON), so the
+same Bundle always gives the same file. ``read_bundle`` checks everything it
+can and raises ``BundleError`` naming the file and the problem.
+"""
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import struct
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BundleError, SdacError
+from .isa.encoding import DecodeError, Instr, decode_program, encode_program
+from .isa.machine import Machine
+from .isa.spec import SPEC
+
+MAGIC = b"SDAB\x00\r\n\x1a"      # NUL, CRLF and ^Z catch text-mode and truncating transfers
+FORMAT_VERSION = 1
+HEADER_SIZE = 64
+ENTRY_SIZE = 32
+ALIGN = 64
+# magic, version, header size, section count, flags, table offset, file size, ISA version, table CRC
+_HEADER = struct.Struct("<8sHHIIIQII")
+_HEADER_CRC = struct.Struct("<I")      # at offset _HEADER.size: CRC32 of bytes [0, _HEADER.size)
+_ENTRY = struct.Struct("<4sIQQII")    # kind, flags, offset, size, CRC32, reserved
+
+REQUIRED = (b"META", b"TEXT", b"DATA", b"STEP")
+OPTIONAL = (b"HOST",)
+KINDS = REQUIRED + OPTIONAL
+LAYOUTS = ("nchw", "rows")
+META_FORMAT = "sdac-bundle"
+
+
+@dataclass
+class IOTensor:
+    """A model input or output: host view (name, shape, dtype, layout) and device view (dram, rows, cols)."""
+
+    name: str                   # ONNX graph input/output name
+    shape: tuple[int, ...]      # host shape as in the ONNX graph, e.g. (1, 4, 8, 8)
+    dtype: str                  # host dtype, "float32"
+    layout: str                 # "nchw" (host NCHW <-> device NHWC rows) or "rows" (host reshape(-1, C))
+    dram: int                   # device byte address of the int8 tensor
+    rows: int
+    cols: int
+    scales: tuple[float, ...]   # quantization scale per denoising step (len n_steps)
+
+    def dram_bytes(self, lanes: int) -> int:
+        """Bytes the int8 tensor occupies in DRAM: rows * ceil(cols / L) lines of L bytes."""
+        return self.rows * (-(-self.cols // lanes)) * lanes
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": [int(v) for v in self.shape], "dtype": self.dtype,
+                "layout": self.layout, "dram": int(self.dram), "rows": int(self.rows), "cols": int(self.cols),
+                "scales": [float(s) for s in self.scales]}
+
+
+@dataclass
+class Bundle:
+    machine: Machine            # sdac.isa.machine.Machine
+    instrs: list[Instr]         # the program (TEXT section = encode_program(instrs))
+    dram_size: int              # bytes of device DRAM the program needs (everything below is inside)
+    data: bytes                 # static DRAM image (weights, parameters) placed at data_base
+    data_base: int
+    n_steps: int
+    step_base: int              # DRAM address of the per-step table
+    step_bank: int              # bytes per step bank (setstep's `bank`)
+    step_table: bytes           # n_steps * step_bank bytes
+    inputs: list[IOTensor]
+    outputs: list[IOTensor]
+    host: bytes | None = None   # serialized ONNX model the host runs before each step
+    debug: list[dict] = field(default_factory=list)  # {"kernel": str, "first": int, "last": int, "sources": [str]}
+    meta: dict = field(default_factory=dict)         # free-form JSON-able (tuples come back as lists)
+
+    def to_bytes(self) -> bytes:
+        return bundle_bytes(self)
+
+    @staticmethod
+    def from_bytes(blob: bytes, name: str = "<bytes>") -> "Bundle":
+        return parse_bundle(blob, name)
+
+    def io(self, name: str) -> IOTensor:
+        for t in (*self.inputs, *self.outputs):
+            if t.name == name:
+                return t
+        raise BundleError(f"bundle has no input or output named {name!r}")
+
+
+# ------------------------------------------------------------------ writing
+
+def _canonical_json(obj) -> bytes:
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as e:
+        raise BundleError(f"bundle META is not JSON-serializable: {e}") from None
+
+
+def _meta_json(b: Bundle) -> dict:
+    return {
+        "format": META_FORMAT,
+        "machine": asdict(b.machine),
+        "dram_size": int(b.dram_size),
+        "data_base": int(b.data_base),
+        "n_steps": int(b.n_steps),
+        "step_base": int(b.step_base),
+        "step_bank": int(b.step_bank),
+        "inputs": [t.to_json() for t in b.inputs],
+        "outputs": [t.to_json() for t in b.outputs],
+        "debug": b.debug,
+        "meta": b.meta,
+    }
+
+
+def _pad(n: int) -> int:
+    return -n % ALIGN
+
+
+def bundle_bytes(b: Bundle) -> bytes:
+    """Serialize a bundle (checks it for consistency first; raises BundleError)."""
+    _check(b, "bundle")
+    try:
+        text = encode_program(b.instrs)
+    except SdacError as e:
+        raise BundleError(f"bundle: TEXT: {e}") from None
+    sections = [(b"META", _canonical_json(_meta_json(b))), (b"TEXT", text), (b"DATA", bytes(b.data)),
+                (b"STEP", bytes(b.step_table))]
+    if b.host is not None:
+        sections.append((b"HOST", bytes(b.host)))
+    table_size = ENTRY_SIZE * len(sections)
+    offset = HEADER_SIZE + table_size + _pad(HEADER_SIZE + table_size)
+    entries, body = [], []
+    for kind, payload in sections:
+        entries.append(_ENTRY.pack(kind, 0, offset, len(payload), zlib.crc32(payload), 0))
+        body.append(payload + bytes(_pad(len(payload))))
+        offset += len(payload) + _pad(len(payload))
+    table = b"".join(entries)
+    head = _HEADER.pack(MAGIC, FORMAT_VERSION, HEADER_SIZE, len(sections), 0, HEADER_SIZE, offset,
+                        SPEC.version, zlib.crc32(table))
+    head += _HEADER_CRC.pack(zlib.crc32(head))
+    head += bytes(HEADER_SIZE - len(head))
+    out = head + table + bytes(_pad(HEADER_SIZE + table_size)) + b"".join(body)
+    assert len(out) == offset
+    return out
+
+
+def write_bundle(bundle: Bundle, path: str | os.PathLike) -> None:
+    """Write atomically (temporary file + rename) so a crash never leaves a half-written bundle."""
+    path = Path(path)
+    blob = bundle_bytes(bundle)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(blob)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------ reading
+
+def read_bundle(path: str | os.PathLike) -> Bundle:
+    path = Path(path)
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise BundleError(f"{path}: is a directory") from None
+    except OSError as e:
+        raise BundleError(f"{path}: cannot read: {e.strerror}") from None
+    return parse_bundle(blob, str(path))
+
+
+def is_bundle(blob: bytes) -> bool:
+    return blob[:len(MAGIC)] == MAGIC
+
+
+def parse_bundle(blob: bytes, name: str = "<bytes>") -> Bundle:
+    def fail(msg: str):
+        raise BundleError(f"{name}: {msg}")
+
+    blob = bytes(blob)
+    if blob[:len(MAGIC)] != MAGIC[:min(len(blob), len(MAGIC))]:
+        fail("not an sdac bundle (bad magic number)")
+    if len(blob) < HEADER_SIZE:
+        fail(f"truncated: {len(blob)} bytes, the header alone is {HEADER_SIZE}")
+    (_, version, hsize, count, flags, toff, fsize, isa_version, table_crc) = _HEADER.unpack_from(blob, 0)
+    (head_crc,) = _HEADER_CRC.unpack_from(blob, _HEADER.size)
+    if head_crc != zlib.crc32(blob[:_HEADER.size]):
+        fail("corrupted: header CRC mismatch")
+    if version != FORMAT_VERSION:
+        fail(f"bundle format version {version}, this sdac reads version {FORMAT_VERSION}")
+    if isa_version != SPEC.version:
+        fail(f"compiled for ISA version {isa_version}, this sdac implements version {SPEC.version}")
+    if hsize != HEADER_SIZE or toff != HEADER_SIZE or flags != 0 or any(blob[_HEADER.size + 4:HEADER_SIZE]):
+        fail("corrupted: unexpected header fields")
+    if fsize != len(blob):
+        what = "truncated" if len(blob) < fsize else "trailing bytes"
+        fail(f"{what}: header says {fsize} bytes, file has {len(blob)}")
+    if not 1 <= count <= len(KINDS):
+        fail(f"corrupted: section count {count}")
+    table_end = toff + count * ENTRY_SIZE
+    if table_end > len(blob):
+        fail("truncated: section table runs past the end of the file")
+    table = blob[toff:table_end]
+    if zlib.crc32(table) != table_crc:
+        fail("corrupted: section table CRC mismatch")
+
+    payloads: dict[bytes, bytes] = {}
+    spans: list[tuple[int, int, str]] = []
+    for i in range(count):
+        kind, sflags, off, size, crc, reserved = _ENTRY.unpack_from(table, i * ENTRY_SIZE)
+        kname = kind.decode("latin-1")
+        if kind not in KINDS:
+            fail(f"section {i}: unknown kind {kname!r}")
+        if kind in payloads:
+            fail(f"section {i}: duplicate {kname} section")
+        if sflags or reserved:
+            fail(f"section {kname}: unexpected flags")
+        if off < table_end or off + size > len(blob):
+            fail(f"section {kname}: [{off}, {off + size}) lies outside the file's data area")
+        for lo, hi, other in spans:
+            if off < hi and lo < off + size:
+                fail(f"section {kname} overlaps section {other}")
+        spans.append((off, off + size, kname))
+        payload = blob[off:off + size]
+        if zlib.crc32(payload) != crc:
+            fail(f"corrupted: section {kname} CRC mismatch")
+        payloads[kind] = payload
+    for kind in REQUIRED:
+        if kind not in payloads:
+            fail(f"missing section {kind.decode()}")
+
+    try:
+        meta = json.loads(payloads[b"META"].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        fail(f"META is not valid JSON: {e}")
+    try:
+        instrs = decode_program(payloads[b"TEXT"])
+    except DecodeError as e:
+        fail(f"TEXT: {e}")
+    bundle = _from_meta(meta, instrs, payloads, fail)
+    _check(bundle, name)
+    return bundle
+
+
+def _from_meta(meta, instrs, payloads, fail) -> Bundle:
+    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
+        fail(f"META: not an {META_FORMAT} description")
+    keys = {"format", "machine", "dram_size", "data_base", "n_steps", "step_base", "step_bank",
+            "inputs", "outputs", "debug", "meta"}
+    missing, extra = keys - set(meta), set(meta) - keys
+    if missing or extra:
+        fail(f"META: missing key(s) {sorted(missing)}, unknown key(s) {sorted(extra)}")
+    try:
+        machine = Machine.from_dict(meta["machine"])
+    except (TypeError, ValueError) as e:
+        fail(f"META: machine: {e}")
+
+    def io(d, where: str) -> IOTensor:
+        want = {"name", "shape", "dtype", "layout", "dram", "rows", "cols", "scales"}
+        if not isinstance(d, dict) or set(d) != want:
+            fail(f"META: {where}: expected keys {sorted(want)}")
+        if not isinstance(d["shape"], list) or not isinstance(d["scales"], list):
+            fail(f"META: {where}: shape and scales must be lists")
+        return IOTensor(name=d["name"], shape=tuple(d["shape"]), dtype=d["dtype"], layout=d["layout"],
+                        dram=d["dram"], rows=d["rows"], cols=d["cols"], scales=tuple(d["scales"]))
+
+    for k in ("inputs", "outputs", "debug"):
+        if not isinstance(meta[k], list):
+            fail(f"META: {k} must be a list")
+    if not isinstance(meta["meta"], dict):
+        fail("META: meta must be an object")
+    return Bundle(machine=machine, instrs=instrs, dram_size=meta["dram_size"], data=payloads[b"DATA"],
+                  data_base=meta["data_base"], n_steps=meta["n_steps"], step_base=meta["step_base"],
+                  step_bank=meta["step_bank"], step_table=payloads[b"STEP"],
+                  inputs=[io(d, f"inputs[{i}]") for i, d in enumerate(meta["inputs"])],
+                  outputs=[io(d, f"outputs[{i}]") for i, d in enumerate(meta["outputs"])],
+                  host=payloads.get(b"HOST"), debug=meta["debug"], meta=meta["meta"])
+
+
+# ------------------------------------------------------------- consistency
+
+def _is_int(v) -> bool:
+    # numpy integers are fine (the compiler computes addresses with them); bools are not
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def check_bundle(b: Bundle, name: str = "bundle") -> None:
+    """Raise BundleError if the bundle's memory map or IO descriptions are inconsistent."""
+    _check(b, name)
+
+
+def _check(b: Bundle, name: str) -> None:
+    def fail(msg: str):
+        raise BundleError(f"{name}: inconsistent: {msg}")
+
+    if not isinstance(b.machine, Machine):
+        fail("machine is not a Machine")
+    for k in ("dram_size", "data_base", "n_steps", "step_base", "step_bank"):
+        v = getattr(b, k)
+        if not _is_int(v) or v < 0:
+            fail(f"{k} must be a non-negative integer, got {v!r}")
+    if b.dram_size <= 0 or b.dram_size > 1 << 32:
+        fail(f"dram_size {b.dram_size} is outside (0, 2^32] (DMA addresses are 32 bits)")
+    if b.n_steps < 1:
+        fail(f"n_steps must be >= 1, got {b.n_steps}")
+    data_end = b.data_base + len(b.data)
+    if data_end > b.dram_size:
+        fail(f"data [{b.data_base:#x}, {data_end:#x}) is not inside dram_size {b.dram_size:#x}")
+    if len(b.step_table) != b.n_steps * b.step_bank:
+        fail(f"step_table has {len(b.step_table)} bytes, n_steps*step_bank = {b.n_steps}*{b.step_bank} "
+             f"= {b.n_steps * b.step_bank}")
+    step_end = b.step_base + len(b.step_table)
+    if step_end > b.dram_size:
+        fail(f"step table [{b.step_base:#x}, {step_end:#x}) is not inside dram_size {b.dram_size:#x}")
+    if b.data and b.step_table and b.data_base < step_end and b.step_base < data_end:
+        fail("the step table overlaps the data image")
+    if b.host is not None and not isinstance(b.host, (bytes, bytearray)):
+        fail("host must be bytes or None")
+    names: set[str] = set()
+    for kind, tensors in (("input", b.inputs), ("output", b.outputs)):
+        for t in tensors:
+            _check_io(t, kind, b, fail)
+            if t.name in names:
+                fail(f"{kind} {t.name!r}: duplicate name")
+            names.add(t.name)
+    if not isinstance(b.debug, list):
+        fail("debug must be a list")
+    for i, d in enumerate(b.debug):
+        if not (isinstance(d, dict) and isinstance(d.get("kernel"), str)
+                and _is_int(d.get("first")) and _is_int(d.get("last"))):
+            fail(f"debug[{i}] must be a dict with kernel (str), first and last (int)")
+        if not 0 <= d["first"] <= d["last"] + 1 <= len(b.instrs):
+            fail(f"debug[{i}] ({d['kernel']}): instructions [{d['first']}, {d['last']}] are not in the program "
+                 f"of {len(b.instrs)}")
+    if not isinstance(b.meta, dict):
+        fail("meta must be a dict")
+
+
+def _check_io(t: IOTensor, kind: str, b: Bundle, fail) -> None:
+    where = f"{kind} {t.name!r}"
+    if not isinstance(t.name, str) or not t.name:
+        fail(f"{kind} with an empty or non-string name")
+    if not isinstance(t.dtype, str):
+        fail(f"{where}: dtype must be a string")
+    if t.layout not in LAYOUTS:
+        fail(f"{where}: layout {t.layout!r} is not one of {', '.join(LAYOUTS)}")
+    if not all(_is_int(v) and v > 0 for v in t.shape) or not t.shape:
+        fail(f"{where}: shape {t.shape} must be positive integers")
+    for k in ("dram", "rows", "cols"):
+        v = getattr(t, k)
+        if not _is_int(v) or v < 0 or (k != "dram" and v == 0):
+            fail(f"{where}: {k} = {v!r} is not a valid value")
+    if math.prod(t.shape) != t.rows * t.cols:
+        fail(f"{where}: shape {t.shape} has {math.prod(t.shape)} elements, rows*cols = {t.rows * t.cols}")
+    chan = t.shape[1] if t.layout == "nchw" and len(t.shape) >= 2 else t.shape[-1]
+    if t.cols != chan:
+        fail(f"{where}: cols {t.cols} is not the channel dimension {chan} of shape {t.shape} ({t.layout})")
+    end = t.dram + t.dram_bytes(b.machine.lanes)
+    if end > b.dram_size:
+        fail(f"{where}: [{t.dram:#x}, {end:#x}) is not inside dram_size {b.dram_size:#x}")
+    if len(t.scales) != b.n_steps:
+        fail(f"{where}: {len(t.scales)} scales for {b.n_steps} steps")
+    for s in t.scales:
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Real) or not (math.isfinite(s) and s > 0):
+            fail(f"{where}: scale {s!r} is not a positive finite number")
