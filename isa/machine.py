@@ -25,7 +25,7 @@ class Machine:
     act_lines: int = 49152     # int8   -> 960 KiB
     wgt_lines: int = 65536     # int4   -> 640 KiB
     acc_lines: int = 20480     # int32  -> 1.6 MiB
-    prm_lines: int = 1024      # uint32 -> 80 KiB
+    prm_lines: int = 4096      # uint32 -> 320 KiB (per-channel scale, bias and norm vectors of the widest layer)
     stat_groups: int = 1024    # statistics registers (sum, sum of squares)
     # Queues and tokens.
     queue_depth: int = 64      # instruction FIFO per queue

@@ -12,7 +12,7 @@ package sdac_isa_pkg;
   localparam int ACT_LINES = 49152;
   localparam int WGT_LINES = 65536;
   localparam int ACC_LINES = 20480;
-  localparam int PRM_LINES = 1024;
+  localparam int PRM_LINES = 4096;
   localparam int STAT_GROUPS = 1024;
   localparam int QUEUE_DEPTH = 64;
   localparam int TOKEN_MAX = 255;
@@ -20,7 +20,7 @@ package sdac_isa_pkg;
   localparam int ACT_AW = 16;
   localparam int WGT_AW = 16;
   localparam int ACC_AW = 15;
-  localparam int PRM_AW = 10;
+  localparam int PRM_AW = 12;
   localparam int STAT_AW = 10;
 
   // Queues

@@ -96,12 +96,19 @@ def main_op(k: Kernel, xs: list[np.ndarray]) -> np.ndarray:
     raise ValueError(f"kernel {k.name}: unknown kind {k.kind}")
 
 
-def run_kernel(k: Kernel, env: dict[str, np.ndarray], step: int) -> None:
-    """Evaluate one kernel; reads inputs from and writes fake-quantized outputs to env."""
+def run_kernel(k: Kernel, env: dict[str, np.ndarray], step: int, observe=None) -> None:
+    """Evaluate one kernel; reads inputs from and writes fake-quantized outputs to env.
+
+    ``observe(stage, value)`` (optional) sees the value after the main operation
+    (stage = the kernel) and after every epilogue step: calibration of the
+    fixed-point formats uses it.
+    """
     def get(a: Act) -> np.ndarray:
         return env[a.name]
 
     y = main_op(k, [get(a) for a in k.inputs])
+    if observe:
+        observe(k, y)
     for e in k.epilogue:
         if isinstance(e, Bias):
             y = y + e.b.astype(np.float64)
@@ -123,9 +130,11 @@ def run_kernel(k: Kernel, env: dict[str, np.ndarray], step: int) -> None:
             env[e.out.name] = fake_quant(y, float(e.out.scales[step]))
         else:
             raise TypeError(f"kernel {k.name}: unknown epilogue step {e!r}")
+        if observe:
+            observe(e, y)
 
 
-def run_reference(kg: KernelGraph, inputs: dict[str, np.ndarray], step: int = 0) -> dict[str, np.ndarray]:
+def run_reference(kg: KernelGraph, inputs: dict[str, np.ndarray], step: int = 0, observe=None) -> dict[str, np.ndarray]:
     """Evaluate the graph; inputs and the returned dict are keyed by Act name (real values).
 
     The returned dict holds every Act (inputs fake-quantized, all kernel outputs).
@@ -139,7 +148,7 @@ def run_reference(kg: KernelGraph, inputs: dict[str, np.ndarray], step: int = 0)
             raise ValueError(f"input {a.name}: shape {x.shape}, expected {a.shape}")
         env[a.name] = fake_quant(x, float(a.scales[step]))
     for k in kg.kernels:
-        run_kernel(k, env, step)
+        run_kernel(k, env, step, observe)
     return env
 
 
