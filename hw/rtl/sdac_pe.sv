@@ -1,0 +1,109 @@
+// Processing element: a 2 x 2 outer product of two int8 activations and two
+// int4 weights per cycle (4 MACs) on two DSP48E2 slices, exact for every input.
+//
+//   a_i = 16 * h_i + l_i      l_i = a_i[3:0] unsigned (0..15), h_i = a_i[7:4] signed (-8..7)
+//   DSP L: (l0 + l1 * 2^22) * (w0 + w1 * 2^11)    DSP H: the same with h0, h1
+//   P = sum_{i,j} n_i * w_j * 2^(11 * (2i + j))   four 11-bit fields at bits 0, 11, 22, 33
+//   field f = signed11(P[11f +: 11] + P[11f - 1])  (the bit below a field is the borrow
+//                                                 taken by the negative fields beneath it)
+//   a_i * w_j = L_f + 16 * H_f,  f = 2i + j
+//
+// Every nibble product lies in [-120, 105], far inside the 11-bit field range,
+// so the unpack is exact (proof in hw/packing.py and docs/hardware.md; checked
+// exhaustively over all 2^24 (a0, a1, w0, w1) by tests/hw/test_pe.py).
+//
+// Timing: operands presented with `en` in cycle t reach the accumulators at the
+// clock edge ending cycle t + LATENCY - 1; `clr` starts a new sum (acc = product)
+// instead of adding. `acc_valid` is high in the cycle after an accumulator
+// update. The operands are also forwarded one cycle later on a_out / w_out for
+// the systolic array (activations travel along a row, weights down a column).
+module sdac_pe #(
+  parameter int ACC_W = 32,
+  // Bits per product field. Exact for 8..11 (ports: B needs 4 + FIELD <= 18,
+  // AD 5 + 2 FIELD <= 27); a parameter only so that the tests can show that 7 fails.
+  parameter int FIELD = 11
+) (
+  input  logic                    clk,
+  input  logic                    rst,
+  input  logic                    en,
+  input  logic                    clr,
+  input  logic signed [7:0]       a0,
+  input  logic signed [7:0]       a1,
+  input  logic signed [3:0]       w0,
+  input  logic signed [3:0]       w1,
+  output logic signed [7:0]       a0_out,
+  output logic signed [7:0]       a1_out,
+  output logic signed [3:0]       w0_out,
+  output logic signed [3:0]       w1_out,
+  output logic                    acc_valid,
+  output logic signed [ACC_W-1:0] acc00,   // sum of a0 * w0
+  output logic signed [ACC_W-1:0] acc01,   // sum of a0 * w1
+  output logic signed [ACC_W-1:0] acc10,   // sum of a1 * w0
+  output logic signed [ACC_W-1:0] acc11    // sum of a1 * w1
+);
+  localparam int DSP_LATENCY = 4;
+  localparam int LATENCY = DSP_LATENCY + 2;   // + product register + accumulator
+
+  // Operand packing (fabric): nibble-split activations on the pre-adder, the
+  // two weights as one 18-bit signed B operand.
+  logic signed [26:0] ad_lo_a, ad_lo_d, ad_hi_a, ad_hi_d;
+  logic signed [17:0] b_packed;
+  assign ad_lo_d = 27'(unsigned'(a0[3:0]));
+  assign ad_lo_a = 27'(unsigned'(a1[3:0])) <<< (2 * FIELD);
+  // A part-select is unsigned in SystemVerilog: signed'() makes the high nibble
+  // sign-extend (without it -8..-1 would become 8..15).
+  assign ad_hi_d = 27'(signed'(a0[7:4]));
+  assign ad_hi_a = 27'(signed'(a1[7:4])) <<< (2 * FIELD);
+  assign b_packed = 18'(w0) + (18'(w1) <<< FIELD);
+
+  logic signed [47:0] p_lo, p_hi;
+  sdac_dsp48e2 u_dsp_lo (.clk, .ce(1'b1), .a(ad_lo_a), .d(ad_lo_d), .b(b_packed),
+                         .sub(1'b0), .acc(1'b0), .p(p_lo));
+  sdac_dsp48e2 u_dsp_hi (.clk, .ce(1'b1), .a(ad_hi_a), .d(ad_hi_d), .b(b_packed),
+                         .sub(1'b0), .acc(1'b0), .p(p_hi));
+
+  // Sign-correcting unpack of the four fields of each product.
+  logic signed [FIELD-1:0] f_lo [4];
+  logic signed [FIELD-1:0] f_hi [4];
+  assign f_lo[0] = p_lo[FIELD-1:0];
+  assign f_hi[0] = p_hi[FIELD-1:0];
+  for (genvar f = 1; f < 4; f++) begin : g_unpack
+    assign f_lo[f] = p_lo[FIELD*f +: FIELD] + FIELD'(p_lo[FIELD*f-1]);
+    assign f_hi[f] = p_hi[FIELD*f +: FIELD] + FIELD'(p_hi[FIELD*f-1]);
+  end
+  // P[47:44] only repeat the sign of the top field.
+  logic unused_p_top;
+  assign unused_p_top = ^{p_lo[47:4*FIELD], p_hi[47:4*FIELD]};
+
+  // a_i * w_j = L + 16 H, in [-1024, 1024]: 12 bits.
+  logic signed [11:0] prod [4];
+  logic en_d [LATENCY-1];
+  logic clr_d [LATENCY-1];
+
+  always_ff @(posedge clk) begin
+    for (int f = 0; f < 4; f++) begin
+      prod[f] <= 12'(f_lo[f]) + (12'(f_hi[f]) <<< 4);
+    end
+    en_d[0] <= en;
+    clr_d[0] <= clr;
+    for (int s = 1; s < LATENCY - 1; s++) begin
+      en_d[s] <= en_d[s-1];
+      clr_d[s] <= clr_d[s-1];
+    end
+    if (en_d[LATENCY-2]) begin
+      acc00 <= (clr_d[LATENCY-2] ? '0 : acc00) + ACC_W'(prod[0]);
+      acc01 <= (clr_d[LATENCY-2] ? '0 : acc01) + ACC_W'(prod[1]);
+      acc10 <= (clr_d[LATENCY-2] ? '0 : acc10) + ACC_W'(prod[2]);
+      acc11 <= (clr_d[LATENCY-2] ? '0 : acc11) + ACC_W'(prod[3]);
+    end
+    acc_valid <= en_d[LATENCY-2];
+    a0_out <= a0;
+    a1_out <= a1;
+    w0_out <= w0;
+    w1_out <= w1;
+    if (rst) begin
+      for (int s = 0; s < LATENCY - 1; s++) en_d[s] <= 1'b0;
+      acc_valid <= 1'b0;
+    end
+  end
+endmodule
