@@ -1,0 +1,645 @@
+"""The golden model: a bit-exact, vectorized interpreter of the sdac ISA.
+
+``Golden(machine, dram_size).run(instrs, step=...)`` executes a program over a
+DRAM image and the on-chip buffers exactly as isa/isa.toml defines it; every
+SFU value comes from the functions in ``sdac.isa.numerics``. docs/golden.md
+describes the execution model (fetch, queues, tokens, the interleaving chosen
+here), the error reporting, why the BLAS path is exact, and the trace format.
+
+Speed: every instruction is a handful of numpy operations on whole tiles
+(strided views for gathers, BLAS for the integer products), never a Python
+loop per element or per PE.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from ..errors import DeviceError
+from ..isa import numerics as N
+from ..isa.encoding import DecodeError, EncodeError, Instr, decode_program, encode_int
+from ..isa.machine import Machine
+
+QUEUES = ("ld", "cmp", "sfu", "st")
+_QI = {q: i for i, q in enumerate(QUEUES)}
+_DTYPES = {"act": np.int8, "wgt": np.int8, "acc": np.int32, "prm": np.uint32}
+# Largest |sum| for which an integer dot product is exact in float32 / float64:
+# every partial sum is an integer of at most this magnitude, so no rounding occurs.
+_F32_EXACT = 1 << 24
+_F64_EXACT = 1 << 53
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass
+class TraceRecord:
+    """Work done by one executed instruction (the performance model's input)."""
+
+    index: int                  # instruction index in the program
+    op: str
+    queue: str                  # ld | cmp | sfu | st
+    macs: int = 0               # multiply-accumulates (mm, conv; padding taps included)
+    dram_bytes: int = 0         # bytes moved between DRAM and a buffer
+    sfu_elems: int = 0          # elements through the SFU (rows * cols)
+    lines: dict[str, int] = field(default_factory=dict)   # buffer line accesses (reads + writes) per buffer
+
+    def to_json(self) -> dict:
+        return {"index": self.index, "op": self.op, "queue": self.queue, "macs": self.macs,
+                "dram_bytes": self.dram_bytes, "sfu_elems": self.sfu_elems, "lines": dict(self.lines)}
+
+
+@dataclass
+class RunResult:
+    """Counts of one run; ``trace`` (trace=True) lists the instructions in execution order."""
+
+    step: int
+    instructions: int = 0                                   # executed, halt included
+    by_op: dict[str, int] = field(default_factory=dict)
+    by_queue: dict[str, int] = field(default_factory=dict)
+    macs: int = 0
+    dram_read: int = 0
+    dram_written: int = 0
+    sfu_elems: int = 0
+    trace: list[TraceRecord] | None = None
+
+    @property
+    def dram_bytes(self) -> int:
+        return self.dram_read + self.dram_written
+
+    def to_json(self) -> dict:
+        d = {"format": "sdac-trace", "version": 1, "step": self.step, "instructions": self.instructions,
+             "by_op": dict(self.by_op), "by_queue": dict(self.by_queue), "macs": self.macs,
+             "dram_read": self.dram_read, "dram_written": self.dram_written, "sfu_elems": self.sfu_elems}
+        if self.trace is not None:
+            d["trace"] = [r.to_json() for r in self.trace]
+        return d
+
+
+@dataclass
+class _Dec:
+    """An instruction decoded once: queue number, token masks as tuples, fields as a dict."""
+
+    index: int
+    op: str
+    q: int                      # -1 for halt (control)
+    pops: tuple[int, ...]
+    pushes: tuple[int, ...]
+    a: dict
+
+
+def _imatmul(x: np.ndarray, w: np.ndarray, xmax: int, wmax: int, k: int) -> np.ndarray:
+    """Exact integer x @ w as int64: BLAS in float32/float64 when the sum bound proves it exact."""
+    bound = xmax * wmax * k
+    if bound < _F32_EXACT:
+        return (x.astype(np.float32) @ w.astype(np.float32)).astype(np.int64)
+    if bound < _F64_EXACT:
+        return (x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
+    # int64 products wrap modulo 2**64, which keeps the result modulo 2**32 exact.
+    return x.astype(np.int64) @ w.astype(np.int64)
+
+
+def _absmax(x: np.ndarray) -> int:
+    if x.size == 0:
+        return 0
+    return max(-int(x.min()), int(x.max()))
+
+
+def _float_dtype(bound: int):
+    if bound < _F32_EXACT:
+        return np.float32
+    if bound < _F64_EXACT:
+        return np.float64
+    return np.int64
+
+
+class Golden:
+    """Machine state and the interpreter. State persists across ``run`` calls; tokens and queues reset."""
+
+    def __init__(self, machine: Machine, dram_size: int, *, trace: bool = False):
+        if dram_size <= 0:
+            raise ValueError(f"dram_size must be positive, got {dram_size}")
+        self.machine = machine
+        self.L = L = machine.lanes
+        self.dram = np.zeros(dram_size, dtype=np.uint8)
+        self.act = np.zeros((machine.act_lines, L), dtype=np.int8)
+        self.wgt = np.zeros((machine.wgt_lines, L), dtype=np.int8)     # int4 values
+        self.acc = np.zeros((machine.acc_lines, L), dtype=np.int32)
+        self.prm = np.zeros((machine.prm_lines, L), dtype=np.uint32)
+        self.stat_sum = np.zeros(machine.stat_groups, dtype=np.int64)
+        self.stat_sq = np.zeros(machine.stat_groups, dtype=np.int64)
+        self.step_off = 0
+        self.tokens = [[0] * 4 for _ in range(4)]                     # tokens[src][dst]
+        self.trace = trace
+        self._bufs = {"act": self.act, "wgt": self.wgt, "acc": self.acc, "prm": self.prm}
+        self._rec: TraceRecord | None = None
+        self._csr_step = 0
+
+    @property
+    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.stat_sum, self.stat_sq
+
+    # ------------------------------------------------------------ decoding
+    def _prepare(self, instrs) -> list[_Dec]:
+        if isinstance(instrs, (bytes, bytearray, memoryview)):
+            try:
+                instrs = decode_program(bytes(instrs))
+            except DecodeError as e:
+                code = "BAD_OPCODE" if e.reason.startswith("BAD_OPCODE") else "BAD_FIELD"
+                raise DeviceError(code, e.reason.split(": ", 1)[-1], e.index) from None
+        prog = []
+        for i, ins in enumerate(instrs):
+            if not isinstance(ins, Instr):
+                raise DeviceError("BAD_OPCODE", f"not an instruction: {ins!r}", i)
+            try:
+                encode_int(ins)           # checks every field range, enum and token mask against the spec
+            except EncodeError as e:
+                raise DeviceError("BAD_FIELD", str(e), i) from None
+            except KeyError:
+                raise DeviceError("BAD_OPCODE", f"unknown instruction {ins.op!r}", i) from None
+            q = -1 if ins.op == "halt" else _QI[ins.queue]
+            prog.append(_Dec(i, ins.op, q, tuple(sorted(_QI[p] for p in ins.pop)),
+                             tuple(sorted(_QI[p] for p in ins.push)), dict(ins.args)))
+        return prog
+
+    # ------------------------------------------------------------ scheduling
+    def run(self, instrs: Sequence[Instr] | bytes, *, step: int = 0) -> RunResult:
+        """Execute a program (Instr list or encoded TEXT) with CSR STEP = ``step``.
+
+        Interleaving (deterministic): fetch as far as possible (until halt, the
+        end of the program or a full FIFO), then execute one instruction: the
+        head of the first queue in the order ld, cmp, sfu, st whose tokens are
+        all available; repeat.
+        """
+        prog = self._prepare(instrs)
+        m = self.machine
+        res = RunResult(step=step, trace=[] if self.trace else None)
+        self._csr_step = int(step)
+        self.step_off = 0
+        tok = self.tokens = [[0] * 4 for _ in range(4)]
+        fifos = [deque() for _ in range(4)]
+        depth, tmax = m.queue_depth, m.token_max
+        n = len(prog)
+        pc = 0
+        halted = False
+        halt_index = -1
+        while True:
+            while not halted:                                  # fetch
+                if pc >= n:
+                    raise DeviceError("FETCH_OOB", f"fetch ran past the end of the {n}-instruction program "
+                                      "without halt", pc)
+                d = prog[pc]
+                if d.q < 0:
+                    halted, halt_index = True, pc
+                    pc += 1
+                    break
+                f = fifos[d.q]
+                if len(f) >= depth:
+                    break
+                f.append(d)
+                pc += 1
+            for q in range(4):                                 # execute one ready head
+                f = fifos[q]
+                if f and all(tok[s][q] > 0 for s in f[0].pops):
+                    break
+            else:
+                if halted and not any(fifos):
+                    break
+                raise self._deadlock(fifos, prog, pc, halted)
+            d = f.popleft()
+            for s in d.pops:
+                tok[s][q] -= 1
+            self._exec(d, res)
+            for t in d.pushes:
+                tok[q][t] += 1
+                if tok[q][t] > tmax:
+                    raise DeviceError("TOKEN_OVERFLOW", f"{d.op} pushes a token {QUEUES[q]}->{QUEUES[t]}: "
+                                      f"counter would be {tok[q][t]} > token_max {tmax}", d.index)
+        leaks = [f"{QUEUES[s]}->{QUEUES[t]}={tok[s][t]}" for s in range(4) for t in range(4) if tok[s][t]]
+        if leaks:
+            raise DeviceError("TOKEN_LEAK", f"halt with non-zero token counters: {', '.join(leaks)}", halt_index)
+        res.instructions += 1
+        res.by_op["halt"] = res.by_op.get("halt", 0) + 1
+        return res
+
+    def _deadlock(self, fifos, prog, pc, halted) -> DeviceError:
+        tok = self.tokens
+        waits, first = [], None
+        for q in range(4):
+            if not fifos[q]:
+                continue
+            d = fifos[q][0]
+            missing = [QUEUES[s] for s in d.pops if tok[s][q] == 0]
+            waits.append(f"instruction {d.index} ({d.op} in {QUEUES[q]}) waits for a token from "
+                         + " and ".join(f"{s} ({s}->{QUEUES[q]} = 0)" for s in missing))
+            first = d.index if first is None else min(first, d.index)
+        if not halted and pc < len(prog):
+            d = prog[pc]
+            waits.append(f"fetch stalled at instruction {d.index} ({d.op}): the {QUEUES[d.q]} FIFO is full "
+                         f"({self.machine.queue_depth} entries)")
+        return DeviceError("DEADLOCK", "no queue can make progress: " + "; ".join(waits), first)
+
+    def _exec(self, d: _Dec, res: RunResult) -> None:
+        rec = None
+        if self.trace:
+            rec = self._rec = TraceRecord(d.index, d.op, QUEUES[d.q])
+        self._work = [0, 0, 0, 0]          # macs, dram read, dram written, sfu elements
+        getattr(self, "_op_" + d.op)(d, d.a)
+        w = self._work
+        res.instructions += 1
+        res.by_op[d.op] = res.by_op.get(d.op, 0) + 1
+        res.by_queue[QUEUES[d.q]] = res.by_queue.get(QUEUES[d.q], 0) + 1
+        res.macs += w[0]
+        res.dram_read += w[1]
+        res.dram_written += w[2]
+        res.sfu_elems += w[3]
+        if rec is not None:
+            rec.macs, rec.dram_bytes, rec.sfu_elems = w[0], w[1] + w[2], w[3]
+            res.trace.append(rec)
+            self._rec = None
+
+    # ------------------------------------------------------------ memory access
+    def _check_lines(self, d: _Dec, buf: str, first: int, last: int, what: str) -> None:
+        lines = self.machine.buf_lines(buf)
+        if last >= lines:
+            raise DeviceError("OOB_BUF", f"{d.op}: {what} touches {buf} lines {first}..{last}, "
+                              f"the buffer has {lines}", d.index)
+
+    def _count(self, buf: str, n: int) -> None:
+        if self._rec is not None:
+            self._rec.lines[buf] = self._rec.lines.get(buf, 0) + n
+
+    def _region(self, d: _Dec, buf: str, base: int, dims: Sequence[tuple[int, int]], cols: int, what: str):
+        """Bounds-check a region of rows; returns (flat buffer, element offset, element strides)."""
+        L = self.L
+        last = base + sum((c - 1) * s for c, s in dims) + _cdiv(cols, L) - 1
+        self._check_lines(d, buf, base, last, what)
+        n = 1
+        for c, _ in dims:
+            n *= c
+        self._count(buf, n * _cdiv(cols, L))
+        return self._bufs[buf].reshape(-1), base * L, [s * L for _, s in dims]
+
+    def _read(self, d, buf, base, dims, cols, what) -> np.ndarray:
+        """Element [*idx, c] = buf line (base + sum(idx*stride) + c//L), lane c%L; a read-only view."""
+        flat, off, strides = self._region(d, buf, base, dims, cols, what)
+        return _view(flat, off, [c for c, _ in dims], strides, cols, writeable=False)
+
+    def _write(self, d, buf, base, dims, cols, values, what) -> None:
+        flat, off, strides = self._region(d, buf, base, dims, cols, what)
+        _scatter(flat, off, [c for c, _ in dims], strides, cols, values)
+
+    def _prmw(self, d: _Dec, x: int, what: str) -> int:
+        """PRMW[x]: prm word x = prm[x // L][x % L]."""
+        self._check_lines(d, "prm", x // self.L, x // self.L, what)
+        self._count("prm", 1)
+        return int(self.prm[x // self.L, x % self.L])
+
+    def _check_dram(self, d: _Dec, first: int, last: int) -> None:
+        if last >= self.dram.size:
+            raise DeviceError("OOB_DRAM", f"{d.op} touches DRAM bytes {first:#x}..{last:#x}, "
+                              f"the device memory has {self.dram.size:#x} bytes", d.index)
+
+    # ------------------------------------------------------------ load / store
+    def _op_setstep(self, d, a) -> None:
+        s = self._csr_step if a["src"] == "csr" else a["step"]
+        self.step_off = int(s) * int(a["bank"])
+
+    def _op_sync(self, d, a) -> None:
+        pass
+
+    def _dma_dims(self, d, a, line_bytes):
+        nz, ny, run = a["nz"], a["ny"], a["run"]
+        dram = a["dram"] + (self.step_off if a.get("step") else 0)
+        last = dram + (nz - 1) * a["dz"] + (ny - 1) * a["dy"] + run * line_bytes - 1
+        return dram, last, [(nz, a["sz"]), (ny, a["sy"]), (run, 1)]
+
+    def _op_load(self, d, a) -> None:
+        buf, L = a["buf"], self.L
+        B = self.machine.line_bytes(buf)
+        nz, ny, run = a["nz"], a["ny"], a["run"]
+        dram, last, dims = self._dma_dims(d, a, B)
+        if a["zero"]:
+            lines = np.zeros((nz, ny, run, L), dtype=_DTYPES[buf])
+        else:
+            self._check_dram(d, dram, last)
+            raw = _view(self.dram, dram, [nz, ny], [a["dz"], a["dy"]], run * B, writeable=False)
+            lines = _decode_lines(buf, raw.reshape(nz, ny, run, B), L)
+            self._work[1] += nz * ny * run * B
+        self._write(d, buf, a["sram"], dims, L, lines, "the destination")
+
+    def _op_store(self, d, a) -> None:
+        buf, L = a["buf"], self.L
+        B = self.machine.line_bytes(buf)
+        nz, ny, run = a["nz"], a["ny"], a["run"]
+        dram, last, dims = self._dma_dims(d, a, B)
+        lines = self._read(d, buf, a["sram"], dims, L, "the source")
+        self._check_dram(d, dram, last)
+        raw = _encode_lines(buf, lines).reshape(nz, ny, run * B)
+        _scatter(self.dram, dram, [nz, ny], [a["dz"], a["dy"]], run * B, raw)
+        self._work[2] += nz * ny * run * B
+
+    # ------------------------------------------------------------ systolic array
+    def _op_mm(self, d, a) -> None:
+        L = self.L
+        m, n, k = a["m"], a["n"], a["k"]
+        A = self._read(d, "act", a["a"], [(m, a["ars"])], k, "A")
+        wsrc = a["wsrc"]
+        if wsrc == "wgt":
+            nb = _cdiv(n, L)
+            W = self._read(d, "wgt", a["w"], [(nb, a["ws"]), (k, 1)], L, "W")
+            W = W.transpose(1, 0, 2).reshape(k, nb * L)[:, :n]
+        elif wsrc == "act":
+            W = self._read(d, "act", a["w"], [(k, a["ws"])], n, "W")
+        else:
+            W = self._read(d, "act", a["w"], [(n, a["ws"])], k, "W").T
+        P = _imatmul(A, W, _absmax(A), _absmax(W), k)
+        self._accumulate(d, a["c"], [(m, a["crs"])], n, P, a["acc"], "C")
+        self._work[0] += m * n * k
+
+    def _accumulate(self, d, base, dims, cols, P, acc_flag, what) -> None:
+        if acc_flag:
+            P = P + self._read(d, "acc", base, dims, cols, what)
+        self._write(d, "acc", base, dims, cols, P.astype(np.int32), what)   # astype wraps modulo 2**32
+
+    def _op_conv(self, d, a) -> None:
+        L = self.L
+        oh, ow, cin, cout, st = a["oh"], a["ow"], a["cin"], a["cout"], a["stride"]
+        pt, pl = a["pt"], a["pl"]
+        hp, wp = (oh - 1) * st + 3, (ow - 1) * st + 3            # padded extent the taps reach
+        ny = max(0, min(a["ih"], hp - pt))                       # input rows / columns actually read
+        nx = max(0, min(a["iw"], wp - pl))
+        nb = _cdiv(cout, L)
+        Wt = self._read(d, "wgt", a["w"], [(nb, a["wbs"]), (9, a["wts"]), (cin, 1)], L, "the weights")
+        Wt = Wt.transpose(1, 2, 0, 3).reshape(9, cin, nb * L)[:, :, :cout]
+        if ny and nx:
+            I = self._read(d, "act", a["i"], [(ny, a["irs"]), (nx, a["ips"])], cin, "the input")
+        else:
+            I = np.zeros((0, 0, cin), dtype=np.int8)
+        dt = _float_dtype(9 * cin * _absmax(I) * _absmax(Wt))
+        P = np.zeros((hp, wp, cin), dtype=dt)
+        P[pt:pt + ny, pl:pl + nx] = I
+        Wf = Wt.astype(dt)
+        S = np.zeros((oh * ow, cout), dtype=dt)
+        for t in range(9):
+            ky, kx = divmod(t, 3)
+            tap = P[ky:ky + (oh - 1) * st + 1:st, kx:kx + (ow - 1) * st + 1:st].reshape(oh * ow, cin)
+            S += tap @ Wf[t]
+        S = S.astype(np.int64).reshape(oh, ow, cout)
+        self._accumulate(d, a["o"], [(oh, a["ors"]), (ow, a["ops"])], cout, S, a["acc"], "O")
+        self._work[0] += oh * ow * cout * 9 * cin
+
+    # ------------------------------------------------------------ SFU
+    def _src(self, d, sbuf, base, rs, rows, cols, what) -> np.ndarray:
+        return self._read(d, sbuf, base, [(rows, rs)], cols, what).astype(np.int64)
+
+    def _stats(self, d, a, D, rows, cols) -> None:
+        """Statistics side effect of deq/add/act: st_clr zeroes every register, st accumulates D."""
+        if a["st"]:
+            gmax = a["gbase"] + (rows - 1 if a["st_mode"] == "row" else (cols - 1) // a["gsize"])
+            if gmax >= self.machine.stat_groups:
+                raise DeviceError("OOB_STAT", f"{d.op}: statistics registers {a['gbase']}..{gmax}, the file has "
+                                  f"{self.machine.stat_groups}", d.index)
+        if a["st_clr"]:
+            self.stat_sum[:] = 0
+            self.stat_sq[:] = 0
+        if a["st"]:
+            g = N.group_index(rows, cols, a["st_mode"], a["gsize"], a["gbase"])
+            N.stats_accumulate(self.stat_sum, self.stat_sq, D, g)
+
+    def _out(self, d, a, D, rows, cols) -> None:
+        """Saturate to the output type (act: int8, acc: int16 in int32) and write."""
+        if a["out"] == "act":
+            self._write(d, "act", a["d"], [(rows, a["drs"])], cols, N.sat8(D).astype(np.int8), "D")
+        else:
+            self._write(d, "acc", a["d"], [(rows, a["drs"])], cols, N.sat16(D).astype(np.int32), "D")
+
+    def _op_deq(self, d, a) -> None:
+        rows, cols = a["rows"], a["cols"]
+        S = self._src(d, a["sbuf"], a["s"], a["srs"], rows, cols, "S")
+        if a["per_ch"]:
+            E = self._read(d, "prm", a["sc"], [(1, 0)], cols, "the scale vector")[0]
+        else:
+            E = self._prmw(d, a["sc"], "the scale entry")
+        X = N.apply_scale(S, E)
+        if a["bias"]:
+            X = X + self._read(d, "prm", a["bb"], [(1, 0)], cols, "the bias")[0].view(np.int32)
+        D = N.sat16(X)
+        self._stats(d, a, D, rows, cols)
+        self._write(d, "acc", a["d"], [(rows, a["drs"])], cols, D.astype(np.int32), "D")
+        self._work[3] += rows * cols
+
+    def _op_add(self, d, a) -> None:
+        rows, cols = a["rows"], a["cols"]
+        A = self._src(d, "acc", a["a"], a["ars"], rows, cols, "A")
+        B = self._src(d, a["bbuf"], a["b"], a["brs"], rows, cols, "B")
+        D = N.sat16(A + N.apply_scale(B, self._prmw(d, a["sc"], "the scale entry")))
+        self._stats(d, a, D, rows, cols)
+        self._write(d, "acc", a["d"], [(rows, a["drs"])], cols, D.astype(np.int32), "D")
+        self._work[3] += rows * cols
+
+    def _op_act(self, d, a) -> None:
+        rows, cols = a["rows"], a["cols"]
+        if a["st"] and a["out"] == "act":
+            raise DeviceError("BAD_FIELD", "act: statistics (st=1) need out=acc", d.index)
+        X = N.sat16(self._src(d, a["sbuf"], a["s"], a["srs"], rows, cols, "S"))
+        Y = N.fn_q(a["fn"], X, a["frac"])
+        D = N.apply_scale(Y, self._prmw(d, a["sc"], "the scale entry"))
+        if a["out"] == "acc":
+            D = N.sat16(D)
+            self._stats(d, a, D, rows, cols)
+        elif a["st_clr"]:
+            self._stats(d, a, D, rows, cols)
+        self._out(d, a, D, rows, cols)
+        self._work[3] += rows * cols
+
+    def _op_geglu(self, d, a) -> None:
+        rows, cols = a["rows"], a["cols"]
+        XA = N.sat16(self._src(d, "acc", a["a"], a["ars"], rows, cols, "A"))
+        XB = N.sat16(self._src(d, "acc", a["b"], a["brs"], rows, cols, "B"))
+        Y = N.geglu_q(XA, XB, a["frac"])
+        self._out(d, a, N.apply_scale(Y, self._prmw(d, a["sc"], "the scale entry")), rows, cols)
+        self._work[3] += rows * cols
+
+    def _op_norm(self, d, a) -> None:
+        rows, cols, L = a["rows"], a["cols"], self.L
+        X = N.sat16(self._src(d, "acc", a["s"], a["srs"], rows, cols, "the input"))
+        row_mode = a["st_mode"] == "row"
+        ng = rows if row_mode else (cols - 1) // a["gsize"] + 1
+        gbase = a["gbase"]
+        if gbase + ng > self.machine.stat_groups:
+            raise DeviceError("OOB_STAT", f"norm: statistics registers {gbase}..{gbase + ng - 1}, the file has "
+                              f"{self.machine.stat_groups}", d.index)
+        nd = a["nd"]
+        inv_n = self._prmw(d, nd, "the descriptor")
+        eps = self._prmw(d, nd + 1, "the descriptor")
+        nsh = (self._prmw(d, nd + 2, "the descriptor") ^ 0x80000000) - 0x80000000    # int32(PRMW[nd+2])
+        g = np.arange(gbase, gbase + ng)
+        mu, rm, re = N.norm_params(self.stat_sum[g], self.stat_sq[g], inv_n, eps)
+        if row_mode:
+            mu, rm, re = mu[:, None], rm[:, None], re[:, None]
+        else:
+            col_group = np.arange(cols) // a["gsize"]
+            mu, rm, re = mu[col_group][None, :], rm[col_group][None, :], re[col_group][None, :]
+        gamma = self._read(d, "prm", a["gamma"], [(1, 0)], cols, "gamma")[0].view(np.int32)
+        beta = self._read(d, "prm", a["beta"], [(1, 0)], cols, "beta")[0].view(np.int32)
+        Z = N.norm_q(X, mu, rm, re, gamma, beta, nsh)
+        Y = N.fn_q(a["fn"], Z, a["frac"])
+        self._out(d, a, N.apply_scale(Y, self._prmw(d, a["sc"], "the scale entry")), rows, cols)
+        self._work[3] += rows * cols
+
+    def _op_softmax(self, d, a) -> None:
+        rows, cols = a["rows"], a["cols"]
+        S = self._src(d, "acc", a["s"], a["srs"], rows, cols, "the scores")
+        P = N.softmax_q(S, self._prmw(d, a["sc"], "the scale entry"))
+        self._write(d, "act", a["d"], [(rows, a["drs"])], cols, P.astype(np.int8), "D")
+        self._work[3] += rows * cols
+
+    def _op_transpose(self, d, a) -> None:
+        rows, cols, L = a["rows"], a["cols"], self.L
+        S = self._read(d, "act", a["s"], [(rows, a["srs"])], cols, "S")
+        # D's lines are checked before the overlap test so the error names the real problem first.
+        self._check_lines(d, "act", a["d"], a["d"] + (cols - 1) * a["drs"] + _cdiv(rows, L) - 1, "D")
+        s_lines = (a["s"] + a["srs"] * np.arange(rows)[:, None] + np.arange(_cdiv(cols, L))[None, :]).ravel()
+        d_lines = (a["d"] + a["drs"] * np.arange(cols)[:, None] + np.arange(_cdiv(rows, L))[None, :]).ravel()
+        common = np.intersect1d(s_lines, d_lines)
+        if common.size:
+            raise DeviceError("OVERLAP", f"transpose: source and destination share act line {int(common[0])} "
+                              f"({common.size} lines in common)", d.index)
+        self._write(d, "act", a["d"], [(cols, a["drs"])], rows, np.ascontiguousarray(S.T), "D")
+        self._work[3] += rows * cols
+
+
+# ------------------------------------------------------------------ helpers
+
+def _view(flat: np.ndarray, off: int, counts, strides, width: int, *, writeable: bool) -> np.ndarray:
+    """View of flat[off + sum(idx*stride) + j] with shape (*counts, width); bounds checked by the caller."""
+    isz = flat.itemsize
+    return as_strided(flat[off:], shape=(*counts, width), strides=(*(s * isz for s in strides), isz),
+                      writeable=writeable)
+
+
+def _scatter(flat: np.ndarray, off: int, counts, strides, width: int, values) -> None:
+    """flat[off + sum(idx*stride) + j] = values[*idx, j]; when rows overlap, the later row (C order) wins."""
+    values = np.broadcast_to(np.asarray(values), (*counts, width))
+    if _disjoint(counts, strides, width):
+        _view(flat, off, counts, strides, width, writeable=True)[...] = values
+        return
+    starts = np.zeros(1, dtype=np.int64)
+    for c, s in zip(counts, strides):
+        starts = (starts[:, None] + s * np.arange(c, dtype=np.int64)[None, :]).ravel()
+    if starts.size > 1:
+        srt = np.sort(starts)
+        overlap = bool((np.diff(srt) < width).any())
+    else:
+        overlap = False
+    if not overlap:
+        _view(flat, off, counts, strides, width, writeable=True)[...] = values
+        return
+    idx = (off + starts[:, None] + np.arange(width, dtype=np.int64)[None, :]).ravel()
+    vals = values.reshape(-1)
+    # Keep only the last write to each element (the loop order of the instruction).
+    _, first_rev = np.unique(idx[::-1], return_index=True)
+    keep = idx.size - 1 - first_rev
+    flat[idx[keep]] = vals[keep]
+
+
+def _disjoint(counts, strides, width: int) -> bool:
+    """True when the rows provably do not overlap (nested strides each clear the extent below them)."""
+    extent = width
+    for c, s in sorted(((c, s) for c, s in zip(counts, strides) if c > 1), key=lambda cs: cs[1]):
+        if s < extent:
+            return False
+        extent = s * (c - 1) + extent
+    return True
+
+
+def _decode_lines(buf: str, raw: np.ndarray, L: int) -> np.ndarray:
+    """DRAM bytes [..., B] -> buffer lines [..., L]."""
+    if buf == "act":
+        return raw.view(np.int8) if raw.flags.c_contiguous else np.ascontiguousarray(raw).view(np.int8)
+    if buf == "wgt":
+        lo = (raw & 0xF).astype(np.int8)
+        hi = (raw >> 4).astype(np.int8)
+        out = np.empty((*raw.shape[:-1], L), dtype=np.int8)
+        out[..., 0::2] = (lo ^ 8) - 8           # sign-extend the nibbles; lane 2j is the low nibble
+        out[..., 1::2] = (hi ^ 8) - 8
+        return out
+    dt = "<i4" if buf == "acc" else "<u4"
+    return np.ascontiguousarray(raw).view(dt).astype(_DTYPES[buf])
+
+
+def _encode_lines(buf: str, lines: np.ndarray) -> np.ndarray:
+    """Buffer lines [..., L] -> DRAM bytes [..., B] (uint8)."""
+    if buf == "act":
+        return np.ascontiguousarray(lines).view(np.uint8)
+    if buf == "wgt":
+        v = lines.astype(np.uint8) & 0xF
+        return v[..., 0::2] | (v[..., 1::2] << 4)
+    dt = "<i4" if buf == "acc" else "<u4"
+    return np.ascontiguousarray(lines.astype(dt)).view(np.uint8)
+
+
+# ------------------------------------------------------------------ bundles
+
+def load_bundle_image(bundle, *, trace: bool = False) -> Golden:
+    """A Golden whose DRAM holds the bundle's static image (DATA at data_base, STEP at step_base)."""
+    from ..errors import BundleError
+    g = Golden(bundle.machine, bundle.dram_size, trace=trace)
+    for name, base, blob in (("data", bundle.data_base, bundle.data), ("step table", bundle.step_base,
+                                                                        bundle.step_table)):
+        if base + len(blob) > bundle.dram_size:
+            raise BundleError(f"bundle {name} [{base:#x}, {base + len(blob):#x}) lies outside dram_size "
+                              f"{bundle.dram_size:#x}")
+        g.dram[base:base + len(blob)] = np.frombuffer(blob, dtype=np.uint8)
+    return g
+
+
+def check_inputs(bundle, inputs: dict) -> None:
+    """Missing, unexpected or mis-shaped inputs are user errors (SdacError) naming the tensor."""
+    from ..errors import SdacError
+    want = {t.name: t for t in bundle.inputs}
+    missing = [n for n in want if n not in inputs]
+    extra = [n for n in inputs if n not in want]
+    if missing:
+        raise SdacError(f"missing input(s): {', '.join(missing)} (the bundle takes {', '.join(want)})")
+    if extra:
+        raise SdacError(f"unexpected input(s): {', '.join(extra)} (the bundle takes {', '.join(want)})")
+    for n, t in want.items():
+        shape = tuple(np.shape(inputs[n]))
+        if shape != tuple(t.shape):
+            raise SdacError(f"input {n!r}: expected shape {tuple(t.shape)}, got {shape}")
+
+
+def execute_bundle(bundle, inputs: dict, step: int = 0, *, trace: bool = False):
+    """Run one denoising step of a bundle on the golden model: (outputs by name, RunResult)."""
+    from ..errors import SdacError
+    from .host import from_device, to_device
+    if not 0 <= step < max(1, bundle.n_steps):
+        raise SdacError(f"step {step} is outside 0..{bundle.n_steps - 1}")
+    check_inputs(bundle, inputs)
+    L = bundle.machine.lanes
+    g = load_bundle_image(bundle, trace=trace)
+    for t in bundle.inputs:
+        raw = to_device(t, np.asarray(inputs[t.name]), step, L)
+        if t.dram + len(raw) > g.dram.size:
+            raise SdacError(f"input {t.name!r} at {t.dram:#x} ({len(raw)} bytes) lies outside device DRAM")
+        g.dram[t.dram:t.dram + len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+    result = g.run(bundle.instrs, step=step)
+    outputs = {}
+    for t in bundle.outputs:
+        n = t.rows * _cdiv(t.cols, L) * L
+        if t.dram + n > g.dram.size:
+            raise SdacError(f"output {t.name!r} at {t.dram:#x} ({n} bytes) lies outside device DRAM")
+        outputs[t.name] = from_device(t, g.dram[t.dram:t.dram + n], step, L)
+    return outputs, result
+
+
+def run_bundle(bundle, inputs: dict, step: int = 0, trace: bool = False) -> dict:
+    """Run one step; outputs by ONNX name as float32 host tensors (see execute_bundle for the RunResult)."""
+    return execute_bundle(bundle, inputs, step, trace=trace)[0]
