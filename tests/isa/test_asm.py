@@ -90,3 +90,41 @@ def test_errors_name_line_and_column(line, col, words):
     for w in words:
         assert w in msg, msg
     assert isinstance(e.value, SdacError)
+
+
+HELLO = ROOT / "examples" / "asm" / "hello.s"
+
+
+def test_hello_example_assembles_and_round_trips():
+    prog = assemble(HELLO.read_text(), str(HELLO))
+    assert [i.op for i in prog].count("mm") == 2 and prog[-1].op == "halt"
+    text = disassemble(prog)
+    assert assemble(text) == prog and disassemble(assemble(text)) == text
+    blob = encode_program(prog)
+    assert encode_program(assemble(disassemble(decode_program(blob)))) == blob
+
+
+def test_hello_example_computes_requantized_product_on_the_golden_model():
+    """Cross-check against numpy: y = sat8(apply_scale(sat16(x @ W), entry of the step))."""
+    import numpy as np
+
+    golden = pytest.importorskip("sdac.runtime.golden")
+    from sdac.isa import numerics
+    from sdac.isa.machine import DEFAULT
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(-128, 128, size=(80, 20), dtype=np.int64)
+    w = rng.integers(-8, 8, size=(20, 20), dtype=np.int64)
+    entries = [numerics.make_scale(mul, sh) for mul, sh in ((3 << 10, 20), (5 << 12, 21))]
+    g = golden.Golden(DEFAULT, 0x3000)
+    nib = (w & 0xF).astype(np.uint8)
+    g.dram[0:200] = (nib[:, 0::2] | (nib[:, 1::2] << 4)).ravel()             # 20 wgt lines of 10 bytes
+    for s, e in enumerate(entries):
+        g.dram[0x400 + 80 * s:0x400 + 80 * s + 4] = np.frombuffer(np.uint32(e).tobytes(), np.uint8)
+    g.dram[0x1000:0x1000 + 1600] = x.astype(np.int8).view(np.uint8).ravel()
+    for step, e in enumerate(entries):
+        g.run(assemble(HELLO.read_text()), step=step)
+        y = g.dram[0x2000:0x2000 + 1600].view(np.int8).reshape(80, 20)
+        want = numerics.sat8(numerics.apply_scale(numerics.sat16(x @ w), e))
+        assert np.abs(want).max() > 10 and len(np.unique(want)) > 15    # not a trivial result
+        np.testing.assert_array_equal(y, want)
