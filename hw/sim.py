@@ -237,13 +237,14 @@ def run_cocotb(build: Build, test_module: str, module_dir: Path, testcase: str |
     from cocotb_tools.runner import get_runner
     setup_env()
     runner = get_runner("verilator")
-    test_dir = build.directory / f"run-{test_module}-{testcase or 'all'}-{os.getpid()}"
+    test_dir = build.directory / f"run-{test_module}-{testcase or 'all'}"
     results = test_dir / "results.xml"
     if results.exists():
         results.unlink()
     sys.path.insert(0, str(module_dir))
     try:
-        runner.test(test_module=test_module, hdl_toplevel=build.top, build_dir=build.directory,
+        runner.test(test_module=test_module, hdl_toplevel=build.top, hdl_toplevel_lang="verilog",
+                    build_dir=build.directory,
                     test_dir=test_dir, testcase=testcase, seed=seed, extra_env=dict(extra_env or {}),
                     results_xml=str(results))
     except SystemExit:
