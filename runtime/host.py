@@ -33,9 +33,9 @@ def _host_to_rows(io, x: np.ndarray) -> np.ndarray:
     if tuple(x.shape) != tuple(io.shape):
         raise SdacError(f"input {io.name!r}: expected shape {tuple(io.shape)}, got {tuple(x.shape)}")
     if io.layout == "nchw":
-        if x.ndim != 4:
-            raise SdacError(f"tensor {io.name!r}: layout nchw needs a 4-D shape, got {tuple(x.shape)}")
-        x = x.transpose(0, 2, 3, 1)
+        if x.ndim < 2:
+            raise SdacError(f"tensor {io.name!r}: layout nchw needs at least 2 dimensions, got {tuple(x.shape)}")
+        x = np.moveaxis(x, 1, -1)           # channels last: NCHW -> NHWC (any number of spatial dims)
     elif io.layout != "rows":
         raise SdacError(f"tensor {io.name!r}: unknown layout {io.layout!r}")
     m = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
@@ -48,8 +48,7 @@ def _host_to_rows(io, x: np.ndarray) -> np.ndarray:
 def _rows_to_host(io, m: np.ndarray) -> np.ndarray:
     shape = tuple(io.shape)
     if io.layout == "nchw":
-        b, c, h, w = shape
-        return m.reshape(b, h, w, c).transpose(0, 3, 1, 2)
+        return np.moveaxis(m.reshape(shape[0], *shape[2:], shape[1]), -1, 1)
     return m.reshape(shape)
 
 

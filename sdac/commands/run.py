@@ -1,0 +1,72 @@
+"""`sdac run model.sdab --inputs in.npz --outputs out.npz`: run one denoising step of a bundle."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SdacError
+
+ORDER = 40
+BACKENDS = ("golden",)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run a compiled bundle on the golden model",
+                       description="Run one denoising step of a compiled bundle (.sdab). Inputs and outputs are "
+                       ".npz archives whose array names are the ONNX graph's input and output names; values are "
+                       "float host tensors (quantized and dequantized with the bundle's per-step scales).")
+    p.add_argument("bundle", metavar="MODEL.sdab", help="compiled bundle")
+    p.add_argument("--inputs", required=True, metavar="IN.npz", help="input tensors by ONNX name")
+    p.add_argument("--outputs", required=True, metavar="OUT.npz", help="where to write the output tensors")
+    p.add_argument("--step", type=int, default=0, metavar="N",
+                   help="denoising step (selects the per-step scales and the CSR STEP value; default 0)")
+    p.add_argument("--trace", metavar="TRACE.json",
+                   help="also write per-instruction work records (index, op, queue, MACs, DRAM bytes, SFU "
+                   "elements, buffer lines) for the performance model")
+    p.add_argument("--backend", choices=BACKENDS, default="golden", help="execution backend (default golden)")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.set_defaults(func=run)
+
+
+def _load_inputs(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise SdacError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError) as e:
+        raise SdacError(f"{path}: not a readable .npz archive ({e})") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bundle import read_bundle
+    from ..runtime.golden import execute_bundle
+
+    out = Path(args.outputs)
+    trace = Path(args.trace) if args.trace else None
+    for p in (out, trace):
+        if p is not None and p.exists() and not args.force:
+            raise SdacError(f"{p}: already exists (use --force to overwrite)")
+    bundle = read_bundle(args.bundle)
+    inputs = _load_inputs(Path(args.inputs))
+    for name, x in inputs.items():
+        if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+            raise SdacError(f"input {name!r}: dtype {x.dtype} is not a real number type")
+        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            raise SdacError(f"input {name!r}: contains NaN or infinity")
+    t0 = time.perf_counter()
+    outputs, res = execute_bundle(bundle, inputs, args.step, trace=trace is not None)
+    dt = time.perf_counter() - t0
+    with open(out, "wb") as f:
+        np.savez(f, **outputs)
+    if trace is not None:
+        trace.write_text(json.dumps(res.to_json()) + "\n", encoding="utf-8")
+    print(f"{args.bundle}: step {args.step}: {res.instructions} instructions, {res.macs / 1e9:.3f} GMAC, "
+          f"{res.dram_bytes / 1e6:.2f} MB DMA, {res.sfu_elems / 1e6:.2f} M SFU elements in {dt:.2f} s "
+          f"({args.backend}); wrote {out}" + (f" and {trace}" if trace else ""))
+    return 0
