@@ -1,1 +1,4 @@
-"""Lowering: KernelGraph -> Program (tiling, memory planning, scheduling, tokens, emission)."""
+"""Lowering: KernelGraph -> tiled, scheduled instruction stream with tokens -> Bundle."""
+from .lowering import lower
+
+__all__ = ["lower"]

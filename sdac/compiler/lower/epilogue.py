@@ -1,0 +1,192 @@
+"""Planning a kernel's epilogue as SFU operations in fixed point.
+
+The main operation leaves a tile in ``acc`` (int32 products with a real scale
+per column and step) or reads an int8 tensor from ``act``. The epilogue steps
+of kernels.py become a short list of SFU operations, each with its prm
+entries and fixed-point formats; the same plan is then emitted for every tile.
+
+Formats: the value before the first Norm / GeGLU / Activation is held with
+F fractional bits chosen from the largest calibrated magnitude of that
+segment; a Norm produces a new format FO; everything is int16.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import CompileError
+from ..kernels import Act, Activation, AddTensor, AddVec, Bias, Emit, GeGLU, Kernel, Norm, Scale
+from .fixed import frac_bits, scale_entries, scale_entry, to_int32
+from .params import PrmImage, PrmRef
+
+GAMMA_FRAC = 16
+ONE = scale_entry(1.0)
+
+
+@dataclass
+class StatSpec:
+    mode: str           # row | chan
+    gsize: int
+    clear_each_tile: bool
+
+
+@dataclass
+class SfuOp:
+    kind: str                       # deq | add | act | norm | geglu
+    frac: int = 0                   # fractional bits of the op's input (act/norm/geglu) or output (deq)
+    sc: PrmRef | None = None        # scale entry (word) or per-column vector (deq per_ch)
+    per_ch: bool = False
+    bias: PrmRef | None = None
+    src_act: bool = False           # deq/act reading int8 from act (the kernel input)
+    operand: Act | None = None      # add: the second operand (int8 tensor)
+    vec: bool = False               # add: operand is one row per batch (broadcast)
+    fn: str = "none"
+    out_act: Act | None = None      # writes int8 into this output's tile (else acc int16 in place)
+    st: StatSpec | None = None
+    nd: PrmRef | None = None        # norm descriptor, gamma, beta
+    gamma: PrmRef | None = None
+    beta: PrmRef | None = None
+    cols_out: int = 0               # geglu: output columns (half the input)
+
+
+@dataclass
+class EpiloguePlan:
+    ops: list[SfuOp]
+    split: int          # ops[:split] run per tile before the statistics are complete, ops[split:] after
+    gn: bool            # GroupNorm: statistics over the whole image (possibly a second pass)
+    stat_groups: int    # registers used
+    out_cols: int       # columns of the value at the end (GeGLU halves it)
+
+
+def _absmax(k: Kernel, steps: list, i: int) -> float:
+    """Calibrated magnitude after step i (-1: the main op); fall back on the next Emit's range."""
+    v = k.main_absmax if i < 0 else getattr(steps[i], "absmax", 0.0)
+    if v:
+        return float(v)
+    for e in steps[i + 1:]:
+        if isinstance(e, Emit):
+            return float(np.max(e.out.scales)) * 127.0
+    return 8.0
+
+
+def plan_epilogue(k: Kernel, prm: PrmImage, main: str, main_scale: np.ndarray | None,
+                  cols: int, image_rows: int, in_act: Act | None = None) -> EpiloguePlan:
+    """Plan the epilogue of kernel k.
+
+    main: 'acc32' (int32 tile, real = v * main_scale[step, col] or [step]) or
+    'act8' (the int8 input in_act); image_rows: rows of one batch element
+    (the extent of a GroupNorm).
+    """
+    steps = list(k.epilogue)
+    if not steps or not isinstance(steps[-1], Emit):
+        raise CompileError(f"kernel {k.name}: the epilogue must end with an Emit")
+    ops: list[SfuOp] = []
+    # Format of the first segment: up to the first Norm / GeGLU / Activation.
+    seg_end = next((i for i, e in enumerate(steps) if isinstance(e, (Norm, GeGLU, Activation))), len(steps))
+    mags = [_absmax(k, steps, -1)] + [_absmax(k, steps, i) for i in range(seg_end) if not isinstance(steps[i], Emit)]
+    F = frac_bits(max(mags))
+    i = 0
+    # 1. into the int16 domain
+    if main == "acc32":
+        ms = np.asarray(main_scale, np.float64)
+        bias = None
+        if steps and isinstance(steps[0], Bias):
+            b = steps[0].b.astype(np.float64)
+            if b.shape != (cols,):
+                raise CompileError(f"kernel {k.name}: bias has {b.shape[0]} values for {cols} columns")
+            bias = prm.vector(to_int32(b, F, f"kernel {k.name} bias"))
+            i = 1
+        if ms.ndim == 2:
+            sc = prm.vector(scale_entries(ms * 2.0 ** F, f"kernel {k.name} dequantize"))
+            ops.append(SfuOp("deq", frac=F, sc=sc, per_ch=True, bias=bias))
+        else:
+            sc = prm.word(scale_entries(ms * 2.0 ** F, f"kernel {k.name} dequantize"))
+            ops.append(SfuOp("deq", frac=F, sc=sc, bias=bias))
+    else:
+        sc = prm.word(scale_entries(np.asarray(in_act.scales, np.float64) * 2.0 ** F, f"kernel {k.name} dequantize"))
+        ops.append(SfuOp("deq", frac=F, sc=sc, src_act=True))
+    split = None
+    gn = False
+    stat_groups = 0
+    out_cols = cols
+    while i < len(steps):
+        e = steps[i]
+        if isinstance(e, Bias):
+            raise CompileError(f"kernel {k.name}: a bias is only supported right after the main operation")
+        if isinstance(e, (AddVec, AddTensor)):
+            a = e.v if isinstance(e, AddVec) else e.r
+            sc = prm.word(scale_entries(np.asarray(a.scales, np.float64) * 2.0 ** F, f"kernel {k.name} add"))
+            ops.append(SfuOp("add", frac=F, sc=sc, operand=a, vec=isinstance(e, AddVec)))
+        elif isinstance(e, Scale):
+            ops.append(SfuOp("act", frac=F, sc=prm.word(scale_entry(e.factor, f"kernel {k.name} scale"))))
+        elif isinstance(e, Emit):
+            ops.append(_emit(k, prm, F, e.out))
+        elif isinstance(e, Activation):
+            if ops and ops[-1].out_act is None and ops[-1].kind == "norm" and ops[-1].fn == "none":
+                ops[-1].fn = e.fn            # fused into the norm instruction
+            else:
+                ops.append(SfuOp("act", frac=F, sc=prm.word(ONE), fn=e.fn))
+        elif isinstance(e, GeGLU):
+            if out_cols % 2:
+                raise CompileError(f"kernel {k.name}: GeGLU needs an even number of columns, got {out_cols}")
+            out_cols //= 2
+            if out_cols % prm.lanes:
+                raise CompileError(f"kernel {k.name}: GeGLU halves of {out_cols} columns are not a multiple of "
+                                   f"the {prm.lanes} lanes")
+            Fn = frac_bits(_absmax(k, steps, i))
+            sc = prm.word(scale_entry(2.0 ** (Fn - F)))
+            ops.append(SfuOp("geglu", frac=F, sc=sc, cols_out=out_cols))
+            F = Fn
+        elif isinstance(e, Norm):
+            if split is not None:
+                raise CompileError(f"kernel {k.name}: only one normalization per kernel is supported")
+            prev = ops[-1]
+            while prev.out_act is not None:        # statistics come from the last op writing the int16 value
+                prev = ops[ops.index(prev) - 1]
+            if prev.kind not in ("deq", "add", "act"):
+                raise CompileError(f"kernel {k.name}: normalization must follow a dequantize, add or scale step")
+            if e.kind == "gn":
+                if out_cols % e.groups:
+                    raise CompileError(f"kernel {k.name}: {out_cols} channels do not split into {e.groups} groups")
+                prev.st = StatSpec("chan", out_cols // e.groups, False)
+                gn, stat_groups = True, e.groups
+            else:
+                prev.st = StatSpec("row", 1, True)
+            split = len(ops)
+            # output format: the norm's range, or the activation after it
+            mag = _absmax(k, steps, i)
+            if i + 1 < len(steps) and isinstance(steps[i + 1], Activation):
+                mag = max(mag, _absmax(k, steps, i + 1))
+            FO = frac_bits(mag)
+            g = to_int32(e.gamma.astype(np.float64), GAMMA_FRAC, f"kernel {k.name} gamma")
+            b = to_int32(e.beta.astype(np.float64), FO, f"kernel {k.name} beta")
+            eps = min(int(round(e.eps * 2.0 ** (2 * F))), 0xFFFFFFFF)
+            n = image_rows * (out_cols // e.groups) if e.kind == "gn" else out_cols
+            inv_n = min(int(round(2.0 ** 32 / n)), 0xFFFFFFFF)
+            nd = prm.words([inv_n, eps, 12 + GAMMA_FRAC - FO])
+            ops.append(SfuOp("norm", frac=FO, sc=prm.word(ONE), nd=nd, gamma=prm.vector(g), beta=prm.vector(b)))
+            F = FO
+        else:
+            raise CompileError(f"kernel {k.name}: unsupported epilogue step {type(e).__name__}")
+        i += 1
+    # Fold an Emit into the op before it when nothing else needs the int16 value.
+    folded: list[SfuOp] = []
+    for j, op in enumerate(ops):
+        # (only ops whose own scale entry is 1: a norm, or an activation function)
+        if (op.kind == "act" and op.fn == "none" and op.out_act is not None and folded
+                and (folded[-1].kind == "norm" or (folded[-1].kind == "act" and folded[-1].fn != "none"))
+                and folded[-1].out_act is None and j == len(ops) - 1):
+            prev = folded[-1]
+            prev.out_act, prev.sc = op.out_act, op.sc
+            continue
+        folded.append(op)
+    if split is not None:
+        split = min(split, len(folded))
+    return EpiloguePlan(folded, split if split is not None else len(folded), gn, stat_groups, out_cols)
+
+
+def _emit(k: Kernel, prm: PrmImage, F: int, out: Act) -> SfuOp:
+    s = np.asarray(out.scales, np.float64)
+    sc = prm.word(scale_entries(2.0 ** -F / s, f"kernel {k.name} output {out.name}"))
+    return SfuOp("act", frac=F, sc=sc, out_act=out)

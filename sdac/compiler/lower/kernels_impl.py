@@ -1,0 +1,516 @@
+"""The lowering of each kernel kind (registered with @kernel_lowering).
+
+Tiles are ranges of rows (pixels or tokens) of one batch element; every tile
+gets all columns, so row-wise SFU operations (LayerNorm, GeGLU) see whole
+rows. Consecutive tiles alternate between two buffer slots so that the load
+queue can fetch tile t+1 while the array computes tile t.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import CompileError
+from ..kernels import Act, AddTensor, AddVec, Emit, Kernel
+from .epilogue import EpiloguePlan, plan_epilogue
+from .fixed import scale_entries
+from .lowering import Lowerer, kernel_lowering, pack_int4
+from .params import PrmImage
+from .program import R, W
+
+
+@dataclass
+class Tile:
+    image: int      # batch element
+    r0: int         # first output row (global)
+    rows: int
+    first: bool     # first tile of its image
+    last: bool
+
+
+def _tiles(n_images: int, image_rows: int, tm: int) -> list[Tile]:
+    out = []
+    for b in range(n_images):
+        for r in range(0, image_rows, tm):
+            n = min(tm, image_rows - r)
+            out.append(Tile(b, b * image_rows + r, n, r == 0, r + n >= image_rows))
+    return out
+
+
+def _round_tile(tm: int, limit: int, granule: int) -> int:
+    tm = max(1, min(tm, limit))
+    if tm >= granule and tm < limit:
+        tm -= tm % granule
+    return tm
+
+
+def _prm(low: Lowerer) -> PrmImage:
+    return PrmImage(low.L, low.kg.n_steps)
+
+
+def _place_prm(low: Lowerer, k: Kernel, prm: PrmImage) -> None:
+    half = low.m.prm_lines // 2
+    if prm.lines > half:
+        raise CompileError(f"kernel {k.name}: needs {prm.lines} parameter lines, the prm buffer half has {half}")
+    prm.base = (low.kernel_index % 2) * half
+    low.load_prm(prm)
+
+
+def _steps(a: Act, n_steps: int) -> np.ndarray:
+    return np.broadcast_to(np.asarray(a.scales, np.float64), (n_steps,))
+
+
+# ------------------------------------------------------------------ driver
+
+def _run_tiles(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, tiles: list[Tile], image_rows: int,
+               cols: int, main, act_base: int, act_limit: int, tm: int) -> None:
+    """Main op + planned epilogue over the tiles. main(tile, v, slot) emits the array work into acc at v
+    and returns the act address of the int8 source (for 'act8' mains) or None."""
+    m, L = low.m, low.L
+    cl_v = low.cl(cols)
+    low._gn = plan.gn
+    low._gsize = next((op.st.gsize for op in plan.ops if op.st is not None), 1)
+    # act slots for operands and outputs, double-buffered
+    a = act_base
+    operand_slot: dict[int, list[int]] = {}
+    out_slot: dict[str, list[int]] = {}
+    for j, op in enumerate(plan.ops):
+        if op.operand is not None:
+            n = low.cl(op.operand.channels) * (1 if op.vec else tm)
+            operand_slot[j] = [a, a + n]
+            a += 2 * n
+        if op.out_act is not None and op.out_act.name not in out_slot:
+            n = low.cl(op.out_act.channels) * tm
+            out_slot[op.out_act.name] = [a, a + n]
+            a += 2 * n
+    if a > act_limit:
+        raise CompileError(f"kernel {k.name}: tiles of {tm} rows need {a} act lines, the buffer has {act_limit}")
+    # acc: the whole image resident (GroupNorm without spilling) or two tile slots
+    resident = plan.gn and image_rows * cl_v <= m.acc_lines
+    spill = plan.gn and not resident
+    if not resident and 2 * tm * cl_v > m.acc_lines:
+        raise CompileError(f"kernel {k.name}: a tile of {tm} rows x {cols} columns does not fit the acc buffer")
+
+    def v_addr(t: Tile, slot: int) -> int:
+        if resident:
+            return (t.r0 - t.image * image_rows) * cl_v
+        return slot * tm * cl_v
+
+    def run_ops(ops_range, t: Tile, slot: int, v: int, src) -> None:
+        for j in ops_range:
+            op = plan.ops[j]
+            kw = {}
+            if op.operand is not None:
+                dst = operand_slot[j][slot]
+                if op.vec:
+                    low.load_rows(op.operand, dst, t.image, 1)
+                    kw.update(operand=dst, ors=0)
+                else:
+                    low.load_rows(op.operand, dst, t.r0, t.rows)
+                    kw.update(operand=dst, ors=low.cl(op.operand.channels))
+            if op.out_act is not None:
+                kw.update(out=out_slot[op.out_act.name][slot], outrs=low.cl(op.out_act.channels))
+            if op.src_act:
+                kw.update(src=src, srs=cl_v)
+            st_first = op.st is not None and (t.first or op.st.mode == "row")
+            low.sfu(op, prm, v=v, vrs=cl_v, rows=t.rows, cols=cols_at[j], st_first=st_first, **kw)
+            if op.out_act is not None:
+                low.store_rows(op.out_act, out_slot[op.out_act.name][slot], t.r0, t.rows)
+
+    # columns of the value seen by each op (GeGLU halves them)
+    cols_at, c = [], cols
+    for op in plan.ops:
+        cols_at.append(c)
+        if op.kind == "geglu":
+            c = op.cols_out
+
+    scratch = low.scratch.get(k.name, 0)
+    acc_line_bytes = m.line_bytes("acc")
+    by_image: dict[int, list[Tile]] = {}
+    for t in tiles:
+        by_image.setdefault(t.image, []).append(t)
+    slot_counter = 0
+    for b, image_tiles in by_image.items():
+        for t in image_tiles:
+            slot = slot_counter % 2
+            slot_counter += 1
+            v = v_addr(t, slot)
+            src = main(t, v, slot)
+            if plan.gn:
+                run_ops(range(plan.split), t, slot, v, src)
+                if spill:
+                    off = scratch + (t.r0 - b * image_rows) * cl_v * acc_line_bytes
+                    n = t.rows * cl_v
+                    low._chunked("store", [R("acc", v, n), W("dram", off, n * acc_line_bytes)], off, v,
+                                 run=n, ny=1, dy=0, sy=0, buf="acc")
+            else:
+                run_ops(range(len(plan.ops)), t, slot, v, src)
+        if plan.gn:
+            for t in image_tiles:
+                slot = slot_counter % 2
+                slot_counter += 1
+                v = v_addr(t, slot)
+                if spill:
+                    off = scratch + (t.r0 - b * image_rows) * cl_v * acc_line_bytes
+                    n = t.rows * cl_v
+                    low._chunked("load", [W("acc", v, n), R("dram", off, n * acc_line_bytes)], off, v,
+                                 run=n, ny=1, dy=0, sy=0, buf="acc")
+                run_ops(range(plan.split, len(plan.ops)), t, slot, v, None)
+
+
+# ------------------------------------------------------------------ weights
+
+class WeightStream:
+    """Column blocks of L output channels, each `block_lines` wgt lines, loaded in groups that fit a slot."""
+
+    def __init__(self, low: Lowerer, k: Kernel, blocks: np.ndarray, block_lines: int):
+        self.low, self.k = low, k
+        self.nblk, self.block_lines = blocks.shape[0], block_lines
+        half = low.m.wgt_lines // 2
+        self.per_group = half // block_lines
+        if self.per_group == 0:
+            raise CompileError(f"kernel {k.name}: one block of {block_lines} weight lines exceeds the wgt slot "
+                               f"of {half} lines")
+        self.half = half
+        self.resident = self.nblk <= self.per_group
+        self.groups = [(g, min(g + self.per_group, self.nblk)) for g in range(0, self.nblk, self.per_group)]
+        # DATA: all blocks contiguous; remember each group's offset
+        self.blob = pack_int4(blocks.reshape(-1, low.L))
+        self.counter = 0
+        self.offsets = None
+
+    def _load(self, g0: int, g1: int, dst: int) -> None:
+        low = self.low
+        lb = low.m.line_bytes("wgt")
+        if self.offsets is None:
+            self.offsets = len(low.data)
+            low.data += self.blob
+            low.data += bytes(-len(low.data) % 64)
+        lines = (g1 - g0) * self.block_lines
+        i = 0
+        while i < lines:
+            n = min(0xFFFF, lines - i)
+            idx = low.emit("load", [W("wgt", dst + i, n)], buf="wgt", dram=0, sram=dst + i, run=n)
+            from .lowering import Reloc
+            low.relocs.append(Reloc(idx, "data", self.offsets + (g0 * self.block_lines + i) * lb))
+            i += n
+
+    def start(self) -> None:
+        if self.resident:
+            self._load(0, self.nblk, (self.low.kernel_index % 2) * self.half)
+
+    def each_group(self):
+        """Yield (first block, blocks, wgt address) for one pass over the columns, loading as needed."""
+        for g0, g1 in self.groups:
+            if self.resident:
+                yield g0, g1 - g0, (self.low.kernel_index % 2) * self.half
+            else:
+                dst = (self.counter % 2) * self.half
+                self.counter += 1
+                self._load(g0, g1, dst)
+                yield g0, g1 - g0, dst
+
+
+def _block_weights(qt: np.ndarray, L: int) -> np.ndarray:
+    """qt [rows_per_block..., N] -> [nblk, rows, L] with zero padding of the last block."""
+    n = qt.shape[-1]
+    nblk = -(-n // L)
+    pad = np.zeros((*qt.shape[:-1], nblk * L), np.int64)
+    pad[..., :n] = qt
+    return np.moveaxis(pad.reshape(*qt.shape[:-1], nblk, L), -2, 0)
+
+
+# ------------------------------------------------------------------ matmul
+
+@kernel_lowering("matmul")
+def lower_matmul(low: Lowerer, k: Kernel) -> None:
+    m, L = low.m, low.L
+    x = k.inputs[0]
+    K = x.channels
+    q = np.asarray(k.weights.q, np.int64)
+    if q.shape[0] != K:
+        raise CompileError(f"kernel {k.name}: weights have {q.shape[0]} rows for {K} input channels")
+    N = q.shape[1]
+    n_images = x.shape[0]
+    image_rows = math.prod(x.shape[1:-1]) if len(x.shape) > 2 else 1
+    cl_in, cl_n = low.cl(K), low.cl(N)
+    n_steps = low.kg.n_steps
+    prm = _prm(low)
+    main_scale = _steps(x, n_steps)[:, None] * np.asarray(k.weights.scale, np.float64)[None, :]
+    plan = plan_epilogue(k, prm, "acc32", main_scale, N, image_rows)
+    _place_prm(low, k, prm)
+    ws = WeightStream(low, k, _block_weights(q, L), K)
+    ws.start()
+    act_quarter = m.act_lines // 4
+    tm = min(act_quarter // cl_in, m.acc_lines // (2 * cl_n), 0xFFFF)
+    if any(op.st is not None and op.st.mode == "row" for op in plan.ops):
+        tm = min(tm, m.stat_groups)
+    out_lines = sum(low.cl(a.channels) for a in k.outputs) + sum(
+        low.cl(op.operand.channels) for op in plan.ops if op.operand is not None)
+    tm = min(tm, (m.act_lines // 2) // (2 * max(1, out_lines)))
+    if tm < 1:
+        raise CompileError(f"kernel {k.name}: a single row does not fit the on-chip buffers")
+    tm = _round_tile(tm, image_rows, m.tile_m)
+    tiles = _tiles(n_images, image_rows, tm)
+
+    def main(t: Tile, v: int, slot: int):
+        a = slot * act_quarter
+        low.load_rows(x, a, t.r0, t.rows)
+        for g0, nb, wa in ws.each_group():
+            ncols = min(N, (g0 + nb) * L) - g0 * L
+            low.emit("mm", [R("act", a, t.rows * cl_in), R("wgt", wa, nb * K), W("acc", v + g0, t.rows * cl_n)],
+                     a=a, ars=cl_in, wsrc="wgt", w=wa, ws=K, c=v + g0, crs=cl_n, m=t.rows, n=ncols, k=K)
+        return None
+
+    _run_tiles(low, k, plan, prm, tiles, image_rows, N, main, 2 * act_quarter, m.act_lines, tm)
+
+
+# ------------------------------------------------------------------ conv3x3
+
+@kernel_lowering("conv3x3")
+def lower_conv3x3(low: Lowerer, k: Kernel) -> None:
+    m, L = low.m, low.L
+    x = k.inputs[0]
+    B, H, Wd, Cin = x.shape
+    q = np.asarray(k.weights.q, np.int64)        # (Cout, Cin, 3, 3)
+    Cout = q.shape[0]
+    if q.shape[1:] != (Cin, 3, 3):
+        raise CompileError(f"kernel {k.name}: weights {q.shape} do not match {Cin} input channels")
+    s, p = k.stride, k.pad
+    if not 1 <= s <= 3 or not 0 <= p <= 1:
+        raise CompileError(f"kernel {k.name}: stride {s} / padding {p} not supported (stride 1-3, padding 0-1)")
+    Ho, Wo = (H + 2 * p - 3) // s + 1, (Wd + 2 * p - 3) // s + 1
+    cl_in, cl_out = low.cl(Cin), low.cl(Cout)
+    n_steps = low.kg.n_steps
+    prm = _prm(low)
+    main_scale = _steps(x, n_steps)[:, None] * np.asarray(k.weights.scale, np.float64)[None, :]
+    image_rows = Ho * Wo
+    plan = plan_epilogue(k, prm, "acc32", main_scale, Cout, image_rows)
+    _place_prm(low, k, prm)
+    # weights: Wt[t, ci, co] at wgt[w + (co//L)*9*Cin + t*Cin + ci]
+    wt = np.transpose(q, (2, 3, 1, 0)).reshape(9 * Cin, Cout)      # rows (ky, kx, ci), cols co
+    ws = WeightStream(low, k, _block_weights(wt, L), 9 * Cin)
+    ws.start()
+    act_quarter = m.act_lines // 4
+    row_in = Wd * cl_in
+    th = min((act_quarter // row_in - 3) // s + 1, m.acc_lines // (2 * Wo * cl_out), 0xFFF, Ho)
+    out_lines = sum(low.cl(a.channels) for a in k.outputs) + sum(
+        low.cl(op.operand.channels) for op in plan.ops if op.operand is not None)
+    th = min(th, (m.act_lines // 2) // (2 * Wo * max(1, out_lines)))
+    if th < 1:
+        raise CompileError(f"kernel {k.name}: one output row does not fit the on-chip buffers")
+    tm = th * Wo
+    tiles = _tiles(B, image_rows, tm)
+
+    def main(t: Tile, v: int, slot: int):
+        a = slot * act_quarter
+        oy0 = (t.r0 - t.image * image_rows) // Wo
+        oh = t.rows // Wo
+        iy0 = oy0 * s - p
+        iy1 = (oy0 + oh - 1) * s - p + 3
+        y0, y1 = max(iy0, 0), min(iy1, H)
+        low.load_rows(x, a, t.image * H * Wd + y0 * Wd, (y1 - y0) * Wd)
+        for g0, nb, wa in ws.each_group():
+            ncols = min(Cout, (g0 + nb) * L) - g0 * L
+            low.emit("conv", [R("act", a, (y1 - y0) * row_in), R("wgt", wa, nb * 9 * Cin),
+                              W("acc", v + g0, t.rows * cl_out)],
+                     df=k.dataflow, i=a, ips=cl_in, irs=row_in, ih=y1 - y0, iw=Wd, w=wa, wbs=9 * Cin, wts=Cin,
+                     o=v + g0, ops=cl_out, ors=Wo * cl_out, oh=oh, ow=Wo, cin=Cin, cout=ncols, stride=s,
+                     pt=y0 - iy0, pl=p)
+        return None
+
+    _run_tiles(low, k, plan, prm, tiles, image_rows, Cout, main, 2 * act_quarter, m.act_lines, tm)
+
+
+# ------------------------------------------------------------------ norm / add (int8 input)
+
+def _act8_kernel(low: Lowerer, k: Kernel, x: Act, k_eff: Kernel) -> None:
+    m = low.m
+    n_images = x.shape[0]
+    image_rows = math.prod(x.shape[1:-1]) if len(x.shape) > 2 else 1
+    C = x.channels
+    cl = low.cl(C)
+    prm = _prm(low)
+    plan = plan_epilogue(k_eff, prm, "act8", None, C, image_rows, in_act=x)
+    _place_prm(low, k, prm)
+    act_quarter = m.act_lines // 4
+    tm = min(act_quarter // cl, m.acc_lines // (2 * cl), 0xFFFF)
+    if any(op.st is not None and op.st.mode == "row" for op in plan.ops):
+        tm = min(tm, m.stat_groups)
+    out_lines = sum(low.cl(a.channels) for a in k.outputs) + sum(
+        low.cl(op.operand.channels) for op in plan.ops if op.operand is not None)
+    tm = min(tm, (m.act_lines // 2) // (2 * max(1, out_lines)))
+    tm = _round_tile(tm, image_rows, m.tile_m)
+    tiles = _tiles(n_images, image_rows, tm)
+
+    def main(t: Tile, v: int, slot: int):
+        a = slot * act_quarter
+        low.load_rows(x, a, t.r0, t.rows)
+        return a
+
+    _run_tiles(low, k, plan, prm, tiles, image_rows, C, main, 2 * act_quarter, m.act_lines, tm)
+
+
+@kernel_lowering("norm")
+def lower_norm(low: Lowerer, k: Kernel) -> None:
+    _act8_kernel(low, k, k.inputs[0], k)
+
+
+@kernel_lowering("add")
+def lower_add(low: Lowerer, k: Kernel) -> None:
+    a, b = k.inputs
+    extra = AddVec(b) if len(b.shape) == 2 and len(a.shape) > 2 else AddTensor(b)
+    extra.absmax = k.main_absmax
+    eff = Kernel(k.name, "norm", [a], [extra, *k.epilogue], main_absmax=k.main_absmax)
+    _act8_kernel(low, k, a, eff)
+
+
+# ------------------------------------------------------------------ attention
+
+@kernel_lowering("attention")
+def lower_attention(low: Lowerer, k: Kernel) -> None:
+    m, L = low.m, low.L
+    qa, ka, va = k.inputs
+    B, T, HD = qa.shape
+    S = ka.shape[1]
+    h = k.heads
+    d = HD // h
+    if HD % h or d % L:
+        raise CompileError(f"kernel {k.name}: head dimension {d} ({HD} channels / {h} heads) must be a multiple "
+                           f"of the {L} lanes")
+    if len(k.epilogue) != 1 or not isinstance(k.epilogue[0], Emit):
+        raise CompileError(f"kernel {k.name}: attention supports only an Emit epilogue")
+    out = k.epilogue[0].out
+    n_steps = low.kg.n_steps
+    dl, cs, cl_hd = d // L, low.cl(S), low.cl(HD)
+    prm = _prm(low)
+    sq, sk, sv = _steps(qa, n_steps), _steps(ka, n_steps), _steps(va, n_steps)
+    sm = prm.word(scale_entries(sq * sk * k.sm_scale * math.log2(math.e) * 256.0, f"kernel {k.name} softmax"))
+    plan = plan_epilogue(k, prm, "acc32", sv / 127.0, d, T)
+    _place_prm(low, k, prm)
+    # act layout: K_h, V_h (S x d each), then per slot: Q tile, P tile, output tile
+    kbase, vbase = 0, S * dl
+    free = m.act_lines - 2 * S * dl
+    per_row_act = dl + cs + dl
+    tq = min(free // (2 * per_row_act), m.acc_lines // (2 * (cs + dl)), T)
+    if tq < 1:
+        raise CompileError(f"kernel {k.name}: {S} keys do not fit the act buffer")
+    tq = _round_tile(tq, T, m.tile_m)
+    slot_base = 2 * S * dl
+    op_deq, *rest = plan.ops
+    emit_op = rest[-1]
+    counter = 0
+    for b in range(B):
+        for hh in range(h):
+            low.load_rows(ka, kbase, b * S, S, line0=hh * dl, lines=dl)
+            low.load_rows(va, vbase, b * S, S, line0=hh * dl, lines=dl)
+            for t0 in range(0, T, tq):
+                n = min(tq, T - t0)
+                slot = counter % 2
+                counter += 1
+                qs = slot_base + slot * tq * per_row_act
+                ps = qs + tq * dl
+                os_ = ps + tq * cs
+                sc_acc = slot * tq * (cs + dl)
+                o_acc = sc_acc + tq * cs
+                r0 = b * T + t0
+                low.load_rows(qa, qs, r0, n, line0=hh * dl, lines=dl)
+                low.emit("mm", [R("act", qs, n * dl), R("act", kbase, S * dl), W("acc", sc_acc, n * cs)],
+                         a=qs, ars=dl, wsrc="act_t", w=kbase, ws=dl, c=sc_acc, crs=cs, m=n, n=S, k=d)
+                low.emit("softmax", [R("acc", sc_acc, n * cs), W("act", ps, n * cs), R("prm", prm.base, prm.lines)],
+                         s=sc_acc, srs=cs, d=ps, drs=cs, rows=n, cols=S, sc=sm.word)
+                low.emit("mm", [R("act", ps, n * cs), R("act", vbase, S * dl), W("acc", o_acc, n * dl)],
+                         a=ps, ars=cs, wsrc="act", w=vbase, ws=dl, c=o_acc, crs=dl, m=n, n=d, k=S)
+                low.sfu(op_deq, prm, v=o_acc, vrs=dl, rows=n, cols=d, st_first=False)
+                for op in rest[:-1]:
+                    low.sfu(op, prm, v=o_acc, vrs=dl, rows=n, cols=d, st_first=False)
+                low.sfu(emit_op, prm, v=o_acc, vrs=dl, rows=n, cols=d, st_first=False, out=os_, outrs=dl)
+                cl_out = low.cl(out.channels)
+                dram = low.addr[out.name] + (r0 * cl_out + hh * dl) * L
+                low._chunked("store", [R("act", os_, n * dl), W("dram", dram, ((n - 1) * cl_out + dl) * L)],
+                             dram, os_, run=dl, ny=n, dy=cl_out * L, sy=dl)
+
+
+# ------------------------------------------------------------------ concat / upsample (data movement)
+
+def _requant_word(low: Lowerer, prm: PrmImage, src: Act, dst: Act, k: Kernel):
+    n = low.kg.n_steps
+    return prm.word(scale_entries(_steps(src, n) / _steps(dst, n), f"kernel {k.name} requantize {src.name}"))
+
+
+@kernel_lowering("concat")
+def lower_concat(low: Lowerer, k: Kernel) -> None:
+    m, L = low.m, low.L
+    if len(k.epilogue) != 1 or not isinstance(k.epilogue[0], Emit):
+        raise CompileError(f"kernel {k.name}: concat supports only an Emit epilogue")
+    out = k.epilogue[0].out
+    for a in k.inputs[:-1]:
+        if a.channels % L:
+            raise CompileError(f"kernel {k.name}: concatenating {a.channels} channels needs a multiple of the "
+                               f"{L} lanes")
+    prm = _prm(low)
+    words = [_requant_word(low, prm, a, out, k) for a in k.inputs]
+    _place_prm(low, k, prm)
+    x0 = k.inputs[0]
+    n_images = x0.shape[0]
+    image_rows = math.prod(x0.shape[1:-1]) if len(x0.shape) > 2 else 1
+    cl_out = low.cl(out.channels)
+    cl_sum = sum(low.cl(a.channels) for a in k.inputs)
+    tm = _round_tile(min((m.act_lines // 2) // (cl_sum + cl_out), 0xFFFF), image_rows, m.tile_m)
+    counter = 0
+    for t in _tiles(n_images, image_rows, tm):
+        slot = counter % 2
+        counter += 1
+        base = slot * (m.act_lines // 2)
+        o = base + tm * cl_sum
+        a_addr, line0 = base, 0
+        for a, w in zip(k.inputs, words):
+            c = low.cl(a.channels)
+            low.load_rows(a, a_addr, t.r0, t.rows)
+            low.emit("act", [R("act", a_addr, t.rows * c), W("act", o + line0, t.rows * cl_out - line0),
+                             R("prm", prm.base, prm.lines)],
+                     sbuf="act", s=a_addr, srs=c, out="act", d=o + line0, drs=cl_out, rows=t.rows, cols=a.channels,
+                     fn="none", frac=0, sc=w.word)
+            a_addr += t.rows * c
+            line0 += c
+        low.store_rows(out, o, t.r0, t.rows)
+
+
+@kernel_lowering("upsample")
+def lower_upsample(low: Lowerer, k: Kernel) -> None:
+    m, L = low.m, low.L
+    if len(k.epilogue) != 1 or not isinstance(k.epilogue[0], Emit):
+        raise CompileError(f"kernel {k.name}: upsample supports only an Emit epilogue")
+    x = k.inputs[0]
+    out = k.epilogue[0].out
+    B, H, Wd, C = x.shape
+    cl = low.cl(C)
+    prm = _prm(low)
+    w = _requant_word(low, prm, x, out, k)
+    _place_prm(low, k, prm)
+    rows_per_tile = max(1, min(H, (m.act_lines // 4) // (Wd * cl)))
+    counter = 0
+    lb = L
+    for b in range(B):
+        for y0 in range(0, H, rows_per_tile):
+            ny = min(rows_per_tile, H - y0)
+            slot = counter % 2
+            counter += 1
+            a = slot * (m.act_lines // 4)
+            o = (m.act_lines // 2) + a
+            r0 = b * H * Wd + y0 * Wd
+            low.load_rows(x, a, r0, ny * Wd)
+            low.emit("act", [R("act", a, ny * Wd * cl), W("act", o, ny * Wd * cl), R("prm", prm.base, prm.lines)],
+                     sbuf="act", s=a, srs=cl, out="act", d=o, drs=cl, rows=ny * Wd, cols=C, fn="none", frac=0,
+                     sc=w.word)
+            for y in range(ny):
+                for dy2 in range(2):
+                    oy = 2 * (y0 + y) + dy2
+                    dram = low.addr[out.name] + ((b * 2 * H + oy) * 2 * Wd) * cl * lb
+                    src = o + y * Wd * cl
+                    # i: the lines of a pixel; y loop: the pixel twice (buffer stride 0); z loop: the pixels
+                    low.emit("store", [R("act", src, Wd * cl), W("dram", dram, 2 * Wd * cl * lb)],
+                             buf="act", dram=dram, sram=src, run=cl, ny=2, dy=cl * lb, sy=0, nz=Wd,
+                             dz=2 * cl * lb, sz=cl)

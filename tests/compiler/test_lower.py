@@ -1,0 +1,147 @@
+"""Lowering against the float reference: hand-built KernelGraphs, compiled and run on the golden model.
+
+The golden model is bit-exact to the ISA; the reference is the float meaning
+of the kernels with fake quantization at every kernel boundary. They differ
+only by the fixed-point rounding inside kernels, so outputs agree within a
+few int8 steps and at high SQNR.
+"""
+import numpy as np
+import pytest
+
+from sdac.compiler import kernels as K
+from sdac.compiler.calibrate import calibrate_absmax
+from sdac.compiler.lower import lower
+from sdac.compiler.reference import run_reference, sqnr_db
+from sdac.isa.machine import DEFAULT
+from sdac.runtime.golden import run_bundle
+
+RNG = np.random.default_rng
+
+
+def act(name, shape, scale, n_steps=1):
+    return K.Act(name, tuple(shape), np.full(n_steps, scale, np.float32))
+
+
+def weights(rng, shape, out_axis):
+    q = rng.integers(-7, 8, size=shape).astype(np.int8)
+    n = shape[out_axis]
+    return K.Weights(q, (rng.uniform(0.5, 1.5, n) / (7 * np.sqrt(np.prod(shape) / n))).astype(np.float32))
+
+
+def run_both(kg, inputs, step=0, machine=DEFAULT, calib=None):
+    calibrate_absmax(kg, calib or [inputs])
+    b = lower(kg, machine)
+    host = {}
+    for a in kg.inputs:
+        x = inputs[a.name]
+        host[kg.io_names.get(a.name, a.name)] = np.moveaxis(x, -1, 1) if x.ndim == 4 else x
+    got = run_bundle(b, host, step=step)
+    ref = run_reference(kg, inputs, step)
+    out = {}
+    for a in kg.outputs:
+        g = got[kg.io_names.get(a.name, a.name)]
+        g = np.moveaxis(g, 1, -1) if g.ndim == 4 else g
+        out[a.name] = (g, ref[a.name], float(a.scales[step]))
+    return b, out
+
+
+def check(out, min_db=30.0, max_lsb=3):
+    for name, (g, r, s) in out.items():
+        assert g.shape == r.shape, name
+        db = sqnr_db(r, g)
+        lsb = np.abs(g - r).max() / s
+        assert db >= min_db, f"{name}: SQNR {db:.1f} dB"
+        assert lsb <= max_lsb, f"{name}: max error {lsb:.1f} LSB"
+
+
+def test_conv_gn_silu():
+    rng = RNG(0)
+    x = act("x", (1, 8, 8, 40), 0.05)
+    y = act("y", (1, 8, 8, 40), 0.03)
+    k = K.Kernel("conv", "conv3x3", [x], [K.Bias(rng.normal(0, 0.1, 40).astype(np.float32)),
+                                           K.Norm("gn", 4, 1e-5, rng.uniform(0.5, 1.5, 40), rng.normal(0, .2, 40)),
+                                           K.Activation("silu"), K.Emit(y)],
+                 weights=weights(rng, (40, 40, 3, 3), 0), dataflow="ws")
+    kg = K.KernelGraph([k], [x], [y])
+    _, out = run_both(kg, {"x": rng.normal(0, 1.5, (1, 8, 8, 40))})
+    check(out)
+
+
+def test_matmul_residual_layernorm_two_emits():
+    rng = RNG(1)
+    x = act("x", (2, 30, 60), 0.05)
+    r = act("r", (2, 30, 40), 0.05)
+    s = act("s", (2, 30, 40), 0.06)
+    y = act("y", (2, 30, 40), 0.03)
+    k = K.Kernel("mm", "matmul", [x], [K.Bias(rng.normal(0, .1, 40).astype(np.float32)), K.AddTensor(r), K.Emit(s),
+                                       K.Norm("ln", 1, 1e-5, rng.uniform(.5, 1.5, 40), rng.normal(0, .2, 40)),
+                                       K.Emit(y)], weights=weights(rng, (60, 40), 1))
+    kg = K.KernelGraph([k], [x, r], [s, y])
+    _, out = run_both(kg, {"x": rng.normal(0, 2, (2, 30, 60)), "r": rng.normal(0, 2, (2, 30, 40))})
+    check(out)
+
+
+def test_attention_and_geglu():
+    rng = RNG(2)
+    q = act("q", (1, 50, 40), 0.04)
+    kk = act("k", (1, 30, 40), 0.04)
+    v = act("v", (1, 30, 40), 0.04)
+    o = act("o", (1, 50, 40), 0.02)
+    g = act("g", (1, 50, 20), 0.02)
+    att = K.Kernel("att", "attention", [q, kk, v], [K.Emit(o)], heads=2, sm_scale=1 / np.sqrt(20))
+    ff = K.Kernel("ff", "matmul", [o], [K.Bias(np.zeros(40, np.float32)), K.GeGLU(), K.Emit(g)],
+                  weights=weights(rng, (40, 40), 1))
+    kg = K.KernelGraph([att, ff], [q, kk, v], [o, g])
+    _, out = run_both(kg, {n: rng.normal(0, 2, a.shape) for n, a in (("q", q), ("k", kk), ("v", v))})
+    check(out, min_db=25)
+
+
+def test_unet_pieces_time_embedding_concat_upsample_stride2():
+    rng = RNG(3)
+    x = act("x", (1, 8, 8, 20), 0.05)
+    t = act("t", (1, 40), 0.05)
+    h = act("h", (1, 4, 4, 40), 0.04)
+    u = act("u", (1, 8, 8, 40), 0.04)
+    c = act("c", (1, 8, 8, 60), 0.05)
+    n = act("n", (1, 8, 8, 60), 0.03)
+    a = act("a", (1, 8, 8, 60), 0.05)
+    ks = [K.Kernel("down", "conv3x3", [x], [K.Bias(np.zeros(40, np.float32)), K.AddVec(t), K.Emit(h)],
+                   weights=weights(rng, (40, 20, 3, 3), 0), stride=2),
+          K.Kernel("up", "upsample", [h], [K.Emit(u)]),
+          K.Kernel("cat", "concat", [x, u], [K.Emit(c)]),
+          K.Kernel("gn", "norm", [c], [K.Norm("gn", 3, 1e-5, np.ones(60), np.zeros(60)), K.Activation("silu"),
+                                       K.Emit(n)]),
+          K.Kernel("add", "add", [n, c], [K.Scale(0.5), K.Emit(a)])]
+    kg = K.KernelGraph(ks, [x, t], [a])
+    _, out = run_both(kg, {"x": rng.normal(0, 2, x.shape), "t": rng.normal(0, 2, t.shape)})
+    check(out)
+
+
+def test_per_step_scales_one_program():
+    rng = RNG(4)
+    x = K.Act("x", (1, 40, 40), np.array([0.05, 0.2], np.float32))
+    y = K.Act("y", (1, 40, 20), np.array([0.04, 0.15], np.float32))
+    k = K.Kernel("mm", "matmul", [x], [K.Emit(y)], weights=weights(rng, (40, 20), 1))
+    kg = K.KernelGraph([k], [x], [y], n_steps=2)
+    samples = [{"x": rng.normal(0, sd, x.shape)} for sd in (1.0, 4.0)]
+    bundles = []
+    for step in (0, 1):
+        b, out = run_both(kg, samples[step], step=step, calib=samples)
+        check(out)
+        bundles.append(b.to_bytes())
+    assert bundles[0] == bundles[1]      # one program serves both steps
+    assert b.n_steps == 2 and len(b.step_table) == 2 * b.step_bank
+
+
+def test_big_gn_spills_and_tiles():
+    """A feature map larger than the acc buffer: GroupNorm statistics over tiles, a second pass from DRAM."""
+    rng = RNG(5)
+    m = DEFAULT.with_array("4x2").__class__(**{**DEFAULT.__dict__, "acc_lines": 512, "act_lines": 2048})
+    x = act("x", (1, 16, 16, 40), 0.05)
+    y = act("y", (1, 16, 16, 40), 0.03)
+    k = K.Kernel("conv", "conv3x3", [x], [K.Norm("gn", 2, 1e-5, np.ones(40), np.zeros(40)), K.Emit(y)],
+                 weights=weights(rng, (40, 40, 3, 3), 0))
+    kg = K.KernelGraph([k], [x], [y])
+    b, out = run_both(kg, {"x": rng.normal(0, 1.5, x.shape)}, machine=m)
+    check(out)
+    assert sum(1 for i in b.instrs if i.op == "conv") > 1
