@@ -253,6 +253,8 @@ def parse_bundle(blob: bytes, name: str = "<bytes>") -> Bundle:
         meta = json.loads(payloads[b"META"].decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         fail(f"META is not valid JSON: {e}")
+    except RecursionError:
+        fail("META is not valid JSON: nested too deeply")
     try:
         instrs = decode_program(payloads[b"TEXT"])
     except DecodeError as e:
@@ -268,8 +270,10 @@ def _from_meta(meta, instrs, payloads, fail) -> Bundle:
     keys = {"format", "machine", "dram_size", "data_base", "n_steps", "step_base", "step_bank",
             "inputs", "outputs", "debug", "meta"}
     missing, extra = keys - set(meta), set(meta) - keys
-    if missing or extra:
-        fail(f"META: missing key(s) {sorted(missing)}, unknown key(s) {sorted(extra)}")
+    if missing:
+        fail(f"META: missing key(s) {', '.join(sorted(missing))}")
+    if extra:
+        fail(f"META: unknown key(s) {', '.join(sorted(extra))}")
     try:
         machine = Machine.from_dict(meta["machine"])
     except (TypeError, ValueError) as e:
