@@ -118,6 +118,43 @@ def _float_dtype(bound: int):
     return np.int64
 
 
+@dataclass
+class Prepared:
+    """A checked program, decoded once: reuse it to run several steps without re-checking."""
+
+    instrs: list[_Dec]
+
+    def __len__(self) -> int:
+        return len(self.instrs)
+
+
+def prepare(instrs) -> Prepared:
+    """Check every instruction against the spec (BAD_OPCODE / BAD_FIELD with its index) and decode it."""
+    checked = False
+    if isinstance(instrs, (bytes, bytearray, memoryview)):
+        try:
+            instrs = decode_program(bytes(instrs))     # decoding checks every field
+        except DecodeError as e:
+            code = "BAD_OPCODE" if e.reason.startswith("BAD_OPCODE") else "BAD_FIELD"
+            raise DeviceError(code, e.reason.split(": ", 1)[-1], e.index) from None
+        checked = True
+    prog = []
+    for i, ins in enumerate(instrs):
+        if not isinstance(ins, Instr):
+            raise DeviceError("BAD_OPCODE", f"not an instruction: {ins!r}", i)
+        if not checked:
+            try:
+                encode_int(ins)       # checks every field range, enum and token mask against the spec
+            except EncodeError as e:
+                raise DeviceError("BAD_FIELD", str(e), i) from None
+            except KeyError:
+                raise DeviceError("BAD_OPCODE", f"unknown instruction {ins.op!r}", i) from None
+        q = -1 if ins.op == "halt" else _QI[ins.queue]
+        prog.append(_Dec(i, ins.op, q, tuple(sorted(_QI[p] for p in ins.pop)),
+                         tuple(sorted(_QI[p] for p in ins.push)), dict(ins.args)))
+    return Prepared(prog)
+
+
 class Golden:
     """Machine state and the interpreter. State persists across ``run`` calls; tokens and queues reset."""
 
@@ -145,30 +182,13 @@ class Golden:
         return self.stat_sum, self.stat_sq
 
     # ------------------------------------------------------------ decoding
-    def _prepare(self, instrs) -> list[_Dec]:
-        if isinstance(instrs, (bytes, bytearray, memoryview)):
-            try:
-                instrs = decode_program(bytes(instrs))
-            except DecodeError as e:
-                code = "BAD_OPCODE" if e.reason.startswith("BAD_OPCODE") else "BAD_FIELD"
-                raise DeviceError(code, e.reason.split(": ", 1)[-1], e.index) from None
-        prog = []
-        for i, ins in enumerate(instrs):
-            if not isinstance(ins, Instr):
-                raise DeviceError("BAD_OPCODE", f"not an instruction: {ins!r}", i)
-            try:
-                encode_int(ins)           # checks every field range, enum and token mask against the spec
-            except EncodeError as e:
-                raise DeviceError("BAD_FIELD", str(e), i) from None
-            except KeyError:
-                raise DeviceError("BAD_OPCODE", f"unknown instruction {ins.op!r}", i) from None
-            q = -1 if ins.op == "halt" else _QI[ins.queue]
-            prog.append(_Dec(i, ins.op, q, tuple(sorted(_QI[p] for p in ins.pop)),
-                             tuple(sorted(_QI[p] for p in ins.push)), dict(ins.args)))
-        return prog
+    @staticmethod
+    def prepare(instrs) -> "Prepared":
+        """Check and decode a program once (Instr list or encoded TEXT); ``run`` accepts the result too."""
+        return prepare(instrs)
 
     # ------------------------------------------------------------ scheduling
-    def run(self, instrs: Sequence[Instr] | bytes, *, step: int = 0) -> RunResult:
+    def run(self, instrs: "Sequence[Instr] | bytes | Prepared", *, step: int = 0) -> RunResult:
         """Execute a program (Instr list or encoded TEXT) with CSR STEP = ``step``.
 
         Interleaving (deterministic): fetch as far as possible (until halt, the
@@ -176,7 +196,7 @@ class Golden:
         head of the first queue in the order ld, cmp, sfu, st whose tokens are
         all available; repeat.
         """
-        prog = self._prepare(instrs)
+        prog = (instrs if isinstance(instrs, Prepared) else prepare(instrs)).instrs
         m = self.machine
         res = RunResult(step=step, trace=[] if self.trace else None)
         self._csr_step = int(step)
