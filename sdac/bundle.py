@@ -189,6 +189,13 @@ def read_bundle(path: str | os.PathLike) -> Bundle:
     return parse_bundle(blob, str(path))
 
 
+def section_table(blob: bytes) -> list[tuple[str, int, int]]:
+    """(kind, offset, size) of each section of a bundle that parse_bundle accepted."""
+    count = struct.unpack_from("<I", blob, 12)[0]
+    return [(k.decode("ascii"), off, size) for k, _, off, size, _, _ in
+            (_ENTRY.unpack_from(blob, HEADER_SIZE + i * ENTRY_SIZE) for i in range(count))]
+
+
 def is_bundle(blob: bytes) -> bool:
     return blob[:len(MAGIC)] == MAGIC
 

@@ -7,7 +7,8 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
-from ..bundle import Bundle, read_bundle
+from ..bundle import Bundle, parse_bundle, section_table
+from ..errors import SdacError
 from ..isa.encoding import WORD_BYTES
 from ..isa.spec import QUEUES, SPEC
 
@@ -32,7 +33,7 @@ def summary(b: Bundle) -> dict:
         "machine": asdict(b.machine),
         "dram_size": b.dram_size,
         "sections": {"TEXT": WORD_BYTES * len(b.instrs), "DATA": len(b.data), "STEP": len(b.step_table),
-                     **({"HOST": len(b.host)} if b.host is not None else {})},
+                     **({"HOST": len(b.host)} if b.host is not None else {})},   # info adds META from the file
         "memory_map": {"data": [b.data_base, b.data_base + len(b.data)],
                        "step_table": [b.step_base, b.step_base + len(b.step_table)],
                        **{f"input {t.name}": [t.dram, t.dram + t.dram_bytes(b.machine.lanes)] for t in b.inputs},
@@ -60,13 +61,20 @@ def _size(n: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     path = Path(args.file)
-    b = read_bundle(path)
+    if not path.exists():
+        raise SdacError(f"{path}: no such file")
+    if not path.is_file():
+        raise SdacError(f"{path}: not a file")
+    blob = path.read_bytes()
+    b = parse_bundle(blob, str(path))
     s = summary(b)
+    s["file_bytes"] = len(blob)
+    s["sections"] = {kind: size for kind, _, size in section_table(blob)}
     if args.json:
         print(json.dumps(s, indent=2, sort_keys=True))
         return 0
     m = b.machine
-    print(f"{path}: sdac bundle, ISA version {SPEC.version}")
+    print(f"{path}: sdac bundle, ISA version {SPEC.version}, {_size(len(blob))}")
     print(f"machine      {m.name}: array {m.array_rows}x{m.array_cols}, L={m.lanes}, {m.clock_mhz:g} MHz")
     print(f"DRAM         {b.dram_size:#x} bytes ({_size(b.dram_size)})")
     print("sections     " + ", ".join(f"{k} {_size(v)}" for k, v in s["sections"].items()))
