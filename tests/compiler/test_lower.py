@@ -12,6 +12,7 @@ from sdac.compiler import kernels as K
 from sdac.compiler.calibrate import calibrate_absmax
 from sdac.compiler.lower import lower
 from sdac.compiler.reference import run_reference, sqnr_db
+from sdac.compiler.verify import verify
 from sdac.isa.machine import DEFAULT
 from sdac.runtime.golden import run_bundle
 
@@ -31,6 +32,7 @@ def weights(rng, shape, out_axis):
 def run_both(kg, inputs, step=0, machine=DEFAULT, calib=None):
     calibrate_absmax(kg, calib or [inputs])
     b = lower(kg, machine)
+    verify(b)
     host = {}
     for a in kg.inputs:
         x = inputs[a.name]

@@ -1,0 +1,238 @@
+"""Static verifier of a compiled bundle, run before any bundle is written.
+
+Independently of how the lowering built the program, it recomputes every
+instruction's footprint from its fields and proves:
+  * every buffer line, statistics register and DRAM byte touched is inside
+    its memory (for every denoising step of step-relative loads);
+  * dependency tokens are balanced (every push has its pop) and no queue can
+    deadlock or overflow a token counter with finite instruction FIFOs
+    (simulated under several unit priorities);
+  * no data race: two instructions of different queues that touch the same
+    buffer lines or DRAM bytes, one of them writing, are ordered by tokens
+    (happens-before by vector clocks over the FIFO-matched tokens).
+A violation is a compiler bug: VerifyError names the instruction index.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import SdacError
+from ..isa.spec import QUEUES
+
+PAGE = {"act": 1024, "wgt": 1024, "acc": 1024, "prm": 256, "dram": 1 << 16}
+
+
+class VerifyError(SdacError):
+    """The program violates an invariant (a compiler bug); ``index`` is the instruction."""
+
+    exit_code = 3
+
+    def __init__(self, index: int, message: str):
+        self.index = index
+        super().__init__(f"verifier: instruction {index}: {message} (this is a compiler bug; please report it)")
+
+
+@dataclass(frozen=True)
+class Span:
+    space: str
+    lo: int
+    hi: int
+    write: bool
+
+
+def _cl(n: int, L: int) -> int:
+    return -(-n // L)
+
+
+def footprint(ins, L: int) -> list[Span]:
+    """Bounding line/byte ranges of every memory an instruction touches (strides are non-negative)."""
+    a = ins.args
+    op = ins.op
+    out: list[Span] = []
+
+    def rng(space, base, last_off, n, write):
+        out.append(Span(space, base, base + last_off + n, write))
+
+    if op in ("load", "store"):
+        buf = a["buf"]
+        last = (a["nz"] - 1) * a["sz"] + (a["ny"] - 1) * a["sy"]
+        rng(buf, a["sram"], last, a["run"], op == "load")
+        lb = {"act": L, "wgt": L // 2, "acc": 4 * L, "prm": 4 * L}[buf]
+        dlast = (a["nz"] - 1) * a["dz"] + (a["ny"] - 1) * a["dy"] + (a["run"] - 1) * lb
+        if not (op == "load" and a["zero"]):
+            out.append(Span("dram", a["dram"], a["dram"] + dlast + lb, op == "store"))
+    elif op == "mm":
+        rng("act", a["a"], (a["m"] - 1) * a["ars"], _cl(a["k"], L), False)
+        if a["wsrc"] == "wgt":
+            rng("wgt", a["w"], (_cl(a["n"], L) - 1) * a["ws"], a["k"], False)
+        elif a["wsrc"] == "act":
+            rng("act", a["w"], (a["k"] - 1) * a["ws"], _cl(a["n"], L), False)
+        else:
+            rng("act", a["w"], (a["n"] - 1) * a["ws"], _cl(a["k"], L), False)
+        rng("acc", a["c"], (a["m"] - 1) * a["crs"], _cl(a["n"], L), True)
+    elif op == "conv":
+        rng("act", a["i"], (a["ih"] - 1) * a["irs"] + (a["iw"] - 1) * a["ips"], _cl(a["cin"], L), False)
+        rng("wgt", a["w"], (_cl(a["cout"], L) - 1) * a["wbs"] + 8 * a["wts"], a["cin"], False)
+        rng("acc", a["o"], (a["oh"] - 1) * a["ors"] + (a["ow"] - 1) * a["ops"], _cl(a["cout"], L), True)
+    elif op in ("deq", "add", "act", "geglu", "norm", "softmax", "transpose"):
+        rows, cols = a["rows"], a["cols"]
+        c = _cl(cols, L)
+        src_buf = {"deq": a.get("sbuf"), "act": a.get("sbuf")}.get(op, "act" if op == "transpose" else "acc")
+        src = a["a"] if op in ("add", "geglu") else a["s"]
+        srs = a["ars"] if op in ("add", "geglu") else a["srs"]
+        rng(src_buf, src, (rows - 1) * srs, c, False)
+        if op == "add":
+            rng(a["bbuf"], a["b"], (rows - 1) * a["brs"], c, False)
+        if op == "geglu":
+            rng("acc", a["b"], (rows - 1) * a["brs"], c, False)
+        dst_buf = "act" if op in ("softmax", "transpose") else ("acc" if op in ("deq", "add") else a["out"])
+        if op == "transpose":
+            rng("act", a["d"], (cols - 1) * a["drs"], _cl(rows, L), True)
+        else:
+            rng(dst_buf, a["d"], (rows - 1) * a["drs"], c, True)
+        if op == "deq":
+            if a["per_ch"]:
+                rng("prm", a["sc"], 0, c, False)
+            else:
+                rng("prm", a["sc"] // L, 0, 1, False)
+            if a["bias"]:
+                rng("prm", a["bb"], 0, c, False)
+        elif op == "norm":
+            rng("prm", a["nd"] // L, (a["nd"] + 2) // L - a["nd"] // L, 1, False)
+            rng("prm", a["gamma"], 0, c, False)
+            rng("prm", a["beta"], 0, c, False)
+        elif op != "transpose":
+            rng("prm", a["sc"] // L, 0, 1, False)
+    return out
+
+
+def _stat_range(ins) -> tuple[int, int] | None:
+    a = ins.args
+    uses = ins.op == "norm" or (ins.op in ("deq", "add", "act") and a.get("st"))
+    if not uses:
+        return None
+    n = a["rows"] if a["st_mode"] == "row" else _cl(a["cols"], a["gsize"])
+    return a["gbase"], a["gbase"] + n
+
+
+def check_bounds(bundle) -> None:
+    m = bundle.machine
+    L = m.lanes
+    caps = {b: m.buf_lines(b) for b in ("act", "wgt", "acc", "prm")}
+    step_extra = (bundle.n_steps - 1) * bundle.step_bank
+    for i, ins in enumerate(bundle.instrs):
+        for s in footprint(ins, L):
+            if s.space == "dram":
+                hi = s.hi + (step_extra if ins.op == "load" and ins.args.get("step") else 0)
+                if hi > bundle.dram_size:
+                    raise VerifyError(i, f"{ins.op} touches DRAM [{s.lo:#x}, {hi:#x}) beyond the "
+                                         f"{bundle.dram_size:#x} bytes of device memory")
+            elif s.hi > caps[s.space]:
+                raise VerifyError(i, f"{ins.op} touches {s.space} lines [{s.lo}, {s.hi}) beyond the buffer's "
+                                     f"{caps[s.space]} lines")
+        st = _stat_range(ins)
+        if st and st[1] > m.stat_groups:
+            raise VerifyError(i, f"{ins.op} uses statistics registers [{st[0]}, {st[1]}) of {m.stat_groups}")
+
+
+def simulate_queues(instrs, depth: int, token_max: int, priority: tuple[str, ...]) -> None:
+    """Abstract run of fetch, FIFOs and tokens (no data). Raises VerifyError on deadlock, overflow or leak."""
+    fifo = {q: [] for q in QUEUES}
+    heads = {q: 0 for q in QUEUES}
+    tokens = {(p, q): 0 for p in QUEUES for q in QUEUES if p != q}
+    pc, n, halted = 0, len(instrs), False
+    while True:
+        while not halted and pc < n:
+            ins = instrs[pc]
+            q = ins.queue
+            if q == "ctl":
+                if ins.op == "halt":
+                    halted = True
+                pc += 1
+                continue
+            if len(fifo[q]) - heads[q] >= depth:
+                break
+            fifo[q].append(pc)
+            pc += 1
+        progressed = False
+        for q in priority:
+            while heads[q] < len(fifo[q]):
+                i = fifo[q][heads[q]]
+                ins = instrs[i]
+                if any(tokens[(p, q)] == 0 for p in ins.pop):
+                    break
+                for p in ins.pop:
+                    tokens[(p, q)] -= 1
+                for r in ins.push:
+                    tokens[(q, r)] += 1
+                    if tokens[(q, r)] > token_max:
+                        raise VerifyError(i, f"push {q}->{r} raises the token counter above {token_max}")
+                heads[q] += 1
+                progressed = True
+                break     # one instruction per unit per round: interleave the units
+        if not progressed:
+            busy = [fifo[q][heads[q]] for q in QUEUES if heads[q] < len(fifo[q])]
+            if busy or (not halted and pc < n):
+                at = min(busy) if busy else pc
+                raise VerifyError(at, f"deadlock: queues cannot progress (priority {'>'.join(priority)})")
+            break
+    if not halted:
+        raise VerifyError(n - 1, "the program does not end with halt")
+    leaks = [f"{p}->{q}={v}" for (p, q), v in tokens.items() if v]
+    if leaks:
+        raise VerifyError(n - 1, f"tokens left at halt: {', '.join(leaks)}")
+
+
+def check_races(instrs, L: int) -> None:
+    """Conflicting accesses of different queues must be ordered by tokens (vector clocks)."""
+    qi = {q: j for j, q in enumerate(QUEUES)}
+    last_vc = {q: (0, 0, 0, 0) for q in QUEUES}
+    push_vcs: dict[tuple[str, str], list] = {}
+    pop_count: dict[tuple[str, str], int] = {}
+    qpos = {q: 0 for q in QUEUES}
+    pages: dict[tuple[str, int], list] = {}
+    for i, ins in enumerate(instrs):
+        q = ins.queue
+        if q == "ctl":
+            continue
+        vc = list(last_vc[q])
+        for p in ins.pop:
+            k = pop_count.get((p, q), 0)
+            pushes = push_vcs.get((p, q), [])
+            if k >= len(pushes):
+                raise VerifyError(i, f"pops a token {p}->{q} that no earlier instruction pushes")
+            pop_count[(p, q)] = k + 1
+            vc = [max(a, b) for a, b in zip(vc, pushes[k])]
+        vc[qi[q]] = qpos[q] + 1
+        vc = tuple(vc)
+        last_vc[q] = vc
+        for r in ins.push:
+            push_vcs.setdefault((q, r), []).append(vc)
+        me = (qi[q], qpos[q], i)
+        qpos[q] += 1
+        for s in footprint(ins, L):
+            size = PAGE[s.space]
+            seen = set()
+            for pg in range(s.lo // size, (max(s.hi, s.lo + 1) - 1) // size + 1):
+                lst = pages.setdefault((s.space, pg), [])
+                for e in lst:
+                    lo, hi, write, (oq, opos, oi) = e
+                    if id(e) in seen or hi <= s.lo or s.hi <= lo or not (write or s.write):
+                        continue
+                    seen.add(id(e))
+                    if oq != me[0] and vc[oq] <= opos:
+                        raise VerifyError(i, f"{ins.op} ({q}) and instruction {oi} ({instrs[oi].op}, "
+                                             f"{QUEUES[oq]}) race on {s.space} [{max(lo, s.lo)}, {min(hi, s.hi)})"
+                                             f": no token orders them")
+                if s.write:
+                    lst[:] = [e for e in lst if not (s.lo <= e[0] and e[1] <= s.hi)]
+                lst.append((s.lo, s.hi, s.write, me))
+
+
+def verify(bundle) -> None:
+    """Raise VerifyError unless the bundle's program is in bounds, deadlock-free and race-free."""
+    m = bundle.machine
+    check_bounds(bundle)
+    for prio in (("ld", "cmp", "sfu", "st"), ("st", "sfu", "cmp", "ld"), ("cmp", "sfu", "st", "ld")):
+        simulate_queues(bundle.instrs, m.queue_depth, m.token_max, prio)
+    check_races(bundle.instrs, m.lanes)

@@ -1,0 +1,81 @@
+"""The static verifier accepts compiled programs and rejects each class of broken program."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from sdac.compiler import kernels as K
+from sdac.compiler.calibrate import calibrate_absmax
+from sdac.compiler.lower import lower
+from sdac.compiler.verify import VerifyError, verify
+from sdac.isa.encoding import Instr
+from sdac.isa.machine import DEFAULT
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    rng = np.random.default_rng(0)
+    x = K.Act("x", (1, 8, 8, 40), np.full(1, 0.05, np.float32))
+    y = K.Act("y", (1, 8, 8, 40), np.full(1, 0.05, np.float32))
+    z = K.Act("z", (1, 8, 8, 40), np.full(1, 0.05, np.float32))
+    w = K.Weights(rng.integers(-7, 8, (40, 40, 3, 3)).astype(np.int8), np.full(40, 0.01, np.float32))
+    ks = [K.Kernel("c1", "conv3x3", [x], [K.Norm("gn", 4, 1e-5, np.ones(40), np.zeros(40)), K.Emit(y)], weights=w),
+          K.Kernel("c2", "conv3x3", [y], [K.AddTensor(x), K.Emit(z)], weights=w)]
+    kg = K.KernelGraph(ks, [x], [z])
+    calibrate_absmax(kg, [{"x": rng.normal(0, 1, x.shape)}])
+    return lower(kg, DEFAULT)
+
+
+def replace(b, i, ins):
+    instrs = list(b.instrs)
+    instrs[i] = ins
+    return dataclasses.replace(b, instrs=instrs)
+
+
+def test_compiled_program_verifies(bundle):
+    verify(bundle)
+    assert any(i.pop for i in bundle.instrs) and any(i.push for i in bundle.instrs)
+
+
+def test_missing_token_is_a_race_or_deadlock(bundle):
+    # drop the first token pair: the consumer no longer waits for the producer
+    i = next(j for j, ins in enumerate(bundle.instrs) if ins.pop)
+    p = sorted(bundle.instrs[i].pop)[0]
+    q = bundle.instrs[i].queue
+    j = max(k for k in range(i) if bundle.instrs[k].queue == p and q in bundle.instrs[k].push)
+    b = replace(bundle, i, bundle.instrs[i].replace(pop=bundle.instrs[i].pop - {p}))
+    b = replace(b, j, b.instrs[j].replace(push=b.instrs[j].push - {q}))
+    with pytest.raises(VerifyError, match="race|no earlier"):
+        verify(b)
+
+
+def test_unmatched_push_leaks(bundle):
+    i = next(j for j, ins in enumerate(bundle.instrs) if ins.queue == "cmp")
+    b = replace(bundle, i, bundle.instrs[i].replace(push=bundle.instrs[i].push | {"st"}))
+    with pytest.raises(VerifyError, match="tokens left"):
+        verify(b)
+
+
+def test_pop_without_push_deadlocks(bundle):
+    i = next(j for j, ins in enumerate(bundle.instrs) if ins.queue == "ld")
+    b = replace(bundle, i, bundle.instrs[i].replace(pop=bundle.instrs[i].pop | {"st"}))
+    with pytest.raises(VerifyError, match="deadlock") as e:
+        verify(b)
+    assert e.value.index == i
+
+
+def test_out_of_bounds_buffer_and_dram(bundle):
+    i = next(j for j, ins in enumerate(bundle.instrs) if ins.op == "conv")
+    b = replace(bundle, i, bundle.instrs[i].replace(o=DEFAULT.acc_lines - 1))
+    with pytest.raises(VerifyError, match=f"instruction {i}: conv touches acc"):
+        verify(b)
+    j = next(j for j, ins in enumerate(bundle.instrs) if ins.op == "store")
+    b = replace(bundle, j, bundle.instrs[j].replace(dram=bundle.dram_size - 8))
+    with pytest.raises(VerifyError, match="DRAM"):
+        verify(b)
+
+
+def test_missing_halt(bundle):
+    b = dataclasses.replace(bundle, instrs=list(bundle.instrs[:-1]))
+    with pytest.raises(VerifyError, match="halt"):
+        verify(b)
