@@ -28,13 +28,13 @@ def one_line_error(err: str, *words):
         assert w in err, err
 
 
-def make_bundle(path: Path) -> Path:
+def make_bundle(path: Path, debug=()) -> Path:
     instrs = assemble(HELLO.read_text())
     b = Bundle(machine=DEFAULT, instrs=instrs, dram_size=0x3000, data=bytes(200), data_base=0,
                n_steps=2, step_base=0x400, step_bank=80, step_table=bytes(160),
                inputs=[IOTensor("x", (1, 20, 8, 10), "float32", "nchw", 0x1000, 80, 20, (0.1, 0.2))],
                outputs=[IOTensor("y", (80, 20), "float32", "rows", 0x2000, 80, 20, (0.05, 0.05))],
-               meta={"source": "hello.s"})
+               debug=list(debug), meta={"source": "hello.s"})
     write_bundle(b, path)
     return path
 
@@ -95,6 +95,17 @@ def test_disasm_detects_bundles(tmp_path, capsys):
     b = make_bundle(tmp_path / "m.sdab")
     code, text, _ = run(capsys, "disasm", b)
     assert code == 0 and text == disassemble(assemble(HELLO.read_text()))
+
+
+def test_disasm_marks_kernels_of_a_bundle(tmp_path, capsys):
+    debug = [{"kernel": "load_w", "first": 0, "last": 2, "sources": []},
+             {"kernel": "matmul", "first": 3, "last": 11, "sources": ["/mm/MatMul", "/q/QuantizeLinear"]}]
+    b = make_bundle(tmp_path / "m.sdab", debug=debug)
+    code, text, _ = run(capsys, "disasm", b)
+    lines = text.splitlines()
+    assert code == 0 and lines[0] == "# kernel load_w"
+    assert lines[4] == "# kernel matmul (/mm/MatMul, /q/QuantizeLinear)"
+    assert assemble(text) == assemble(HELLO.read_text())
 
 
 def test_disasm_bad_words(tmp_path, capsys):

@@ -27,21 +27,35 @@ def register(sub) -> None:
 
 def load_program(path: Path):
     """The instructions of a bundle or a .bin file (BundleError / SdacError on bad input)."""
+    return load(path)[0]
+
+
+def load(path: Path):
+    """(instructions, debug map) of a bundle or a .bin file (the debug map of a .bin is empty)."""
     if not path.exists():
         raise SdacError(f"{path}: no such file")
     if not path.is_file():
         raise SdacError(f"{path}: not a file")
     blob = path.read_bytes()
     if is_bundle(blob) or path.suffix == ".sdab":   # a .sdab with a bad magic gets the bundle's error
-        return parse_bundle(blob, str(path)).instrs
+        b = parse_bundle(blob, str(path))
+        return b.instrs, b.debug
     try:
-        return decode_program(blob)
+        return decode_program(blob), []
     except DecodeError as e:
         raise SdacError(f"{path}: {e}") from None
 
 
 def run(args: argparse.Namespace) -> int:
-    text = disassemble(load_program(Path(args.file)), numbered=args.numbered)
+    instrs, debug = load(Path(args.file))
+    lines = disassemble(instrs, numbered=args.numbered).splitlines(keepends=True)
+    # a bundle's kernel map becomes comment lines, so the listing still assembles to the same words
+    for d in sorted(debug, key=lambda d: d["first"], reverse=True):
+        sources = d.get("sources")
+        src = ", ".join(str(x) for x in sources) if isinstance(sources, list) else ""
+        note = f"# kernel {d['kernel']}" + (f" ({src})" if src else "")
+        lines.insert(d["first"], " ".join(note.split()) + "\n")   # one line whatever the names hold
+    text = "".join(lines)
     if args.output:
         out = Path(args.output)
         if out.exists() and not args.force:
