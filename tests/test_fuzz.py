@@ -234,3 +234,17 @@ def test_fuzz_decoder_10k():
 @pytest.mark.slow
 def test_fuzz_assembler_10k():
     fuzz_assembler(10_000, 13)
+
+
+def test_fuzz_cli_on_mutated_bundles(tmp_path, capsys):
+    """`sdac info` and `sdac disasm` on damaged files: exit 0 or 2 with one line, never a traceback."""
+    from sdac.cli import main
+
+    rng = random.Random(5)
+    path = tmp_path / "m.sdab"
+    for i in range(60):
+        path.write_bytes(mutate_meta(rng, SEED) if i % 2 else fix_crcs(mutate(rng, SEED)))
+        for cmd in ("info", "disasm"):
+            code = main([cmd, str(path)])
+            err = capsys.readouterr().err
+            assert code in (0, 2) and (code == 0 or err.count("\n") == 1), (cmd, code, err)
