@@ -275,8 +275,10 @@ class Lowerer:
         lines = rows * self.cl(cols)
         return lines * self.m.line_bytes("acc") if lines > self.m.acc_lines else 0
 
-    def lower(self) -> Bundle:
+    def lower(self, progress=None) -> Bundle:
+        import time
         kg = self.kg
+        last_report = time.perf_counter()
         self.plan_dram()
         pb = self.pb
         pb.emit("setstep", (), src="csr", step=0, bank=0)   # bank patched in finish()
@@ -289,6 +291,9 @@ class Lowerer:
             lower_kernel(self, k)
             self.debug.append({"kernel": k.name, "kind": k.kind, "first": first, "last": len(pb) - 1,
                                "sources": list(k.sources)})
+            if progress and (time.perf_counter() - last_report > 2.0 or i + 1 == len(kg.kernels)):
+                last_report = time.perf_counter()
+                progress(f"lowering: kernel {i + 1}/{len(kg.kernels)} ({k.name}), {len(pb)} instructions")
         pb.emit("halt")
         return self.finish()
 
@@ -354,7 +359,7 @@ def kernel_lowering(kind: str):
     return deco
 
 
-def lower(kg: KernelGraph, machine: Machine) -> Bundle:
+def lower(kg: KernelGraph, machine: Machine, progress=None) -> Bundle:
     """Lower a KernelGraph for a machine into a Bundle (not yet verified; see verify.py)."""
     from . import kernels_impl  # noqa: F401  (registers the per-kind lowerings)
-    return Lowerer(kg, machine).lower()
+    return Lowerer(kg, machine).lower(progress)

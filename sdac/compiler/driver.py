@@ -1,0 +1,93 @@
+"""The whole compiler as one function: ONNX -> KernelGraph -> Bundle (verified).
+
+Stages: frontend + passes (compile_graph) -> calibration of in-kernel formats
+the model's scales leave open -> lowering -> static verifier. ``progress``
+receives one line per stage (and per kernel on large models).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SdacError
+from ..isa.machine import DEFAULT, Machine
+from .kernels import KernelGraph
+
+
+@dataclass
+class CompileResult:
+    bundle: object
+    kernel_graph: KernelGraph
+    explain: str = ""
+    dumped: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+
+def _needs_calibration(kg: KernelGraph) -> bool:
+    for k in kg.kernels:
+        if k.kind in ("conv3x3", "matmul", "attention", "norm", "add") and not k.main_absmax:
+            return True
+    return False
+
+
+def synthetic_samples(kg: KernelGraph, n: int = 2, seed: int = 0) -> list[dict]:
+    """Inputs spread over a quarter of each input's int8 range (used when no calibration data is given)."""
+    rng = np.random.default_rng(seed)
+    return [{a.name: rng.normal(0, 32 * float(np.max(a.scales)), a.shape) for a in kg.inputs} for _ in range(n)]
+
+
+def load_samples(path: str, kg: KernelGraph) -> list[dict]:
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise SdacError(f"{path}: not a readable .npz archive ({e})") from None
+    by_onnx = {kg.io_names.get(a.name, a.name): a for a in kg.inputs}
+    sample = {}
+    for name, a in by_onnx.items():
+        if name not in z.files:
+            raise SdacError(f"{path}: no array named {name!r} (inputs: {', '.join(by_onnx)})")
+        x = np.asarray(z[name], np.float64)
+        if x.ndim == 4:
+            x = np.moveaxis(x, 1, -1)       # host NCHW -> channels-last
+        if x.shape != tuple(a.shape):
+            raise SdacError(f"{path}: {name!r} has shape {x.shape}, expected {a.shape} (channels-last)")
+        sample[a.name] = x
+    return [sample]
+
+
+def compile_model(model, *, step_scales=None, machine: Machine = DEFAULT, dataflow: dict | None = None,
+                  dump_after=frozenset(), dump_dir: str = ".", calib: str | None = None,
+                  verify_program: bool = True, progress=lambda msg: None) -> CompileResult:
+    from .calibrate import calibrate_absmax
+    from .lower import lower
+    from .passes import PassContext, compile_graph
+    from .passes.explain import explain
+    from .verify import verify
+
+    timings = {}
+    t = time.perf_counter()
+    name = Path(model).name if isinstance(model, (str, Path)) else "model"
+    progress(f"importing {name}")
+    ctx = PassContext(dataflow=dict(dataflow or {}), dump_dir=dump_dir, lanes=machine.lanes)
+    kg, graph = compile_graph(model, step_scales, ctx=ctx, dump_after=set(dump_after))
+    timings["frontend+passes"] = time.perf_counter() - t
+    progress(f"passes done: {len(kg.kernels)} kernels ({timings['frontend+passes']:.2f} s)")
+    if calib or _needs_calibration(kg):
+        t = time.perf_counter()
+        samples = load_samples(calib, kg) if calib else synthetic_samples(kg)
+        calibrate_absmax(kg, samples)
+        timings["calibrate"] = time.perf_counter() - t
+        progress(f"calibrated in-kernel formats ({timings['calibrate']:.2f} s)")
+    t = time.perf_counter()
+    bundle = lower(kg, machine, progress=progress)
+    timings["lower"] = time.perf_counter() - t
+    progress(f"lowered: {len(bundle.instrs)} instructions ({timings['lower']:.2f} s)")
+    if verify_program:
+        t = time.perf_counter()
+        verify(bundle)
+        timings["verify"] = time.perf_counter() - t
+        progress(f"verified ({timings['verify']:.2f} s)")
+    return CompileResult(bundle, kg, explain(kg, graph), list(ctx.dumped), timings)
