@@ -418,8 +418,11 @@ class Golden:
     def _src(self, d, sbuf, base, rs, rows, cols, what) -> np.ndarray:
         return self._read(d, sbuf, base, [(rows, rs)], cols, what).astype(np.int64)
 
-    def _stats(self, d, a, D, rows, cols) -> None:
-        """Statistics side effect of deq/add/act: st_clr zeroes every register, st accumulates D."""
+    def _stats(self, d, a, D, rows, cols, out_buf="acc") -> None:
+        """Statistics side effect of deq/add/act: st_clr zeroes every register, st accumulates D.
+
+        The destination region is checked first so a failing instruction changes no state."""
+        self._check_lines(d, out_buf, a["d"], a["d"] + (rows - 1) * a["drs"] + _cdiv(cols, self.L) - 1, "D")
         if a["st"]:
             gmax = a["gbase"] + (rows - 1 if a["st_mode"] == "row" else (cols - 1) // a["gsize"])
             if gmax >= self.machine.stat_groups:
@@ -474,7 +477,7 @@ class Golden:
             D = N.sat16(D)
             self._stats(d, a, D, rows, cols)
         elif a["st_clr"]:
-            self._stats(d, a, D, rows, cols)
+            self._stats(d, a, D, rows, cols, "act")
         self._out(d, a, D, rows, cols)
         self._work[3] += rows * cols
 

@@ -283,3 +283,11 @@ def test_sfu_bounds(ins, code):
     with pytest.raises(DeviceError) as e:
         run1(g, ins)
     assert (e.value.code, e.value.index) == (code, 1), str(e.value)
+
+
+def test_failing_instruction_changes_no_statistics():
+    g, _ = random_machine_state(9)
+    before = g.stat_sum.copy()
+    with pytest.raises(DeviceError) as e:
+        run1(g, Instr.make("deq", d=511, drs=1, rows=2, st=1, st_clr=1))
+    assert e.value.code == "OOB_BUF" and np.array_equal(g.stat_sum, before)
