@@ -254,3 +254,46 @@ def test_mm_speed_256x1280x1280_int4():
     t = time.perf_counter()
     g.run(prog)
     assert time.perf_counter() - t < 2.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_dma_random_strides_including_overlap(seed):
+    """Random 3-D loads and stores, strides from 0 (replication, overlap) up, against the loops."""
+    rng = np.random.default_rng(50 + seed)
+    g = G.Golden(M, 1 << 13)
+    for it in range(40):
+        buf = str(rng.choice(["act", "wgt", "acc", "prm"]))
+        B = LB[buf]
+        f = dict(buf=buf, run=int(rng.integers(1, 4)), ny=int(rng.integers(1, 4)), nz=int(rng.integers(1, 4)),
+                 sy=int(rng.integers(0, 5)), sz=int(rng.integers(0, 9)), dy=int(rng.integers(0, 3 * B)),
+                 dz=int(rng.integers(0, 7 * B)), sram=int(rng.integers(0, 40)), dram=int(rng.integers(0, 2000)))
+        g.dram[:] = rng.integers(0, 256, g.dram.size)
+        lo, hi = {"act": (-128, 128), "wgt": (-8, 8), "acc": (-2**31, 2**31), "prm": (0, 2**32)}[buf]
+        g._bufs[buf][:64] = rng.integers(lo, hi, (64, L))
+        if it % 2:
+            ref = g._bufs[buf].copy()
+            for z in range(f["nz"]):
+                for y in range(f["ny"]):
+                    for i in range(f["run"]):
+                        a = f["dram"] + z * f["dz"] + y * f["dy"] + i * B
+                        ref[f["sram"] + z * f["sz"] + y * f["sy"] + i] = ref_decode_line(
+                            buf, [int(v) for v in g.dram[a:a + B]])
+            run(g, Instr.make("load", **f))
+            assert np.array_equal(g._bufs[buf], ref), f
+        else:
+            ref = g.dram.copy()
+            for z in range(f["nz"]):
+                for y in range(f["ny"]):
+                    for i in range(f["run"]):
+                        a = f["dram"] + z * f["dz"] + y * f["dy"] + i * B
+                        ref[a:a + B] = ref_encode_line(buf, g._bufs[buf][f["sram"] + z * f["sz"] + y * f["sy"] + i])
+            run(g, Instr.make("store", **{k: v for k, v in f.items()}))
+            assert np.array_equal(g.dram, ref), f
+
+
+def test_mm_overlapping_output_rows_later_row_wins():
+    g = G.Golden(M, 64)
+    g.act[0:3, 0] = [1, 2, 3]
+    g.wgt[0, 0] = 5
+    run(g, Instr.make("mm", a=0, ars=1, w=0, ws=1, c=9, crs=0, m=3, n=1, k=1))
+    assert g.acc[9, 0] == 15
