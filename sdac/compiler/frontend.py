@@ -1,0 +1,199 @@
+"""ONNX -> graph IR.
+
+``load_model(path_or_proto, step_scales=None) -> Graph`` reads the model (external
+data included), runs ONNX shape inference, and builds the IR: one node per ONNX
+node, ``Input`` nodes for graph inputs, ``Constant`` nodes for initializers and
+Constant ops, ``Output`` nodes for graph outputs (``attrs["onnx_name"]``).
+Quantization is not interpreted here (the ``fold_qdq`` pass does that), except
+that a per-step scale table (INTERFACES.md) is attached to the named tensors.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import numpy as np
+
+from ..errors import CompileError, SdacError
+from .ir import Graph
+
+# ONNX ops some pass knows how to fold, canonicalize, move to the host or map to a kernel.
+SUPPORTED_ONNX_OPS = {
+    # quantization
+    "QuantizeLinear", "DequantizeLinear",
+    # shape computations and layout (constant-folded or layout-only)
+    "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Reshape", "Transpose", "Flatten", "Slice", "Cast",
+    "Constant", "ConstantOfShape", "Range", "Expand", "Identity", "Split", "Equal", "Where", "Dropout",
+    # arithmetic
+    "Add", "Sub", "Mul", "Div", "Sqrt", "Pow", "Exp", "Sin", "Cos", "Neg", "Reciprocal",
+    "Erf", "Sigmoid", "Tanh", "Relu", "Clip", "HardSwish", "HardSigmoid", "Gelu",
+    # layers
+    "Conv", "MatMul", "Gemm", "InstanceNormalization", "GroupNormalization", "LayerNormalization",
+    "ReduceMean", "Softmax", "Resize", "Einsum",
+}
+
+
+def _load_proto(model, where: str):
+    import onnx
+    if isinstance(model, onnx.ModelProto):
+        return model
+    path = os.fspath(model)
+    if not os.path.exists(path):
+        raise SdacError(f"{path}: no such file")
+    try:
+        proto = onnx.load(path, load_external_data=True)
+    except Exception as e:  # onnx raises several unrelated types for bad files
+        raise SdacError(f"{path}: cannot read ONNX model ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+    if not proto.graph.node:
+        raise SdacError(f"{path}: not an ONNX model (no graph nodes)")
+    return proto
+
+
+def _fix_dynamic_inputs(proto, where: str) -> None:
+    """Symbolic input dimensions (e.g. batch) become 1 so shapes are static."""
+    for vi in proto.graph.input:
+        for i, dim in enumerate(vi.type.tensor_type.shape.dim):
+            if not dim.HasField("dim_value"):
+                warnings.warn(f"{where}: input {vi.name!r} dimension {i} ({dim.dim_param or '?'}) is dynamic; "
+                              f"using 1", stacklevel=3)
+                dim.dim_value = 1
+
+
+def _for_inference(proto):
+    """A copy ONNX shape inference understands: onnxruntime's com.microsoft Q/DQ (used for int4
+    weights below opset 21) as standard Q/DQ with the int4 constants widened to int8; stale value_info dropped."""
+    import onnx
+    from onnx import numpy_helper
+    p = onnx.ModelProto()
+    p.CopyFrom(proto)
+    del p.graph.value_info[:]
+    for nd in p.graph.node:
+        if nd.domain == "com.microsoft" and nd.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            nd.domain = ""
+    for i, init in enumerate(p.graph.initializer):
+        if init.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
+            p.graph.initializer[i].CopyFrom(numpy_helper.from_array(_to_array(init), init.name))
+    return p
+
+
+def _attr_value(a):
+    from onnx import helper, numpy_helper
+    v = helper.get_attribute_value(a)
+    if isinstance(v, bytes):
+        return v.decode()
+    if hasattr(v, "dims") and hasattr(v, "data_type"):
+        return numpy_helper.to_array(v)
+    if isinstance(v, list) and v and isinstance(v[0], bytes):
+        return [x.decode() for x in v]
+    return v
+
+
+def _to_array(tp) -> np.ndarray:
+    import onnx
+    from onnx import numpy_helper
+    arr = numpy_helper.to_array(tp)
+    if tp.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
+        arr = np.asarray(arr).astype(np.int8 if tp.data_type == onnx.TensorProto.INT4 else np.uint8)
+    return np.asarray(arr)
+
+
+_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
+           11: "float64", 21: "uint4", 22: "int4"}
+
+
+def read_step_scales(path: str) -> dict:
+    """Read and check a per-step scale table (format in INTERFACES.md)."""
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise SdacError(f"{path}: cannot read scale table ({e})")
+    if doc.get("format") != "sdac-step-scales" or doc.get("version") != 1:
+        raise SdacError(f"{path}: not an sdac-step-scales version 1 file")
+    n = doc.get("n_steps")
+    scales = doc.get("scales")
+    if not isinstance(n, int) or n < 1 or not isinstance(scales, dict):
+        raise SdacError(f"{path}: n_steps must be a positive integer and scales an object")
+    for name, s in scales.items():
+        if not isinstance(s, list) or len(s) != n or not all(isinstance(x, (int, float)) and x > 0 for x in s):
+            raise SdacError(f"{path}: scales of {name!r} must be {n} positive numbers")
+    return doc
+
+
+def load_model(model, step_scales: str | dict | None = None) -> Graph:
+    """Read an ONNX model (path or ModelProto) and build the graph IR."""
+    import onnx
+    where = "<model>" if isinstance(model, onnx.ModelProto) else os.fspath(model)
+    proto = _load_proto(model, where)
+    base = os.path.basename(where)
+    _fix_dynamic_inputs(proto, where)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(_for_inference(proto), strict_mode=False, data_prop=True)
+    except Exception as e:
+        raise SdacError(f"{where}: ONNX shape inference failed ({str(e).splitlines()[0][:200]})")
+    gp = inferred.graph
+    opset = max([o.version for o in inferred.opset_import if o.domain in ("", "ai.onnx")] or [17])
+    graph = Graph(source=base, opset=opset)
+
+    types: dict[str, tuple[tuple[int, ...], str]] = {}
+    for vi in list(gp.input) + list(gp.value_info) + list(gp.output):
+        tt = vi.type.tensor_type
+        if not tt.HasField("shape"):
+            continue
+        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim)
+        types[vi.name] = (dims, _DTYPES.get(tt.elem_type, str(tt.elem_type)))
+
+    init_names = {i.name for i in gp.initializer}
+    for vi in gp.input:
+        if vi.name in init_names:
+            continue
+        shape, dtype = types[vi.name]
+        graph.add_tensor(vi.name, shape, dtype)
+        graph.add_node("Input", [], [vi.name], name=f"input:{vi.name}", attrs={"onnx_name": vi.name})
+    for init in proto.graph.initializer:   # the original (int4) values, not the inference copy
+        v = _to_array(init)
+        graph.add_tensor(init.name, v.shape, _DTYPES.get(init.data_type, str(v.dtype)))
+        graph.add_node("Constant", [], [init.name], name=init.name, value=v)
+
+    for i, nd in enumerate(gp.node):
+        name = nd.name or f"{nd.op_type}_{i}"
+        graph.onnx_nodes.append((name, nd.op_type))
+        ms_qdq = nd.domain == "com.microsoft" and nd.op_type in ("QuantizeLinear", "DequantizeLinear")
+        if (nd.domain not in ("", "ai.onnx") and not ms_qdq) or nd.op_type not in SUPPORTED_ONNX_OPS:
+            raise CompileError(f"{base}: node {name!r} ({nd.op_type}{' domain ' + nd.domain if nd.domain else ''}): "
+                               f"operator not supported by sdac (no mapping to the accelerator or the host prologue)")
+        attrs = {a.name: _attr_value(a) for a in nd.attribute}
+        if nd.op_type == "Constant":
+            v = attrs.get("value")
+            if v is None:
+                for k in ("value_float", "value_int", "value_floats", "value_ints"):
+                    if k in attrs:
+                        v = np.asarray(attrs[k], np.float32 if "float" in k else np.int64)
+            if v is None:
+                raise CompileError(f"{base}: node {name!r} (Constant): unsupported constant attribute")
+            v = np.asarray(v)
+            graph.add_tensor(nd.output[0], v.shape, str(v.dtype))
+            graph.add_node("Constant", [], [nd.output[0]], name=name, value=v, sources=(name,))
+            continue
+        for o in nd.output:
+            if o:
+                shape, dtype = types.get(o, ((), "unknown"))
+                graph.add_tensor(o, shape, dtype)
+        graph.add_node(nd.op_type, list(nd.input), list(nd.output), name=name, attrs=attrs, sources=(name,))
+
+    for vi in gp.output:
+        graph.add_node("Output", [vi.name], [], name=f"output:{vi.name}", attrs={"onnx_name": vi.name})
+
+    if step_scales is not None:
+        doc = step_scales if isinstance(step_scales, dict) else read_step_scales(step_scales)
+        graph.n_steps = int(doc["n_steps"])
+        graph.timesteps = list(doc.get("timesteps") or [])
+        missing = [n for n in doc["scales"] if n not in graph.tensors]
+        if missing:
+            warnings.warn(f"{base}: scale table names tensors not in the model: {missing[:5]}", stacklevel=2)
+        for n, s in doc["scales"].items():
+            if n in graph.tensors:
+                graph.tensors[n].scales = np.asarray(s, np.float32)
+        graph.meta["step_scales"] = True
+    return graph

@@ -1,0 +1,114 @@
+"""fold_qdq: QuantizeLinear/DequantizeLinear pairs become tensor scales; quantized constants become floats.
+
+* Q(x) -> DQ on an activation: the consumers of the DQ output read x, and x gets
+  the scale (replicated over the steps, unless the step-scale table already gave
+  x per-step scales). Activations must be int8 with zero point 0.
+* DQ(constant): the constant becomes its float value, annotated with
+  ``qweight = {"q", "scale", "axis"}`` so that form_kernels can keep the exact
+  int4 values (int8 weights are requantized there, with a warning).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import CompileError
+from ..ir import Graph
+
+
+def _scalar_const(graph: Graph, t: str, n: str, what: str) -> np.ndarray:
+    v = graph.const(t) if t else None
+    if v is None:
+        raise CompileError(f"{graph.source}: {graph.describe(n)}: {what} must be a constant")
+    return v
+
+
+def _dequant_const(graph: Graph, n: str) -> None:
+    d = graph.node(n)
+    ins = d["inputs"]
+    q = graph.const(ins[0])
+    scale = np.asarray(_scalar_const(graph, ins[1], n, "scale"), np.float64)
+    zp = graph.const(ins[2]) if len(ins) > 2 and ins[2] else None
+    if zp is not None and np.any(np.asarray(zp) != 0):
+        raise CompileError(f"{graph.source}: {graph.describe(n)}: non-zero zero point on a quantized constant "
+                           f"(sdac needs symmetric quantization)")
+    axis = int(d["attrs"].get("axis", 1))
+    if d["attrs"].get("block_size", 0):
+        raise CompileError(f"{graph.source}: {graph.describe(n)}: blocked quantization is not supported")
+    qi = np.asarray(q).astype(np.int64)
+    if scale.ndim == 1 and scale.size > 1:
+        shape = [1] * qi.ndim
+        shape[axis % qi.ndim] = -1
+        val = qi * scale.reshape(shape)
+    else:
+        val = qi * scale.reshape(())
+    out = d["outputs"][0]
+    qtype = str(np.asarray(q).dtype) if graph.tensors[ins[0]].dtype not in ("int4", "uint4") \
+        else graph.tensors[ins[0]].dtype
+    users = graph.consumers(out)
+    graph.remove_node(n, fate="folded (quantized constant)")
+    graph.tensors[out].shape = tuple(val.shape)
+    graph.tensors[out].dtype = "float32"
+    graph.add_node("Constant", [], [out], name=out, value=val.astype(np.float32), sources=d["sources"],
+                   attrs={"qweight": {"q": qi, "scale": scale.astype(np.float32), "axis": axis % max(qi.ndim, 1),
+                                      "dtype": qtype}})
+    for c, port in users:
+        graph.set_input(c, port, out)
+
+
+def _check_activation_quant(graph: Graph, n: str) -> float:
+    d = graph.node(n)
+    ins = d["inputs"]
+    s = np.asarray(_scalar_const(graph, ins[1], n, "scale"))
+    if s.size != 1:
+        raise CompileError(f"{graph.source}: {graph.describe(n)}: per-channel activation quantization is not "
+                           f"supported (one scale per tensor and step)")
+    if len(ins) > 2 and ins[2]:
+        zp = graph.const(ins[2])
+        if zp is None:
+            raise CompileError(f"{graph.source}: {graph.describe(n)}: zero point must be a constant")
+        if np.any(np.asarray(zp) != 0):
+            raise CompileError(f"{graph.source}: {graph.describe(n)}: non-zero zero point {np.asarray(zp).ravel()[0]} "
+                               f"(sdac needs symmetric int8 activations)")
+        if np.asarray(zp).dtype != np.int8:
+            raise CompileError(f"{graph.source}: {graph.describe(n)}: activation type {np.asarray(zp).dtype} "
+                               f"(sdac needs int8 activations)")
+    return float(s.reshape(()))
+
+
+def run(graph: Graph, ctx) -> bool:
+    changed = False
+    for n in graph.nodes("DequantizeLinear"):
+        if graph.const(graph.inputs(n)[0]) is not None:
+            _dequant_const(graph, n)
+            changed = True
+    for n in graph.nodes("QuantizeLinear"):
+        x = graph.inputs(n)[0]
+        qout = graph.outputs(n)[0]
+        s = _check_activation_quant(graph, n)
+        if graph.const(x) is not None:   # a quantized constant: its fake-quantized value
+            v = np.clip(np.round(np.asarray(graph.const(x), np.float64) / s), -128, 127) * s
+            c = graph.add_const(v.astype(np.float32), base=x, sources=graph.node(n)["sources"])
+            for dq, _ in graph.consumers(qout):
+                graph.replace_uses(graph.outputs(dq)[0], c)
+                graph.remove_node(dq, fate="folded (quantized constant)")
+            graph.remove_node(n, fate="folded (quantized constant)")
+            changed = True
+            continue
+        t = graph.tensors[x]
+        if t.scales is None:
+            t.scales = np.full(graph.n_steps, s, np.float32)
+        for c, _ in graph.consumers(qout):
+            if graph.op(c) != "DequantizeLinear":
+                raise CompileError(f"{graph.source}: {graph.describe(c)} reads the quantized tensor {qout!r} "
+                                   f"directly (sdac needs QuantizeLinear -> DequantizeLinear pairs)")
+            if abs(_check_activation_quant(graph, c) - s) > 1e-6 * s:
+                raise CompileError(f"{graph.source}: {graph.describe(c)}: scale differs from its QuantizeLinear")
+            out = graph.outputs(c)[0]
+            graph.replace_uses(out, x)
+            graph.remove_node(c, fate="folded (QDQ -> tensor scale)")
+        graph.remove_node(n, fate="folded (QDQ -> tensor scale)")
+        changed = True
+    for n in graph.nodes("DequantizeLinear"):
+        raise CompileError(f"{graph.source}: {graph.describe(n)}: DequantizeLinear of a non-constant tensor that "
+                           f"no QuantizeLinear produced (quantized model inputs are not supported)")
+    return changed

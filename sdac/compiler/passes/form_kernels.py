@@ -1,0 +1,285 @@
+"""form_kernels: group the device graph into the fusion groups of the brief (Kernel objects).
+
+Anchors (the main operation of a kernel):
+  Conv 3x3 -> conv3x3;  Conv 1x1, Linear -> matmul;  Attention -> attention;
+  Upsample -> upsample;  Concat -> concat;  Add of two activations -> add;
+  a GroupNorm/LayerNorm/Silu/Gelu/GeGLU/Scale/Bias with no anchor before it -> norm.
+Epilogue: from the anchor's output, consumers are absorbed while they are legal
+for the kernel kind (EPILOGUE_OPS) and in a legal order (adds and scales, then one
+norm, then one activation): this forms conv3x3+GN+SiLU, conv + time-embedding add
++ GN + SiLU, conv + residual + GN + SiLU, MM+LN, MM + residual + LN, MM+GeGLU,
+1x1 conv as MM, shortcut add, plain conv. A value read outside the kernel, or a
+graph output, is emitted (``Emit``) and the chain may go on. If an Add's other
+operand is not yet computed, its producer's kernel is formed first when that is
+possible (no dependency on the current kernel).
+Every emitted tensor needs a scale; absorbed intermediates give the absmax fields.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import CompileError
+from .. import kernels as K
+from ..ir import Graph
+
+ACT_FNS = {"Silu": "silu", "Gelu": "gelu"}
+# which canonical ops may join the epilogue of each kernel kind
+EPILOGUE_OPS = {
+    "conv3x3": {"Bias", "Add", "Scale", "GroupNorm", "Silu", "Gelu"},
+    "matmul": {"Bias", "Add", "Scale", "LayerNorm", "Silu", "Gelu", "GeGLU"},
+    "attention": {"Scale"},
+    "add": {"Scale"},
+    "norm": {"Bias", "Scale", "Silu", "Gelu", "GroupNorm", "LayerNorm", "GeGLU"},
+    "concat": set(),
+    "upsample": set(),
+}
+PHASE = {"Bias": 0, "Add": 0, "Scale": 0, "GroupNorm": 1, "LayerNorm": 1, "Silu": 2, "Gelu": 2, "GeGLU": 2}
+
+
+def quantize_weights(graph: Graph, ctx, w_t: str, wf: np.ndarray, out_axis: int, where: str) -> K.Weights:
+    """int4 symmetric per output channel, [-7, 7]; exact when the model already holds int4 weights."""
+    wf = np.asarray(wf, np.float64)
+    qinfo = graph.node(graph.producer(w_t))["attrs"].get("qweight")
+    n_out = wf.shape[out_axis]
+    shape = [1] * wf.ndim
+    shape[out_axis] = -1
+    if qinfo is not None and qinfo["scale"].size == n_out and qinfo["dtype"] in ("int4", "int8"):
+        s = qinfo["scale"].astype(np.float64)
+        q = np.round(wf / s.reshape(shape))
+        if np.allclose(q * s.reshape(shape), wf, rtol=1e-5, atol=1e-12 * float(s.max())):
+            over = np.abs(q).max(axis=tuple(i for i in range(wf.ndim) if i != out_axis)) > 7
+            if qinfo["dtype"] == "int4" and not over.any():
+                return K.Weights(q.astype(np.int8), s.astype(np.float32))
+            if qinfo["dtype"] == "int4":
+                ctx.warn(f"{graph.source}: {where}: int4 weights use -8 in {int(over.sum())} output channels; "
+                         f"requantized those channels to [-7, 7]")
+                absmax = np.abs(wf).max(axis=tuple(i for i in range(wf.ndim) if i != out_axis))
+                s2 = np.where(over, absmax / 7.0, s)
+                q = np.clip(np.round(wf / s2.reshape(shape)), -7, 7)
+                return K.Weights(q.astype(np.int8), s2.astype(np.float32))
+        if qinfo["dtype"] == "int8":
+            ctx.warn(f"{graph.source}: {where}: int8 weights requantized to int4 [-7, 7] per output channel")
+    absmax = np.abs(wf).max(axis=tuple(i for i in range(wf.ndim) if i != out_axis))
+    s = np.where(absmax > 0, absmax / 7.0, 1.0)
+    q = np.clip(np.round(wf / s.reshape(shape)), -7, 7)
+    return K.Weights(q.astype(np.int8), s.astype(np.float32))
+
+
+class _Former:
+    def __init__(self, graph: Graph, ctx):
+        self.g, self.ctx = graph, ctx
+        self.acts: dict[str, K.Act] = {}
+        self.ready: set[str] = set()
+        self.assigned: set[str] = set()
+        self.kernels: list[K.Kernel] = []
+        self.building: set[str] = set()
+
+    def act(self, t: str, vector: bool = False) -> K.Act:
+        if t in self.acts:
+            return self.acts[t]
+        tt = self.g.tensors[t]
+        if tt.scales is None:
+            p = self.g.producer(t)
+            raise CompileError(f"{self.g.source}: tensor {t!r} (output of {self.g.describe(p)}) is a kernel boundary "
+                               f"but has no quantization scale (no QuantizeLinear in the model and not in the "
+                               f"scale table)")
+        shape = tt.shape
+        if vector or (len(shape) == 4 and shape[1] == shape[2] == 1 and self._only_vector_uses(t)):
+            shape = (shape[0], shape[-1])
+        a = K.Act(t, tuple(int(s) for s in shape), np.asarray(tt.scales, np.float32).reshape(-1))
+        self.acts[t] = a
+        return a
+
+    def _only_vector_uses(self, t: str) -> bool:
+        return False
+
+    def absmax(self, t: str) -> float:
+        return self.g.tensors[t].absmax
+
+    def is_vector(self, t: str, like: str) -> bool:
+        ts, ls = self.g.shape(t), self.g.shape(like)
+        return int(np.prod(ts)) == ts[0] * ts[-1] and int(np.prod(ts)) != int(np.prod(ls))
+
+    # -------------------------------------------------------------- anchors
+    def anchor(self, n: str):
+        g = self.g
+        d = g.node(n)
+        op, ins = d["op"], d["inputs"]
+        where = g.describe(n)
+        kw: dict = {}
+        epi: list = []
+        if op == "Conv":
+            w = np.asarray(g.const(ins[1]), np.float64)
+            if d["attrs"]["kernel"] == 3:
+                kind = "conv3x3"
+                kw.update(weights=quantize_weights(g, self.ctx, ins[1], w, 0, where), stride=d["attrs"]["stride"],
+                          pad=d["attrs"]["pad"])
+            else:
+                kind = "matmul"
+                kw.update(weights=quantize_weights(g, self.ctx, ins[1], w[:, :, 0, 0].T, 1, where))
+            inputs = [ins[0]]
+            bias = g.const(ins[2]) if len(ins) > 2 and ins[2] else None
+        elif op == "Linear":
+            kind = "matmul"
+            kw.update(weights=quantize_weights(g, self.ctx, ins[1], np.asarray(g.const(ins[1])), 1, where))
+            inputs = [ins[0]]
+            bias = g.const(ins[2]) if len(ins) > 2 and ins[2] else None
+        elif op == "Attention":
+            kind, inputs, bias = "attention", list(ins), None
+            kw.update(heads=d["attrs"]["heads"], sm_scale=d["attrs"]["sm_scale"])
+        elif op == "Upsample":
+            kind, inputs, bias = "upsample", [ins[0]], None
+        elif op == "Concat":
+            kind, inputs, bias = "concat", list(ins), None
+        elif op == "Add":
+            kind, inputs, bias = "add", list(ins), None
+            if self.is_vector(ins[0], ins[1]):
+                inputs = inputs[::-1]
+        elif op in EPILOGUE_OPS["norm"]:
+            kind, inputs, bias = "norm", [ins[0]], None
+            return kind, inputs, kw, None, n   # the op itself is the first epilogue step
+        else:
+            raise CompileError(f"{g.source}: {where}: no kernel for op {op}")
+        if bias is not None:
+            epi.append(K.Bias(np.asarray(bias, np.float32).reshape(-1), absmax=self.absmax(d["outputs"][0])))
+        return kind, inputs, kw, epi, None
+
+    def step(self, n: str, cur: str):
+        """The epilogue step of canonical node n applied to the running value ``cur``."""
+        g = self.g
+        d = g.node(n)
+        op, a = d["op"], d["attrs"]
+        am = self.absmax(d["outputs"][0])
+        if op == "Bias":
+            return K.Bias(np.asarray(g.const(d["inputs"][1]), np.float32).reshape(-1), absmax=am)
+        if op == "Scale":
+            return K.Scale(float(a["factor"]), absmax=am)
+        if op == "GroupNorm":
+            return K.Norm("gn", int(a["groups"]), float(a["eps"]), np.asarray(a["gamma"], np.float32),
+                          np.asarray(a["beta"], np.float32), absmax=am)
+        if op == "LayerNorm":
+            return K.Norm("ln", 1, float(a["eps"]), np.asarray(a["gamma"], np.float32),
+                          np.asarray(a["beta"], np.float32), absmax=am)
+        if op in ACT_FNS:
+            return K.Activation(ACT_FNS[op], absmax=am)
+        if op == "GeGLU":
+            return K.GeGLU(absmax=am)
+        if op == "Add":
+            other = d["inputs"][1] if d["inputs"][0] == cur else d["inputs"][0]
+            if self.is_vector(other, cur):
+                return K.AddVec(self.act(other, vector=True), absmax=am)
+            return K.AddTensor(self.act(other), absmax=am)
+        raise CompileError(f"{g.source}: {g.describe(n)}: op {op} cannot be an epilogue step")
+
+    # -------------------------------------------------------------- chains
+    def can_make_ready(self, t: str, anchor: str) -> bool:
+        if t in self.ready:
+            return True
+        p = self.g.producer(t)
+        if p is None or p in self.assigned or p in self.building or self.g.op(p) in ("Input", "Constant"):
+            return False
+        import networkx as nx
+        if nx.has_path(self.g.g, anchor, p):
+            return False
+        return all(self.can_make_ready(x, anchor) for x in self.g.inputs(p) if x and self.g.const(x) is None)
+
+    def make_ready(self, t: str) -> None:
+        if t in self.ready:
+            return
+        p = self.g.producer(t)
+        for x in self.g.inputs(p):
+            if x and self.g.const(x) is None:
+                self.make_ready(x)
+        if p not in self.assigned:
+            self.build(p)
+
+    def candidate(self, kind: str, cur: str, phase: int, anchor: str) -> str | None:
+        g = self.g
+        for c, _ in g.consumers(cur):
+            op = g.op(c)
+            if op not in EPILOGUE_OPS[kind] or c in self.assigned or PHASE[op] < phase:
+                continue
+            if PHASE[op] == phase and phase > 0:
+                continue  # one norm, one activation
+            if op == "GeGLU" and phase > 0:
+                continue
+            if op == "Add":
+                ins = g.inputs(c)
+                other = ins[1] if ins[0] == cur else ins[0]
+                if other == cur or not self.can_make_ready(other, anchor):
+                    continue
+            return c
+        return None
+
+    def build(self, n: str) -> None:
+        g = self.g
+        self.building.add(n)
+        kind, inputs, kw, epi, first = self.anchor(n)
+        for t in inputs:
+            if t not in self.ready:
+                self.make_ready(t)
+        in_acts = [self.act(t) for t in inputs]
+        sources = list(g.node(n)["sources"])
+        members = [n]
+        cur = g.outputs(n)[0]
+        main_absmax = self.absmax(cur)
+        if first is not None:   # a norm kernel: its op is the first step
+            epi = [self.step(n, inputs[0])]
+            main_absmax = self.absmax(inputs[0])
+        phase = max([PHASE[g.op(n)]] if first is not None else [0])
+        while True:
+            c = self.candidate(kind, cur, phase, n)
+            outside = [u for u, _ in g.consumers(cur) if u != c]
+            if outside or c is None:
+                epi.append(K.Emit(self.act(cur)))
+                self.ready.add(cur)
+            if c is None:
+                break
+            if g.op(c) == "Add":
+                ins = g.inputs(c)
+                self.make_ready(ins[1] if ins[0] == cur else ins[0])
+            epi.append(self.step(c, cur))
+            phase = PHASE[g.op(c)]
+            members.append(c)
+            self.assigned.add(c)
+            sources.extend(g.node(c)["sources"])
+            cur = g.outputs(c)[0]
+        self.assigned.add(n)
+        self.building.discard(n)
+        name = g.node(n)["name"]
+        k = K.Kernel(name=name, kind=kind, inputs=in_acts, epilogue=epi, sources=tuple(dict.fromkeys(sources)),
+                     main_absmax=main_absmax, **kw)
+        self.kernels.append(k)
+        for s in k.sources:
+            g.fate[s] = f"kernel {name}"
+
+    def run(self) -> K.KernelGraph:
+        g = self.g
+        inputs, io = [], {}
+        for n in g.nodes("Input"):
+            t = g.outputs(n)[0]
+            if g.consumers(t):
+                vec = len(g.shape(t)) == 2
+                a = self.act(t, vector=vec)
+                inputs.append(a)
+                io[t] = g.node(n)["attrs"].get("onnx_name", t)
+                self.ready.add(t)
+        for n in g.nodes():
+            if g.op(n) in ("Input", "Output", "Constant") or n in self.assigned:
+                continue
+            self.build(n)
+        outputs = []
+        for n in g.nodes("Output"):
+            t = g.inputs(n)[0]
+            if t not in self.ready:
+                raise CompileError(f"{g.source}: graph output {t!r} is not computed on the device")
+            outputs.append(self.acts[t])
+            io[t] = g.node(n)["attrs"].get("onnx_name", t)
+        return K.KernelGraph(kernels=self.kernels, inputs=inputs, outputs=outputs, n_steps=g.n_steps,
+                             host_prologue=g.host_model, io_names=io)
+
+
+def run(graph: Graph, ctx) -> bool:
+    ctx.kernel_graph = _Former(graph, ctx).run()
+    graph.stage = "kernels"
+    return True

@@ -1,0 +1,167 @@
+"""fuse_attention: MatMul -> [Scale] -> Softmax -> MatMul with head reshapes -> Attention(q, k, v).
+
+The exporter writes the head split/merge as Reshape/Transpose chains (and the
+softmax scale as Mul/Div by constants, e.g. sqrt(scale) on both q and k^T). Rather
+than matching each exporter's chain literally, the chains are *executed* on index
+arrays: a chain from q (B,T,C) is accepted if it moves elements exactly like the
+head split (B,T,h,d) -> (B,h,T,d) (or (B*h,T,d)); k must end as (B,h,d,S), v as
+(B,h,S,d), and the output chain must merge the heads back to (B,T,h*d). The number
+of heads h is whatever makes the index arrays agree.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import CompileError
+from ..ir import Graph
+
+LAYOUT = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity")
+
+
+def apply_layout(graph: Graph, n: str, arr: np.ndarray) -> np.ndarray:
+    """Execute a layout-only node on an array (the data ops of the chain, on indices)."""
+    d = graph.node(n)
+    op, ins, a = d["op"], d["inputs"], d["attrs"]
+    if op == "Reshape":
+        shape = [int(s) for s in graph.const(ins[1])]
+        shape = [arr.shape[i] if s == 0 and not a.get("allowzero", 0) else s for i, s in enumerate(shape)]
+        return arr.reshape(shape)
+    if op == "Transpose":
+        return arr.transpose(a.get("perm", list(range(arr.ndim))[::-1]))
+    if op in ("Squeeze", "Unsqueeze"):
+        axes = a.get("axes")
+        if axes is None and len(ins) > 1 and ins[1]:
+            axes = [int(x) for x in graph.const(ins[1])]
+        if op == "Squeeze":
+            return np.squeeze(arr, axis=tuple(axes) if axes is not None else None)
+        out = arr
+        for ax in sorted(x % (arr.ndim + len(axes)) for x in axes):
+            out = np.expand_dims(out, ax)
+        return out
+    if op == "Flatten":
+        ax = a.get("axis", 1) % max(arr.ndim, 1)
+        return arr.reshape(int(np.prod(arr.shape[:ax])), -1)
+    return arr
+
+
+def _trace_up(graph: Graph, t: str):
+    """Follow Scale and layout ops upwards from t: (root tensor, nodes root->t, factor, [(tensor, factor)])."""
+    nodes, factor, seen = [], 1.0, [(t, 1.0)]
+    while True:
+        p = graph.producer(t)
+        if p is None or graph.op(p) not in LAYOUT + ("Scale",):
+            break
+        if graph.op(p) == "Scale":
+            factor *= graph.node(p)["attrs"]["factor"]
+        nodes.append(p)
+        t = graph.inputs(p)[0]
+        seen.append((t, factor))
+    return t, nodes[::-1], factor, seen
+
+
+def _run_chain(graph: Graph, nodes: list[str], arr: np.ndarray) -> np.ndarray:
+    for n in nodes:
+        if graph.op(n) != "Scale":
+            arr = apply_layout(graph, n, arr)
+    return arr
+
+
+def _forms(idx: np.ndarray, h: int, kind: str) -> list[np.ndarray]:
+    b, t, c = idx.shape
+    x = idx.reshape(b, t, h, c // h)
+    perm = {"q": (0, 2, 1, 3), "k": (0, 2, 3, 1), "v": (0, 2, 1, 3)}[kind]
+    y = x.transpose(perm)
+    return [y, y.reshape(b * h, *y.shape[2:])]
+
+
+def _match(graph, root, nodes, kind, heads=None):
+    shp = graph.shape(root)
+    if len(shp) != 3:
+        return None
+    idx = np.arange(int(np.prod(shp))).reshape(shp)
+    got = _run_chain(graph, nodes, idx)
+    for h in ([heads] if heads else [h for h in range(1, shp[2] + 1) if shp[2] % h == 0]):
+        for f in _forms(idx, h, kind):
+            if f.shape == got.shape and np.array_equal(f, got):
+                return h
+    return None
+
+
+def _scale_of(graph: Graph, seen) -> np.ndarray | None:
+    """Scale of the chain root: its own, or one found along the chain divided by the factor up to there."""
+    root_factor = seen[-1][1]
+    for t, f in reversed(seen):
+        s = graph.tensors[t].scales
+        if s is not None:
+            return s / abs(root_factor / f) if f else s
+    return None
+
+
+def run(graph: Graph, ctx) -> bool:
+    changed = False
+    for sm in graph.nodes("Softmax"):
+        d = graph.node(sm)
+        if sm not in graph.g:
+            continue
+        s_in = d["inputs"][0]
+        r = len(graph.shape(s_in))
+        if d["attrs"].get("axis", -1) % r != r - 1:
+            continue
+        s_root, s_nodes, s_factor, _ = _trace_up(graph, s_in)
+        if any(graph.op(n) != "Scale" for n in s_nodes):
+            continue
+        mm1 = graph.producer(s_root)
+        if mm1 is None or graph.op(mm1) != "MatMul":
+            continue
+        cs = graph.consumers(graph.outputs(sm)[0])
+        if len(cs) != 1 or graph.op(cs[0][0]) != "MatMul" or cs[0][1] != 0:
+            continue
+        mm2 = cs[0][0]
+        a_root, a_nodes, a_f, a_seen = _trace_up(graph, graph.inputs(mm1)[0])
+        b_root, b_nodes, b_f, b_seen = _trace_up(graph, graph.inputs(mm1)[1])
+        v_root, v_nodes, v_f, v_seen = _trace_up(graph, graph.inputs(mm2)[1])
+        heads = _match(graph, a_root, a_nodes, "q")
+        if heads is None or _match(graph, b_root, b_nodes, "k", heads) is None or \
+                _match(graph, v_root, v_nodes, "v", heads) is None:
+            raise CompileError(f"{graph.source}: {graph.describe(mm1)}: attention whose head reshapes sdac cannot "
+                               f"map (q, k, v must be (B,T,heads*d) tensors split into heads)")
+        # output chain: layout ops until the heads are merged back to (B, T, C)
+        b_, t_, c_ = graph.shape(a_root)
+        o, o_nodes = graph.outputs(mm2)[0], []
+        h_idx = np.arange(b_ * t_ * c_).reshape(b_, heads, t_, c_ // heads)
+        want = h_idx.transpose(0, 2, 1, 3).reshape(b_, t_, c_)
+        cur = h_idx.reshape(graph.shape(o))
+        while not (cur.shape == want.shape and np.array_equal(cur, want)):
+            cs = graph.consumers(o)
+            if len(cs) != 1 or graph.op(cs[0][0]) not in LAYOUT:
+                raise CompileError(f"{graph.source}: {graph.describe(mm2)}: attention output is not merged back "
+                                   f"to (B, T, heads*d) by reshapes")
+            o_nodes.append(cs[0][0])
+            cur = apply_layout(graph, cs[0][0], cur)
+            o = graph.outputs(cs[0][0])[0]
+        if len(v_nodes) != len([n for n in v_nodes if graph.op(n) != "Scale"]):
+            raise CompileError(f"{graph.source}: {graph.describe(mm2)}: scaling of v is not supported")
+        for root, seen, what in ((a_root, a_seen, "q"), (b_root, b_seen, "k"), (v_root, v_seen, "v")):
+            s = _scale_of(graph, seen)
+            if s is None:
+                raise CompileError(f"{graph.source}: {graph.describe(mm1)}: attention input {what} ({root!r}) "
+                                   f"has no quantization scale")
+            graph.tensors[root].scales = s
+        if graph.tensors[o].scales is None:
+            for n in reversed(o_nodes):
+                if graph.tensors[graph.inputs(n)[0]].scales is not None:
+                    graph.tensors[o].scales = graph.tensors[graph.inputs(n)[0]].scales
+                    break
+        nodes = a_nodes + b_nodes + v_nodes + [mm1] + s_nodes + [sm, mm2] + o_nodes
+        # chain nodes must not feed anything else
+        for n in nodes:
+            for t in graph.outputs(n):
+                for c, _ in graph.consumers(t):
+                    if c not in nodes and t != o:
+                        raise CompileError(f"{graph.source}: {graph.describe(n)}: an intermediate of the attention "
+                                           f"pattern is also read by {graph.describe(c)}")
+        nodes = list(dict.fromkeys(nodes))
+        graph.rewrite(nodes, "Attention", [a_root, b_root, v_root], o, name=graph.node(sm)["name"].rsplit("/", 1)[0],
+                      attrs={"heads": int(heads), "sm_scale": float(a_f * b_f * s_factor)})
+        changed = True
+    return changed
