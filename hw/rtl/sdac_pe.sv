@@ -15,8 +15,9 @@
 // Timing: operands presented with `en` in cycle t reach the accumulators at the
 // clock edge ending cycle t + LATENCY - 1; `clr` starts a new sum (acc = product)
 // instead of adding. `acc_valid` is high in the cycle after an accumulator
-// update. The operands are also forwarded one cycle later on a_out / w_out for
-// the systolic array (activations travel along a row, weights down a column).
+// update. The operands are also forwarded one cycle later on a_out / w_out /
+// en_out / clr_out for the systolic array (activations and their control travel
+// along a row, weights down a column).
 module sdac_pe #(
   parameter int ACC_W = 32,
   // Bits per product field. Exact for 8..11 (ports: B needs 4 + FIELD <= 18,
@@ -35,6 +36,8 @@ module sdac_pe #(
   output logic signed [7:0]       a1_out,
   output logic signed [3:0]       w0_out,
   output logic signed [3:0]       w1_out,
+  output logic                    en_out,    // en / clr forwarded along the row with the activations
+  output logic                    clr_out,
   output logic                    acc_valid,
   output logic signed [ACC_W-1:0] acc00,   // sum of a0 * w0
   output logic signed [ACC_W-1:0] acc01,   // sum of a0 * w1
@@ -101,9 +104,12 @@ module sdac_pe #(
     a1_out <= a1;
     w0_out <= w0;
     w1_out <= w1;
+    en_out <= en;
+    clr_out <= clr;
     if (rst) begin
       for (int s = 0; s < LATENCY - 1; s++) en_d[s] <= 1'b0;
       acc_valid <= 1'b0;
+      en_out <= 1'b0;
     end
   end
 endmodule
