@@ -129,7 +129,11 @@ def group_index(rows: int, cols: int, mode: str, gsize: int, gbase: int) -> np.n
 
 
 def stats_accumulate(s1: np.ndarray, s2: np.ndarray, d, g) -> None:
-    """Add sum(d) and sum(d*d) of each group into the registers (in place; int64)."""
+    """Add sum(d) and sum(d*d) of each group into the registers (in place).
+
+    The registers are 64-bit signed: d is int16, so S1 stays below 2**15 * n
+    and S2 below 2**30 * n, exact for any group of fewer than 2**32 elements.
+    """
     d = _i64(d).ravel()
     g = _i64(g).ravel()
     np.add.at(s1, g, d)
