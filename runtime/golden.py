@@ -12,6 +12,7 @@ loop per element or per PE.
 """
 from __future__ import annotations
 
+import os
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -93,29 +94,72 @@ class _Dec:
     a: dict
 
 
+def _sum_bound(x: np.ndarray, w: np.ndarray, xmax: int, wmax: int, k: int) -> int:
+    """An upper bound on |partial sum| of any x @ w entry: the smaller of k*max|x|*max|w| and the
+    largest row sum of |x| times max|w| (or column sum of |w| times max|x|). The second is what
+    keeps softmax(QK^T) @ V (probabilities summing to ~127) on the float32 path."""
+    bound = k * xmax * wmax
+    if bound >= _F32_EXACT and x.size and w.size:
+        rows = int(np.abs(x.astype(np.int64)).sum(axis=1).max())
+        cols = int(np.abs(w.astype(np.int64)).sum(axis=0).max())
+        bound = min(bound, rows * wmax, cols * xmax)
+    return bound
+
+
 def _imatmul(x: np.ndarray, w: np.ndarray, xmax: int, wmax: int, k: int) -> np.ndarray:
     """Exact integer x @ w as int64: BLAS in float32/float64 when the sum bound proves it exact."""
-    bound = xmax * wmax * k
+    bound = _sum_bound(x, w, xmax, wmax, k)
     if bound < _F32_EXACT:
-        return (x.astype(np.float32) @ w.astype(np.float32)).astype(np.int64)
+        return _fmatmul(x.astype(np.float32), w.astype(np.float32)).astype(np.int64)
     if bound < _F64_EXACT:
-        return (x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
+        return _fmatmul(x.astype(np.float64), w.astype(np.float64)).astype(np.int64)
     # int64 products wrap modulo 2**64, which keeps the result modulo 2**32 exact.
     return x.astype(np.int64) @ w.astype(np.int64)
+
+
+# Large float products go through onnxruntime's MatMul (MLAS), about twice as fast as the
+# OpenBLAS numpy ships; any correct float GEMM is exact here (see docs/golden.md).
+# SDAC_GOLDEN_BLAS=numpy turns it off.
+_ORT_MIN_MACS = 1 << 22
+_ort_sessions: dict = {}
+
+
+def _ort_session(dtype):
+    key = np.dtype(dtype).name
+    if key not in _ort_sessions:
+        _ort_sessions[key] = None
+        if os.environ.get("SDAC_GOLDEN_BLAS", "ort") != "numpy":
+            try:
+                import onnxruntime as ort
+                from onnx import TensorProto, helper
+                et = TensorProto.FLOAT if key == "float32" else TensorProto.DOUBLE
+                g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "sdac_golden_matmul",
+                                      [helper.make_tensor_value_info("a", et, [None, None]),
+                                       helper.make_tensor_value_info("b", et, [None, None])],
+                                      [helper.make_tensor_value_info("c", et, [None, None])])
+                model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+                so = ort.SessionOptions()
+                so.log_severity_level = 3
+                _ort_sessions[key] = ort.InferenceSession(model.SerializeToString(), so,
+                                                          providers=["CPUExecutionProvider"])
+            except Exception:          # onnxruntime missing or broken: numpy's BLAS is exact too
+                _ort_sessions[key] = None
+    return _ort_sessions[key]
+
+
+def _fmatmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """float x @ w (both holding integers whose partial sums are proven exact in their type)."""
+    if x.shape[0] * x.shape[1] * w.shape[1] >= _ORT_MIN_MACS:
+        sess = _ort_session(x.dtype)
+        if sess is not None:
+            return sess.run(None, {"a": np.ascontiguousarray(x), "b": np.ascontiguousarray(w)})[0]
+    return x @ w
 
 
 def _absmax(x: np.ndarray) -> int:
     if x.size == 0:
         return 0
     return max(-int(x.min()), int(x.max()))
-
-
-def _float_dtype(bound: int):
-    if bound < _F32_EXACT:
-        return np.float32
-    if bound < _F64_EXACT:
-        return np.float64
-    return np.int64
 
 
 @dataclass
@@ -401,15 +445,22 @@ class Golden:
             I = self._read(d, "act", a["i"], [(ny, a["irs"]), (nx, a["ips"])], cin, "the input")
         else:
             I = np.zeros((0, 0, cin), dtype=np.int8)
-        dt = _float_dtype(9 * cin * _absmax(I) * _absmax(Wt))
-        P = np.zeros((hp, wp, cin), dtype=dt)
+        # im2col: one product of (oh*ow) x (9*cin) by (9*cin) x cout; the same sums as nine taps.
+        # int8 values and sums of up to 9*4095*128 < 2**24 of them are exact in float32.
+        P = np.zeros((hp, wp, cin), dtype=np.float32)
         P[pt:pt + ny, pl:pl + nx] = I
-        Wf = Wt.astype(dt)
-        S = np.zeros((oh * ow, cout), dtype=dt)
+        cols = np.empty((oh, ow, 9, cin), dtype=np.float32)
         for t in range(9):
             ky, kx = divmod(t, 3)
-            tap = P[ky:ky + (oh - 1) * st + 1:st, kx:kx + (ow - 1) * st + 1:st].reshape(oh * ow, cin)
-            S += tap @ Wf[t]
+            cols[:, :, t] = P[ky:ky + (oh - 1) * st + 1:st, kx:kx + (ow - 1) * st + 1:st]
+        cols = cols.reshape(oh * ow, 9 * cin)
+        Wf = Wt.reshape(9 * cin, cout).astype(np.float32)
+        wmax = _absmax(Wt)
+        bound = 9 * cin * _absmax(I) * wmax
+        if bound >= _F32_EXACT:
+            bound = min(bound, int(np.abs(cols).sum(axis=1).max()) * wmax)
+        # |sum| <= 9 * 4095 * 128 * 8 < 2**53: float64 always suffices
+        S = _fmatmul(cols, Wf) if bound < _F32_EXACT else _fmatmul(cols.astype(np.float64), Wf.astype(np.float64))
         S = S.astype(np.int64).reshape(oh, ow, cout)
         self._accumulate(d, a["o"], [(oh, a["ors"]), (ow, a["ops"])], cout, S, a["acc"], "O")
         self._work[0] += oh * ow * cout * 9 * cin

@@ -64,18 +64,20 @@ def test_conv_matches_loops(cin, cout, ih, iw, stride, pt, pl, oh, ow, acc):
 
 
 def test_conv_large_cin_float64_path():
-    # 9 * cin * 128 * 8 >= 2**24 needs cin >= 1821: bound forces the float64 path; all extreme values.
+    # The centre pixel of a 3x3 input with 'same' padding sums 9 * cin products of 128 * 8:
+    # 9 * 1840 * 1024 >= 2**24, so the bound forces the float64 path; all extreme values.
     cin, cout = 1840, 2
     g = Golden(dataclasses.replace(M, wgt_lines=9 * cin + 64), 64)
     cl = -(-cin // L)
-    g.act[:4 * cl] = -128
+    g.act[:9 * cl] = -128
     g.wgt[:9 * cin] = -8
     g.wgt[:9 * cin, 1] = 7
-    f = dict(i=0, ips=cl, irs=2 * cl, ih=2, iw=2, w=0, wts=cin, wbs=0, o=0, ops=1, ors=2, oh=2, ow=2,
+    f = dict(i=0, ips=cl, irs=3 * cl, ih=3, iw=3, w=0, wts=cin, wbs=0, o=0, ops=1, ors=3, oh=3, ow=3,
              cin=cin, cout=cout, stride=1, pt=1, pl=1)
     g.run([Instr.make("conv", **f), Instr.make("halt")])
-    # every output pixel of a 2x2 input with 'same' padding sees 4 input pixels
-    assert (g.acc[:4, 0] == 4 * cin * 1024).all() and (g.acc[:4, 1] == -4 * cin * 896).all()
+    taps = np.array([[4, 6, 4], [6, 9, 6], [4, 6, 4]]).ravel()     # input pixels each output sees
+    assert np.array_equal(g.acc[:9, 0], taps * cin * 1024) and np.array_equal(g.acc[:9, 1], -taps * cin * 896)
+    assert 9 * cin * 1024 >= 2**24
 
 
 def test_conv_bounds():

@@ -297,3 +297,35 @@ def test_mm_overlapping_output_rows_later_row_wins():
     g.wgt[0, 0] = 5
     run(g, Instr.make("mm", a=0, ars=1, w=0, ws=1, c=9, crs=0, m=3, n=1, k=1))
     assert g.acc[9, 0] == 15
+
+
+def test_sum_bound_keeps_probability_products_on_float32():
+    # softmax rows sum to about 127: P @ V over k = 4096 is far below 2**24 although k*127*128 is not.
+    P = np.zeros((3, 4096), dtype=np.int8)
+    P[:, :200] = 1
+    P[:, 5] = 100
+    V = np.full((4096, 5), -128, dtype=np.int8)
+    assert G._sum_bound(P, V, 127, 128, 4096) == (199 + 100) * 128
+    assert G._sum_bound(np.full((2, 2000), -128, np.int8), np.full((2000, 2), -128, np.int8), 128, 128, 2000) \
+        == 2000 * 128 * 128
+
+
+@pytest.mark.parametrize("backend", ["ort", "numpy"])
+def test_float_matmul_backends_exact_at_the_bound(backend, monkeypatch):
+    # products of +-128 and +-127 sums just below 2**24 (float32) and far above (float64): exact either way.
+    monkeypatch.setattr(G, "_ORT_MIN_MACS", 0 if backend == "ort" else 1 << 62)
+    rng = np.random.default_rng(9)
+    for k, dtype in ((1023, np.float32), (70000, np.float64)):
+        x = rng.choice(np.array([-128, 127]), (5, k))
+        x[0] = -128
+        w = rng.choice(np.array([-128, 127]), (k, 3))
+        w[:, 0] = -128
+        got = G._fmatmul(x.astype(dtype), w.astype(dtype)).astype(np.int64)
+        assert np.array_equal(got, x @ w)
+        assert got[0, 0] == 128 * 128 * k
+
+
+def test_mm_through_onnxruntime_matches_loops(monkeypatch):
+    monkeypatch.setattr(G, "_ORT_MIN_MACS", 0)
+    test_mm_matches_loops("wgt", 1)
+    test_mm_matches_loops("act_t", 0)
