@@ -27,6 +27,43 @@ def _time(g: Golden, prog, repeat: int) -> float:
     return best
 
 
+def _ort_reference(repeat: int) -> dict[str, float]:
+    """onnxruntime float32 times of the same mm and conv shapes (same threads), for the ratio."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return {}
+    rng = np.random.default_rng(1)
+
+    def session(node, inputs, inits):
+        g = helper.make_graph([node], "bench", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+                                                for n, s in inputs],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, n) for n, v in inits])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    def best(sess, feed):
+        sess.run(None, feed)
+        t = float("inf")
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            sess.run(None, feed)
+            t = min(t, time.perf_counter() - t0)
+        return t
+
+    out = {}
+    w = rng.normal(size=(1280, 1280)).astype(np.float32)
+    out["mm"] = best(session(helper.make_node("MatMul", ["x", "w"], ["y"]), [("x", [256, 1280])], [("w", w)]),
+                     {"x": rng.normal(size=(256, 1280)).astype(np.float32)})
+    w = rng.normal(size=(320, 320, 3, 3)).astype(np.float32)
+    out["conv"] = best(session(helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]),
+                               [("x", [1, 320, 32, 32])], [("w", w)]),
+                       {"x": rng.normal(size=(1, 320, 32, 32)).astype(np.float32)})
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sdac.runtime.bench_golden", description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
@@ -61,11 +98,14 @@ def main(argv=None) -> int:
         ("softmax 1024x320", rows * cols, [Instr.make("softmax", **sfu)]),
         ("act gelu 1024x320", rows * cols, [Instr.make("act", fn="gelu", frac=8, **sfu)]),
     ]
-    for name, work, prog in cases:
+    ref = _ort_reference(args.repeat)
+    for i, (name, work, prog) in enumerate(cases):
         t = _time(g, prog, args.repeat)
         unit = "GOP/s" if name.startswith(("mm", "conv")) else "M elements/s"
         rate = work / t / (1e9 if unit == "GOP/s" else 1e6)
-        print(f"{name:48s} {t * 1e3:8.1f} ms   {rate:8.1f} {unit}")
+        key = {0: "mm", 2: "conv"}.get(i)
+        vs = f"   (onnxruntime float32: {ref[key] * 1e3:.1f} ms, ratio {t / ref[key]:.2f})" if key in ref else ""
+        print(f"{name:48s} {t * 1e3:8.1f} ms   {rate:8.1f} {unit}{vs}")
     n_sync = 20000
     t = _time(g, [Instr.make("sync", q="ld", push=["cmp"]), Instr.make("sync", q="cmp", pop=["ld"])] * (n_sync // 2),
               args.repeat)
