@@ -232,14 +232,19 @@ class Golden:
         return prepare(instrs)
 
     # ------------------------------------------------------------ scheduling
-    def run(self, instrs: "Sequence[Instr] | bytes | Prepared", *, step: int = 0) -> RunResult:
+    def run(self, instrs: "Sequence[Instr] | bytes | Prepared", *, step: int = 0,
+            priority: Sequence[str] = QUEUES) -> RunResult:
         """Execute a program (Instr list or encoded TEXT) with CSR STEP = ``step``.
 
         Interleaving (deterministic): fetch as far as possible (until halt, the
         end of the program or a full FIFO), then execute one instruction: the
-        head of the first queue in the order ld, cmp, sfu, st whose tokens are
-        all available; repeat.
+        head of the first queue in ``priority`` order (default ld, cmp, sfu, st)
+        whose tokens are all available; repeat. A correctly tokenized program
+        gives the same result for every priority order.
         """
+        if sorted(priority) != sorted(QUEUES):
+            raise ValueError(f"priority must order the four queues {QUEUES}, got {tuple(priority)}")
+        order = [_QI[q] for q in priority]
         prog = (instrs if isinstance(instrs, Prepared) else prepare(instrs)).instrs
         m = self.machine
         res = RunResult(step=step, trace=[] if self.trace else None)
@@ -267,7 +272,7 @@ class Golden:
                     break
                 f.append(d)
                 pc += 1
-            for q in range(4):                                 # execute one ready head
+            for q in order:                                    # execute one ready head
                 f = fifos[q]
                 if f and all(tok[s][q] > 0 for s in f[0].pops):
                     break
