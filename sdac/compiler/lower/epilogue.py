@@ -43,7 +43,8 @@ class SfuOp:
     vec: bool = False               # add: operand is one row per batch (broadcast)
     fn: str = "none"
     out_act: Act | None = None      # writes int8 into this output's tile (else acc int16 in place)
-    st: StatSpec | None = None
+    st: StatSpec | None = None      # accumulate statistics of the result (the op before a norm)
+    group: StatSpec | None = None   # norm: which statistics registers it reads
     nd: PrmRef | None = None        # norm descriptor, gamma, beta
     gamma: PrmRef | None = None
     beta: PrmRef | None = None
@@ -165,7 +166,8 @@ def plan_epilogue(k: Kernel, prm: PrmImage, main: str, main_scale: np.ndarray | 
             n = image_rows * (out_cols // e.groups) if e.kind == "gn" else out_cols
             inv_n = min(int(round(2.0 ** 32 / n)), 0xFFFFFFFF)
             nd = prm.words([inv_n, eps, 12 + GAMMA_FRAC - FO])
-            ops.append(SfuOp("norm", frac=FO, sc=prm.word(ONE), nd=nd, gamma=prm.vector(g), beta=prm.vector(b)))
+            ops.append(SfuOp("norm", frac=FO, sc=prm.word(ONE), nd=nd, gamma=prm.vector(g), beta=prm.vector(b),
+                             group=prev.st))
             F = FO
         else:
             raise CompileError(f"kernel {k.name}: unsupported epilogue step {type(e).__name__}")

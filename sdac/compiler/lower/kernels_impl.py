@@ -70,8 +70,6 @@ def _run_tiles(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, tiles
     and returns the act address of the int8 source (for 'act8' mains) or None."""
     m, L = low.m, low.L
     cl_v = low.cl(cols)
-    low._gn = plan.gn
-    low._gsize = next((op.st.gsize for op in plan.ops if op.st is not None), 1)
     # act slots for operands and outputs, double-buffered
     a = act_base
     operand_slot: dict[int, list[int]] = {}

@@ -236,7 +236,7 @@ class Lowerer:
                 self.emit("act", acc, sbuf="acc", s=v, srs=vrs, out="acc", d=v, drs=vrs, rows=rows, cols=cols,
                           fn=op.fn, frac=op.frac, sc=op.sc.word, **st)
         elif op.kind == "norm":
-            mode = dict(st_mode="chan", gsize=self._gsize, gbase=0) if self._gn else dict(st_mode="row", gbase=0)
+            mode = dict(st_mode=op.group.mode, gsize=op.group.gsize, gbase=0)
             if op.out_act is not None:
                 acc = [R("acc", v, vlines), W("act", out, rows * outrs), prm_acc]
                 dst = dict(out="act", d=out, drs=outrs)
@@ -332,10 +332,6 @@ class Lowerer:
                       inputs=[io(a, "in") for a in kg.inputs], outputs=[io(a, "out") for a in kg.outputs],
                       host=kg.host_prologue, debug=self.debug,
                       meta={"compiler": f"sdac {__version__}", "kernels": len(kg.kernels)})
-
-    # per-kernel state used by sfu() for norms
-    _gn: bool = False
-    _gsize: int = 1
 
 
 def _kernel_reads(k: Kernel) -> list[Act]:
