@@ -679,33 +679,99 @@ def load_bundle_image(bundle, *, trace: bool = False) -> Golden:
     return g
 
 
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
+              "tensor(int32)": np.int32, "tensor(float16)": np.float16}
+
+
+def _host_session(model: bytes):
+    """An onnxruntime session of the bundle's host prologue (cached: one per model)."""
+    key = hash(model)
+    cached = _host_sessions.get(key)
+    if cached is not None and cached[0] == model:
+        return cached[1]
+    import onnxruntime as ort
+    from ..errors import BundleError
+    try:
+        sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise BundleError(f"the bundle's host prologue is not a valid ONNX model ({str(e).splitlines()[0]})") \
+            from None
+    _host_sessions.clear()
+    _host_sessions[key] = (model, sess)
+    return sess
+
+
+_host_sessions: dict = {}
+
+
+def expected_inputs(bundle) -> dict[str, tuple | None]:
+    """The inputs a caller gives, by ONNX name: shape, or None when the host prologue takes it
+    (symbolic dimensions). Host prologue outputs are computed here, not given."""
+    want: dict[str, tuple | None] = {}
+    produced: set[str] = set()
+    if bundle.host:
+        sess = _host_session(bundle.host)
+        produced = {o.name for o in sess.get_outputs()}
+        for i in sess.get_inputs():
+            want[i.name] = tuple(i.shape) if all(isinstance(d, int) for d in i.shape) else None
+    for t in bundle.inputs:
+        if t.name not in produced:
+            want[t.name] = tuple(t.shape)
+    return want
+
+
 def check_inputs(bundle, inputs: dict) -> None:
     """Missing, unexpected or mis-shaped inputs are user errors (SdacError) naming the tensor."""
     from ..errors import SdacError
-    want = {t.name: t for t in bundle.inputs}
+    want = expected_inputs(bundle)
     missing = [n for n in want if n not in inputs]
     extra = [n for n in inputs if n not in want]
     if missing:
         raise SdacError(f"missing input(s): {', '.join(missing)} (the bundle takes {', '.join(want)})")
     if extra:
         raise SdacError(f"unexpected input(s): {', '.join(extra)} (the bundle takes {', '.join(want)})")
-    for n, t in want.items():
-        shape = tuple(np.shape(inputs[n]))
-        if shape != tuple(t.shape):
-            raise SdacError(f"input {n!r}: expected shape {tuple(t.shape)}, got {shape}")
+    for n, shape in want.items():
+        got = tuple(np.shape(inputs[n]))
+        if shape is not None and got != shape:
+            raise SdacError(f"input {n!r}: expected shape {shape}, got {got}")
+
+
+def device_inputs(bundle, inputs: dict) -> dict:
+    """Inputs by ONNX name -> the bundle's device inputs: runs the host prologue (onnxruntime) if any."""
+    from ..errors import SdacError
+    check_inputs(bundle, inputs)
+    dev = dict(inputs)
+    if bundle.host:
+        sess = _host_session(bundle.host)
+        feed = {i.name: np.asarray(inputs[i.name]).astype(_ORT_TYPES.get(i.type, np.float32))
+                for i in sess.get_inputs()}
+        try:
+            outs = sess.run(None, feed)
+        except Exception as e:
+            raise SdacError(f"the host prologue failed on these inputs ({str(e).splitlines()[0]})") from None
+        dev.update(zip([o.name for o in sess.get_outputs()], outs))
+    for t in bundle.inputs:
+        x = np.asarray(dev[t.name])
+        if tuple(x.shape) != tuple(t.shape):
+            raise SdacError(f"device input {t.name!r} (from the host prologue): shape {tuple(x.shape)}, the bundle "
+                            f"expects {tuple(t.shape)}")
+    return {t.name: dev[t.name] for t in bundle.inputs}
 
 
 def execute_bundle(bundle, inputs: dict, step: int = 0, *, trace: bool = False):
-    """Run one denoising step of a bundle on the golden model: (outputs by name, RunResult)."""
+    """Run one denoising step of a bundle on the golden model: (outputs by name, RunResult).
+
+    ``inputs`` are keyed by ONNX graph input name (host layout, float); a host prologue in the
+    bundle runs first on onnxruntime and feeds the device inputs it produces."""
     from ..errors import SdacError
     from .host import from_device, to_device
     if not 0 <= step < max(1, bundle.n_steps):
         raise SdacError(f"step {step} is outside 0..{bundle.n_steps - 1}")
-    check_inputs(bundle, inputs)
+    dev = device_inputs(bundle, inputs)
     L = bundle.machine.lanes
     g = load_bundle_image(bundle, trace=trace)
     for t in bundle.inputs:
-        raw = to_device(t, np.asarray(inputs[t.name]), step, L)
+        raw = to_device(t, np.asarray(dev[t.name]), step, L)
         if t.dram + len(raw) > g.dram.size:
             raise SdacError(f"input {t.name!r} at {t.dram:#x} ({len(raw)} bytes) lies outside device DRAM")
         g.dram[t.dram:t.dram + len(raw)] = np.frombuffer(raw, dtype=np.uint8)

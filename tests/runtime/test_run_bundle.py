@@ -154,3 +154,36 @@ def test_sdac_run_cli(tmp_path, capsys):
                  "--outputs", str(tmp_path / "o3.npz")]) == 1
     err = capsys.readouterr().err
     assert "OOB_DRAM" in err and "instruction 8" in err and len(err.strip().splitlines()) == 1
+
+
+def host_bundle():
+    """Device copies a (1, 7) vector h to the output; h = 2 * t + 1 comes from the host prologue (ONNX)."""
+    from onnx import TensorProto, helper, numpy_helper
+    g = helper.make_graph(
+        [helper.make_node("Cast", ["timestep"], ["tf"], to=TensorProto.FLOAT),
+         helper.make_node("Mul", ["tf", "two"], ["m"]), helper.make_node("Add", ["m", "one"], ["h"])],
+        "host", [helper.make_tensor_value_info("timestep", TensorProto.INT64, [1, 7])],
+        [helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, 7])],
+        [numpy_helper.from_array(np.float32(2.0).reshape(()), "two"),
+         numpy_helper.from_array(np.float32(1.0).reshape(()), "one")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    prog = [Instr.make("load", buf="act", dram=0, sram=0, push=["st"]),
+            Instr.make("store", pop=["ld"], buf="act", dram=64, sram=0), Instr.make("halt")]
+    return Bundle(machine=DEFAULT, instrs=prog, dram_size=256, data=b"", data_base=0, n_steps=1, step_base=0,
+                  step_bank=0, step_table=b"", inputs=[io("h", (1, 7), "rows", 0, 1, 7, (0.5,))],
+                  outputs=[io("y", (1, 7), "rows", 64, 1, 7, (0.5,))], host=model.SerializeToString())
+
+
+def test_host_prologue_runs_before_the_device(tmp_path):
+    b = host_bundle()
+    t = np.arange(7).reshape(1, 7)
+    out = run_bundle(b, {"timestep": t.astype(np.float32)})          # cast to the prologue's int64
+    assert np.array_equal(out["y"], np.clip(2 * t + 1, -64, 63.5).astype(np.float32))
+    with pytest.raises(SdacError, match="missing input.*timestep"):
+        run_bundle(b, {})
+    with pytest.raises(SdacError, match="unexpected input.*h"):
+        run_bundle(b, {"timestep": t, "h": t})
+    path = tmp_path / "h.sdab"
+    write_bundle(b, path)
+    np.savez(tmp_path / "in.npz", timestep=t)
+    assert main(["run", str(path), "--inputs", str(tmp_path / "in.npz"), "--outputs", str(tmp_path / "o.npz")]) == 0
