@@ -758,11 +758,13 @@ def device_inputs(bundle, inputs: dict) -> dict:
     return {t.name: dev[t.name] for t in bundle.inputs}
 
 
-def execute_bundle(bundle, inputs: dict, step: int = 0, *, trace: bool = False):
+def execute_bundle(bundle, inputs: dict, step: int = 0, *, trace: bool = False,
+                   priority: Sequence[str] = QUEUES):
     """Run one denoising step of a bundle on the golden model: (outputs by name, RunResult).
 
     ``inputs`` are keyed by ONNX graph input name (host layout, float); a host prologue in the
-    bundle runs first on onnxruntime and feeds the device inputs it produces."""
+    bundle runs first on onnxruntime and feeds the device inputs it produces. ``priority``: the
+    queue order of the interleaving (see Golden.run)."""
     from ..errors import SdacError
     from .host import from_device, to_device
     if not 0 <= step < max(1, bundle.n_steps):
@@ -775,7 +777,7 @@ def execute_bundle(bundle, inputs: dict, step: int = 0, *, trace: bool = False):
         if t.dram + len(raw) > g.dram.size:
             raise SdacError(f"input {t.name!r} at {t.dram:#x} ({len(raw)} bytes) lies outside device DRAM")
         g.dram[t.dram:t.dram + len(raw)] = np.frombuffer(raw, dtype=np.uint8)
-    result = g.run(bundle.instrs, step=step)
+    result = g.run(bundle.instrs, step=step, priority=priority)
     outputs = {}
     for t in bundle.outputs:
         n = t.rows * _cdiv(t.cols, L) * L

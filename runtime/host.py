@@ -59,6 +59,8 @@ def quantize(x: np.ndarray, scale: float) -> np.ndarray:
 def to_device(io, x: np.ndarray, step: int, lanes: int) -> bytes:
     """Float host tensor -> the int8 lines the device reads (rows * ceil(cols/L) * L bytes)."""
     m = _host_to_rows(io, np.asarray(x))
+    if not np.isfinite(m).all():
+        raise SdacError(f"input {io.name!r}: contains NaN or infinity")
     q = quantize(m, step_scale(io, step))
     lines = np.zeros((io.rows, _cdiv(io.cols, lanes) * lanes), dtype=np.int8)
     lines[:, :io.cols] = q

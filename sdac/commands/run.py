@@ -29,6 +29,9 @@ def register(sub) -> None:
                    help="also write per-instruction work records (index, op, queue, MACs, DRAM bytes, SFU "
                    "elements, buffer lines) for the performance model")
     p.add_argument("--backend", choices=BACKENDS, default="golden", help="execution backend (default golden)")
+    p.add_argument("--priority", metavar="Q,Q,Q,Q", default="ld,cmp,sfu,st",
+                   help="queue order of the golden model's interleaving (default ld,cmp,sfu,st); outputs that "
+                   "change with it reveal a missing dependency token")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.set_defaults(func=run)
 
@@ -52,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     for p in (out, trace):
         if p is not None and p.exists() and not args.force:
             raise SdacError(f"{p}: already exists (use --force to overwrite)")
+    priority = tuple(q.strip() for q in args.priority.split(","))
+    if sorted(priority) != sorted(("ld", "cmp", "sfu", "st")):
+        raise SdacError(f"--priority must list the queues ld, cmp, sfu, st once each, got {args.priority!r}")
     bundle = read_bundle(args.bundle)
     inputs = _load_inputs(Path(args.inputs))
     for name, x in inputs.items():
@@ -60,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
             raise SdacError(f"input {name!r}: contains NaN or infinity")
     t0 = time.perf_counter()
-    outputs, res = execute_bundle(bundle, inputs, args.step, trace=trace is not None)
+    outputs, res = execute_bundle(bundle, inputs, args.step, trace=trace is not None, priority=priority)
     dt = time.perf_counter() - t0
     with open(out, "wb") as f:
         np.savez(f, **outputs)

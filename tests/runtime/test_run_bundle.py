@@ -187,3 +187,20 @@ def test_host_prologue_runs_before_the_device(tmp_path):
     write_bundle(b, path)
     np.savez(tmp_path / "in.npz", timestep=t)
     assert main(["run", str(path), "--inputs", str(tmp_path / "in.npz"), "--outputs", str(tmp_path / "o.npz")]) == 0
+
+
+def test_cli_priority_and_nan_inputs(tmp_path, capsys):
+    rng = np.random.default_rng(13)
+    b, Wq, bias, steps = make_bundle(rng)
+    write_bundle(b, tmp_path / "m.sdab")
+    x = rng.normal(0, 3, (1, C, H, W)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", x=x)
+    base = ["run", str(tmp_path / "m.sdab"), "--inputs", str(tmp_path / "in.npz")]
+    assert main(base + ["--outputs", str(tmp_path / "a.npz"), "--priority", "st,sfu,cmp,ld"]) == 0
+    with np.load(tmp_path / "a.npz") as z:
+        assert np.array_equal(z["y"], reference(x, 0, Wq, bias, steps))
+    assert main(base + ["--outputs", str(tmp_path / "b.npz"), "--priority", "st,sfu,cmp"]) == 2
+    assert "--priority" in capsys.readouterr().err
+    x[0, 0, 0, 0] = np.nan
+    with pytest.raises(SdacError, match="NaN"):
+        run_bundle(b, {"x": x})
