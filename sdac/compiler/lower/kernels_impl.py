@@ -15,6 +15,7 @@ import numpy as np
 from ...errors import CompileError
 from ..kernels import Act, AddTensor, AddVec, Emit, Kernel
 from .epilogue import EpiloguePlan, plan_epilogue
+from .cost import TileWork, choose_rows
 from .fixed import scale_entries
 from .lowering import Lowerer, kernel_lowering, pack_int4
 from .params import PrmImage
@@ -250,7 +251,14 @@ def lower_matmul(low: Lowerer, k: Kernel) -> None:
     tm = min(tm, (m.act_lines // 2) // (2 * max(1, out_lines)))
     if tm < 1:
         raise CompileError(f"kernel {k.name}: a single row does not fit the on-chip buffers")
-    tm = _round_tile(tm, image_rows, m.tile_m)
+    wbytes = 0 if ws.resident else len(ws.blob)
+    sfu_ops = len(plan.ops)
+
+    def work(r: int) -> TileWork:
+        return TileWork(r, N, r * K * N, r * cl_in * L + wbytes + r * out_lines * L, r * N * sfu_ops,
+                        2 + len(ws.groups) * (1 + (not ws.resident)) + 2 * sfu_ops)
+
+    tm = choose_rows(m, tm, image_rows, work, m.tile_m)
     tiles = _tiles(n_images, image_rows, tm)
 
     def main(t: Tile, v: int, slot: int):
@@ -299,6 +307,15 @@ def lower_conv3x3(low: Lowerer, k: Kernel) -> None:
     th = min(th, (m.act_lines // 2) // (2 * Wo * max(1, out_lines)))
     if th < 1:
         raise CompileError(f"kernel {k.name}: one output row does not fit the on-chip buffers")
+    wbytes = 0 if ws.resident else len(ws.blob)
+    sfu_ops = len(plan.ops)
+
+    def work(r: int) -> TileWork:      # r output image rows
+        return TileWork(r * Wo, Cout, r * Wo * 9 * Cin * Cout, ((r - 1) * s + 3) * row_in * L + wbytes
+                        + r * Wo * out_lines * L, r * Wo * Cout * sfu_ops,
+                        2 + len(ws.groups) * (1 + (not ws.resident)) + 2 * sfu_ops)
+
+    th = choose_rows(m, th, Ho, work, 1)
     tm = th * Wo
     tiles = _tiles(B, image_rows, tm)
 
