@@ -1,0 +1,167 @@
+"""Calibration along real DDIM sampling trajectories (onnxruntime on the float model).
+
+Every float activation tensor of the graph is exposed as an extra output; the model is run
+step after step of DDIM sampling from seeded noise, and the absolute maximum of every tensor
+is recorded per denoising step (max over the calibration images).
+
+Which tensors are activations (what the device holds as int8):
+  * the ``sample`` input and everything computed from it;
+  * everything computed by or after a weighted op (Conv/Gemm/MatMul with a weight initializer);
+  * host tensors (computed from the timestep alone without a weighted op: the sinusoidal
+    embedding, run on the host in float) are not quantized, except where a device op consumes
+    them (that is where they enter the device as int8).
+Constants (computed from initializers only) and non-float tensors are never activations.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+from ..errors import SdacError
+
+WEIGHTED_OPS = {"Conv": 1, "Gemm": 1, "MatMul": 1}   # op -> index of the weight input
+TIMESTEP_INPUT = "timestep"
+
+
+@dataclass
+class TensorRoles:
+    activations: list[str]          # float tensors to quantize, in graph order
+    host: set[str] = field(default_factory=set)
+    constants: set[str] = field(default_factory=set)
+
+
+def load(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        return model
+    try:
+        return onnx.load(str(model))
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # onnx raises DecodeError & co.
+        raise SdacError(f"{model}: not a readable ONNX model ({e})") from None
+
+
+def float_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every typed tensor (after shape inference)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    g = inferred.graph
+    types = {}
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        types[vi.name] = vi.type.tensor_type.elem_type
+    for init in g.initializer:
+        types[init.name] = init.data_type
+    return types
+
+
+def tensor_roles(model: onnx.ModelProto) -> TensorRoles:
+    g = model.graph
+    types = float_types(model)
+    inits = {i.name for i in g.initializer}
+    constants = set(inits)
+    host = {i.name for i in g.input if i.name == TIMESTEP_INPUT}
+    device = {i.name for i in g.input if i.name not in inits and i.name != TIMESTEP_INPUT}
+    order: list[str] = [i.name for i in g.input if i.name in device]
+    host_into_device: list[str] = []
+    for node in g.node:
+        ins = [x for x in node.input if x]
+        if all(x in constants for x in ins):
+            constants.update(o for o in node.output if o)
+            continue
+        weighted = node.op_type in WEIGHTED_OPS and len(node.input) > WEIGHTED_OPS[node.op_type] \
+            and node.input[WEIGHTED_OPS[node.op_type]] in inits
+        if weighted or any(x in device for x in ins):
+            for x in ins:
+                if x in host and x not in host_into_device:
+                    host_into_device.append(x)
+            for o in node.output:
+                if o:
+                    device.add(o)
+                    order.append(o)
+        else:
+            host.update(o for o in node.output if o)
+    is_float = lambda n: types.get(n) == TensorProto.FLOAT  # noqa: E731
+    acts = [n for n in order if is_float(n)]
+    acts += [n for n in host_into_device if is_float(n) and n != TIMESTEP_INPUT]
+    if TIMESTEP_INPUT in host_into_device:
+        raise SdacError(f"the input {TIMESTEP_INPUT!r} feeds a device op directly; quantizing a raw timestep "
+                        "to int8 would destroy it (compute an embedding first)")
+    return TensorRoles(activations=acts, host=host - set(acts), constants=constants)
+
+
+def expose(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of the model with the given tensors added as graph outputs."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    for n in names:
+        if n not in have:
+            m.graph.output.append(onnx.helper.make_tensor_value_info(n, TensorProto.FLOAT, None))
+    return m
+
+
+@dataclass
+class Calibration:
+    names: list[str]                 # activation tensors
+    timesteps: list[int]
+    absmax: np.ndarray               # float64 [n_steps, n_tensors], max over the calibration images
+    scheduler: dict
+    samples: int
+    seed: int
+    eta: float
+
+    def per_step(self, name: str) -> np.ndarray:
+        return self.absmax[:, self.names.index(name)]
+
+
+def calibrate(model: str | Path | onnx.ModelProto, *, steps: int, samples: int, seed: int,
+              scheduler: dict, eta: float = 0.0,
+              progress: Callable[[int, int], None] | None = None) -> Calibration:
+    """Run DDIM sampling with the float model, recording |x|max of every activation per step."""
+    import onnxruntime as ort
+
+    from ..diffusion.sample import OrtUNet, sample_images
+    proto = load(model)
+    roles = tensor_roles(proto)
+    if not roles.activations:
+        raise SdacError("the model has no float activation tensors to calibrate")
+    exposed = expose(proto, roles.activations)
+    unet = OrtUNet(exposed.SerializeToString())
+    names = roles.activations
+    out_names = [o.name for o in unet.sess.get_outputs()]
+    first = out_names[0]
+    absmax = None
+
+    def fn(x: np.ndarray, t: int, step: int) -> np.ndarray:
+        nonlocal absmax
+        eps = []
+        for k in range(x.shape[0]):
+            feed = {"sample": x[k:k + 1].astype(np.float32),
+                    "timestep": np.full(unet.t_shape, t, unet.t_dtype)}
+            res = dict(zip(out_names, unet.sess.run(out_names, feed)))
+            if absmax is None:
+                absmax = np.zeros((n_steps, len(names)))
+            row = np.array([float(np.max(np.abs(res[n]))) if res[n].size else 0.0 for n in names])
+            absmax[step] = np.maximum(absmax[step], row)
+            eps.append(res[first])
+        return np.concatenate(eps).astype(np.float32)
+
+    from ..diffusion.ddim import DDIM, DDIMConfig
+    sched = DDIM(DDIMConfig.from_dict(scheduler))
+    ts = sched.set_timesteps(steps)
+    n_steps = len(ts)
+    del ort
+    sample_images(fn, scheduler, n_images=samples, steps=steps, seed=seed, eta=eta,
+                  shape=tuple(unet.sess.get_inputs()[0].shape[1:]) if _static(unet) else (1, 8, 8),
+                  progress=progress or False)
+    return Calibration(names=names, timesteps=[int(t) for t in ts], absmax=absmax, scheduler=dict(scheduler),
+                       samples=samples, seed=seed, eta=eta)
+
+
+def _static(unet) -> bool:
+    shp = next(i for i in unet.sess.get_inputs() if i.name == "sample").shape
+    return all(isinstance(d, int) for d in shp[1:])

@@ -1,0 +1,65 @@
+"""Post-training quantization of a float ONNX UNet: calibrate along DDIM trajectories, write QDQ + table."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import onnx
+
+from ..errors import SdacError
+from .calibrate import Calibration, calibrate, load
+from .qdq import make_qdq, step_table, table_path, write_table
+
+
+def scheduler_for(model_path: str | Path, scheduler_file: str | Path | None = None) -> dict:
+    """The DDIM config: an explicit JSON file, else the model's sidecar JSON ("scheduler"), else defaults."""
+    from ..diffusion.ddim import DDIMConfig
+    from ..diffusion.sample import load_model_info
+    if scheduler_file:
+        p = Path(scheduler_file)
+        try:
+            d = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise SdacError(f"{p}: not valid JSON ({e})") from None
+        return DDIMConfig.from_dict(d.get("scheduler", d)).to_dict()
+    info = load_model_info(model_path)
+    return DDIMConfig.from_dict(info.get("scheduler", {})).to_dict()
+
+
+@dataclass
+class QuantizeResult:
+    model_path: Path
+    table_path: Path
+    calibration: Calibration
+    n_weights: int
+    n_activations: int
+
+
+def quantize_file(model_path: str | Path, out_path: str | Path, *, steps: int = 20, samples: int = 16,
+                  seed: int = 0, static: bool = False, wbits: int = 4, eta: float = 0.0,
+                  scheduler: dict | None = None, force: bool = False,
+                  progress: Callable[[int, int], None] | None = None,
+                  calibration: Calibration | None = None) -> QuantizeResult:
+    out_path = Path(out_path)
+    tpath = table_path(out_path)
+    if not force:
+        for p in (out_path, tpath):
+            if p.exists():
+                raise SdacError(f"{p} exists (use --force to overwrite)")
+    if steps < 1 or samples < 1:
+        raise SdacError("--steps and --samples must be >= 1")
+    proto = load(model_path)
+    sched = scheduler if scheduler is not None else scheduler_for(model_path)
+    calib = calibration or calibrate(proto, steps=steps, samples=samples, seed=seed, scheduler=sched, eta=eta,
+                                     progress=progress)
+    static_absmax = {n: float(calib.absmax[:, i].max()) for i, n in enumerate(calib.names)}
+    qdq, names = make_qdq(proto, static_absmax, wbits=wbits)
+    table = step_table(calib, names, static=static)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(qdq, str(out_path))
+    write_table(table, tpath)
+    n_w = sum(1 for n in qdq.graph.node if n.op_type == "DequantizeLinear" and n.name.endswith("_DequantizeLinear")
+              and n.input[0].endswith(f"_q{wbits}"))
+    return QuantizeResult(out_path, tpath, calib, n_w, len(names))

@@ -1,0 +1,178 @@
+"""W4A8 post-training quantization: QDQ model in onnxruntime vs the float model, the per-step table."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+ort = pytest.importorskip("onnxruntime")
+
+from sdac.compiler.reference import sqnr_db  # noqa: E402
+from sdac.diffusion import DIGITS_ONNX  # noqa: E402
+from sdac.errors import SdacError  # noqa: E402
+from sdac.quant.calibrate import tensor_roles  # noqa: E402
+from sdac.quant.ptq import quantize_file, scheduler_for  # noqa: E402
+from sdac.quant.qdq import (quantize_weight, read_table, step_models, validate_table,  # noqa: E402
+                            with_step_scales)
+
+pytestmark = pytest.mark.xdist_group("digits_quant")
+STEPS = 5
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    d = tmp_path_factory.mktemp("q")
+    per = quantize_file(DIGITS_ONNX, d / "m.qdq.onnx", steps=STEPS, samples=3, seed=1)
+    static = quantize_file(DIGITS_ONNX, d / "s.qdq.onnx", steps=STEPS, samples=3, seed=1, static=True,
+                           calibration=per.calibration)
+    return per, static
+
+
+def _run(path_or_bytes, x, t):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    s = ort.InferenceSession(path_or_bytes if isinstance(path_or_bytes, bytes) else str(path_or_bytes), so,
+                             providers=["CPUExecutionProvider"])
+    return s.run(None, {"sample": x, "timestep": np.array([t], np.float32)})[0]
+
+
+def test_quantize_weight_int4_per_channel():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((6, 3, 3, 3)).astype(np.float32) * np.arange(1, 7)[:, None, None, None]
+    q, s = quantize_weight(w, axis=0, bits=4)
+    assert q.dtype == np.int8 and q.min() >= -7 and q.max() <= 7
+    assert s.shape == (6,)
+    assert np.all(np.abs(q).reshape(6, -1).max(1) == 7)          # every channel uses the full range
+    err = np.abs(q * s[:, None, None, None] - w).reshape(6, -1).max(1)
+    assert np.all(err <= s / 2 + 1e-6)
+    q8, s8 = quantize_weight(w.reshape(6, -1).T, axis=1, bits=8)  # (K, N): output channels last
+    assert q8.max() <= 127 and q8.min() >= -127 and s8.shape == (6,)
+
+
+def test_qdq_weights_are_int4_in_range(quantized):
+    per, _ = quantized
+    m = onnx.load(str(per.model_path))
+    assert max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) >= 21
+    inits = {i.name: i for i in m.graph.initializer}
+    float_model = onnx.load(str(DIGITS_ONNX))
+    float_inits = {i.name: numpy_helper.to_array(i) for i in float_model.graph.initializer}
+    n = 0
+    for node in m.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0].endswith("_q4"):
+            t = inits[node.input[0]]
+            assert t.data_type == onnx.TensorProto.INT4
+            q = numpy_helper.to_array(t).astype(np.int32)
+            assert q.min() >= -7 and q.max() <= 7
+            axis = next(a.i for a in node.attribute if a.name == "axis")
+            scale = numpy_helper.to_array(inits[node.input[1]])
+            assert scale.shape == (q.shape[axis],)
+            # the trained weights are on the int4 grid already (QAT): dequantization gives them back
+            shape = [1] * q.ndim
+            shape[axis] = -1
+            np.testing.assert_allclose(q * scale.reshape(shape), float_inits[node.output[0]], rtol=1e-5, atol=1e-7)
+            n += 1
+    assert n == per.n_weights and n > 20
+
+
+def test_qdq_runs_and_tracks_float(quantized):
+    """Static W4A8 QDQ in onnxruntime vs float on realistic x_t = noised real digits.
+
+    Measured (this calibration, 3 images x 5 steps): ~30 dB for t >= 200, ~22 dB at t=50 and
+    ~11 dB at t=10, where eps is a small residual and the activation noise dominates.
+    """
+    from sklearn.datasets import load_digits
+
+    from sdac.diffusion.ddim import DDIM
+    per, _ = quantized
+    x0 = (load_digits().images[:4].astype(np.float32) / 16 * 2 - 1)[:, None]
+    sched = DDIM()
+    rng = np.random.default_rng(5)
+    for t, bound in ((999, 25.0), (600, 25.0), (200, 24.0), (50, 16.0), (10, 7.0)):
+        vals = []
+        for k in range(len(x0)):
+            x = sched.add_noise(x0[k:k + 1], rng.standard_normal((1, 1, 8, 8)).astype(np.float32), [t])
+            ref = _run(DIGITS_ONNX, x, t)
+            q = _run(per.model_path, x, t)
+            assert q.shape == ref.shape
+            vals.append(sqnr_db(ref, q))
+        assert np.mean(vals) > bound, (t, vals)
+
+
+def test_table_validates_and_per_step_scales_differ(quantized):
+    per, static = quantized
+    table = read_table(per.table_path)
+    assert table["n_steps"] == STEPS and len(table["timesteps"]) == STEPS
+    assert table["timesteps"] == sorted(table["timesteps"], reverse=True)
+    m = onnx.load(str(per.model_path))
+    quantized_names = {n.input[0] for n in m.graph.node if n.op_type == "QuantizeLinear"}
+    assert set(table["scales"]) == quantized_names
+    # the input x_t shrinks from ~N(0,1) at t=T to the data range: its scale must change over steps
+    s = np.array(table["scales"]["sample"])
+    assert s.max() / s.min() > 1.2
+    spread = [max(v) / min(v) for v in table["scales"].values()]
+    assert sum(r > 1.1 for r in spread) > len(spread) // 4
+    # the QDQ model's own (static) scale is the max over steps
+    inits = {i.name: float(numpy_helper.to_array(i)) for i in m.graph.initializer if i.name.endswith("_scale")
+             and not i.name.endswith("_wscale")}
+    for name, v in table["scales"].items():
+        assert inits[f"{name}_scale"] == pytest.approx(max(v), rel=1e-6)
+    st = read_table(static.table_path)
+    assert st["static"] and all(len(set(v)) == 1 for v in st["scales"].values())
+
+
+def test_per_step_models_use_step_scales(quantized):
+    per, _ = quantized
+    table = read_table(per.table_path)
+    m = onnx.load(str(per.model_path))
+    last = with_step_scales(m, table, STEPS - 1)
+    got = {i.name: float(numpy_helper.to_array(i)) for i in last.graph.initializer if not i.dims}
+    for name, v in list(table["scales"].items())[:20]:
+        assert got[f"{name}_scale"] == pytest.approx(v[-1], rel=1e-6)
+    models = step_models(per.model_path, table)
+    assert len(models) == STEPS
+    x = np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32) * 0.5
+    y = _run(models[-1], x, table["timesteps"][-1])
+    assert np.all(np.isfinite(y))
+    with pytest.raises(SdacError, match="outside"):
+        with_step_scales(m, table, STEPS)
+
+
+def test_activation_roles_keep_timestep_on_host():
+    roles = tensor_roles(onnx.load(str(DIGITS_ONNX)))
+    assert "sample" in roles.activations and "timestep" not in roles.activations
+    assert "out_sample" in roles.activations
+    assert any("time_proj" in n for n in roles.host)
+
+
+def test_refuses_overwrite_and_cli(tmp_path, quantized):
+    from sdac.cli import main
+    out = tmp_path / "c.qdq.onnx"
+    assert main(["quantize", str(DIGITS_ONNX), "-o", str(out), "--steps", "2", "--samples", "1"]) == 0
+    assert out.exists() and (tmp_path / "c.qdq.scales.json").exists()
+    assert main(["quantize", str(DIGITS_ONNX), "-o", str(out), "--steps", "2", "--samples", "1"]) == 2
+    with pytest.raises(SdacError, match="--force"):
+        quantize_file(DIGITS_ONNX, out, steps=2, samples=1)
+    assert main(["quantize", str(DIGITS_ONNX), "-o", str(out), "--steps", "2", "--samples", "1", "--force",
+                 "--static"]) == 0
+    assert read_table(tmp_path / "c.qdq.scales.json")["static"] is True
+    assert main(["quantize", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "x.onnx")]) == 2
+
+
+def test_scheduler_comes_from_sidecar():
+    info = json.loads(DIGITS_ONNX.with_suffix(".json").read_text())
+    assert scheduler_for(DIGITS_ONNX) == info["scheduler"]
+
+
+@pytest.mark.parametrize("bad, msg", [
+    ({"format": "x"}, "format"),
+    ({"format": "sdac-step-scales", "version": 2}, "version"),
+    ({"format": "sdac-step-scales", "version": 1, "n_steps": 2, "timesteps": [1]}, "timesteps"),
+    ({"format": "sdac-step-scales", "version": 1, "n_steps": 2, "timesteps": [9, 1], "scales": {"a": [1.0]}}, "a:"),
+    ({"format": "sdac-step-scales", "version": 1, "n_steps": 1, "timesteps": [1], "scales": {"a": [0.0]}}, "> 0"),
+])
+def test_validate_table_rejects(bad, msg):
+    with pytest.raises(SdacError, match=msg):
+        validate_table(bad, "t.json")
