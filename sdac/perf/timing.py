@@ -1,0 +1,260 @@
+"""The cycle model's parameters (one table) and the latency of every instruction from its fields.
+
+``Timing`` holds every number the cycle model uses: the timing fields of the
+``Machine`` (copied, so a bundle's machine description drives the model) plus
+the few micro-architectural constants the ISA leaves open (array pipeline
+depth, result readout, fetch rate, SoftMax passes...). Adjusting the model to
+the RTL means changing this table (``Timing.from_machine(m, **overrides)`` or
+``sdac report --timing overrides.json``), never the formulas.
+docs/performance.md states the same formulas in words.
+
+``latencies(instrs, timing)`` returns, per instruction, its latency in cycles
+and the work it does (MACs, DRAM bytes, SFU elements), computed from the
+instruction fields alone.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SdacError
+from ..isa.machine import Machine
+from ..isa.spec import SPEC
+
+QUEUES = ("ld", "cmp", "sfu", "st")
+QINDEX = {q: i for i, q in enumerate(QUEUES)}
+
+# Copied from the Machine (so a bundle's own description times it).
+_MACHINE_FIELDS = ("array_rows", "array_cols", "macs_per_pe", "lanes", "clock_mhz", "queue_depth",
+                   "dma_bytes_per_cycle", "dma_latency", "dma_burst_bytes", "dma_burst_gap",
+                   "sfu_lines_per_cycle", "sfu_pipeline", "instr_overhead")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Every parameter of the cycle model. Defaults follow isa/machine.py and hw/rtl/sdac_array.sv."""
+
+    # --- from the Machine ---------------------------------------------------
+    array_rows: int = 20            # X
+    array_cols: int = 10            # Y
+    macs_per_pe: int = 4
+    lanes: int = 20                 # L
+    clock_mhz: float = 250.0
+    queue_depth: int = 64
+    dma_bytes_per_cycle: int = 16
+    dma_latency: int = 64
+    dma_burst_bytes: int = 256
+    dma_burst_gap: int = 2
+    sfu_lines_per_cycle: int = 1
+    sfu_pipeline: int = 12
+    instr_overhead: int = 4
+    # --- micro-architecture the ISA leaves open --------------------------------
+    pe_latency: int = 6             # PE operands -> accumulator (sdac_pe), part of the array fill
+    mm_drain_rows_per_cycle: int = 1     # result rows of an OS tile read out of the array per cycle
+    mm_drain_overlap: bool = False       # True: double-buffered accumulators hide the readout behind the next tile
+    ws_weight_lines_per_cycle: int = 1   # wgt lines per cycle when loading a WS weight block into the array
+    ws_weight_overlap: bool = True       # True: shadow weight registers load block b+1 while block b streams
+    dma_buf_lines_per_cycle: int = 2     # buffer lines a DMA engine writes/reads per cycle (buffer port)
+    zero_lines_per_cycle: int = 1        # lines per cycle of a zero-fill load (no DRAM access)
+    fetch_bytes_per_cycle: int = 16      # instruction fetch bandwidth (own AXI read channel)
+    fetch_latency: int = 64              # cycles from START to the first instruction word
+    softmax_passes: int = 3              # max; exp2 + sum; reciprocal x exp2 (each a pass over the row)
+    geglu_passes: int = 1                # lines of the result per cycle ^-1 (A and B read in parallel)
+    norm_group_cycles: int = 0           # per statistics group: mean / rsqrt (pipelined with the data if 0)
+    transpose_block_latency: int = 20    # an L x L block is written out after it is read in
+    halt_cycles: int = 4                 # token check and DONE after the last unit is idle
+
+    @staticmethod
+    def from_machine(m: Machine, **overrides) -> "Timing":
+        base = {k: getattr(m, k) for k in _MACHINE_FIELDS}
+        base["fetch_latency"] = m.dma_latency
+        base["transpose_block_latency"] = m.lanes
+        unknown = set(overrides) - {f.name for f in fields(Timing)}
+        if unknown:
+            raise SdacError(f"timing: unknown parameter(s) {', '.join(sorted(unknown))} "
+                            f"(known: {', '.join(f.name for f in fields(Timing))})")
+        base.update(overrides)
+        return Timing(**base)
+
+    @staticmethod
+    def load_overrides(path: str | Path) -> dict:
+        """A JSON object of Timing fields (e.g. fitted to the RTL)."""
+        p = Path(path)
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SdacError(f"{p}: no such file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise SdacError(f"{p}: not a JSON object of timing parameters ({e})") from None
+        if not isinstance(d, dict):
+            raise SdacError(f"{p}: expected a JSON object of timing parameters")
+        return d
+
+    def replace(self, **changes) -> "Timing":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    # derived
+    @property
+    def tile_m(self) -> int:
+        return 2 * self.array_rows
+
+    @property
+    def tile_n(self) -> int:
+        return 2 * self.array_cols
+
+    @property
+    def peak_macs_per_cycle(self) -> int:
+        return self.array_rows * self.array_cols * self.macs_per_pe
+
+    @property
+    def array_fill(self) -> int:
+        """Cycles from the first operand entering the array to the last PE's first result (skew + PE)."""
+        return self.array_rows + self.array_cols + self.pe_latency
+
+    @property
+    def fetch_interval(self) -> int:
+        return -(-SPEC.word_bytes // self.fetch_bytes_per_cycle)
+
+    def line_bytes(self, buf: str) -> int:
+        return {"act": self.lanes, "wgt": self.lanes // 2, "acc": 4 * self.lanes, "prm": 4 * self.lanes}[buf]
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+@dataclass
+class Work:
+    """Per-instruction arrays (length = program length)."""
+
+    queue: np.ndarray        # int8: 0..3, -1 for halt
+    latency: np.ndarray      # int64 cycles the instruction occupies its unit
+    macs: np.ndarray         # int64 multiply-accumulates (as the golden model counts them)
+    pass_macs: np.ndarray    # int64 MACs x array passes (int8 x int8 counts twice): the array's real work
+    dram_read: np.ndarray    # int64 bytes
+    dram_written: np.ndarray
+    sfu_elems: np.ndarray    # int64 rows * cols through the SFU
+    is_array: np.ndarray     # bool: mm / conv
+    ops: list[str]
+
+
+def _arr(instrs, idx, name) -> np.ndarray:
+    return np.fromiter((instrs[i].args[name] for i in idx), dtype=np.int64, count=len(idx))
+
+
+def latencies(instrs, t: Timing) -> Work:
+    """Latency and work of every instruction, from its fields alone (vectorized per opcode)."""
+    n = len(instrs)
+    ops = [ins.op for ins in instrs]
+    queue = np.full(n, -1, dtype=np.int8)
+    lat = np.zeros(n, dtype=np.int64)
+    macs = np.zeros(n, dtype=np.int64)
+    pmacs = np.zeros(n, dtype=np.int64)
+    rd = np.zeros(n, dtype=np.int64)
+    wr = np.zeros(n, dtype=np.int64)
+    sfu = np.zeros(n, dtype=np.int64)
+    by_op: dict[str, list[int]] = {}
+    for i, op in enumerate(ops):
+        by_op.setdefault(op, []).append(i)
+    for op, idx in by_op.items():
+        qspec = SPEC.by_name(op).queue
+        if qspec.startswith("field:"):          # sync: the queue is a field
+            fname = qspec.split(":", 1)[1]
+            queue[idx] = [QINDEX[instrs[i].args[fname]] for i in idx]
+        elif qspec != "ctl":
+            queue[idx] = QINDEX[qspec]
+    O = t.instr_overhead
+    L = t.lanes
+    X, Y = t.array_rows, t.array_cols
+    for op, idx in by_op.items():
+        ix = np.asarray(idx, dtype=np.int64)
+        a = lambda name: _arr(instrs, idx, name)      # noqa: E731
+        if op == "halt":
+            lat[ix] = t.halt_cycles
+        elif op in ("sync", "setstep"):
+            lat[ix] = O
+        elif op in ("load", "store"):
+            run, ny, nz = a("run"), a("ny"), a("nz")
+            dy, dz = a("dy"), a("dz")
+            B = np.array([t.line_bytes(instrs[i].args["buf"]) for i in idx], dtype=np.int64)
+            lines = run * ny * nz
+            nbytes = lines * B
+            # contiguous DRAM segments: y runs merge when dy == run*B, z planes when dz == ny*dy as well
+            run_b = run * B
+            my = (ny == 1) | (dy == run_b)
+            mz = my & ((nz == 1) | (dz == ny * run_b))
+            seg = np.where(mz, nbytes, np.where(my, run_b * ny, run_b))
+            nseg = lines * B // seg
+            beats = nseg * _cdiv(seg, t.dma_bytes_per_cycle)
+            bursts = nseg * _cdiv(seg, t.dma_burst_bytes)
+            data = np.maximum(beats, _cdiv(lines, t.dma_buf_lines_per_cycle))
+            dma = O + t.dma_latency + data + bursts * t.dma_burst_gap
+            if op == "load":
+                zero = a("zero").astype(bool)
+                lat[ix] = np.where(zero, O + _cdiv(lines, t.zero_lines_per_cycle), dma)
+                rd[ix] = np.where(zero, 0, nbytes)
+            else:
+                lat[ix] = dma
+                wr[ix] = nbytes
+        elif op == "mm":
+            m, nn, k = a("m"), a("n"), a("k")
+            passes = np.array([1 if instrs[i].args["wsrc"] == "wgt" else 2 for i in idx], dtype=np.int64)
+            lat[ix] = O + _os_cycles(t, m, nn, passes * k)
+            macs[ix] = m * nn * k
+            pmacs[ix] = m * nn * k * passes
+        elif op == "conv":
+            oh, ow, cin, cout = a("oh"), a("ow"), a("cin"), a("cout")
+            P = oh * ow
+            ws = np.array([instrs[i].args["df"] == "ws" for i in idx], dtype=bool)
+            os_c = _os_cycles(t, P, cout, 9 * cin)
+            nblk = 9 * _cdiv(cin, X) * _cdiv(cout, 2 * Y)
+            stream = _cdiv(P, 2)
+            wload = _cdiv(X, t.ws_weight_lines_per_cycle)
+            if t.ws_weight_overlap:
+                ws_c = wload + nblk * np.maximum(stream, wload) + t.array_fill
+            else:
+                ws_c = nblk * (stream + wload) + t.array_fill
+            lat[ix] = O + np.where(ws, ws_c, os_c)
+            macs[ix] = P * cout * 9 * cin
+            pmacs[ix] = macs[ix]
+        elif op in ("deq", "add", "act", "geglu", "norm", "softmax"):
+            rows, cols = a("rows"), a("cols")
+            lines = rows * _cdiv(cols, L)
+            passes = {"softmax": t.softmax_passes, "geglu": t.geglu_passes}.get(op, 1)
+            extra = 0
+            if op == "norm" and t.norm_group_cycles:
+                groups = np.array([instrs[i].args["rows"] if instrs[i].args["st_mode"] == "row"
+                                   else _cdiv(instrs[i].args["cols"], instrs[i].args["gsize"]) for i in idx])
+                extra = groups * t.norm_group_cycles
+            lat[ix] = O + t.sfu_pipeline + _cdiv(lines * passes, t.sfu_lines_per_cycle) + extra
+            sfu[ix] = rows * cols
+        elif op == "transpose":
+            rows, cols = a("rows"), a("cols")
+            lines = np.maximum(rows * _cdiv(cols, L), cols * _cdiv(rows, L))
+            lat[ix] = O + t.sfu_pipeline + t.transpose_block_latency + _cdiv(lines, t.sfu_lines_per_cycle)
+            sfu[ix] = rows * cols
+        else:
+            raise SdacError(f"performance model: instruction {idx[0]}: no timing for opcode {op!r}")
+    is_array = np.array([op in ("mm", "conv") for op in ops], dtype=bool)
+    return Work(queue, lat, macs, pmacs, rd, wr, sfu, is_array, ops)
+
+
+def _os_cycles(t: Timing, m, n, stream):
+    """Output-stationary array time: ceil(m/2X) x ceil(n/2Y) tiles, each streaming `stream` cycles."""
+    tm, tn = t.tile_m, t.tile_n
+    col_tiles = _cdiv(n, tn)
+    full, rem = m // tm, m % tm
+    row_tiles = full + (rem > 0)
+    tiles = row_tiles * col_tiles
+    r = t.mm_drain_rows_per_cycle
+    drain_full = _cdiv(tm, r)
+    drain = col_tiles * (full * drain_full + _cdiv(rem, r))      # read out only the rows present
+    if t.mm_drain_overlap:
+        return t.array_fill + tiles * np.maximum(stream, drain_full) + drain_full
+    return tiles * (stream + t.array_fill) + drain
