@@ -36,6 +36,13 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _si(n: float) -> str:
+    for unit, f in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= f:
+            return f"{n / f:.3g} {unit}"
+    return f"{n:g} "
+
+
 def _load_inputs(path: Path) -> dict[str, np.ndarray]:
     if not path.exists():
         raise SdacError(f"{path}: no such file")
@@ -72,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         np.savez(f, **outputs)
     if trace is not None:
         trace.write_text(json.dumps(res.to_json()) + "\n", encoding="utf-8")
-    print(f"{args.bundle}: step {args.step}: {res.instructions} instructions, {res.macs / 1e9:.3f} GMAC, "
-          f"{res.dram_bytes / 1e6:.2f} MB DMA, {res.sfu_elems / 1e6:.2f} M SFU elements in {dt:.2f} s "
+    print(f"{args.bundle}: step {args.step}: {res.instructions} instructions, {_si(res.macs)}MAC, "
+          f"{_si(res.dram_bytes)}B DMA, {_si(res.sfu_elems)} SFU elements in {dt:.2f} s "
           f"({args.backend}); wrote {out}" + (f" and {trace}" if trace else ""))
     return 0
