@@ -291,3 +291,17 @@ def test_failing_instruction_changes_no_statistics():
     with pytest.raises(DeviceError) as e:
         run1(g, Instr.make("deq", d=511, drs=1, rows=2, st=1, st_clr=1))
     assert e.value.code == "OOB_BUF" and np.array_equal(g.stat_sum, before)
+
+
+def test_sfu_row_blocks_change_nothing(monkeypatch):
+    # one row per block: statistics groups, per-row norm parameters and softmax rows split across blocks
+    from sdac.runtime import golden
+    monkeypatch.setattr(golden, "_SFU_BLOCK", 1)
+    test_deq("acc", 1, 1, "chan")
+    test_deq("act", 0, 0, "row")
+    test_add_with_broadcast("act", 0)
+    test_act("silu", "acc", "acc")
+    test_geglu("act")
+    test_norm_after_statistics("row", "none", "acc")
+    test_norm_after_statistics("chan", "silu", "act")
+    test_softmax()
