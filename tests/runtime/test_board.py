@@ -1,0 +1,259 @@
+"""The register-level driver (runtime/board.py) against the fake device: the CSR protocol's start / busy /
+done / error / timeout paths, the PYNQ port with a stand-in pynq module, and the standalone pieces
+(bundle reader, host conversion, error table) against sdac's own."""
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from sdac.errors import DeviceError, SdacError
+from sdac.isa import Instr
+from sdac.isa.machine import DEFAULT
+from sdac.isa.spec import SPEC
+from sdac.perf.model import estimate
+from sdac.perf.samples import compile_slice
+from sdac.runtime import board as B
+from sdac.runtime.fake_device import FakeDevice
+from sdac.runtime.golden import run_bundle
+from sdac.runtime.host import from_device, to_device
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return compile_slice(hw=8, ch=40, calibrate=True)
+
+
+def _inputs(b, seed=0):
+    rng = np.random.default_rng(seed)
+    return {t.name: rng.normal(0, 1, t.shape).astype(np.float32) for t in b.inputs}
+
+
+def _driver(b, **kw):
+    img = B.Image.from_bundle(b)
+    dev = FakeDevice(b.machine, img.device_bytes + 4096, **kw)
+    drv = B.Driver(dev, timeout=kw.get("timeout", 5.0), poll=0)
+    drv.reset()
+    drv.load(img)
+    return drv, dev, img
+
+
+class Spy:
+    """Records every CSR access of the driver."""
+
+    def __init__(self, dev):
+        self.dev, self.log = dev, []
+        self.dram_size = dev.dram_size
+
+    def read32(self, o):
+        v = self.dev.read32(o)
+        self.log.append(("r", o, v))
+        return v
+
+    def write32(self, o, v):
+        self.log.append(("w", o, v))
+        self.dev.write32(o, v)
+
+    def dram_write(self, a, d):
+        self.dev.dram_write(a, d)
+
+    def dram_read(self, a, n):
+        return self.dev.dram_read(a, n)
+
+
+def test_error_table_matches_spec():
+    assert B.ERROR_NAMES == {code: name for name, (code, _) in SPEC.errors.items()}
+    assert B.ISA_VERSION == SPEC.version and B.WORD_BYTES == SPEC.word_bytes
+
+
+def test_image_from_file_equals_from_bundle(bundle, tmp_path):
+    from sdac.bundle import write_bundle
+    p = tmp_path / "m.sdab"
+    write_bundle(bundle, p)
+    assert B.Image.from_file(p) == B.Image.from_bundle(bundle)
+    blob = bytearray(p.read_bytes())
+    blob[-70] ^= 1
+    with pytest.raises(SdacError, match="CRC"):
+        B.Image.from_bytes(bytes(blob))
+    with pytest.raises(SdacError, match="magic"):
+        B.Image.from_bytes(b"hello" * 20)
+
+
+def test_host_conversion_matches_sdac_host(bundle):
+    rng = np.random.default_rng(1)
+    img = B.Image.from_bundle(bundle)
+    for io, spec in zip(bundle.inputs, img.inputs):
+        x = rng.normal(0, 3, io.shape).astype(np.float32)
+        raw = B.to_lines(spec, x, 0, 20)
+        assert raw == to_device(io, x, 0, 20)
+        assert np.array_equal(B.from_lines(spec, raw, 0, 20), from_device(io, raw, 0, 20))
+
+
+def test_start_busy_done_protocol(bundle):
+    drv, dev, img = _driver(bundle, busy_polls=3)
+    spy = Spy(dev)
+    drv.port = spy
+    x = _inputs(bundle)
+    out = drv.step(x, 0)
+    want = run_bundle(bundle, x)
+    assert all(np.array_equal(out[k], want[k]) for k in want)
+    writes = [(o, v) for k, o, v in spy.log if k == "w"]
+    # clear sticky flags, STEP, START; then acknowledge DONE
+    assert writes[:3] == [(B.STATUS, B.STATUS_DONE | B.STATUS_ERROR), (B.STEP, 0), (B.CTRL, B.CTRL_START)]
+    assert writes[-1] == (B.STATUS, B.STATUS_DONE)
+    status = [v for k, o, v in spy.log if k == "r" and o == B.STATUS]
+    assert [s & B.STATUS_BUSY for s in status].count(B.STATUS_BUSY) >= 3       # polled through BUSY
+    assert status[-1] & B.STATUS_DONE
+    assert drv.last.retired == len(bundle.instrs) and drv.last.cycles == estimate(bundle).total_cycles
+    assert dev.regs[B.PROG_ADDR] == img.prog_addr >= bundle.dram_size and dev.regs[B.PROG_COUNT] == len(bundle.instrs)
+    assert not dev.done                             # acknowledged
+
+
+def _bad_bundle(bundle, index, bad):
+    import dataclasses
+    instrs = list(bundle.instrs)
+    instrs[index] = bad
+    return dataclasses.replace(bundle, instrs=instrs)
+
+
+def test_error_code_and_index(bundle):
+    i = next(k for k, ins in enumerate(bundle.instrs) if ins.op == "load" and not ins.pop and not ins.push)
+    bad = bundle.instrs[i].replace(dram=bundle.dram_size + 10_000_000)
+    b = _bad_bundle(bundle, i, bad)
+    drv, dev, _ = _driver(b)
+    with pytest.raises(DeviceError) as e:
+        drv.step(_inputs(b), 0)
+    assert e.value.code == "OOB_DRAM" and e.value.index == i
+    assert f"instruction {i}" in str(e.value)
+    assert not dev.error                            # the driver acknowledged ERROR
+    # the device keeps working: load the good program again
+    drv.load(B.Image.from_bundle(bundle))
+    out = drv.step(_inputs(bundle), 0)
+    assert np.array_equal(out["y"], run_bundle(bundle, _inputs(bundle))["y"])
+
+
+def test_bad_opcode_and_fetch_oob(bundle):
+    drv, dev, img = _driver(bundle)
+    word = 5
+    dev.dram_write(img.prog_addr + word * 32, bytes([0x3F]) + bytes(31))       # opcode 63 names nothing
+    with pytest.raises(DeviceError) as e:
+        drv.run(0)
+    assert (e.value.code, e.value.index) == ("BAD_OPCODE", word)
+    drv.load(img)
+    dev.write32(B.PROG_COUNT, 10)                   # cut the program before its halt
+    drv.write_inputs(_inputs(bundle), 0)
+    with pytest.raises(DeviceError) as e:
+        drv.run(0)
+    assert (e.value.code, e.value.index) == ("FETCH_OOB", 10)
+
+
+def test_timeout_soft_resets(bundle):
+    drv, dev, _ = _driver(bundle, hang=True)
+    drv.timeout = 0.05
+    drv.write_inputs(_inputs(bundle), 0)
+    with pytest.raises(DeviceError, match="TIMEOUT"):
+        drv.run(0)
+    assert dev.starts == 0 and not dev.read32(B.STATUS) & B.STATUS_BUSY
+
+
+def test_identity_and_memory_checks(bundle):
+    img = B.Image.from_bundle(bundle)
+    other = FakeDevice(DEFAULT.with_array("4x2"), img.device_bytes)
+    with pytest.raises(DeviceError, match="MISMATCH"):
+        B.Driver(other).load(img)
+    small = FakeDevice(bundle.machine, img.device_bytes - 1)
+    with pytest.raises(DeviceError, match="NO_MEMORY"):
+        B.Driver(small).load(img)
+
+    class Nothing:
+        dram_size = 1 << 20
+        def read32(self, o): return 0xFFFFFFFF
+    with pytest.raises(DeviceError, match="NO_DEVICE"):
+        B.Driver(Nothing()).load(img)
+
+
+def fake_pynq(dev: FakeDevice):
+    """A stand-in for the pynq package whose MMIO and contiguous buffer are the fake device's."""
+    class Buffer(np.ndarray):
+        physical_address = 0x7000_0000
+        flushed = invalidated = 0
+
+        def flush(self):
+            type(self).flushed += 1
+
+        def invalidate(self):
+            type(self).invalidated += 1
+
+        def freebuffer(self):
+            pass
+
+    class MMIO:
+        def __init__(self, base, span):
+            assert span >= 0x2C
+        def read(self, o): return dev.read32(o)
+        def write(self, o, v): dev.write32(o, v)
+
+    class IP:
+        mmio = MMIO(0, 0x1000)
+
+    class Interrupt:                         # pynq.Interrupt.wait() is a coroutine
+        waited = 0
+
+        async def wait(self):
+            type(self).waited += 1
+            dev.interrupt.wait()
+
+    class Overlay:
+        def __init__(self, path):
+            self.path = path
+            self.sdac_0 = IP()
+            self.sdac_irq = Interrupt()
+
+    def allocate(shape, dtype):
+        assert dtype == np.uint8 and shape[0] <= dev.dram_size
+        return dev.golden.dram[:shape[0]].view(Buffer)
+
+    return types.SimpleNamespace(MMIO=MMIO, Overlay=Overlay, allocate=allocate, Buffer=Buffer, Interrupt=Interrupt)
+
+
+def test_pynq_port_end_to_end(bundle):
+    img = B.Image.from_bundle(bundle)
+    dev = FakeDevice(bundle.machine, img.device_bytes + (1 << 20))
+    pynq = fake_pynq(dev)
+    drv = B.open_board(img, "sdac.bit", pynq_module=pynq)
+    x = _inputs(bundle, 2)
+    out = drv.step(x, 0)
+    assert np.array_equal(out["y"], run_bundle(bundle, x)["y"])
+    assert pynq.Buffer.flushed >= 3 and pynq.Buffer.invalidated >= 1
+    assert isinstance(drv.port, B.PynqPort) and drv.port.physical_base == 0x7000_0000
+    # raw MMIO address and the interrupt path
+    drv2 = B.open_board(img, "sdac.bit", pynq_module=pynq, irq="sdac_irq")
+    assert drv2.irq is not None
+    out = drv2.step(x, 0)
+    assert np.array_equal(out["y"], run_bundle(bundle, x)["y"])
+    assert pynq.Interrupt.waited == 1 and dev.ctrl_irq
+    port = B.PynqPort(csr_base=0xA000_0000, dram_bytes=img.device_bytes, pynq_module=pynq)
+    drv3 = B.Driver(port, poll=0)
+    drv3.load(img)
+    assert np.array_equal(drv3.step(x, 0)["y"], out["y"])
+    with pytest.raises(SdacError, match="no IP named"):
+        B.open_board(img, "sdac.bit", ip="nope", pynq_module=pynq)
+
+
+def test_board_without_pynq_says_so(bundle, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynq", None)
+    from sdac.runtime.device import Device
+    with pytest.raises(SdacError, match="needs the pynq package"):
+        Device.open(bundle, backend="board", overlay="sdac.bit")
+
+
+def test_standalone_copy_imports_without_sdac(tmp_path):
+    """Copied next to the runner (no package), board.py falls back to its own error classes."""
+    import shutil
+    from pathlib import Path
+    shutil.copy(Path(B.__file__), tmp_path / "board.py")
+    code = ("import board, sys; e = board.DeviceError('OOB_DRAM', 'x', 7); "
+            "assert e.code == 'OOB_DRAM' and e.index == 7 and 'instruction 7' in str(e); "
+            "assert 'sdac' not in sys.modules, sorted(m for m in sys.modules if m.startswith('sdac'))")
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
