@@ -1,0 +1,179 @@
+// mm execution (MM-OS) on the systolic array: C (+)= A x W for wsrc = wgt.
+//
+// The output is cut into 2X-row x L-column tiles (this unit needs 2Y == L, so
+// one tile column is one acc line). Per tile it streams k cycles into
+// sdac_array (A column kk: one lane of 2X act lines; W row kk: one wgt line),
+// waits until the array is idle, then writes the tile row by row into acc
+// (read-modify-write: lanes n' >= n keep their value, acc=1 adds).
+// Bounds are checked first in the golden model's order (A, W, C): an
+// out-of-range instruction finishes with OOB_BUF and changes nothing.
+// wsrc = act / act_t (int8 W, two nibble passes) is not implemented yet: such
+// an instruction finishes without effect and raises `unsup`.
+module sdac_mm
+  import sdac_isa_pkg::*;
+#(
+  parameter int LANES = L,
+  parameter int X = ARRAY_ROWS,
+  parameter int Y = ARRAY_COLS,
+  parameter int ACT_N = ACT_LINES,
+  parameter int WGT_N = WGT_LINES,
+  parameter int ACC_N = ACC_LINES
+) (
+  input  logic                       clk,
+  input  logic                       rst,
+  input  logic                       start,
+  /* verilator lint_off UNUSEDSIGNAL */
+  input  logic [WORD_BITS-1:0]       word,      // stable from start to fin (mm fields only)
+  /* verilator lint_on UNUSEDSIGNAL */
+  output logic                       busy,
+  output logic                       fin,       // one-cycle pulse: done (err / unsup valid)
+  output logic [7:0]                 err,
+  output logic                       unsup,
+  output logic [$clog2(ACT_N)-1:0]   act_raddr [2*X],
+  input  logic [8*LANES-1:0]         act_rdata [2*X],
+  output logic [$clog2(WGT_N)-1:0]   wgt_raddr,
+  input  logic [4*LANES-1:0]         wgt_rdata,
+  output logic [$clog2(ACC_N)-1:0]   acc_raddr,
+  input  logic [32*LANES-1:0]        acc_rdata,
+  output logic                       acc_we,
+  output logic [$clog2(ACC_N)-1:0]   acc_waddr,
+  output logic [32*LANES-1:0]        acc_wdata
+);
+`define SDAC_F(INSTR, FIELD) word[F_``INSTR``_``FIELD``_LO +: F_``INSTR``_``FIELD``_W]
+  localparam int TM = 2 * X;
+  initial begin
+    if (2 * Y != LANES) $error("sdac_mm needs 2*Y == lanes (one acc line per tile row)");
+  end
+
+  // Instruction fields
+  logic [63:0] fa, fars, fw, fws, fc, fcrs, fm, fn, fk;
+  logic [1:0] wsrc;
+  logic facc;
+  assign fa = 64'(`SDAC_F(MM, A));
+  assign fars = 64'(`SDAC_F(MM, ARS));
+  assign fw = 64'(`SDAC_F(MM, W));
+  assign fws = 64'(`SDAC_F(MM, WS));
+  assign fc = 64'(`SDAC_F(MM, C));
+  assign fcrs = 64'(`SDAC_F(MM, CRS));
+  assign fm = 64'(`SDAC_F(MM, M));
+  assign fn = 64'(`SDAC_F(MM, N));
+  assign fk = 64'(`SDAC_F(MM, K));
+  assign wsrc = `SDAC_F(MM, WSRC);
+  assign facc = `SDAC_F(MM, ACC);
+
+  logic [63:0] n_blocks, k_lines, last_a, last_w, last_c;
+  assign n_blocks = (fn + 64'(LANES) - 64'd1) / 64'(LANES);
+  assign k_lines = (fk + 64'(LANES) - 64'd1) / 64'(LANES);
+  assign last_a = fa + (fm - 64'd1) * fars + k_lines - 64'd1;
+  assign last_w = fw + (n_blocks - 64'd1) * fws + fk - 64'd1;
+  assign last_c = fc + (fm - 64'd1) * fcrs + n_blocks - 64'd1;
+
+  typedef enum logic [2:0] {M_IDLE, M_CHECK, M_STREAM, M_DRAIN, M_WRITE} state_t;
+  state_t state;
+  logic [63:0] i0, nb, kk, k_line, k_lane, r;
+
+  // Array
+  logic in_valid, in_clr, idle;
+  logic signed [TM-1:0][7:0] a_col;
+  logic signed [2*Y-1:0][3:0] w_row;
+  logic [$clog2(TM)-1:0] rd_row;
+  logic signed [2*Y-1:0][31:0] rd_data;
+  sdac_array #(.X(X), .Y(Y), .ACC_W(32)) u_array (
+    .clk, .rst, .in_valid, .in_clr, .a_col, .w_row, .rd_row, .rd_data, .idle
+  );
+
+  assign in_valid = state == M_STREAM;
+  assign in_clr = kk == 64'd0;
+  always_comb begin
+    for (int row = 0; row < TM; row++) begin
+      act_raddr[row] = $clog2(ACT_N)'(fa + (i0 + 64'(row)) * fars + k_line);
+      a_col[row] = (i0 + 64'(row) < fm) ? act_rdata[row][8 * k_lane[$clog2(LANES)-1:0] +: 8] : 8'sd0;
+    end
+    wgt_raddr = $clog2(WGT_N)'(fw + nb * fws + kk);
+    for (int c = 0; c < 2 * Y; c++) w_row[c] = wgt_rdata[4 * c +: 4];
+  end
+
+  // Write-back of tile row r: lanes beyond n keep their old value.
+  assign rd_row = $clog2(TM)'(r);
+  assign acc_raddr = $clog2(ACC_N)'(fc + (i0 + r) * fcrs + nb);
+  assign acc_waddr = acc_raddr;
+  assign acc_we = state == M_WRITE && i0 + r < fm;
+  always_comb begin
+    for (int j = 0; j < LANES; j++) begin
+      logic [31:0] old_v;
+      old_v = acc_rdata[32 * j +: 32];
+      if (nb * 64'(LANES) + 64'(j) < fn)
+        acc_wdata[32 * j +: 32] = (facc ? old_v : 32'd0) + rd_data[j];
+      else
+        acc_wdata[32 * j +: 32] = old_v;
+    end
+  end
+
+  logic tile_last_row, last_tile;
+  assign tile_last_row = r == 64'(TM - 1) || i0 + r + 64'd1 >= fm;
+  assign last_tile = nb + 64'd1 >= n_blocks && i0 + 64'(TM) >= fm;
+  assign busy = state != M_IDLE;
+
+  always_ff @(posedge clk) begin
+    fin <= 1'b0;
+    unique case (state)
+      M_IDLE: if (start) state <= M_CHECK;
+      M_CHECK: begin
+        err <= ERR_OK;
+        unsup <= 1'b0;
+        i0 <= '0;
+        nb <= '0;
+        kk <= '0;
+        k_line <= '0;
+        k_lane <= '0;
+        r <= '0;
+        if (last_a >= 64'(ACT_N)) begin
+          err <= ERR_OOB_BUF; fin <= 1'b1; state <= M_IDLE;
+        end else if (wsrc != WSRC_WGT) begin
+          unsup <= 1'b1; fin <= 1'b1; state <= M_IDLE;
+        end else if (last_w >= 64'(WGT_N) || last_c >= 64'(ACC_N)) begin
+          err <= ERR_OOB_BUF; fin <= 1'b1; state <= M_IDLE;
+        end else state <= M_STREAM;
+      end
+      M_STREAM: begin
+        kk <= kk + 64'd1;
+        if (k_lane == 64'(LANES - 1)) begin
+          k_lane <= '0;
+          k_line <= k_line + 64'd1;
+        end else k_lane <= k_lane + 64'd1;
+        if (kk + 64'd1 == fk) state <= M_DRAIN;
+      end
+      M_DRAIN: if (idle) begin
+        r <= '0;
+        state <= M_WRITE;
+      end
+      M_WRITE: begin
+        r <= r + 64'd1;
+        if (tile_last_row) begin
+          kk <= '0;
+          k_line <= '0;
+          k_lane <= '0;
+          if (last_tile) begin
+            fin <= 1'b1;
+            state <= M_IDLE;
+          end else begin
+            state <= M_STREAM;
+            if (nb + 64'd1 < n_blocks) nb <= nb + 64'd1;
+            else begin
+              nb <= '0;
+              i0 <= i0 + 64'(TM);
+            end
+          end
+        end
+      end
+      default: state <= M_IDLE;
+    endcase
+    if (rst) begin
+      state <= M_IDLE;
+      fin <= 1'b0;
+      err <= ERR_OK;
+      unsup <= 1'b0;
+    end
+  end
+`undef SDAC_F
+endmodule

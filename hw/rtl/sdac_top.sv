@@ -1,0 +1,521 @@
+// sdac accelerator top level (skeleton): CSR block, instruction fetch, decode,
+// four instruction queues with dependency-token counters, the load / store DMA
+// units, the compute unit (mm on the systolic array), halt / done / errors.
+//
+//   AXI-Lite ──► sdac_csr ──start──► fetch ──► sdac_decode ──► FIFO ld ──► LD unit (setstep, load) ─┐
+//                                      ▲                       FIFO cmp ─► CMP unit (mm: sdac_mm) ─┤ buffers
+//                                      │                       FIFO sfu ─► SFU (sync only so far)  │ act wgt
+//   DRAM port (mem_*) ◄── arbiter ◄────┴──── LD reads, ST writes FIFO st ──► ST unit (store) ───────┘ acc prm
+//
+// Semantics follow isa/isa.toml and the golden model (runtime/golden.py): an
+// instruction leaves its FIFO when every token in its pop mask is available
+// (tokens[src][this] > 0, consumed at issue) and its unit is idle; it pushes its
+// tokens when it finishes. Bounds are checked before an instruction touches
+// anything, so an erroneous instruction has no effect. The first error stops
+// the machine with ERROR = code and ERR_INDEX = instruction index. Instructions
+// this RTL does not implement yet (conv and the SFU operations) complete without
+// effect and set STATUS.UNSUPPORTED, so a test can tell the run is not comparable.
+//
+// DRAM port: one request per cycle, always accepted; read data return on
+// mem_rdata in the following cycle. The program may live anywhere in the DRAM
+// model (INSTR_BASE); DMA is limited to [0, DRAM_SIZE).
+module sdac_top
+  import sdac_isa_pkg::*;
+#(
+  parameter int LANES = L,
+  parameter int AX = ARRAY_ROWS,
+  parameter int AY = ARRAY_COLS,
+  parameter int ACT_N = ACT_LINES,
+  parameter int WGT_N = WGT_LINES,
+  parameter int ACC_N = ACC_LINES,
+  parameter int PRM_N = PRM_LINES,
+  parameter int QDEPTH = QUEUE_DEPTH,
+  parameter int TOKMAX = TOKEN_MAX,
+  localparam int MEMB = (4 * LANES > 32) ? 4 * LANES : 32   // bytes per DRAM transfer
+) (
+  input  logic               clk,
+  input  logic               rst,
+  // AXI-Lite CSR slave
+  input  logic               s_awvalid,
+  output logic               s_awready,
+  input  logic [7:0]         s_awaddr,
+  input  logic               s_wvalid,
+  output logic               s_wready,
+  input  logic [31:0]        s_wdata,
+  output logic               s_bvalid,
+  input  logic               s_bready,
+  output logic [1:0]         s_bresp,
+  input  logic               s_arvalid,
+  output logic               s_arready,
+  input  logic [7:0]         s_araddr,
+  output logic               s_rvalid,
+  input  logic               s_rready,
+  output logic [31:0]        s_rdata,
+  output logic [1:0]         s_rresp,
+  // DRAM port
+  output logic               mem_req,
+  output logic               mem_we,
+  output logic [63:0]        mem_addr,
+  output logic [7:0]         mem_len,
+  output logic [MEMB*8-1:0]  mem_wdata,
+  input  logic [MEMB*8-1:0]  mem_rdata,
+  output logic               irq_done
+);
+`define SDAC_F(W, INSTR, FIELD) W[F_``INSTR``_``FIELD``_LO +: F_``INSTR``_``FIELD``_W]
+
+  localparam int QW = $clog2(QDEPTH);
+  localparam int TW = $clog2(TOKMAX + 2) + 1;
+
+  // ------------------------------------------------------------------ CSR
+  logic start, done_r, running, unsupported_r;
+  logic [7:0] err_r;
+  logic [31:0] err_index_r, executed;
+  logic [31:0] instr_base, instr_count, csr_step, dram_size;
+  logic [63:0] cycles;
+
+  sdac_csr #(.ID({8'(AY), 8'(AX), 8'(LANES), 8'(ISA_VERSION)})) u_csr (
+    .clk, .rst,
+    .s_awvalid, .s_awready, .s_awaddr, .s_wvalid, .s_wready, .s_wdata, .s_bvalid, .s_bready, .s_bresp,
+    .s_arvalid, .s_arready, .s_araddr, .s_rvalid, .s_rready, .s_rdata, .s_rresp,
+    .start, .instr_base, .instr_count, .step(csr_step), .dram_size,
+    .done(done_r), .busy(running), .unsupported(unsupported_r), .err(err_r), .err_index(err_index_r),
+    .executed, .cycles
+  );
+  assign irq_done = done_r;
+
+  // ------------------------------------------------------------------ buffers
+  logic [8*LANES-1:0]  act_mem [ACT_N];
+  logic [4*LANES-1:0]  wgt_mem [WGT_N];
+  logic [32*LANES-1:0] acc_mem [ACC_N];
+  logic [32*LANES-1:0] prm_mem [PRM_N];
+
+  function automatic logic [7:0] line_bytes(input logic [1:0] b);
+    unique case (b)
+      BUF_ACT: return 8'(LANES);
+      BUF_WGT: return 8'(LANES / 2);
+      default: return 8'(4 * LANES);
+    endcase
+  endfunction
+
+  function automatic logic [63:0] buf_lines(input logic [1:0] b);
+    unique case (b)
+      BUF_ACT: return 64'(ACT_N);
+      BUF_WGT: return 64'(WGT_N);
+      BUF_ACC: return 64'(ACC_N);
+      default: return 64'(PRM_N);
+    endcase
+  endfunction
+
+  // ------------------------------------------------------------------ DRAM arbitration
+  logic ld_req, st_req, f_req;
+  logic [63:0] ld_addr, st_addr, f_addr;
+  logic [7:0] ld_len, st_len;
+  logic [MEMB*8-1:0] st_wdata;
+  logic ld_gnt, f_gnt;
+  always_comb begin
+    ld_gnt = ld_req && !st_req;
+    f_gnt = f_req && !st_req && !ld_req;
+    mem_req = st_req || ld_req || f_req;
+    mem_we = st_req;
+    mem_addr = st_req ? st_addr : ld_req ? ld_addr : f_addr;
+    mem_len = st_req ? st_len : ld_req ? ld_len : 8'd32;
+    mem_wdata = st_wdata;
+  end
+
+  // ------------------------------------------------------------------ fetch + decode
+  typedef enum logic [1:0] {F_OFF, F_REQ, F_WAIT, F_HOLD} fstate_t;
+  fstate_t f_state;
+  logic [31:0] pc, halt_index;
+  logic halted;
+  logic [WORD_BITS-1:0] f_word;
+  logic d_valid, d_is_ctl;
+  logic [7:0] d_err;
+  logic [1:0] d_queue;
+  logic [3:0] d_pop, d_push;
+  logic [F_OPCODE_W-1:0] d_opcode;
+  logic d_bad_reserved, d_bad_enum, d_bad_min, d_bad_token;
+  sdac_decode u_decode (.word(f_word), .valid(d_valid), .err(d_err), .bad_reserved(d_bad_reserved),
+                        .bad_enum(d_bad_enum), .bad_min(d_bad_min), .bad_token(d_bad_token),
+                        .opcode(d_opcode), .is_ctl(d_is_ctl), .queue_id(d_queue), .pop(d_pop), .push(d_push));
+  logic unused_decode;
+  assign unused_decode = ^{d_valid, d_bad_reserved, d_bad_enum, d_bad_min, d_bad_token, d_opcode, d_pop, d_push};
+  assign f_req = running && f_state == F_REQ && pc < instr_count;
+  assign f_addr = 64'(instr_base) + (64'(pc) << 5);
+
+  // ------------------------------------------------------------------ queues
+  logic [WORD_BITS-1:0] q_word [4][QDEPTH];
+  logic [31:0] q_index [4][QDEPTH];
+  logic [QW-1:0] q_head [4];
+  logic [QW-1:0] q_tail [4];
+  logic [QW:0] q_count [4];
+  logic [WORD_BITS-1:0] head_word [4];
+  logic [31:0] head_index [4];
+  logic [3:0] issue, u_busy, u_fin;
+  logic [7:0] u_ferr [4];
+  logic [WORD_BITS-1:0] u_word [4];
+  logic [31:0] u_index [4];
+  logic [TW-1:0] tok [4][4];         // tok[src][dst]
+  logic f_push;
+  assign f_push = running && f_state == F_HOLD && d_err == ERR_OK && !d_is_ctl
+                  && q_count[d_queue] < (QW+1)'(QDEPTH);
+
+  always_comb begin
+    for (int q = 0; q < 4; q++) begin
+      logic ok;
+      head_word[q] = q_word[q][q_head[q]];
+      head_index[q] = q_index[q][q_head[q]];
+      ok = 1'b1;
+      for (int s = 0; s < 4; s++)
+        if (head_word[q][F_POP_LO + s] && tok[s][q] == '0) ok = 1'b0;
+      issue[q] = running && q_count[q] != '0 && ok && !u_busy[q];
+    end
+  end
+
+  // ------------------------------------------------------------------ LD unit: setstep, load, sync
+  typedef enum logic [2:0] {U_IDLE, U_START, U_CHECK, U_RUN, U_DATA} ustate_t;
+  ustate_t ld_state, st_state;
+  logic [63:0] step_off;
+  logic [63:0] ld_base, ld_last_dram, ld_last_line;
+  logic [7:0] ld_b;
+  logic [63:0] ld_agu_addr, ld_agu_line;
+  logic ld_agu_last, ld_agu_start, ld_agu_next;
+  logic [1:0] ld_buf;
+  logic ld_zero;
+  /* verilator lint_off UNUSEDSIGNAL */
+  logic [WORD_BITS-1:0] lw;   // the LD unit's instruction (only some fields used)
+  /* verilator lint_on UNUSEDSIGNAL */
+  assign lw = u_word[0];
+  assign ld_buf = `SDAC_F(lw, LOAD, BUF);
+  assign ld_zero = `SDAC_F(lw, LOAD, ZERO);
+  assign ld_b = line_bytes(ld_buf);
+  assign ld_base = 64'(`SDAC_F(lw, LOAD, DRAM)) + (`SDAC_F(lw, LOAD, STEP) ? step_off : 64'd0);
+
+  sdac_dma_agu u_ld_agu (
+    .clk, .start(ld_agu_start), .next(ld_agu_next), .dram(ld_base),
+    .run(`SDAC_F(lw, LOAD, RUN)), .ny(`SDAC_F(lw, LOAD, NY)), .dy(`SDAC_F(lw, LOAD, DY)),
+    .nz(`SDAC_F(lw, LOAD, NZ)), .dz(`SDAC_F(lw, LOAD, DZ)), .sram(`SDAC_F(lw, LOAD, SRAM)),
+    .sy(`SDAC_F(lw, LOAD, SY)), .sz(`SDAC_F(lw, LOAD, SZ)), .line_bytes(ld_b),
+    .addr(ld_agu_addr), .line(ld_agu_line), .last(ld_agu_last)
+  );
+  assign ld_req = ld_state == U_RUN && !ld_zero;
+  assign ld_addr = ld_agu_addr;
+  assign ld_len = ld_b;
+
+  // ------------------------------------------------------------------ ST unit: store, sync
+  logic [63:0] st_last_dram, st_last_line;
+  logic [7:0] st_b;
+  logic [63:0] st_agu_addr;
+  /* verilator lint_off UNUSEDSIGNAL */
+  logic [63:0] st_agu_line;   // bounds checked: only the index bits are used
+  /* verilator lint_on UNUSEDSIGNAL */
+  logic st_agu_last, st_agu_start, st_agu_next;
+  logic [1:0] st_buf;
+  /* verilator lint_off UNUSEDSIGNAL */
+  logic [WORD_BITS-1:0] sw;
+  /* verilator lint_on UNUSEDSIGNAL */
+  assign sw = u_word[3];
+  assign st_buf = `SDAC_F(sw, STORE, BUF);
+  assign st_b = line_bytes(st_buf);
+  sdac_dma_agu u_st_agu (
+    .clk, .start(st_agu_start), .next(st_agu_next), .dram(64'(`SDAC_F(sw, STORE, DRAM))),
+    .run(`SDAC_F(sw, STORE, RUN)), .ny(`SDAC_F(sw, STORE, NY)), .dy(`SDAC_F(sw, STORE, DY)),
+    .nz(`SDAC_F(sw, STORE, NZ)), .dz(`SDAC_F(sw, STORE, DZ)), .sram(`SDAC_F(sw, STORE, SRAM)),
+    .sy(`SDAC_F(sw, STORE, SY)), .sz(`SDAC_F(sw, STORE, SZ)), .line_bytes(st_b),
+    .addr(st_agu_addr), .line(st_agu_line), .last(st_agu_last)
+  );
+  assign st_req = st_state == U_RUN;
+  assign st_addr = st_agu_addr;
+  assign st_len = st_b;
+  always_comb begin
+    st_wdata = '0;
+    unique case (st_buf)
+      BUF_ACT: st_wdata[8*LANES-1:0] = act_mem[st_agu_line[$clog2(ACT_N)-1:0]];
+      BUF_WGT: st_wdata[4*LANES-1:0] = wgt_mem[st_agu_line[$clog2(WGT_N)-1:0]];
+      BUF_ACC: st_wdata[32*LANES-1:0] = acc_mem[st_agu_line[$clog2(ACC_N)-1:0]];
+      default: st_wdata[32*LANES-1:0] = prm_mem[st_agu_line[$clog2(PRM_N)-1:0]];
+    endcase
+  end
+
+  // ------------------------------------------------------------------ CMP unit: mm on the array
+  logic mm_start, mm_fin, mm_busy, mm_unsup;
+  logic [7:0] mm_err;
+  logic acc_we;
+  logic [$clog2(ACC_N)-1:0] acc_waddr, acc_raddr;
+  logic [32*LANES-1:0] acc_wdata, acc_rdata;
+  logic [$clog2(ACT_N)-1:0] act_raddr [2*AX];
+  logic [8*LANES-1:0] act_rdata [2*AX];
+  logic [$clog2(WGT_N)-1:0] wgt_raddr;
+  logic [4*LANES-1:0] wgt_rdata;
+  always_comb begin
+    for (int r = 0; r < 2 * AX; r++) act_rdata[r] = act_mem[act_raddr[r]];
+  end
+  assign wgt_rdata = wgt_mem[wgt_raddr];
+  assign acc_rdata = acc_mem[acc_raddr];
+
+  sdac_mm #(.LANES(LANES), .X(AX), .Y(AY), .ACT_N(ACT_N), .WGT_N(WGT_N), .ACC_N(ACC_N)) u_mm (
+    .clk, .rst(rst || start), .start(mm_start), .word(u_word[1]), .busy(mm_busy), .fin(mm_fin), .err(mm_err),
+    .unsup(mm_unsup),
+    .act_raddr, .act_rdata, .wgt_raddr, .wgt_rdata, .acc_raddr, .acc_rdata, .acc_we, .acc_waddr, .acc_wdata
+  );
+  logic unused_mm_busy;
+  assign unused_mm_busy = mm_busy;
+
+  // ------------------------------------------------------------------ unit control
+  // u_first[q]: first cycle of the instruction in unit q (the cycle after issue).
+  // Instructions without work (sync, setstep, and the kinds not implemented yet)
+  // finish in that cycle.
+  logic [3:0] u_first, u_simple, u_unsup;
+  logic [F_OPCODE_W-1:0] u_op [4];
+  always_comb begin
+    for (int q = 0; q < 4; q++) u_op[q] = u_word[q][F_OPCODE_LO +: F_OPCODE_W];
+    u_simple[0] = u_op[0] != OP_LOAD;
+    u_unsup[0] = 1'b0;
+    u_simple[1] = u_op[1] != OP_MM;
+    u_unsup[1] = u_op[1] == OP_CONV || (mm_fin && mm_unsup);
+    u_simple[2] = 1'b1;
+    u_unsup[2] = u_op[2] != OP_SYNC;
+    u_simple[3] = u_op[3] != OP_STORE;
+    u_unsup[3] = 1'b0;
+  end
+  assign mm_start = u_first[1] && u_op[1] == OP_MM;
+  assign ld_agu_start = ld_state == U_CHECK && !u_fin[0];
+  assign st_agu_start = st_state == U_CHECK && !u_fin[3];
+
+  // Finish signals (combinational; the unit goes idle at the next edge).
+  always_comb begin
+    u_fin = '0;
+    for (int q = 0; q < 4; q++) u_ferr[q] = ERR_OK;
+    for (int q = 0; q < 4; q++)
+      if (u_busy[q] && u_first[q] && u_simple[q]) u_fin[q] = 1'b1;
+    // LD
+    if (ld_state == U_CHECK) begin
+      if (!ld_zero && ld_last_dram >= 64'(dram_size)) begin
+        u_fin[0] = 1'b1; u_ferr[0] = ERR_OOB_DRAM;
+      end else if (ld_last_line >= buf_lines(ld_buf)) begin
+        u_fin[0] = 1'b1; u_ferr[0] = ERR_OOB_BUF;
+      end
+    end
+    if (ld_state == U_RUN && ld_zero && ld_agu_last) u_fin[0] = 1'b1;
+    if (ld_state == U_DATA && ld_agu_last) u_fin[0] = 1'b1;
+    // ST
+    if (st_state == U_CHECK) begin
+      if (st_last_line >= buf_lines(st_buf)) begin
+        u_fin[3] = 1'b1; u_ferr[3] = ERR_OOB_BUF;
+      end else if (st_last_dram >= 64'(dram_size)) begin
+        u_fin[3] = 1'b1; u_ferr[3] = ERR_OOB_DRAM;
+      end
+    end
+    if (st_state == U_RUN && st_agu_last) u_fin[3] = 1'b1;
+    // CMP
+    if (mm_fin) begin
+      u_fin[1] = 1'b1; u_ferr[1] = mm_err;
+    end
+  end
+
+  // ------------------------------------------------------------------ main sequential logic
+  logic any_busy, all_empty, can_issue, fetch_blocked, tok_zero;
+  logic [31:0] dl_index;
+  logic [3:0] inc [4];   // inc[src] bit dst
+  logic [3:0] dec [4];   // dec[src] bit dst
+  logic tok_over;
+  logic [31:0] over_index;
+  always_comb begin
+    any_busy = u_busy != '0;
+    all_empty = 1'b1;
+    dl_index = '1;
+    for (int q = 0; q < 4; q++) begin
+      if (q_count[q] != '0) begin
+        all_empty = 1'b0;
+        if (head_index[q] < dl_index) dl_index = head_index[q];
+      end
+    end
+    can_issue = issue != '0;
+    fetch_blocked = halted || (f_state == F_HOLD && d_err == ERR_OK && !d_is_ctl && !f_push);
+    tok_zero = 1'b1;
+    for (int s = 0; s < 4; s++)
+      for (int d = 0; d < 4; d++)
+        if (tok[s][d] != '0) tok_zero = 1'b0;
+    for (int s = 0; s < 4; s++) begin
+      inc[s] = (u_fin[s] && u_ferr[s] == ERR_OK) ? u_word[s][F_PUSH_LO +: 4] : 4'd0;
+      dec[s] = '0;
+    end
+    for (int d = 0; d < 4; d++)
+      for (int s = 0; s < 4; s++)
+        if (issue[d] && head_word[d][F_POP_LO + s]) dec[s][d] = 1'b1;
+    tok_over = 1'b0;
+    over_index = '0;
+    for (int s = 0; s < 4; s++)
+      for (int d = 0; d < 4; d++)
+        if (32'(tok[s][d]) + 32'(inc[s][d]) - 32'(dec[s][d]) > TOKMAX && !tok_over) begin
+          tok_over = 1'b1;
+          over_index = u_index[s];
+        end
+  end
+
+  task automatic fail(input logic [7:0] code, input logic [31:0] index);
+    if (err_r == ERR_OK) begin
+      err_r <= code;
+      err_index_r <= index;
+    end
+    running <= 1'b0;
+    done_r <= 1'b1;
+  endtask
+
+  always_ff @(posedge clk) begin
+    if (running) cycles <= cycles + 64'd1;
+
+    // Fetch
+    if (running) begin
+      unique case (f_state)
+        F_REQ: if (pc >= instr_count) fail(ERR_FETCH_OOB, pc);
+               else if (f_gnt) f_state <= F_WAIT;
+        F_WAIT: begin
+          f_word <= mem_rdata[WORD_BITS-1:0];
+          f_state <= F_HOLD;
+        end
+        F_HOLD: begin
+          if (d_err != ERR_OK) fail(d_err, pc);
+          else if (d_is_ctl) begin
+            halted <= 1'b1;
+            halt_index <= pc;
+            f_state <= F_OFF;
+          end else if (f_push) begin
+            q_word[d_queue][q_tail[d_queue]] <= f_word;
+            q_index[d_queue][q_tail[d_queue]] <= pc;
+            q_tail[d_queue] <= q_tail[d_queue] + 1'b1;
+            pc <= pc + 32'd1;
+            f_state <= F_REQ;
+          end
+        end
+        default: ;
+      endcase
+    end
+
+    // Issue and queue bookkeeping
+    for (int q = 0; q < 4; q++) begin
+      logic pushed;
+      pushed = f_push && d_queue == 2'(q);
+      if (issue[q]) begin
+        q_head[q] <= q_head[q] + 1'b1;
+        u_busy[q] <= 1'b1;
+        u_word[q] <= head_word[q];
+        u_index[q] <= head_index[q];
+      end
+      q_count[q] <= q_count[q] + (QW+1)'(pushed) - (QW+1)'(issue[q]);
+      if (u_fin[q]) begin
+        u_busy[q] <= 1'b0;
+        if (u_ferr[q] != ERR_OK) fail(u_ferr[q], u_index[q]);
+        else if (u_unsup[q]) unsupported_r <= 1'b1;
+      end
+    end
+    executed <= executed + 32'($countones(u_fin));
+    for (int s = 0; s < 4; s++)
+      for (int d = 0; d < 4; d++)
+        tok[s][d] <= tok[s][d] + TW'(inc[s][d]) - TW'(dec[s][d]);
+    if (running && tok_over) fail(ERR_TOKEN_OVERFLOW, over_index);
+
+    // LD unit
+    unique case (ld_state)
+      U_IDLE: if (issue[0]) ld_state <= U_START;
+      U_START: begin
+        if (u_op[0] == OP_SETSTEP) begin
+          step_off <= (`SDAC_F(lw, SETSTEP, SRC) == STEPSRC_CSR ? 64'(csr_step) : 64'(`SDAC_F(lw, SETSTEP, STEP)))
+                      * 64'(`SDAC_F(lw, SETSTEP, BANK));
+        end
+        if (u_op[0] == OP_LOAD) begin
+          ld_last_dram <= ld_base + 64'(`SDAC_F(lw, LOAD, NZ) - 16'd1) * 64'(`SDAC_F(lw, LOAD, DZ))
+                          + 64'(`SDAC_F(lw, LOAD, NY) - 16'd1) * 64'(`SDAC_F(lw, LOAD, DY))
+                          + 64'(`SDAC_F(lw, LOAD, RUN)) * 64'(ld_b) - 64'd1;
+          ld_last_line <= 64'(`SDAC_F(lw, LOAD, SRAM)) + 64'(`SDAC_F(lw, LOAD, NZ) - 16'd1) * 64'(`SDAC_F(lw, LOAD, SZ))
+                          + 64'(`SDAC_F(lw, LOAD, NY) - 16'd1) * 64'(`SDAC_F(lw, LOAD, SY))
+                          + 64'(`SDAC_F(lw, LOAD, RUN)) - 64'd1;
+          ld_state <= U_CHECK;
+        end else ld_state <= U_IDLE;
+      end
+      U_CHECK: ld_state <= u_fin[0] ? U_IDLE : U_RUN;
+      U_RUN: if (ld_zero) begin
+               buf_write(ld_buf, ld_agu_line, '0);
+               if (ld_agu_last) ld_state <= U_IDLE;
+             end else if (ld_gnt) ld_state <= U_DATA;
+      U_DATA: begin
+        buf_write(ld_buf, ld_agu_line, mem_rdata[32*LANES-1:0]);
+        ld_state <= ld_agu_last ? U_IDLE : U_RUN;
+      end
+      default: ld_state <= U_IDLE;
+    endcase
+
+    // ST unit
+    unique case (st_state)
+      U_IDLE: if (issue[3]) st_state <= U_START;
+      U_START: begin
+        if (u_op[3] == OP_STORE) begin
+          st_last_dram <= 64'(`SDAC_F(sw, STORE, DRAM)) + 64'(`SDAC_F(sw, STORE, NZ) - 16'd1) * 64'(`SDAC_F(sw, STORE, DZ))
+                          + 64'(`SDAC_F(sw, STORE, NY) - 16'd1) * 64'(`SDAC_F(sw, STORE, DY))
+                          + 64'(`SDAC_F(sw, STORE, RUN)) * 64'(st_b) - 64'd1;
+          st_last_line <= 64'(`SDAC_F(sw, STORE, SRAM)) + 64'(`SDAC_F(sw, STORE, NZ) - 16'd1) * 64'(`SDAC_F(sw, STORE, SZ))
+                          + 64'(`SDAC_F(sw, STORE, NY) - 16'd1) * 64'(`SDAC_F(sw, STORE, SY))
+                          + 64'(`SDAC_F(sw, STORE, RUN)) - 64'd1;
+          st_state <= U_CHECK;
+        end else st_state <= U_IDLE;
+      end
+      U_CHECK: st_state <= u_fin[3] ? U_IDLE : U_RUN;
+      U_RUN: if (st_agu_last) st_state <= U_IDLE;
+      default: st_state <= U_IDLE;
+    endcase
+
+    u_first <= issue;
+    if (acc_we) acc_mem[acc_waddr] <= acc_wdata;
+
+    // Halt, deadlock
+    if (running && halted && all_empty && !any_busy && !can_issue) begin
+      if (!tok_zero) fail(ERR_TOKEN_LEAK, halt_index);
+      else begin
+        running <= 1'b0;
+        done_r <= 1'b1;
+        executed <= executed + 32'd1;
+      end
+    end else if (running && !any_busy && !can_issue && fetch_blocked && !all_empty) begin
+      fail(ERR_DEADLOCK, dl_index);
+    end
+
+    if (rst || start) begin
+      f_state <= start ? F_REQ : F_OFF;
+      running <= start;
+      done_r <= 1'b0;
+      err_r <= ERR_OK;
+      err_index_r <= '0;
+      unsupported_r <= 1'b0;
+      executed <= '0;
+      cycles <= '0;
+      pc <= '0;
+      halted <= 1'b0;
+      halt_index <= '0;
+      step_off <= '0;
+      ld_state <= U_IDLE;
+      st_state <= U_IDLE;
+      u_first <= '0;
+      for (int q = 0; q < 4; q++) begin
+        q_head[q] <= '0;
+        q_tail[q] <= '0;
+        q_count[q] <= '0;
+        u_busy[q] <= 1'b0;
+        for (int d = 0; d < 4; d++) tok[q][d] <= '0;
+      end
+    end
+  end
+
+  assign ld_agu_next = (ld_state == U_RUN && ld_zero) || ld_state == U_DATA;
+  assign st_agu_next = st_state == U_RUN;
+
+  /* verilator lint_off UNUSEDSIGNAL */
+  task automatic buf_write(input logic [1:0] b, input logic [63:0] line, input logic [32*LANES-1:0] data);
+    unique case (b)
+      BUF_ACT: act_mem[line[$clog2(ACT_N)-1:0]] <= data[8*LANES-1:0];
+      BUF_WGT: wgt_mem[line[$clog2(WGT_N)-1:0]] <= data[4*LANES-1:0];
+      BUF_ACC: acc_mem[line[$clog2(ACC_N)-1:0]] <= data;
+      default: prm_mem[line[$clog2(PRM_N)-1:0]] <= data;
+    endcase
+  endtask
+  /* verilator lint_on UNUSEDSIGNAL */
+`undef SDAC_F
+endmodule

@@ -1,0 +1,191 @@
+"""Whole-program co-simulation: sdac_top (hw/tb/sdac_tb_top.sv) against the golden model.
+
+Each program runs on the RTL (DRAM image in, DRAM image out, CSRs read over AXI-Lite)
+and on sdac.runtime.golden.Golden with the same machine description; the DRAM after
+the run must be byte-identical, or both must stop with the same error code and
+instruction index. A small machine (4x2 array, L = 4, small buffers) keeps the build
+short; the 20x10 default machine runs under `make test-slow`.
+"""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from sdac.errors import DeviceError
+from sdac.hw import sim
+from sdac.isa.encoding import Instr, encode_int, encode_program
+from sdac.isa.machine import DEFAULT
+from sdac.runtime.golden import Golden
+
+pytestmark = [pytest.mark.needs_verilator, pytest.mark.xdist_group("rtl_cosim")]
+
+SMALL = dataclasses.replace(DEFAULT.with_array("4x2"), act_lines=256, wgt_lines=256, acc_lines=128,
+                            prm_lines=16, queue_depth=8, token_max=7)
+I = Instr.make
+
+
+@pytest.fixture(scope="module")
+def small_exe():
+    return sim.build_cosim(SMALL, 1 << 16)
+
+
+def golden(machine, dram: bytes, prog, step=0):
+    g = Golden(machine, len(dram))
+    g.dram[:] = np.frombuffer(dram, np.uint8)
+    try:
+        g.run(prog, step=step)
+        return bytes(g.dram), 0, None
+    except DeviceError as e:
+        return bytes(g.dram), SPEC_ERR[e.code], e.index
+
+
+from sdac.isa.spec import SPEC  # noqa: E402
+SPEC_ERR = {name: code for name, (code, _) in SPEC.errors.items()}
+
+
+def check(exe, machine, dram, prog, step=0, words=None):
+    """Run on both; compare. `words` overrides the encoded program (for invalid words)."""
+    text = words if words is not None else encode_program(prog)
+    rtl = sim.run_cosim(exe, dram, text, step=step)
+    assert not rtl.unsupported
+    if words is not None:
+        from sdac.isa.encoding import DecodeError, decode_program
+        try:
+            decode_program(words)
+        except DecodeError as e:
+            assert rtl.error == SPEC_ERR[e.reason.split(":")[0]], rtl.log
+            assert rtl.index == e.index
+            return rtl
+    gd, gerr, gidx = golden(machine, dram, prog, step)
+    assert rtl.error == gerr, f"RTL error {SPEC.error_name(rtl.error)} at {rtl.index}, golden " \
+                              f"{SPEC.error_name(gerr)} at {gidx}"
+    if gerr:
+        assert rtl.index == gidx
+    else:
+        if rtl.dram != gd:
+            diff = np.nonzero(np.frombuffer(rtl.dram, np.uint8) != np.frombuffer(gd, np.uint8))[0]
+            pytest.fail(f"{diff.size} DRAM bytes differ, first at {diff[0]:#x}")
+        assert rtl.executed == len(prog)
+    return rtl
+
+
+def rand_dram(n, seed):
+    return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+
+
+def test_dma_roundtrip_every_buffer(small_exe):
+    m = SMALL
+    prog = []
+    src, dst = 0, 8192
+    for buf in ("act", "wgt", "acc", "prm"):
+        B = m.line_bytes(buf)
+        # 3-D strided load (gaps in DRAM and in the buffer), then a store with other strides.
+        prog.append(I("load", buf=buf, dram=src, sram=3, run=2, ny=3, dy=5 * B, sy=4, nz=2, dz=17 * B, sz=13,
+                      push=["st"]))
+        prog.append(I("store", buf=buf, dram=dst, sram=3, run=2, ny=3, dy=2 * B, sy=4, nz=2, dz=7 * B, sz=13,
+                      pop=["ld"]))
+        src += 40 * B
+        dst += 16 * B
+    prog.append(I("halt"))
+    check(small_exe, m, rand_dram(12288, 1), prog)
+
+
+def test_dma_zero_step_and_replication(small_exe):
+    m = SMALL
+    prog = [
+        I("setstep", src="csr", bank=64),
+        I("load", buf="act", dram=0, sram=0, run=4, step=1),                       # step-relative
+        I("load", buf="act", dram=0, sram=8, run=2, zero=1),                       # zero lines
+        I("setstep", src="imm", step=3, bank=16),
+        # broadcast; the loads run in order, so the last one's token covers all of them
+        I("load", buf="act", dram=100, sram=10, run=1, ny=4, sy=1, dy=0, step=1, push=["st"]),
+        I("store", buf="act", dram=4096, sram=0, run=14, pop=["ld"]),
+        I("store", buf="act", dram=5000, sram=0, run=2, ny=3, dy=4, sy=1),   # overlapping DRAM rows
+        I("store", buf="act", dram=6000, sram=0, run=1, ny=5, dy=0, sy=2),   # later row wins
+        I("halt"),
+    ]
+    check(small_exe, m, rand_dram(8192, 2), prog, step=5)
+
+
+def test_tokens_and_sync_relay(small_exe):
+    m = SMALL
+    B = m.line_bytes("act")
+    prog = []
+    # Ping-pong through two act slots: ld -> cmp (sync relay) -> sfu (sync) -> st, and st -> ld (WAR).
+    for i in range(6):
+        slot = (i % 2) * 8
+        pops = ["st"] if i >= 2 else []
+        prog.append(I("load", buf="act", dram=i * 8 * B, sram=slot, run=8, pop=pops, push=["cmp"]))
+        prog.append(I("sync", q="cmp", pop=["ld"], push=["sfu"]))
+        prog.append(I("sync", q="sfu", pop=["cmp"], push=["st"]))
+        prog.append(I("store", buf="act", dram=2048 + i * 8 * B, sram=slot, run=8, pop=["sfu"],
+                      push=["ld"] if i < 4 else []))
+    prog.append(I("halt"))
+    r = check(small_exe, m, rand_dram(4096, 3), prog)
+    assert r.cycles > 0
+
+
+def mm_program(m, M, N, K, acc, seed):
+    """Load A (M x K int8), W (K x N int4) and C, run mm, store C: returns (dram, prog)."""
+    L = m.lanes
+    rng = np.random.default_rng(seed)
+    kl, nb, nl = -(-K // L), -(-N // L), -(-N // L)
+    a_lines, w_lines, c_lines = M * kl, nb * K, M * nl
+    a_off, w_off, c_off, out_off = 0, 4096, 6144, 12288
+    dram = bytearray(rand_dram(16384, seed))
+    # Extreme values are included on purpose: -128 activations, -8 weights.
+    A = rng.integers(-128, 128, (a_lines, L), dtype=np.int64)
+    A[0, :] = -128
+    W = rng.integers(-8, 8, (w_lines, L), dtype=np.int64)
+    W[0, :] = -8
+    dram[a_off:a_off + a_lines * L] = (A & 0xFF).astype(np.uint8).tobytes()
+    wb = ((W[:, 0::2] & 0xF) | ((W[:, 1::2] & 0xF) << 4)).astype(np.uint8)
+    dram[w_off:w_off + w_lines * L // 2] = wb.tobytes()
+    prog = [
+        I("load", buf="act", dram=a_off, sram=0, run=a_lines),
+        I("load", buf="wgt", dram=w_off, sram=0, run=w_lines),
+        I("load", buf="acc", dram=c_off, sram=0, run=c_lines, push=["cmp"]),
+        I("mm", a=0, ars=kl, wsrc="wgt", w=0, ws=K, c=0, crs=nl, m=M, n=N, k=K, acc=acc, pop=["ld"], push=["st"]),
+        I("store", buf="acc", dram=out_off, sram=0, run=c_lines, pop=["cmp"]),
+        I("halt"),
+    ]
+    return bytes(dram), prog
+
+
+@pytest.mark.parametrize("M,N,K,acc", [(8, 4, 1, 0), (11, 6, 9, 0), (19, 9, 13, 1), (3, 3, 40, 1)])
+def test_mm_matches_golden(small_exe, M, N, K, acc):
+    dram, prog = mm_program(SMALL, M, N, K, acc, seed=M * 100 + K)
+    check(small_exe, SMALL, dram, prog)
+
+
+def test_errors_match_golden(small_exe):
+    m = SMALL
+    dram = rand_dram(4096, 4)
+    cases = {
+        "OOB_DRAM": [I("load", buf="act", dram=4090, sram=0, run=2), I("halt")],
+        "OOB_BUF": [I("store", buf="acc", dram=0, sram=m.acc_lines - 1, run=2), I("halt")],
+        "OOB_BUF mm": [I("mm", a=m.act_lines - 1, ars=1, m=2, n=1, k=1), I("halt")],
+            "OOB_BUF mm C": [I("mm", c=m.acc_lines - 2, crs=1, m=3, n=1, k=1), I("halt")],
+        "TOKEN_LEAK": [I("load", buf="act", dram=0, sram=0, push=["st"]), I("halt")],
+        "DEADLOCK": [I("store", buf="act", dram=0, sram=0, pop=["ld"]), I("halt")],
+        "TOKEN_OVERFLOW": [I("sync", q="ld", push=["st"])] * (m.token_max + 1) + [I("halt")],
+        "FETCH_OOB": [I("load", buf="act", dram=0, sram=0)],
+        "DEADLOCK full fifo": [I("store", buf="act", dram=0, sram=0, pop=["ld"])] * (m.queue_depth + 1)
+                              + [I("load", buf="act", dram=0, sram=0, push=["st"]), I("halt")],
+    }
+    for name, prog in cases.items():
+        r = check(small_exe, m, dram, prog)
+        assert SPEC.error_name(r.error) == name.split()[0], name
+
+
+def test_invalid_words_stop_fetch(small_exe):
+    m = SMALL
+    dram = rand_dram(1024, 5)
+    good = [I("load", buf="act", dram=0, sram=0), I("halt")]
+    w = [encode_int(x) for x in good]
+    bad_opcode = (w[0] & ~0x3F) | 63
+    reserved = w[0] | (1 << 250)
+    own_token = w[0] | (1 << 6)          # load pops its own queue (ld)
+    for word in (bad_opcode, reserved, own_token):
+        text = encode_program(good[:1]) + word.to_bytes(32, "little") + encode_program(good[1:])
+        check(small_exe, m, dram, good, words=text)
