@@ -21,6 +21,8 @@ without hardware. Behaviour, register by register:
 """
 from __future__ import annotations
 
+import types
+
 import numpy as np
 
 from ..errors import DeviceError
@@ -152,6 +154,52 @@ class FakeDevice:
             self.error_index = e.index if e.index is not None else 0
             self.retired = self.error_index
         self.irq_pending = self.ctrl_irq
+
+
+def fake_pynq(dev: FakeDevice):
+    """A stand-in for the pynq package whose MMIO, contiguous buffer and interrupt are the fake device's
+    (Overlay(path).sdac_0.mmio, Overlay.sdac_irq, MMIO(base, span), allocate(shape, dtype)): runs the
+    board code path (PynqPort, the deploy runner) in-process."""
+    class Buffer(np.ndarray):
+        physical_address = 0x7000_0000
+        flushed = invalidated = 0
+
+        def flush(self):
+            type(self).flushed += 1
+
+        def invalidate(self):
+            type(self).invalidated += 1
+
+        def freebuffer(self):
+            pass
+
+    class MMIO:
+        def __init__(self, base, span):
+            assert span >= 0x2C
+        def read(self, o): return dev.read32(o)
+        def write(self, o, v): dev.write32(o, v)
+
+    class IP:
+        mmio = MMIO(0, 0x1000)
+
+    class Interrupt:                         # pynq.Interrupt.wait() is a coroutine
+        waited = 0
+
+        async def wait(self):
+            type(self).waited += 1
+            dev.interrupt.wait()
+
+    class Overlay:
+        def __init__(self, path):
+            self.path = path
+            self.sdac_0 = IP()
+            self.sdac_irq = Interrupt()
+
+    def allocate(shape, dtype):
+        assert dtype == np.uint8 and shape[0] <= dev.dram_size
+        return dev.golden.dram[:shape[0]].view(Buffer)
+
+    return types.SimpleNamespace(MMIO=MMIO, Overlay=Overlay, allocate=allocate, Buffer=Buffer, Interrupt=Interrupt)
 
 
 def _instr(d):

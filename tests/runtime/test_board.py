@@ -15,7 +15,7 @@ from sdac.isa.spec import SPEC
 from sdac.perf.model import estimate
 from sdac.perf.samples import compile_slice
 from sdac.runtime import board as B
-from sdac.runtime.fake_device import FakeDevice
+from sdac.runtime.fake_device import FakeDevice, fake_pynq
 from sdac.runtime.golden import run_bundle
 from sdac.runtime.host import from_device, to_device
 
@@ -171,50 +171,6 @@ def test_identity_and_memory_checks(bundle):
         def read32(self, o): return 0xFFFFFFFF
     with pytest.raises(DeviceError, match="NO_DEVICE"):
         B.Driver(Nothing()).load(img)
-
-
-def fake_pynq(dev: FakeDevice):
-    """A stand-in for the pynq package whose MMIO and contiguous buffer are the fake device's."""
-    class Buffer(np.ndarray):
-        physical_address = 0x7000_0000
-        flushed = invalidated = 0
-
-        def flush(self):
-            type(self).flushed += 1
-
-        def invalidate(self):
-            type(self).invalidated += 1
-
-        def freebuffer(self):
-            pass
-
-    class MMIO:
-        def __init__(self, base, span):
-            assert span >= 0x2C
-        def read(self, o): return dev.read32(o)
-        def write(self, o, v): dev.write32(o, v)
-
-    class IP:
-        mmio = MMIO(0, 0x1000)
-
-    class Interrupt:                         # pynq.Interrupt.wait() is a coroutine
-        waited = 0
-
-        async def wait(self):
-            type(self).waited += 1
-            dev.interrupt.wait()
-
-    class Overlay:
-        def __init__(self, path):
-            self.path = path
-            self.sdac_0 = IP()
-            self.sdac_irq = Interrupt()
-
-    def allocate(shape, dtype):
-        assert dtype == np.uint8 and shape[0] <= dev.dram_size
-        return dev.golden.dram[:shape[0]].view(Buffer)
-
-    return types.SimpleNamespace(MMIO=MMIO, Overlay=Overlay, allocate=allocate, Buffer=Buffer, Interrupt=Interrupt)
 
 
 def test_pynq_port_end_to_end(bundle):
