@@ -189,3 +189,49 @@ def test_invalid_words_stop_fetch(small_exe):
     for word in (bad_opcode, reserved, own_token):
         text = encode_program(good[:1]) + word.to_bytes(32, "little") + encode_program(good[1:])
         check(small_exe, m, dram, good, words=text)
+
+
+def random_pipeline(m, seed, iters=6):
+    """A double-buffered load -> mm -> store pipeline with random shapes, strides and flags.
+
+    Slot s = i % 2 holds A, W and C of iteration i; tokens: ld -> cmp (data loaded),
+    cmp -> st (C ready), st -> ld (slot free again, two iterations later)."""
+    rng = np.random.default_rng(seed)
+    L = m.lanes
+    prog = []
+    dram = rand_dram(16384, seed)
+    for i in range(iters):
+        s = i % 2
+        M, N, K = int(rng.integers(1, 21)), int(rng.integers(1, 11)), int(rng.integers(1, 25))
+        kl, nl = -(-K // L), -(-N // L)
+        a0, w0, c0 = s * 120, s * 100, s * 64
+        pops = ["st"] if i >= 2 else []
+        ars = kl + int(rng.integers(0, 2))
+        crs = nl + int(rng.integers(0, 2))
+        if M * ars > 120 or M * crs > 64:
+            ars, crs = kl, nl
+        a_lines, c_lines = (M - 1) * ars + kl, (M - 1) * crs + nl
+        prog.append(I("load", buf="act", dram=int(rng.integers(0, 8192 - a_lines * L)), sram=a0, run=a_lines,
+                      pop=pops))
+        prog.append(I("load", buf="wgt", dram=int(rng.integers(0, 8192 - nl * K * L // 2)), sram=w0,
+                      run=K, ny=nl, dy=K * L // 2, sy=K))
+        acc = int(rng.integers(0, 2))
+        if acc:
+            prog.append(I("load", buf="acc", dram=int(rng.integers(0, 8192 - c_lines * 4 * L)), sram=c0,
+                          run=c_lines, push=["cmp"]))
+        else:
+            prog.append(I("load", buf="acc", dram=0, sram=c0, run=c_lines, zero=int(rng.integers(0, 2)),
+                          push=["cmp"]))
+        prog.append(I("mm", a=a0, ars=ars, wsrc="wgt", w=w0, ws=K, c=c0, crs=crs, m=M, n=N, k=K, acc=acc,
+                      pop=["ld"], push=["st"]))
+        push = ["ld"] if i < iters - 2 else []
+        prog.append(I("store", buf="acc", dram=8192 + int(rng.integers(0, 8192 - c_lines * 4 * L)), sram=c0,
+                      run=c_lines, pop=["cmp"], push=push))
+    prog.append(I("halt"))
+    return dram, prog
+
+
+@pytest.mark.parametrize("seed", range(1, 31))
+def test_random_pipelines_match_golden(small_exe, seed):
+    dram, prog = random_pipeline(SMALL, seed, iters=8)
+    check(small_exe, SMALL, dram, prog)
