@@ -82,6 +82,28 @@ def kernel_rows(r: Report, top: int = 0) -> list[list[str]]:
     return rows
 
 
+def kind_rows(r: Report) -> list[list[str]]:
+    """Per kernel kind: cycles added, share, array utilisation, and the cycles beyond the array at peak."""
+    peak = r.timing.peak_macs_per_cycle
+    agg: dict[str, list[int]] = {}
+    for k in r.kernels:
+        a = agg.setdefault(k.kind or "?", [0, 0, 0, 0])
+        a[0] += 1
+        a[1] += k.attributed
+        a[2] += k.pass_macs
+        a[3] += k.dram_bytes
+    rows = []
+    for kind, (n, cyc, pm, nb) in sorted(agg.items(), key=lambda kv: -kv[1][1]):
+        ideal = min(cyc, -(-pm // peak))
+        rows.append([kind, str(n), _n(cyc), _pct(cyc / max(1, r.total_cycles)), _pct(pm / (peak * cyc)) if cyc and pm
+                     else "-", _n(ideal), _n(cyc - ideal), _pct((cyc - ideal) / max(1, r.total_cycles)),
+                     f"{nb / 1e6:.1f}"])
+    return rows
+
+
+KIND_HEADER = ["kind", "kernels", "cycles", "share", "array util", "at peak", "beyond peak", "of total", "DRAM MB"]
+
+
 KERNEL_HEADER = ["kernel", "kind", "cycles", "share", "array util", "MMAC", "DRAM MB", "ld busy", "cmp busy",
                  "sfu busy", "st busy"]
 
@@ -112,6 +134,7 @@ def sda_note(r: Report) -> str:
 def text_report(r: Report, name: str = "", top: int = 25, compare_sda: bool = False) -> str:
     out = [f"{name}: cycle model" if name else "cycle model", _table(summary_rows(r), ["", ""], "ll")]
     if r.kernels:
+        out += ["", "per kernel kind", _table(kind_rows(r), KIND_HEADER, "l" + "r" * 8)]
         shown = min(top, len(r.kernels)) if top else len(r.kernels)
         out += ["", f"per kernel ({shown} of {len(r.kernels)}, by cycles added to the total)",
                 _table(kernel_rows(r, top), KERNEL_HEADER, "ll" + "r" * 9)]
@@ -272,6 +295,7 @@ def html_report(r: Report, name: str = "", compare_sda: bool = False) -> str:
                      _html_table(sda_rows(r), ["", "sdac (model)", "SDA paper", "ratio"]),
                      f"<p>{html.escape(sda_note(r))}</p>"]
     if r.kernels:
+        sections += ["<h2>Per kernel kind</h2>", _html_table(kind_rows(r), KIND_HEADER)]
         sections += [f"<h2>Per kernel ({len(r.kernels)})</h2>", _html_table(kernel_rows(r, 0), KERNEL_HEADER)]
     sections += ["<h2>Timing parameters</h2>", _html_table([[k, str(v)] for k, v in r.timing.to_dict().items()])]
     style = ("body{font-family:sans-serif;margin:20px;max-width:1100px}table{border-collapse:collapse;"
