@@ -159,3 +159,89 @@ def test_speed_100k_instructions():
     r = estimate(prog, DEFAULT)
     assert time.perf_counter() - t0 < 10
     assert r.instructions == 75001 and r.total_cycles > 25000 * 100
+
+
+# ---------------------------------------------------------------- an independent, cycle-stepped reference
+
+def _stepped(instrs, lat, t: Timing):
+    """Tick-by-tick simulation of the same rules (fetch slots, FIFO depth, in-order units, FIFO tokens)."""
+    n = len(instrs)
+    Q = ["ld", "cmp", "sfu", "st"]
+    fifo = {q: [] for q in Q}
+    busy_until = {q: None for q in Q}        # (index, end)
+    tokens = {(s, d): 0 for s in Q for d in Q}
+    start, end = [None] * n, [None] * n
+    pc, next_fetch, halted, now = 0, t.fetch_latency, False, 0
+    while True:
+        changed = True
+        while changed:                       # settle everything that can happen at `now`
+            changed = False
+            for q in Q:                      # completions push tokens
+                b = busy_until[q]
+                if b is not None and b[1] <= now:
+                    for d in instrs[b[0]].push:
+                        tokens[(q, d)] += 1
+                    busy_until[q] = None
+                    changed = True
+            for q in Q:                      # starts
+                if busy_until[q] is None and fifo[q]:
+                    i = fifo[q][0]
+                    if all(tokens[(s, q)] > 0 for s in instrs[i].pop):
+                        for s in instrs[i].pop:
+                            tokens[(s, q)] -= 1
+                        fifo[q].pop(0)
+                        start[i], end[i] = now, now + lat[i]
+                        busy_until[q] = (i, end[i])
+                        changed = True
+            if not halted and pc < n and now >= next_fetch:     # fetch
+                ins = instrs[pc]
+                if ins.op == "halt":
+                    halted, halt_fetch = True, now
+                    pc += 1
+                    changed = True
+                elif len(fifo[ins.queue]) < t.queue_depth:
+                    fifo[ins.queue].append(pc)
+                    pc += 1
+                    next_fetch = now + t.fetch_interval
+                    changed = True
+        if halted and all(not fifo[q] and busy_until[q] is None for q in Q):
+            break
+        now += 1
+        assert now < 10_000_000
+    last = max([e for e in end if e is not None] + [halt_fetch])
+    return start, last + t.halt_cycles
+
+
+def _random_program(seed, n=40):
+    """Token-balanced random programs: tokens from access overlaps (the compiler's ProgramBuilder)."""
+    from sdac.compiler.lower.program import ProgramBuilder, R, W
+    rng = np.random.default_rng(seed)
+    pb = ProgramBuilder()
+    for _ in range(n):
+        kind = rng.integers(4)
+        a, b = int(rng.integers(0, 4)) * 100, int(rng.integers(0, 4)) * 100
+        if kind == 0:
+            pb.emit("load", [W("act", a, 50)], buf="act", dram=0, sram=a, run=int(rng.integers(1, 200)))
+        elif kind == 1:
+            pb.emit("mm", [R("act", a, 50), W("acc", b, 50)], a=a, ars=1, w=0, ws=1, c=b, crs=1,
+                    m=int(rng.integers(1, 90)), n=20, k=int(rng.integers(1, 60)))
+        elif kind == 2:
+            pb.emit("act", [R("acc", b, 50), W("act", a, 50)], s=b, srs=1, out="act", d=a, drs=1,
+                    rows=int(rng.integers(1, 50)), cols=20)
+        else:
+            pb.emit("store", [R("act", a, 50)], buf="act", dram=0, sram=a, run=int(rng.integers(1, 100)))
+    pb.emit("halt")
+    return pb.finish()
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("depth", [1, 2, 64])
+def test_event_simulation_equals_cycle_stepped_reference(seed, depth):
+    prog = _random_program(seed)
+    m = dataclasses.replace(DEFAULT, queue_depth=depth, dma_latency=8)
+    t = Timing.from_machine(m)
+    r = estimate(prog, m)
+    start, total = _stepped(prog, r.work.latency.tolist(), t)
+    assert total == r.total_cycles
+    assert [s for s, ins in zip(start, prog) if ins.op != "halt"] == \
+        [int(s) for s, ins in zip(r.schedule.start, prog) if ins.op != "halt"]
