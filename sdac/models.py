@@ -52,6 +52,18 @@ def _int4_friendly(module) -> None:
                 w.mul_(sign[:, None])
 
 
+def _tame(module) -> None:
+    """Shrink the last layer of every residual branch (like the zero-initialised output convolutions
+    of diffusion codebases): a randomly initialised deep UNet is otherwise chaotic under int8
+    quantization (a 1e-4 change of the input moves its QDQ output to ~20 dB SQNR), which no
+    reference comparison can see through; a trained model is not like that."""
+    torch = _torch()
+    with torch.no_grad():
+        for name, m in module.named_modules():
+            if name.endswith(("conv2", "to_out.0", "proj_out", "ff.net.2")) and hasattr(m, "weight"):
+                m.weight.mul_(0.25)
+
+
 # ------------------------------------------------------------------ modules
 
 def _conv3x3():
@@ -181,6 +193,7 @@ def _build_module(name: str):
         torch.manual_seed(0)
         m, shapes = BUILDERS[name]()
         m.eval()
+        _tame(m)
         _int4_friendly(m)
         _MODULES[name] = (m, shapes)
     return _MODULES[name]

@@ -135,6 +135,7 @@ def load_model(model, step_scales: str | dict | None = None) -> Graph:
     gp = inferred.graph
     opset = max([o.version for o in inferred.opset_import if o.domain in ("", "ai.onnx")] or [17])
     graph = Graph(source=base, opset=opset)
+    graph.meta["proto"] = proto   # the host prologue is cut from the original model (with its QDQ nodes)
 
     types: dict[str, tuple[tuple[int, ...], str]] = {}
     for vi in list(gp.input) + list(gp.value_info) + list(gp.output):

@@ -37,10 +37,13 @@ def _host_tensors(gp) -> set[str]:
     return host
 
 
-def hard_reference(model, keep_qdq: set[str] | None = None):
-    """The model with hard SiLU/GeLU. ``keep_qdq``: if given, only activations whose (float) name is in
-    it stay quantized (Q/DQ pairs elsewhere are removed) - e.g. the kernel boundaries of a KernelGraph,
-    which makes onnxruntime compute what the KernelGraph reference computes."""
+def hard_reference(model, keep_qdq: set[str] | None = None, float_readers: dict[str, set[str]] | None = None):
+    """The model with hard SiLU/GeLU.
+
+    ``keep_qdq``: if given, only activations whose (float) name is in it stay quantized (Q/DQ pairs
+    elsewhere are removed), e.g. the kernel boundaries of a KernelGraph; ``float_readers[t]`` names
+    the nodes that read tensor t unquantized (inside a kernel the value flows on past an Emit).
+    With both, onnxruntime computes what the KernelGraph reference computes (``boundary_reference``)."""
     import onnx
     from onnx import helper
     if not isinstance(model, onnx.ModelProto):
@@ -69,7 +72,8 @@ def hard_reference(model, keep_qdq: set[str] | None = None):
         return t
 
     def scalar(t: str):
-        """The value of a scalar constant, dequantized if it is DQ(constant)."""
+        """The value of a scalar constant, dequantized if it is DQ(constant) or DQ(Q(constant))."""
+        t = src(t)
         if t in consts:
             v = np.asarray(consts[t])
             return float(v.reshape(())) if v.size == 1 else None
@@ -141,7 +145,7 @@ def hard_reference(model, keep_qdq: set[str] | None = None):
     for n in gp.node:
         nodes.extend(new_nodes.get(id(n), [n]))
     if keep_qdq is not None:
-        nodes = _strip_qdq(nodes, keep_qdq, set(consts), gp)
+        nodes = _strip_qdq(nodes, keep_qdq, set(consts), gp, float_readers or {})
     # drop what no longer feeds an output
     needed = {o.name for o in gp.output}
     keep = []
@@ -157,31 +161,105 @@ def hard_reference(model, keep_qdq: set[str] | None = None):
     return model
 
 
-def _strip_qdq(nodes, keep: set[str], consts: set[str], gp):
+def _strip_qdq(nodes, keep: set[str], consts: set[str], gp, float_readers: dict[str, set[str]]):
     """Remove activation Q->DQ pairs whose float tensor is not in ``keep``."""
     prod = {o: n for n in nodes for o in n.output}
     rename: dict[str, str] = {}
     drop = set()
+    float_for: dict[tuple[str, str], str] = {}   # (node name, DQ output) -> float tensor
     for n in nodes:
         if n.op_type != "DequantizeLinear":
             continue
         q = prod.get(n.input[0])
-        if q is None or q.op_type != "QuantizeLinear" or q.input[0] in consts or q.input[0] in keep:
+        if q is None or q.op_type != "QuantizeLinear" or q.input[0] in consts:
+            continue
+        if q.input[0] in keep:
+            for r in float_readers.get(q.input[0], ()):
+                float_for[(r, n.output[0])] = q.input[0]
             continue
         rename[n.output[0]] = q.input[0]
         drop.add(id(n))
     outs = {o.name for o in gp.output}
+    from onnx import helper
     out = []
     for n in nodes:
         if id(n) in drop:
             if n.output[0] in outs:   # keep graph output names: an Identity instead
-                from onnx import helper
                 out.append(helper.make_node("Identity", [rename[n.output[0]]], [n.output[0]]))
             continue
         for i, t in enumerate(n.input):
             if t in rename:
                 n.input[i] = rename[t]
+            if (n.name, n.input[i]) in float_for:
+                n.input[i] = float_for[(n.name, n.input[i])]
         out.append(n)
+    # a kernel reading its own emitted value through data-free ops (Reshape, Div by 1, ...) reads it
+    # unquantized too: give it a float copy of that chain
+    prod = {o: n for n in out for o in n.output}
+    qsrc = {n.output[0]: prod[n.input[0]].input[0] for n in out if n.op_type == "DequantizeLinear"
+            and n.input[0] in prod and prod[n.input[0]].op_type == "QuantizeLinear"}
+    cvals = {i.name: onnx_numpy(i) for i in gp.initializer}
+    for n in out:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            cvals[n.output[0]] = onnx_numpy(n.attribute[0].t)
+    extra, k = [], 0
+    for n in list(out):
+        for i, u in enumerate(n.input):
+            chain, t, start = [], u, None
+            while t in prod:
+                p = prod[t]
+                if t in qsrc and qsrc[t] in keep and n.name in float_readers.get(qsrc[t], ()):
+                    start = qsrc[t]
+                    break
+                if not _passthrough(p, cvals):
+                    break
+                chain.append(p)
+                t = p.input[0]
+            if start is None or not chain:
+                continue
+            cur = start
+            for p in reversed(chain):
+                k += 1
+                o = f"{p.output[0]}__float{k}"
+                extra.append(helper.make_node(p.op_type, [cur] + list(p.input[1:]), [o], name=f"{p.name}__float{k}",
+                                              **{a.name: helper.get_attribute_value(a) for a in p.attribute}))
+                cur = o
+            n.input[i] = cur
+    if extra:   # keep a topological order
+        out = out + extra
+        out = _toposort(out)
+    return out
+
+
+def onnx_numpy(init):
+    from onnx import numpy_helper
+    return numpy_helper.to_array(init)
+
+
+def _passthrough(p, cvals) -> bool:
+    if p.op_type in ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Dropout"):
+        return True
+    if p.op_type in ("Mul", "Div") and len(p.input) == 2 and p.input[1] in cvals:
+        v = np.asarray(cvals[p.input[1]])
+        return v.size == 1 and float(v.reshape(())) == 1.0
+    return False
+
+
+def _toposort(nodes):
+    produced = {o for n in nodes for o in n.output}
+    have, done, out = set(), set(), []
+    pending = list(nodes)
+    while pending:
+        rest = []
+        for n in pending:
+            if all(t in have or t not in produced for t in n.input if t):
+                out.append(n)
+                have.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise SdacError("hard reference: cycle while ordering nodes")
+        pending = rest
     return out
 
 
@@ -192,6 +270,23 @@ def write_hard_reference(src_path: str, dst_path: str) -> int:
     n = sum(1 for nd in m.graph.node if nd.op_type in ("HardSwish", "HardSigmoid"))
     onnx.save(m, dst_path)
     return n
+
+
+def boundary_reference(model, kg):
+    """onnxruntime's view of exactly what ``kg`` means: the hard model quantized only at the kernel
+    boundaries (and the attention probabilities, in units of 1/127), and inside a kernel the value read
+    unquantized past an Emit. Differences from run_kernel_graph are then only rounding ties."""
+    import onnx
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=True)
+    acts = {a.name for a in kg.inputs}
+    readers: dict[str, set[str]] = {}
+    for k in kg.kernels:
+        for e in k.epilogue:
+            if hasattr(e, "out"):
+                acts.add(e.out.name)
+                readers[e.out.name] = set(k.sources)
+    acts |= {o for n in proto.graph.node if n.op_type == "Softmax" for o in n.output}
+    return hard_reference(proto, keep_qdq=acts, float_readers=readers)
 
 
 def run_kernel_graph(kg, inputs: dict, step: int = 0) -> dict:
@@ -222,4 +317,52 @@ def run_kernel_graph(kg, inputs: dict, step: int = 0) -> dict:
         if y.ndim == 4:
             y = y.transpose(0, 3, 1, 2)
         out[kg.io_names.get(a.name, a.name)] = y
+    return out
+
+
+def kernel_agreement(reference, kg, inputs: dict, graph=None, step: int = 0) -> list[tuple[str, str, float]]:
+    """Each kernel of ``kg`` run on onnxruntime's values of its inputs, against onnxruntime's values of its
+    outputs (both fake-quantized with the Act scales): [(kernel name, output Act, SQNR dB)], in order.
+
+    ``reference`` is an ONNX model (e.g. ``hard_reference(qdq)`` or ``boundary_reference(qdq, kg)``);
+    ``graph`` (the IR after the passes) tells which tensors have their channels on axis 1. This locates
+    the first kernel that disagrees instead of a whole-model number.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+    from .reference import fake_quant, run_kernel, sqnr_db
+    m = onnx.ModelProto()
+    m.CopyFrom(reference)
+    produced = {o for n in m.graph.node for o in n.output} | {i.name for i in m.graph.input}
+    acts = {a.name: a for a in kg.inputs}
+    for k in kg.kernels:
+        for e in k.epilogue:
+            if hasattr(e, "out"):
+                acts[e.out.name] = e.out
+    have = [n for n in acts if n in produced and n not in {o.name for o in m.graph.output}]
+    for n in have:
+        m.graph.output.append(helper.make_empty_tensor_value_info(n))
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    feed = {i.name: inputs[i.name] for i in sess.get_inputs()}
+    vals = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
+    vals.update({k: v for k, v in inputs.items() if k not in vals})
+    env = {}
+    for n, a in acts.items():
+        if n not in vals:
+            continue
+        x = np.asarray(vals[n], np.float64)
+        t = graph.tensors.get(n) if graph is not None else None
+        ch = t.ch_axis if t is not None and t.ch_axis is not None else (1 if x.ndim == 4 else -1)
+        x = np.moveaxis(x, ch, -1).reshape(a.shape)
+        env[n] = fake_quant(x, float(a.scales[step]))
+    out = []
+    for k in kg.kernels:
+        if not all(a.name in env for a in k.inputs):
+            continue
+        e2 = dict(env)
+        run_kernel(k, e2, step)
+        for e in k.epilogue:
+            if hasattr(e, "out") and e.out.name in env:
+                out.append((k.name, e.out.name, sqnr_db(env[e.out.name], e2[e.out.name])))
     return out

@@ -30,6 +30,15 @@ class TensorType:
     dtype: str = "float32"
     scales: np.ndarray | None = None   # float32 [n_steps]: quantization scale per denoising step
     layout: str = "onnx"               # "onnx" (as in the model) or "cl" (channels-last, after to_channels_last)
+    ch_axis: int | None = None         # channel axis in the "onnx" layout if not the default (1 for rank 4, else -1)
+
+    @property
+    def channel_axis(self) -> int:
+        if self.layout == "cl":
+            return len(self.shape) - 1
+        if self.ch_axis is not None:
+            return self.ch_axis
+        return 1 if len(self.shape) == 4 else max(len(self.shape) - 1, 0)
 
     @property
     def absmax(self) -> float:
@@ -296,7 +305,9 @@ def _check_shape_rule(graph: Graph, n: str, d: dict, where: str) -> None:
     op, ins, outs = d["op"], d["inputs"], d["outputs"]
     shp = graph.tensors
     same_shape_ops = {"Silu", "Gelu", "GroupNorm", "LayerNorm", "Scale", "Bias"}
-    if op in same_shape_ops and shp[ins[0]].shape != shp[outs[0]].shape:
+    a_, y_ = shp[ins[0]].shape if ins else (), shp[outs[0]].shape if outs else ()
+    same = a_ == y_ if graph.stage != "device" else (_numel(a_) == _numel(y_) and a_[-1:] == y_[-1:])
+    if op in same_shape_ops and not same:
         raise CompileError(f"{where}: {graph.describe(n)}: output shape {shp[outs[0]].shape} != input "
                            f"{shp[ins[0]].shape}")
     if op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose") and graph.stage != "onnx":
@@ -304,7 +315,8 @@ def _check_shape_rule(graph: Graph, n: str, d: dict, where: str) -> None:
             raise CompileError(f"{where}: {graph.describe(n)}: element count changes")
     if op == "Add" and graph.stage != "onnx":
         a, b, y = (shp[t].shape for t in (ins[0], ins[1], outs[0]))
-        if _numel(a) != _numel(y) or (_numel(b) != _numel(y) and b[0] * b[-1] != _numel(b)):
+        ch = y[1] if len(y) == 4 and graph.stage != "device" else y[-1]
+        if _numel(a) != _numel(y) or _numel(b) not in (_numel(y), y[0] * ch):
             raise CompileError(f"{where}: {graph.describe(n)}: operand shapes {a}, {b} do not give {y}")
 
 

@@ -103,6 +103,9 @@ class Activation:
 class GeGLU:
     """y = y[..., :C/2] * gelu_hard(y[..., C/2:])."""
     absmax: float = 0.0
+    # optional (frontend, PassContext.requant_inside): the model rounds gelu_hard(gate) to int8 with
+    # these per-step scales before the product (None = not rounded)
+    gate_scales: np.ndarray | None = None
 
 
 @dataclass(eq=False)
@@ -111,7 +114,20 @@ class Emit:
     out: Act
 
 
-Epilogue = Bias | AddVec | AddTensor | Scale | Norm | Activation | GeGLU | Emit
+@dataclass(eq=False)
+class Requant:
+    """y = fake_quant(y, scales[step]): the model quantizes this intermediate value (a QDQ pair inside
+    the fusion group); it is rounded to that int8 grid (round to nearest, saturate) and flows on.
+
+    Optional (added by the frontend): the passes emit it only with PassContext.requant_inside, so
+    that the kernel computes exactly what the QDQ model says between its fused operators.
+    """
+    scales: np.ndarray   # float32 [n_steps]
+    tensor: str = ""     # the ONNX tensor the model quantizes here
+    absmax: float = 0.0
+
+
+Epilogue = Bias | AddVec | AddTensor | Scale | Norm | Activation | GeGLU | Emit | Requant
 
 
 # ---------------------------------------------------------------- kernels
@@ -146,6 +162,9 @@ class Kernel:
     dataflow_reason: str = ""
     sources: tuple[str, ...] = ()      # ONNX node names fused into this kernel
     main_absmax: float = 0.0           # |y| of the main operation over calibration (0 = unknown)
+    # attention only, optional (frontend, PassContext.requant_inside): the model quantizes the scores
+    # s = q k^T * sm_scale to int8 with these per-step scales before the SoftMax (None = not rounded)
+    score_scales: np.ndarray | None = None
 
     @property
     def outputs(self) -> list[Act]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .kernels import (Act, Activation, AddTensor, AddVec, Bias, Emit, GeGLU, Kernel, KernelGraph, Norm,
-                      Scale)
+                      Requant, Scale)
 
 
 def fake_quant(x: np.ndarray, scale: float) -> np.ndarray:
@@ -64,7 +64,7 @@ def _bcast_vec(v: np.ndarray, like: np.ndarray) -> np.ndarray:
     return v.reshape(v.shape[0], *([1] * (like.ndim - 2)), v.shape[-1])
 
 
-def main_op(k: Kernel, xs: list[np.ndarray]) -> np.ndarray:
+def main_op(k: Kernel, xs: list[np.ndarray], step: int = 0) -> np.ndarray:
     if k.kind == "conv3x3":
         w = k.weights.q.astype(np.float64) * k.weights.scale.astype(np.float64)[:, None, None, None]
         return conv3x3(xs[0], w, k.stride, k.pad)
@@ -79,6 +79,8 @@ def main_op(k: Kernel, xs: list[np.ndarray]) -> np.ndarray:
         for h in range(k.heads):
             sl = slice(h * d, (h + 1) * d)
             s = q[..., sl] @ np.swapaxes(kk[..., sl], -1, -2) * k.sm_scale
+            if getattr(k, "score_scales", None) is not None:
+                s = fake_quant(s, float(k.score_scales[step]))
             p = np.exp(s - s.max(-1, keepdims=True))
             p /= p.sum(-1, keepdims=True)
             p = np.clip(np.round(p * 127), 0, 127) / 127
@@ -88,12 +90,24 @@ def main_op(k: Kernel, xs: list[np.ndarray]) -> np.ndarray:
         return xs[0]
     if k.kind == "add":
         a, b = xs
-        return a + (_bcast_vec(b, a) if b.ndim == 2 and a.ndim > 2 else b)
+        return a + (_bcast_vec(b, a) if b.ndim == 2 and a.ndim > 2 else _same_rows(b, a))
     if k.kind == "concat":
         return np.concatenate(xs, axis=-1)
     if k.kind == "upsample":
         return xs[0].repeat(2, axis=1).repeat(2, axis=2)
     raise ValueError(f"kernel {k.name}: unknown kind {k.kind}")
+
+
+def _same_rows(x: np.ndarray, like) -> np.ndarray:
+    """x viewed with the shape of ``like`` (an array or an Act) when both are the same rows x channels.
+
+    The device stores every tensor as rows x channels, so (B,H,W,C) and (B,H*W,C) are the same
+    data: e.g. a matmul on a feature map emitting a sequence Act, or a residual read as a sequence.
+    """
+    shape = tuple(like.shape)
+    if x.shape == shape or x.size != int(np.prod(shape)) or x.shape[-1] != shape[-1]:
+        return x
+    return x.reshape(shape)
 
 
 def run_kernel(k: Kernel, env: dict[str, np.ndarray], step: int, observe=None) -> None:
@@ -106,7 +120,7 @@ def run_kernel(k: Kernel, env: dict[str, np.ndarray], step: int, observe=None) -
     def get(a: Act) -> np.ndarray:
         return env[a.name]
 
-    y = main_op(k, [get(a) for a in k.inputs])
+    y = main_op(k, [get(a) for a in k.inputs], step)
     if observe:
         observe(k, y)
     for e in k.epilogue:
@@ -115,7 +129,7 @@ def run_kernel(k: Kernel, env: dict[str, np.ndarray], step: int, observe=None) -
         elif isinstance(e, AddVec):
             y = y + _bcast_vec(get(e.v), y)
         elif isinstance(e, AddTensor):
-            y = y + get(e.r)
+            y = y + _same_rows(get(e.r), y)
         elif isinstance(e, Scale):
             y = y * e.factor
         elif isinstance(e, Norm):
@@ -125,9 +139,14 @@ def run_kernel(k: Kernel, env: dict[str, np.ndarray], step: int, observe=None) -
             y = hard_silu(y) if e.fn == "silu" else hard_gelu(y)
         elif isinstance(e, GeGLU):
             c = y.shape[-1] // 2
-            y = y[..., :c] * hard_gelu(y[..., c:])
+            gate = hard_gelu(y[..., c:])
+            if getattr(e, "gate_scales", None) is not None:
+                gate = fake_quant(gate, float(e.gate_scales[step]))
+            y = y[..., :c] * gate
+        elif isinstance(e, Requant):
+            y = fake_quant(y, float(e.scales[step]))
         elif isinstance(e, Emit):
-            env[e.out.name] = fake_quant(y, float(e.out.scales[step]))
+            env[e.out.name] = _same_rows(fake_quant(y, float(e.out.scales[step])), e.out)
         else:
             raise TypeError(f"kernel {k.name}: unknown epilogue step {e!r}")
         if observe:

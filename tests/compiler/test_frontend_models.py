@@ -1,10 +1,15 @@
-"""Whole small models: ONNX QDQ -> KernelGraph, its float reference against onnxruntime.
+"""Whole small models: QDQ ONNX (torch.onnx.export + onnxruntime quantize_static) -> KernelGraph.
 
-Two references (onnxruntime on the `sdac reference` hard-activation model):
-  * the QDQ model as quantize_static wrote it: it also quantizes the intermediates that a
-    fused kernel keeps on chip, so it differs by those roundings: SQNR >= 30 dB;
-  * the same model with Q/DQ kept only at the kernel boundaries: this is exactly what the
-    KernelGraph means, so it must agree to rounding ties (SQNR >= 60 dB).
+References, all onnxruntime on the `sdac reference` hard-activation model:
+  * kernel by kernel ("teacher forced": each kernel run on onnxruntime's values of its inputs), against
+    - the QDQ model itself, with PassContext(requant_inside=True): the kernels then round wherever the
+      model does, so every kernel must agree to rounding ties;
+    - the model quantized only at the kernel boundaries (boundary_reference), in the default mode;
+  * end to end against the QDQ model. The fused kernels keep intermediates on chip that the QDQ model
+    rounds to int8, and a randomly initialised UNet amplifies any rounding difference (onnxruntime's
+    own output moves to ~26 dB SQNR when the input changes by 1e-4 relative, see
+    test_unet_self_sensitivity), so the whole-UNet bound is lower than the per-block one.
+Measured figures are printed (pytest -s).
 """
 import numpy as np
 import onnxruntime as ort
@@ -12,34 +17,108 @@ import pytest
 
 from sdac import models
 from sdac.compiler.frontend import load_model
-from sdac.compiler.hardref import hard_reference, run_kernel_graph
+from sdac.compiler.hardref import boundary_reference, hard_reference, kernel_agreement, run_kernel_graph
 from sdac.compiler.passes import PassContext, run_passes
 from sdac.compiler.reference import sqnr_db
 
+BLOCKS = ["conv3x3", "conv_gn_silu", "resnet", "attention", "transformer"]
+UNETS = ["unet", "unet_cond"]
+E2E_MIN = {"conv3x3": 60, "conv_gn_silu": 30, "resnet": 30, "attention": 30, "transformer": 30,
+           "unet": 20, "unet_cond": 20}
+_compiled = {}
 
-def compile_model(path):
-    return run_passes(load_model(path), PassContext())
+
+def compiled(build_model, name, requant_inside=False):
+    key = (name, requant_inside)
+    if key not in _compiled:
+        q, _ = build_model(name)
+        g = load_model(q)
+        kg = run_passes(g, PassContext(requant_inside=requant_inside))
+        _compiled[key] = (q, g, kg)
+    return _compiled[key]
 
 
-def ort_run(model, inputs):
+def ort_out(model, inputs):
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, inputs)))
+    return sess.run(None, {i.name: inputs[i.name] for i in sess.get_inputs()})[0]
 
 
-def measure(path, name, seed=7):
-    kg = compile_model(path)
-    inp = models.sample_inputs(name, seed=seed)
+@pytest.mark.parametrize("name", BLOCKS + UNETS)
+def test_kernels_match_qdq_model_exactly_with_requant(build_model, name):
+    q, g, kg = compiled(build_model, name, requant_inside=True)
+    res = kernel_agreement(hard_reference(q), kg, models.sample_inputs(name, seed=7), g)
+    worst = min(res, key=lambda r: r[2])
+    print(f"{name}: {len(kg.kernels)} kernels; per-kernel SQNR vs QDQ model (requant_inside) min {worst[2]:.1f} dB "
+          f"at {worst[0]}")
+    assert len(res) >= len(kg.kernels)
+    # exact but for rounding ties; the LayerNorm after MM+residual sees one onnxruntime-internal rounding
+    assert worst[2] >= 38
+
+
+@pytest.mark.parametrize("name", BLOCKS + UNETS)
+def test_kernels_match_boundary_reference(build_model, name):
+    q, g, kg = compiled(build_model, name)
+    res = kernel_agreement(boundary_reference(q, kg), kg, models.sample_inputs(name, seed=7), g)
+    worst = min(res, key=lambda r: r[2])
+    print(f"{name}: per-kernel SQNR vs boundary-quantized model min {worst[2]:.1f} dB at {worst[0]}")
+    assert worst[2] >= 55
+
+
+@pytest.mark.parametrize("name", BLOCKS + UNETS)
+@pytest.mark.parametrize("requant_inside", [False, True])
+def test_end_to_end_against_qdq_model(build_model, name, requant_inside):
+    q, g, kg = compiled(build_model, name, requant_inside)
+    inp = models.sample_inputs(name, seed=7)
     got = run_kernel_graph(kg, inp)["out"]
-    full = ort_run(hard_reference(path), inp)["out"]
-    acts = {a.name for a in kg.inputs} | {e.out.name for k in kg.kernels for e in k.epilogue if hasattr(e, "out")}
-    bound = ort_run(hard_reference(path, keep_qdq=acts), inp)["out"]
-    return kg, sqnr_db(full, got), sqnr_db(bound, got)
+    want = ort_out(hard_reference(q), inp)
+    s = sqnr_db(want, got)
+    print(f"{name} requant_inside={requant_inside}: end-to-end SQNR vs hard QDQ model {s:.1f} dB")
+    assert s >= E2E_MIN[name]
 
 
-@pytest.mark.parametrize("name", ["conv3x3", "conv_gn_silu"])
-def test_small_model_matches_onnxruntime(build_model, name):
-    q, _ = build_model(name)
-    kg, s_full, s_bound = measure(q, name)
-    print(f"{name}: SQNR vs QDQ model {s_full:.1f} dB, vs boundary-only QDQ {s_bound:.1f} dB")
-    assert s_full >= 30
-    assert s_bound >= 60
+def test_unet_self_sensitivity(build_model):
+    """Why the whole-UNet bound is 20 dB: the QDQ model disagrees with itself at ~26 dB under a 1e-4 input change."""
+    q, _ = build_model("unet")
+    inp = models.sample_inputs("unet", seed=7)
+    m = hard_reference(q)
+    a = ort_out(m, inp)
+    b = ort_out(m, {**inp, "sample": inp["sample"] * np.float32(1 + 1e-4)})
+    s = sqnr_db(a, b)
+    print(f"unet: onnxruntime vs itself with the input scaled by 1+1e-4: {s:.1f} dB")
+    assert s < 40
+
+
+def test_unet_structure(build_model):
+    """The demo architecture goes through: conv, GN + hard SiLU, time embedding on the host, down/upsample,
+    skip concat, attention."""
+    q, g, kg = compiled(build_model, "unet")
+    kinds = {k.kind for k in kg.kernels}
+    assert kinds == {"conv3x3", "matmul", "attention", "norm", "concat", "upsample"}
+    assert kg.host_prologue is not None and set(kg.io_names.values()) >= {"sample", "out"}
+    assert any(k.stride == 2 for k in kg.kernels if k.kind == "conv3x3")
+    from sdac.compiler import kernels as K
+    # conv + time-embedding add + GN + SiLU, and conv + residual (+ GN + SiLU) are formed
+    seqs = [[type(e).__name__ for e in k.epilogue] for k in kg.kernels if k.kind == "conv3x3"]
+    assert ["Bias", "AddVec", "Norm", "Activation", "Emit"] in seqs
+    assert any(s[:3] == ["Bias", "AddTensor", "Emit"] for s in seqs)
+    assert all(k.dataflow == "ws" for k in kg.kernels if k.kind == "conv3x3")
+    assert all(k.dataflow == "os" for k in kg.kernels if k.kind in ("matmul", "attention"))
+    # every device input is either the sample or a host prologue output (the time projections)
+    host = ort.InferenceSession(kg.host_prologue)
+    host_outs = {o.name for o in host.get_outputs()}
+    for a in kg.inputs:
+        assert kg.io_names[a.name] == "sample" or kg.io_names[a.name] in host_outs
+        assert isinstance(a, K.Act) and a.scales.shape == (1,)
+
+
+def test_int8_weights_requantized_with_warning(build_model):
+    q, _ = build_model("conv_gn_silu", weights="int8")
+    ctx = PassContext()
+    with pytest.warns(UserWarning, match="int8 weights requantized to int4"):
+        kg = run_passes(load_model(q), ctx)
+    w = kg.kernels[0].weights
+    assert w.q.min() >= -7 and w.q.max() <= 7
+    inp = models.sample_inputs("conv_gn_silu", seed=7)
+    s = sqnr_db(ort_out(hard_reference(q), inp), run_kernel_graph(kg, inp)["out"])
+    print(f"conv_gn_silu int8 weights requantized to int4: SQNR vs int8 QDQ model {s:.1f} dB")
+    assert s >= 15

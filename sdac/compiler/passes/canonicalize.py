@@ -133,7 +133,8 @@ def geglu(graph: Graph) -> bool:
             axis = graph.node(p)["attrs"].get("axis", 0)
             if axis not in (-1, len(graph.shape(y)) - 1):
                 continue
-            graph.rewrite([p, g_, m], "GeGLU", [y], graph.outputs(m)[0], name=graph.node(m)["name"])
+            graph.rewrite([p, g_, m], "GeGLU", [y], graph.outputs(m)[0], name=graph.node(m)["name"],
+                          attrs={"gate_scales": graph.tensors[graph.outputs(g_)[0]].scales})
             changed = True
         elif graph.op(p) == "Slice" and pa is not None and graph.op(pa) == "Slice" and \
                 graph.inputs(p)[0] == graph.inputs(pa)[0]:
@@ -145,28 +146,28 @@ def geglu(graph: Graph) -> bool:
             sg = graph.const(graph.inputs(p)[1])
             if sa is None or sg is None or int(np.ravel(sa)[0]) != 0 or int(np.ravel(sg)[0]) != c // 2:
                 continue
-            graph.rewrite([pa, p, g_, m], "GeGLU", [y], graph.outputs(m)[0], name=graph.node(m)["name"])
+            graph.rewrite([pa, p, g_, m], "GeGLU", [y], graph.outputs(m)[0], name=graph.node(m)["name"],
+                          attrs={"gate_scales": graph.tensors[graph.outputs(g_)[0]].scales})
             changed = True
     return changed
 
 
-def _per_channel(graph: Graph, t: str, c: int, x_rank: int) -> np.ndarray | None:
-    """A constant that broadcasts along the channel axis only -> [C]; else None."""
+def _per_channel(graph: Graph, t: str, c: int, x_rank: int, ch_axis: int | None = None) -> np.ndarray | None:
+    """A constant that broadcasts along the channel axis only -> [C]; else None.
+
+    The channel axis of x is 1 for rank 4 (NCHW) and the last axis otherwise, unless given."""
     v = graph.const(t)
     if v is None:
         return None
     v = np.asarray(v, np.float32)
     if v.size == 1:
         return np.full(c, float(v.reshape(())), np.float32)
-    if v.size != c:
+    if ch_axis is None:
+        ch_axis = 1 if x_rank == 4 else x_rank - 1
+    big = [i for i, s in enumerate(v.shape) if s != 1]
+    if v.size != c or len(big) != 1 or x_rank - v.ndim + big[0] != ch_axis % x_rank:
         return None
-    shp = [s for s in v.shape]
-    # NCHW: (C,1,1) / (1,C,1,1);  sequences and vectors: (C,) / (1,1,C)
-    if x_rank == 4 and (tuple(shp[-3:]) == (c, 1, 1)):
-        return v.reshape(c)
-    if x_rank in (2, 3) and shp[-1] == c:
-        return v.reshape(c)
-    return None
+    return v.reshape(c)
 
 
 def group_norm(graph: Graph) -> bool:
@@ -185,14 +186,18 @@ def group_norm(graph: Graph) -> bool:
         if not r2 or graph.op(r2) != "Reshape" or graph.shape(graph.outputs(r2)[0]) != xs:
             continue
         c = xs[1]
+        if len(xs) not in (3, 4):
+            continue
         chain, t = [r1, n, r2], graph.outputs(r2)[0]
         gamma, beta = np.ones(c, np.float32), np.zeros(c, np.float32)
         m = _only_consumer(graph, t)
-        if m and graph.op(m) == "Mul" and (g := _per_channel(graph, _other(graph, m, t), c, len(xs))) is not None:
+        if m and graph.op(m) == "Mul" and (g := _per_channel(graph, _other(graph, m, t), c, len(xs), 1)) is not None:
             gamma, chain, t = g, chain + [m], graph.outputs(m)[0]
             a = _only_consumer(graph, t)
-            if a and graph.op(a) == "Add" and (b := _per_channel(graph, _other(graph, a, t), c, len(xs))) is not None:
+            if a and graph.op(a) == "Add" and (b := _per_channel(graph, _other(graph, a, t), c, len(xs), 1)) is not None:
                 beta, chain, t = b, chain + [a], graph.outputs(a)[0]
+        if len(xs) == 3:   # GroupNorm on (B, C, T): this tensor has its channels on axis 1
+            graph.tensors[x].ch_axis = graph.tensors[t].ch_axis = 1
         graph.rewrite(chain, "GroupNorm", [x], t, name=graph.node(n)["name"].rsplit("/", 1)[0] or None,
                       attrs={"groups": int(groups), "eps": float(graph.node(n)["attrs"].get("epsilon", 1e-5)),
                              "gamma": gamma, "beta": beta})
@@ -271,13 +276,16 @@ def linear(graph: Graph) -> bool:
         if w is None or w.ndim != 2:
             continue  # a product of activations: attention
         chain, out, ins = [n], d["outputs"][0], [x, w_t]
+        attrs = {}
         a = _only_consumer(graph, out)
         if a and graph.op(a) == "Add":
             b = _per_channel(graph, _other(graph, a, out), w.shape[1], 3)
             if b is not None:
+                if graph.tensors[out].scales is not None:   # the model quantizes x @ W before the bias
+                    attrs["pre_bias_scales"] = graph.tensors[out].scales
                 chain, out = chain + [a], graph.outputs(a)[0]
                 ins.append(graph.add_const(b, base="linear_b"))
-        graph.rewrite(chain, "Linear", ins, out, name=graph.node(n)["name"])
+        graph.rewrite(chain, "Linear", ins, out, name=graph.node(n)["name"], attrs=attrs)
         changed = True
     return changed
 

@@ -18,6 +18,8 @@ def _epi(e) -> str:
         return f"AddVec({e.v.name})"
     if isinstance(e, K.Scale):
         return f"Scale({e.factor:g})"
+    if isinstance(e, K.Requant):
+        return "Requant"
     return type(e).__name__
 
 

@@ -41,6 +41,39 @@ def fold_node(graph: Graph, n: str, values: list[np.ndarray], fate: str = "folde
             graph.set_input(c, port, o)
 
 
+def refresh_shapes(graph: Graph) -> None:
+    """Re-run ONNX shape inference now that shape computations are constants (the exporter's
+    Shape->Gather->... chains leave e.g. Slice outputs unknown in the original model)."""
+    import onnx
+    from onnx import helper, numpy_helper
+    unknown = [t for n in graph.nodes() if graph.op(n) not in ("Constant", "Input", "Output")
+               for t in graph.outputs(n) if t and (not graph.shape(t) or min(graph.shape(t)) < 0)]
+    if not unknown:
+        return
+    nodes, inits = [], []
+    for n in graph.nodes():
+        d = graph.node(n)
+        if d["op"] == "Constant":
+            inits.append(numpy_helper.from_array(np.asarray(d["value"]), d["outputs"][0]))
+        elif d["op"] not in ("Input", "Output"):
+            nodes.append(onnx_node(d))
+    elem = {"float32": onnx.TensorProto.FLOAT, "int64": onnx.TensorProto.INT64}
+    ins = [helper.make_tensor_value_info(t, elem.get(graph.tensors[t].dtype, onnx.TensorProto.FLOAT),
+                                         list(graph.shape(t))) for t in graph.graph_inputs()]
+    outs = [helper.make_empty_tensor_value_info(t) for t in graph.graph_outputs()]
+    model = helper.make_model(helper.make_graph(nodes, "shapes", ins, outs, inits),
+                              opset_imports=[helper.make_opsetid("", graph.opset)])
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:
+        return
+    for vi in inferred.graph.value_info:
+        if vi.name in graph.tensors and vi.type.tensor_type.HasField("shape"):
+            dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim)
+            if dims and min(dims) > 0:
+                graph.tensors[vi.name].shape = dims
+
+
 def run(graph: Graph, ctx) -> bool:
     changed = False
     for n in graph.nodes():
@@ -59,4 +92,6 @@ def run(graph: Graph, ctx) -> bool:
         if ins and all(graph.const(t) is not None for t in ins):
             fold_node(graph, n, evaluate_node(graph, n))
             changed = True
-    return graph.remove_dead() or changed
+    changed = graph.remove_dead() or changed
+    refresh_shapes(graph)
+    return changed

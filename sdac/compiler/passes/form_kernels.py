@@ -127,6 +127,8 @@ class _Former:
         elif op == "Attention":
             kind, inputs, bias = "attention", list(ins), None
             kw.update(heads=d["attrs"]["heads"], sm_scale=d["attrs"]["sm_scale"])
+            if getattr(self.ctx, "requant_inside", False) and d["attrs"].get("score_scales") is not None:
+                kw.update(score_scales=d["attrs"]["score_scales"])
         elif op == "Upsample":
             kind, inputs, bias = "upsample", [ins[0]], None
         elif op == "Concat":
@@ -140,6 +142,9 @@ class _Former:
             return kind, inputs, kw, None, n   # the op itself is the first epilogue step
         else:
             raise CompileError(f"{g.source}: {where}: no kernel for op {op}")
+        pre = d["attrs"].get("pre_bias_scales")
+        if bias is not None and pre is not None and getattr(self.ctx, "requant_inside", False):
+            epi.append(K.Requant(np.asarray(pre, np.float32), d["name"], float(np.max(pre) * 127)))
         if bias is not None:
             epi.append(K.Bias(np.asarray(bias, np.float32).reshape(-1), absmax=self.absmax(d["outputs"][0])))
         return kind, inputs, kw, epi, None
@@ -163,7 +168,8 @@ class _Former:
         if op in ACT_FNS:
             return K.Activation(ACT_FNS[op], absmax=am)
         if op == "GeGLU":
-            return K.GeGLU(absmax=am)
+            gs = a.get("gate_scales") if getattr(self.ctx, "requant_inside", False) else None
+            return K.GeGLU(absmax=am, gate_scales=None if gs is None else np.asarray(gs, np.float32))
         if op == "Add":
             other = d["inputs"][1] if d["inputs"][0] == cur else d["inputs"][0]
             if self.is_vector(other, cur):
@@ -181,7 +187,9 @@ class _Former:
         import networkx as nx
         if nx.has_path(self.g.g, anchor, p):
             return False
-        return all(self.can_make_ready(x, anchor) for x in self.g.inputs(p) if x and self.g.const(x) is None)
+        # only one kernel ahead (its inputs are already computed): the short branch (a shortcut
+        # conv) runs first, the long one absorbs the add (conv + residual + GN + SiLU)
+        return all(x in self.ready for x in self.g.inputs(p) if x and self.g.const(x) is None)
 
     def make_ready(self, t: str) -> None:
         if t in self.ready:
@@ -235,6 +243,9 @@ class _Former:
                 self.ready.add(cur)
             if c is None:
                 break
+            if getattr(self.ctx, "requant_inside", False) and g.tensors[cur].scales is not None:
+                # the model quantizes this intermediate: round the flowing value to its grid too
+                epi.append(K.Requant(np.asarray(g.tensors[cur].scales, np.float32), cur, self.absmax(cur)))
             if g.op(c) == "Add":
                 ins = g.inputs(c)
                 self.make_ready(ins[1] if ins[0] == cur else ins[0])

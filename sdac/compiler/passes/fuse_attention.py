@@ -161,7 +161,10 @@ def run(graph: Graph, ctx) -> bool:
                         raise CompileError(f"{graph.source}: {graph.describe(n)}: an intermediate of the attention "
                                            f"pattern is also read by {graph.describe(c)}")
         nodes = list(dict.fromkeys(nodes))
+        attrs = {"heads": int(heads), "sm_scale": float(a_f * b_f * s_factor)}
+        if graph.tensors[s_in].scales is not None:   # the model rounds the scores before the SoftMax
+            attrs["score_scales"] = np.asarray(graph.tensors[s_in].scales, np.float32)
         graph.rewrite(nodes, "Attention", [a_root, b_root, v_root], o, name=graph.node(sm)["name"].rsplit("/", 1)[0],
-                      attrs={"heads": int(heads), "sm_scale": float(a_f * b_f * s_factor)})
+                      attrs=attrs)
         changed = True
     return changed

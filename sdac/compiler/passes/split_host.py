@@ -77,6 +77,14 @@ def run(graph: Graph, ctx) -> bool:
     outs = [helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, list(graph.shape(t))) for t in boundary]
     gp = helper.make_graph(nodes, "sdac_host_prologue", ins, outs, inits)
     model = helper.make_model(gp, opset_imports=[helper.make_opsetid("", graph.opset)], producer_name="sdac")
+    if graph.meta.get("proto") is not None:
+        # cut from the original model instead, so the host computes exactly what the model says
+        # (including the Q/DQ pairs on the time-embedding path)
+        try:
+            model = onnx.utils.Extractor(graph.meta["proto"]).extract_model(hin, boundary)
+        except Exception as e:
+            raise CompileError(f"{graph.source}: cannot extract the host prologue ({str(e).splitlines()[0][:200]})")
+        model.graph.name = "sdac_host_prologue"
     try:
         onnx.checker.check_model(model)
     except Exception as e:

@@ -17,32 +17,42 @@ from ..ir import Graph
 from .fuse_attention import LAYOUT, apply_layout
 
 
-def device_matrix(arr: np.ndarray) -> np.ndarray:
-    """The rows x channels matrix of an ONNX-layout array (NCHW for rank 4)."""
-    if arr.ndim == 4:
-        return arr.transpose(0, 2, 3, 1).reshape(-1, arr.shape[1])
+def device_matrix(arr: np.ndarray, ch_axis: int | None = None) -> np.ndarray:
+    """The rows x channels matrix of an ONNX-layout array (channels on axis 1 for rank 4, else last)."""
     if arr.ndim == 0:
         return arr.reshape(1, 1)
-    return arr.reshape(-1, arr.shape[-1])
+    if ch_axis is None:
+        ch_axis = 1 if arr.ndim == 4 else arr.ndim - 1
+    return np.moveaxis(arr, ch_axis, -1).reshape(-1, arr.shape[ch_axis])
 
 
-def _cl_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return (shape[0], shape[2], shape[3], shape[1]) if len(shape) == 4 else tuple(shape)
+def _cl_shape(shape: tuple[int, ...], ch_axis: int) -> tuple[int, ...]:
+    s = list(shape)
+    c = s.pop(ch_axis)
+    return tuple(s + [c])
 
 
 def run(graph: Graph, ctx) -> bool:
     changed = False
-    for n in graph.nodes():
-        if graph.op(n) not in LAYOUT:
-            continue
+    # chains of layout ops are judged from their root to each end a non-layout op reads:
+    # the intermediates (e.g. (B,C) -> (B,C,1) -> (B,C,1,1)) need not be device tensors
+    moved: dict[str, tuple[str, np.ndarray]] = {}   # tensor -> (root tensor, root indices moved here)
+    layout_nodes = [n for n in graph.nodes() if graph.op(n) in LAYOUT]
+    for n in layout_nodes:
         x, y = graph.inputs(n)[0], graph.outputs(n)[0]
-        xs = graph.shape(x)
-        idx = np.arange(int(np.prod(xs))).reshape(xs)
+        root, idx = moved.get(x, (x, None))
+        if idx is None:
+            idx = np.arange(int(np.prod(graph.shape(x)))).reshape(graph.shape(x))
         out = apply_layout(graph, n, idx)
-        a, b = device_matrix(idx), device_matrix(out)
-        if a.shape != b.shape or not np.array_equal(a, b):
-            raise CompileError(f"{graph.source}: {graph.describe(n)}: {graph.op(n)} {xs} -> {graph.shape(y)} moves "
-                               f"data on the device (channels-last rows x channels); not supported")
+        moved[y] = (root, out)
+        if any(graph.op(c) not in LAYOUT for c, _ in graph.consumers(y)):
+            a = device_matrix(np.arange(out.size).reshape(graph.shape(root)), graph.tensors[root].channel_axis)
+            b = device_matrix(out, graph.tensors[y].channel_axis)
+            if a.shape != b.shape or not np.array_equal(a, b):
+                raise CompileError(f"{graph.source}: {graph.describe(n)}: {graph.op(n)} chain {graph.shape(root)} -> "
+                                   f"{graph.shape(y)} moves data on the device (channels-last rows x channels); "
+                                   f"not supported")
+    for n in layout_nodes:
         graph.alias(n)
         changed = True
     graph.remove_dead()
@@ -50,7 +60,7 @@ def run(graph: Graph, ctx) -> bool:
         p = graph.producer(name)
         if p is None or graph.op(p) == "Constant" or t.layout == "cl":
             continue
-        t.shape = _cl_shape(t.shape)
+        t.shape = _cl_shape(t.shape, t.channel_axis) if t.shape else t.shape
         t.layout = "cl"
     for n in graph.nodes("Concat"):
         graph.node(n)["attrs"]["axis"] = -1
