@@ -79,6 +79,37 @@ def use_hard_activations(model: nn.Module) -> int:
     return n
 
 
+class GroupNorm4DAttnProcessor:
+    """diffusers' self-attention, with the GroupNorm applied to the (B, C, H, W) map before flattening.
+
+    The same math as AttnProcessor2_0 (GroupNorm statistics do not depend on the layout), but the
+    exported graph has the usual 4-D GroupNorm pattern (as in the resnets) instead of a GroupNorm on
+    (B, C, H*W), and an explicit softmax(q k^T * d^-1/2) v.
+    """
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 *args, **kwargs):
+        if encoder_hidden_states is not None or attention_mask is not None or hidden_states.ndim != 4:
+            raise ValueError("GroupNorm4DAttnProcessor: self-attention on a 4-D map only")
+        residual = hidden_states
+        b, c, h, w = hidden_states.shape
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states)
+        x = hidden_states.reshape(b, c, h * w).transpose(1, 2)
+        q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
+        d = q.shape[-1] // attn.heads
+        q = q.reshape(b, -1, attn.heads, d).transpose(1, 2)
+        k = k.reshape(b, -1, attn.heads, d).transpose(1, 2)
+        v = v.reshape(b, -1, attn.heads, d).transpose(1, 2)
+        p = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * (d ** -0.5), dim=-1)
+        y = torch.matmul(p, v).transpose(1, 2).reshape(b, h * w, attn.heads * d)
+        y = attn.to_out[1](attn.to_out[0](y))
+        y = y.transpose(1, 2).reshape(b, c, h, w)
+        if attn.residual_connection:
+            y = y + residual
+        return y / attn.rescale_output_factor
+
+
 def build_unet(cfg: DigitsConfig) -> nn.Module:
     from diffusers import UNet2DModel
     n = len(cfg.block_out_channels)
@@ -89,6 +120,10 @@ def build_unet(cfg: DigitsConfig) -> nn.Module:
         norm_num_groups=cfg.norm_num_groups, add_attention=cfg.add_attention, attention_head_dim=None,
     )
     use_hard_activations(model)
+    from diffusers.models.attention_processor import Attention
+    for m in model.modules():
+        if isinstance(m, Attention):
+            m.set_processor(GroupNorm4DAttnProcessor())
     return model
 
 

@@ -4,12 +4,10 @@ Every float activation tensor of the graph is exposed as an extra output; the mo
 step after step of DDIM sampling from seeded noise, and the absolute maximum of every tensor
 is recorded per denoising step (max over the calibration images).
 
-Which tensors are activations (what the device holds as int8):
-  * the ``sample`` input and everything computed from it;
-  * everything computed by or after a weighted op (Conv/Gemm/MatMul with a weight initializer);
-  * host tensors (computed from the timestep alone without a weighted op: the sinusoidal
-    embedding, run on the host in float) are not quantized, except where a device op consumes
-    them (that is where they enter the device as int8).
+Which tensors are activations (what the device holds as int8): the ``sample`` input and
+everything computed from it, plus the host tensors the device reads. Host tensors (computed
+from the timestep alone: sinusoidal embedding, time MLP, time projections; the host runs them in
+float before each step) are not quantized except where the device reads them.
 Constants (computed from initializers only) and non-float tensors are never activations.
 """
 from __future__ import annotations
@@ -58,39 +56,66 @@ def float_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
+LAYOUT_OPS = {"Unsqueeze", "Reshape", "Squeeze", "Flatten", "Identity", "Cast"}
+
+
 def tensor_roles(model: onnx.ModelProto) -> TensorRoles:
+    """Split the float tensors into device activations, host tensors and constants.
+
+    Host: everything computed from the timestep (and constants) alone: the sinusoidal embedding,
+    the time MLP and the per-resnet time projections run on the host in float (as the compiler's
+    split_host pass does). Layout ops at the end of a host chain (e.g. the Unsqueeze of a time
+    projection) belong to the device, so the tensor handed over is the projection's output.
+    """
     g = model.graph
     types = float_types(model)
     inits = {i.name for i in g.initializer}
     constants = set(inits)
-    host = {i.name for i in g.input if i.name == TIMESTEP_INPUT}
-    device = {i.name for i in g.input if i.name not in inits and i.name != TIMESTEP_INPUT}
-    order: list[str] = [i.name for i in g.input if i.name in device]
-    host_into_device: list[str] = []
+    host_t = {i.name for i in g.input if i.name == TIMESTEP_INPUT}
+    host_nodes: list[onnx.NodeProto] = []
     for node in g.node:
         ins = [x for x in node.input if x]
         if all(x in constants for x in ins):
             constants.update(o for o in node.output if o)
             continue
-        weighted = node.op_type in WEIGHTED_OPS and len(node.input) > WEIGHTED_OPS[node.op_type] \
-            and node.input[WEIGHTED_OPS[node.op_type]] in inits
-        if weighted or any(x in device for x in ins):
-            for x in ins:
-                if x in host and x not in host_into_device:
-                    host_into_device.append(x)
-            for o in node.output:
-                if o:
-                    device.add(o)
-                    order.append(o)
-        else:
-            host.update(o for o in node.output if o)
+        dyn = [x for x in ins if x not in constants]
+        if dyn and all(x in host_t for x in dyn):
+            host_nodes.append(node)
+            host_t.update(o for o in node.output if o)
+    # trailing layout ops move back to the device
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in g.node:
+        for x in node.input:
+            consumers.setdefault(x, []).append(node)
+    outputs = {o.name for o in g.output}
+    host_ids = {id(n) for n in host_nodes}
+    moved = True
+    while moved:
+        moved = False
+        for node in reversed(host_nodes):
+            if id(node) in host_ids and node.op_type in LAYOUT_OPS and all(
+                    id(c) not in host_ids for o in node.output for c in consumers.get(o, [])):
+                host_ids.discard(id(node))
+                host_t.difference_update(node.output)
+                moved = True
+    host_t.discard(TIMESTEP_INPUT)
+    order = [i.name for i in g.input if i.name not in inits and i.name != TIMESTEP_INPUT]
+    handed_over: list[str] = []
+    for node in g.node:
+        if id(node) in host_ids or all(x in constants for x in node.input if x):
+            continue
+        for x in node.input:
+            if x == TIMESTEP_INPUT:
+                raise SdacError(f"node {node.name} ({node.op_type}) reads the input {TIMESTEP_INPUT!r} on the "
+                                "device; quantizing a raw timestep to int8 would destroy it")
+            if x in host_t and x not in handed_over:
+                handed_over.append(x)
+        order += [o for o in node.output if o]
     is_float = lambda n: types.get(n) == TensorProto.FLOAT  # noqa: E731
-    acts = [n for n in order if is_float(n)]
-    acts += [n for n in host_into_device if is_float(n) and n != TIMESTEP_INPUT]
-    if TIMESTEP_INPUT in host_into_device:
-        raise SdacError(f"the input {TIMESTEP_INPUT!r} feeds a device op directly; quantizing a raw timestep "
-                        "to int8 would destroy it (compute an embedding first)")
-    return TensorRoles(activations=acts, host=host - set(acts), constants=constants)
+    acts = [n for n in handed_over + order if is_float(n)]
+    seen: set[str] = set()
+    acts = [n for n in acts if not (n in seen or seen.add(n))]
+    return TensorRoles(activations=acts, host=(host_t | {TIMESTEP_INPUT}) - set(acts), constants=constants)
 
 
 def expose(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:

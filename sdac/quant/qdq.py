@@ -134,12 +134,13 @@ def make_qdq(model: onnx.ModelProto, act_absmax: dict[str, float], wbits: int = 
     g.node.extend(nodes)
     del g.initializer[:]
     g.initializer.extend(new_inits)
-    # value_info of renamed/float tensors is stale: drop it (shapes are re-inferred by consumers)
+    # value_info of renamed tensors is stale: infer it again (tools such as onnx.utils.Extractor need it)
     del g.value_info[:]
     for op in m.opset_import:
         if op.domain in ("", "ai.onnx"):
             op.version = max(op.version, QDQ_OPSET)
     m.ir_version = max(m.ir_version, 10)
+    m = onnx.shape_inference.infer_shapes(m)
     onnx.checker.check_model(m)
     return m, {n: rename[n] for n in act_absmax}
 

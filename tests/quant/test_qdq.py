@@ -145,6 +145,10 @@ def test_activation_roles_keep_timestep_on_host():
     assert "sample" in roles.activations and "timestep" not in roles.activations
     assert "out_sample" in roles.activations
     assert any("time_proj" in n for n in roles.host)
+    # the time MLP runs on the host in float; the device reads the per-resnet time projections
+    assert any("time_embedding/linear_1" in n for n in roles.host)
+    assert not any("time_embedding" in n for n in roles.activations)
+    assert sum("time_emb_proj/Gemm_output_0" in n for n in roles.activations) >= 4
 
 
 def test_refuses_overwrite_and_cli(tmp_path, quantized):
