@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     ap.add_argument("--save", metavar="OUT.sdab", help="write the stand-in bundle (for sdac report)")
     ap.add_argument("--html", metavar="REPORT.html")
     ap.add_argument("--plots", metavar="DIR")
-    ap.add_argument("--timing", metavar="TIMING.json", help="cycle-model parameter overrides")
+    ap.add_argument("--timing", metavar="PROFILE|TIMING.json", help="cycle-model parameter overrides")
     ap.add_argument("--what-if", action="store_true", help="also time micro-architecture variants")
     ap.add_argument("--top", type=int, default=12)
     args = ap.parse_args(argv)
@@ -73,9 +73,9 @@ def main(argv=None) -> int:
         what = "SD-v1.5-shaped stand-in (sdac.perf.sd15, hand-built KernelGraph, random int4 weights)"
         if args.save:
             write_bundle(b, args.save)
-    overrides = Timing.load_overrides(args.timing) if args.timing else {}
+    base = Timing.resolve(b.machine, args.timing)
     t0 = time.perf_counter()
-    rep = estimate(b, timing=Timing.from_machine(b.machine, **overrides))
+    rep = estimate(b, timing=base)
     dt = time.perf_counter() - t0
     frac = rep.roofline_fraction
     print(f"SD-v1.5 UNet, one iteration: {what}")
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
         print("micro-architecture variants (same program)")
         rows = []
         for name, ov in WHAT_IF:
-            r = estimate(b, timing=Timing.from_machine(b.machine, **{**overrides, **ov}), keep_schedule=False)
+            r = estimate(b, timing=base.replace(**ov), keep_schedule=False)
             rows.append([name, f"{r.iters_per_s:.4f}", f"{100 * r.roofline_fraction:.1f}%"])
         print(_table(rows, ["variant", "iter/s", "of roofline"], "lrr"))
     if args.html:

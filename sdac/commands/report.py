@@ -20,8 +20,8 @@ def register(sub) -> None:
     p.add_argument("--plots", metavar="DIR", help="also write timeline.png, roofline.png, kernels.png (matplotlib)")
     p.add_argument("--compare-sda", action="store_true", help="add a table against the SDA paper (SD-v1.5)")
     p.add_argument("--top", type=int, default=25, metavar="N", help="kernels in the text table (0 = all; default 25)")
-    p.add_argument("--timing", metavar="TIMING.json", help="override cycle-model parameters (a JSON object of "
-                   "sdac.perf.timing.Timing fields, e.g. fitted to the RTL)")
+    p.add_argument("--timing", metavar="PROFILE|TIMING.json", help="override cycle-model parameters: a profile "
+                   "name (rtl-cosim) or a JSON object of sdac.perf.timing.Timing fields")
     p.add_argument("--json", metavar="OUT.json", help="also write every figure as JSON ('-' prints it instead)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.set_defaults(func=run)
@@ -40,8 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if args.top < 0:
         raise SdacError("--top must be >= 0")
     b = read_bundle(args.bundle)
-    overrides = Timing.load_overrides(args.timing) if args.timing else {}
-    timing = Timing.from_machine(b.machine, **overrides)
+    timing = Timing.resolve(b.machine, args.timing)
     rep = estimate(b, timing=timing)
     name = Path(args.bundle).name
     if args.json == "-":

@@ -171,6 +171,8 @@ def simulate(instrs, work: Work, t: Timing) -> Schedule:
     popped = [[0] * 4 for _ in range(4)]
     depth = t.queue_depth
     fi = t.fetch_interval
+    shared = t.dma_shared
+    res = [0, 1, 2, 0] if shared else [0, 1, 2, 3]       # unit (resource) of each queue
     t_prev = t.fetch_latency - fi
     pc = 0
     halt_at = -1
@@ -196,42 +198,45 @@ def simulate(instrs, work: Work, t: Timing) -> Schedule:
             lst.append(pc)
             pc += 1
             progress = True
-        for q in range(4):                               # run each unit as far as tokens allow
-            lst = qlist[q]
-            h = head[q]
-            f = free[q]
-            while h < len(lst):
-                i = lst[h]
-                st = fetch[i]
-                if f > st:
-                    st = f
-                p = pops[i]
-                if p is not None:
-                    ok = True
-                    for s in p:
-                        c = chan[s][q]
-                        k = popped[s][q]
-                        if k >= len(c):
-                            ok = False
+        if shared:
+            progress |= _run_time_ordered(qlist, head, free, res, fetch, start, end, pops, pushes, LAT, chan, popped)
+        else:
+            for q in range(4):                               # run each unit as far as tokens allow
+                lst = qlist[q]
+                h = head[q]
+                f = free[q]
+                while h < len(lst):
+                    i = lst[h]
+                    st = fetch[i]
+                    if f > st:
+                        st = f
+                    p = pops[i]
+                    if p is not None:
+                        ok = True
+                        for s in p:
+                            c = chan[s][q]
+                            k = popped[s][q]
+                            if k >= len(c):
+                                ok = False
+                                break
+                            if c[k] > st:
+                                st = c[k]
+                        if not ok:
                             break
-                        if c[k] > st:
-                            st = c[k]
-                    if not ok:
-                        break
-                    for s in p:
-                        popped[s][q] += 1
-                e = st + LAT[i]
-                start[i] = st
-                end[i] = e
-                f = e
-                u = pushes[i]
-                if u is not None:
-                    for d in u:
-                        chan[q][d].append(e)
-                h += 1
-                progress = True
-            head[q] = h
-            free[q] = f
+                        for s in p:
+                            popped[s][q] += 1
+                    e = st + LAT[i]
+                    start[i] = st
+                    end[i] = e
+                    f = e
+                    u = pushes[i]
+                    if u is not None:
+                        for d in u:
+                            chan[q][d].append(e)
+                    h += 1
+                    progress = True
+                head[q] = h
+                free[q] = f
         if halt_at >= 0 and all(head[q] == len(qlist[q]) for q in range(4)):
             break
         if not progress:
@@ -248,6 +253,50 @@ def simulate(instrs, work: Work, t: Timing) -> Schedule:
         e_arr[halt_at] = last + LAT[halt_at]
         last = int(e_arr[halt_at])
     return Schedule(f_arr, s_arr, e_arr, last)
+
+
+def _run_time_ordered(qlist, head, free, res, fetch, start, end, pops, pushes, LAT, chan, popped) -> bool:
+    """Units that share a resource (dma_shared: one DMA engine for ld and st): start instructions in global
+    time order, the earliest candidate first (ties: queue order), so no later-resolved instruction could
+    have claimed the resource earlier. Returns whether anything started."""
+    progress = False
+    while True:
+        best, best_q = None, -1
+        for q in range(4):
+            h = head[q]
+            lst = qlist[q]
+            if h >= len(lst):
+                continue
+            i = lst[h]
+            st = max(fetch[i], free[res[q]])
+            p = pops[i]
+            if p is not None:
+                for s in p:
+                    c = chan[s][q]
+                    k = popped[s][q]
+                    if k >= len(c):
+                        st = None
+                        break
+                    if c[k] > st:
+                        st = c[k]
+            if st is not None and (best is None or st < best):
+                best, best_q = st, q
+        if best_q < 0:
+            return progress
+        q = best_q
+        i = qlist[q][head[q]]
+        if pops[i] is not None:
+            for s in pops[i]:
+                popped[s][q] += 1
+        e = best + LAT[i]
+        start[i], end[i] = best, e
+        free[res[q]] = e
+        if pushes[i] is not None:
+            for d in pushes[i]:
+                chan[q][d].append(e)
+        head[q] += 1
+        progress = True
+        return progress             # one at a time: fetch may now admit an instruction that starts earlier
 
 
 def _busy_mask(starts: np.ndarray, ends: np.ndarray, points: np.ndarray) -> np.ndarray:

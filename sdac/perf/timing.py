@@ -55,11 +55,16 @@ class Timing:
     pe_latency: int = 6             # PE operands -> accumulator (sdac_pe), part of the array fill
     mm_drain_rows_per_cycle: int = 1     # result rows of an OS tile read out of the array per cycle
     mm_drain_overlap: bool = False       # True: double-buffered accumulators hide the readout behind the next tile
+    mm_pass_refill: bool = False         # True: each int8 pass of a tile pays the fill and the readout again
+    array_start_cycles: int = 0          # fixed extra cycles per mm / conv instruction
     ws_weight_lines_per_cycle: int = 1   # wgt lines per cycle when loading a WS weight block into the array
     ws_weight_overlap: bool = True       # True: shadow weight registers load block b+1 while block b streams
-    dma_buf_lines_per_cycle: int = 2     # buffer lines a DMA engine writes/reads per cycle (buffer port)
+    dma_load_line_cycles: float = 0.5    # cycles per buffer line a load writes at least (buffer port)
+    dma_store_line_cycles: float = 0.5   # cycles per buffer line a store reads at least
     zero_lines_per_cycle: int = 1        # lines per cycle of a zero-fill load (no DRAM access)
     fetch_bytes_per_cycle: int = 16      # instruction fetch bandwidth (own AXI read channel)
+    fetch_interval_cycles: int = 0       # cycles between instruction words (0: from fetch_bytes_per_cycle)
+    dma_shared: bool = False             # True: loads and stores share one DMA engine (one memory port)
     fetch_latency: int = 64              # cycles from START to the first instruction word
     softmax_passes: int = 3              # max; exp2 + sum; reciprocal x exp2 (each a pass over the row)
     geglu_passes: int = 1                # lines of the result per cycle ^-1 (A and B read in parallel)
@@ -93,6 +98,15 @@ class Timing:
             raise SdacError(f"{p}: expected a JSON object of timing parameters")
         return d
 
+    @staticmethod
+    def resolve(machine: Machine, spec: str | None) -> "Timing":
+        """Timing for a machine from a profile name (PROFILES), a JSON file of overrides, or None."""
+        if not spec:
+            return Timing.from_machine(machine)
+        if spec in PROFILES:
+            return Timing.from_machine(machine, **PROFILES[spec])
+        return Timing.from_machine(machine, **Timing.load_overrides(spec))
+
     def replace(self, **changes) -> "Timing":
         return replace(self, **changes)
 
@@ -119,10 +133,21 @@ class Timing:
 
     @property
     def fetch_interval(self) -> int:
-        return -(-SPEC.word_bytes // self.fetch_bytes_per_cycle)
+        return self.fetch_interval_cycles or -(-SPEC.word_bytes // self.fetch_bytes_per_cycle)
 
     def line_bytes(self, buf: str) -> int:
         return {"act": self.lanes, "wgt": self.lanes // 2, "acc": 4 * self.lanes, "prm": 4 * self.lanes}[buf]
+
+
+# Named override sets. "rtl-cosim": the RTL as of hw/rtl/sdac_top.sv (skeleton: DMA + mm) inside
+# hw/tb/sdac_tb_top.sv, whose DRAM model answers one request per cycle with one cycle of latency, measured
+# by micro-programs (tests/perf/test_model_vs_rtl.py holds the model within 10% of it).
+PROFILES: dict[str, dict] = {
+    "rtl-cosim": dict(instr_overhead=3, fetch_latency=1, fetch_interval_cycles=3, halt_cycles=3, dma_shared=True,
+                      dma_latency=0, dma_bytes_per_cycle=1 << 10, dma_burst_gap=0,
+                      dma_load_line_cycles=2, dma_store_line_cycles=1, zero_lines_per_cycle=1,
+                      pe_latency=7, array_start_cycles=1, mm_pass_refill=True),
+}
 
 
 def _cdiv(a, b):
@@ -193,7 +218,8 @@ def latencies(instrs, t: Timing) -> Work:
             nseg = lines * B // seg
             beats = nseg * _cdiv(seg, t.dma_bytes_per_cycle)
             bursts = nseg * _cdiv(seg, t.dma_burst_bytes)
-            data = np.maximum(beats, _cdiv(lines, t.dma_buf_lines_per_cycle))
+            per_line = t.dma_load_line_cycles if op == "load" else t.dma_store_line_cycles
+            data = np.maximum(beats, np.ceil(lines * per_line).astype(np.int64))
             dma = O + t.dma_latency + data + bursts * t.dma_burst_gap
             if op == "load":
                 zero = a("zero").astype(bool)
@@ -205,14 +231,14 @@ def latencies(instrs, t: Timing) -> Work:
         elif op == "mm":
             m, nn, k = a("m"), a("n"), a("k")
             passes = np.array([1 if instrs[i].args["wsrc"] == "wgt" else 2 for i in idx], dtype=np.int64)
-            lat[ix] = O + _os_cycles(t, m, nn, passes * k)
+            lat[ix] = O + t.array_start_cycles + _os_cycles(t, m, nn, k, passes)
             macs[ix] = m * nn * k
             pmacs[ix] = m * nn * k * passes
         elif op == "conv":
             oh, ow, cin, cout = a("oh"), a("ow"), a("cin"), a("cout")
             P = oh * ow
             ws = np.array([instrs[i].args["df"] == "ws" for i in idx], dtype=bool)
-            os_c = _os_cycles(t, P, cout, 9 * cin)
+            os_c = _os_cycles(t, P, cout, 9 * cin, 1)
             nblk = 9 * _cdiv(cin, X) * _cdiv(cout, 2 * Y)
             stream = _cdiv(P, 2)
             wload = _cdiv(X, t.ws_weight_lines_per_cycle)
@@ -220,7 +246,7 @@ def latencies(instrs, t: Timing) -> Work:
                 ws_c = wload + nblk * np.maximum(stream, wload) + t.array_fill
             else:
                 ws_c = nblk * (stream + wload) + t.array_fill
-            lat[ix] = O + np.where(ws, ws_c, os_c)
+            lat[ix] = O + t.array_start_cycles + np.where(ws, ws_c, os_c)
             macs[ix] = P * cout * 9 * cin
             pmacs[ix] = macs[ix]
         elif op in ("deq", "add", "act", "geglu", "norm", "softmax"):
@@ -245,8 +271,8 @@ def latencies(instrs, t: Timing) -> Work:
     return Work(queue, lat, macs, pmacs, rd, wr, sfu, is_array, ops)
 
 
-def _os_cycles(t: Timing, m, n, stream):
-    """Output-stationary array time: ceil(m/2X) x ceil(n/2Y) tiles, each streaming `stream` cycles."""
+def _os_cycles(t: Timing, m, n, k, passes):
+    """Output-stationary array time: ceil(m/2X) x ceil(n/2Y) tiles, each streaming passes x k cycles."""
     tm, tn = t.tile_m, t.tile_n
     col_tiles = _cdiv(n, tn)
     full, rem = m // tm, m % tm
@@ -255,6 +281,9 @@ def _os_cycles(t: Timing, m, n, stream):
     r = t.mm_drain_rows_per_cycle
     drain_full = _cdiv(tm, r)
     drain = col_tiles * (full * drain_full + _cdiv(rem, r))      # read out only the rows present
+    stream = passes * k
     if t.mm_drain_overlap:
         return t.array_fill + tiles * np.maximum(stream, drain_full) + drain_full
+    if t.mm_pass_refill:              # every pass: stream, fill, readout (the last readout counted in drain)
+        return tiles * passes * (k + t.array_fill) + passes * drain
     return tiles * (stream + t.array_fill) + drain

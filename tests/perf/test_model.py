@@ -168,7 +168,8 @@ def _stepped(instrs, lat, t: Timing):
     n = len(instrs)
     Q = ["ld", "cmp", "sfu", "st"]
     fifo = {q: [] for q in Q}
-    busy_until = {q: None for q in Q}        # (index, end)
+    res = {"ld": "dma", "st": "dma", "cmp": "cmp", "sfu": "sfu"} if t.dma_shared else {q: q for q in Q}
+    busy_until = {r: None for r in set(res.values())}        # (index, queue, end)
     tokens = {(s, d): 0 for s in Q for d in Q}
     start, end = [None] * n, [None] * n
     pc, next_fetch, halted, now = 0, t.fetch_latency, False, 0
@@ -176,22 +177,21 @@ def _stepped(instrs, lat, t: Timing):
         changed = True
         while changed:                       # settle everything that can happen at `now`
             changed = False
-            for q in Q:                      # completions push tokens
-                b = busy_until[q]
-                if b is not None and b[1] <= now:
+            for r, b in busy_until.items():  # completions push tokens
+                if b is not None and b[2] <= now:
                     for d in instrs[b[0]].push:
-                        tokens[(q, d)] += 1
-                    busy_until[q] = None
+                        tokens[(b[1], d)] += 1
+                    busy_until[r] = None
                     changed = True
-            for q in Q:                      # starts
-                if busy_until[q] is None and fifo[q]:
+            for q in Q:                      # starts (queue order breaks ties on a shared unit)
+                if busy_until[res[q]] is None and fifo[q]:
                     i = fifo[q][0]
                     if all(tokens[(s, q)] > 0 for s in instrs[i].pop):
                         for s in instrs[i].pop:
                             tokens[(s, q)] -= 1
                         fifo[q].pop(0)
                         start[i], end[i] = now, now + lat[i]
-                        busy_until[q] = (i, end[i])
+                        busy_until[res[q]] = (i, q, end[i])
                         changed = True
             if not halted and pc < n and now >= next_fetch:     # fetch
                 ins = instrs[pc]
@@ -204,7 +204,7 @@ def _stepped(instrs, lat, t: Timing):
                     pc += 1
                     next_fetch = now + t.fetch_interval
                     changed = True
-        if halted and all(not fifo[q] and busy_until[q] is None for q in Q):
+        if halted and all(not fifo[q] for q in Q) and all(b is None for b in busy_until.values()):
             break
         now += 1
         assert now < 10_000_000
@@ -236,11 +236,12 @@ def _random_program(seed, n=40):
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("depth", [1, 2, 64])
-def test_event_simulation_equals_cycle_stepped_reference(seed, depth):
+@pytest.mark.parametrize("shared", [False, True])
+def test_event_simulation_equals_cycle_stepped_reference(seed, depth, shared):
     prog = _random_program(seed)
     m = dataclasses.replace(DEFAULT, queue_depth=depth, dma_latency=8)
-    t = Timing.from_machine(m)
-    r = estimate(prog, m)
+    t = Timing.from_machine(m, dma_shared=shared, fetch_interval_cycles=3 if shared else 0)
+    r = estimate(prog, m, timing=t)
     start, total = _stepped(prog, r.work.latency.tolist(), t)
     assert total == r.total_cycles
     assert [s for s, ins in zip(start, prog) if ins.op != "halt"] == \
