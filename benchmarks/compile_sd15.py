@@ -1,0 +1,150 @@
+"""Issue #3 benchmark: compile the SD-v1.5 UNet (seeded random weights) with sdac.
+
+    .venv/bin/python benchmarks/compile_sd15.py                 # QDQ model (int4 weights, int8 activations)
+    .venv/bin/python benchmarks/compile_sd15.py --model float   # the float model (sdac calibrates itself)
+    .venv/bin/python benchmarks/compile_sd15.py --profile       # + cProfile hotspots of the compile
+
+Prints compile time, peak memory, instruction count, bundle size and MACs per step, and, in the same
+run, onnxruntime's InferenceSession creation time on the same ONNX file (the reference point).
+Targets (issue #3): compile time <= onnxruntime session creation; peak memory < 1.5x the model's
+weight bytes. Each measurement runs in a fresh child process; peak memory is that process's
+resource.getrusage(RUSAGE_SELF).ru_maxrss (resident set, interpreter and imports included).
+The models are built once into build/sd15/ by sd15_model.py. Results: build/sd15/compile_<model>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import benchutil as bu  # noqa: E402
+import sd15_model  # noqa: E402
+
+
+def child_compile(model: str, out: str, profile: bool, mem_limit: float | None = None) -> dict:
+    bu.limit_memory(mem_limit)
+    from sdac.bundle import write_bundle
+    from sdac.compiler.driver import compile_model
+    res: dict = {"model": model, "rss_after_imports": bu.peak_rss_bytes()}
+    stages = []
+    t0 = time.perf_counter()
+
+    def progress(msg: str) -> None:
+        stages.append((round(time.perf_counter() - t0, 3), msg))
+        bu.log(msg)
+    prof = bu.Profile(profile)
+    try:
+        with prof:
+            r = compile_model(model, progress=progress)
+        res["compile_s"] = time.perf_counter() - t0
+        t = time.perf_counter()
+        write_bundle(r.bundle, out)
+        res["write_s"] = time.perf_counter() - t
+        b = r.bundle
+        res.update(ok=True, instrs=len(b.instrs), bundle_bytes=os.path.getsize(out), data_bytes=len(b.data),
+                   dram_size=b.dram_size, kernels=len(r.kernel_graph.kernels), timings=r.timings, bundle=out)
+    except BaseException as e:  # noqa: BLE001 - the benchmark reports any failure and goes on
+        res.update(ok=False, failed_after_s=time.perf_counter() - t0, error=bu.error_info(e))
+        bu.log(f"compile FAILED: {type(e).__name__}: {str(e)[:500]}")
+    res["stages"] = stages
+    res["peak_rss"] = bu.peak_rss_bytes()
+    if profile:
+        res["profile"] = prof.top(25)
+    return res
+
+
+def child_ort(model: str) -> dict:
+    import onnxruntime as ort
+    rss0 = bu.peak_rss_bytes()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    t = time.perf_counter()
+    ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    return {"session_s": time.perf_counter() - t, "peak_rss": bu.peak_rss_bytes(), "rss_after_imports": rss0}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=["qdq", "float"], default="qdq")
+    ap.add_argument("--profile", action="store_true", help="cProfile the compile, print the top hotspots")
+    ap.add_argument("--skip-ort", action="store_true")
+    ap.add_argument("--mem-limit-gb", type=float, default=12.0,
+                    help="address-space cap of the compile child (MemoryError + stack instead of exhausting the machine)")
+    ap.add_argument("--child", choices=["compile", "ort"], help=argparse.SUPPRESS)
+    ap.add_argument("--path", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child == "compile":
+        bu.emit(child_compile(a.path, a.out, a.profile, a.mem_limit_gb))
+        return 0
+    if a.child == "ort":
+        bu.emit(child_ort(a.path))
+        return 0
+
+    path = sd15_model.ensure("qdq" if a.model == "qdq" else "float")
+    out = str(sd15_model.CACHE / f"unet.{a.model}.sdab")
+    wbytes = sd15_model.weight_bytes(path)
+    fbytes = sd15_model.weight_bytes(sd15_model.FLOAT)
+    from macs import count_macs
+    mc = count_macs(path)
+    bu.log(f"model {path} ({wbytes / 2**30:.2f} GiB of weights), {mc.total / 1e9:.1f} GMAC per step")
+
+    bu.log("sdac compile (child process) ...")
+    comp = bu.run_child([__file__, "--child", "compile", "--path", str(path), "--out", out,
+                         "--mem-limit-gb", str(a.mem_limit_gb)] + (["--profile"] if a.profile else []), env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
+    ortr = {}
+    if not a.skip_ort:
+        bu.log("onnxruntime InferenceSession creation (child process) ...")
+        ortr = bu.run_child([__file__, "--child", "ort", "--path", str(path)])
+
+    ok = comp.get("ok", False)
+    ct = comp.get("compile_s")
+    rows = [
+        ("model", f"SD-v1.5 UNet, {a.model} ({path.name}), 859.5 M parameters", ""),
+        ("weight bytes (this file / fp32)", f"{gib(wbytes)} / {gib(fbytes)}", ""),
+        ("MACs per step (ONNX graph)", f"{mc.total / 1e9:.1f} GMAC", "brief: ~402 GMAC"),
+        ("sdac compile time", bu.secs(ct) if ok else f"FAILED after {bu.secs(comp.get('failed_after_s'))}",
+         f"target <= ORT session ({bu.secs(ortr.get('session_s'))})"
+         + (f": {'MET' if ct <= ortr['session_s'] else 'NOT MET'} ({ct / ortr['session_s']:.2f}x)"
+            if ok and ortr.get("session_s") else "")),
+        ("sdac peak memory (ru_maxrss)", gib(comp.get("peak_rss")),
+         f"target < 1.5 x {gib(wbytes)} = {gib(1.5 * wbytes)}"
+         + (f": {'MET' if comp['peak_rss'] < 1.5 * wbytes else 'NOT MET'} ({comp['peak_rss'] / wbytes:.2f}x)"
+            if comp.get("peak_rss") else "")),
+        ("instructions", comp.get("instrs", "-"), ""),
+        ("bundle size", gib(comp.get("bundle_bytes")) if ok else "-", f"static data {gib(comp.get('data_bytes'))}"
+         if ok else ""),
+        ("ORT session creation", bu.secs(ortr.get("session_s")), f"peak RSS {gib(ortr.get('peak_rss'))}"),
+    ]
+    print()
+    print(bu.md_table(rows, ("SD-v1.5 compile", "measured", "target / note")))
+    if comp.get("stages"):
+        print("\nstage log (seconds since start of compile_model):")
+        for t, m in comp["stages"]:
+            print(f"  {t:8.2f}  {m}")
+    if not ok:
+        err = comp.get("error", {})
+        print(f"\ncompile error: {err.get('type', '')}: {err.get('message', comp.get('error'))}")
+        for s in err.get("stack", []):
+            print(f"  at {s}")
+    if comp.get("profile"):
+        print("\ncProfile of the compile (top by own time, then cumulative):\n" + comp["profile"])
+    result = {"model": a.model, "path": str(path), "weight_bytes": wbytes, "fp32_weight_bytes": fbytes,
+              "macs": mc.by_category, "macs_total": mc.total, "compile": comp, "ort": ortr,
+              "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    (sd15_model.CACHE / f"compile_{a.model}.json").write_text(json.dumps(result, indent=1))
+    return 0 if ok else 1
+
+
+def gib(b):
+    return bu.gib(b)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

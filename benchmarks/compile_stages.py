@@ -1,0 +1,81 @@
+"""Per-stage time and memory of the sdac compiler on a model (for finding what is slow or large).
+
+    .venv/bin/python benchmarks/compile_stages.py build/sd15/unet.qdq.onnx --mem-limit-gb 10 [--profile]
+
+Runs the frontend (load_model) and then each graph pass of sdac.compiler.passes one at a time,
+printing wall time, current and peak resident set after each, and stops at the first failure with
+the error and its stack. With --profile, cProfile's top functions per stage. The address space is
+capped (--mem-limit-gb) so a runaway stage fails with MemoryError and a stack on the shared machine.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchutil as bu  # noqa: E402
+
+
+def current_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model")
+    ap.add_argument("--step-scales")
+    ap.add_argument("--mem-limit-gb", type=float, default=10.0)
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--top", type=int, default=12)
+    a = ap.parse_args(argv)
+    bu.limit_memory(a.mem_limit_gb)
+    from sdac.compiler.frontend import load_model
+    from sdac.compiler.passes import PassContext, _pipeline, verify_graph
+
+    rows = []
+
+    def stage(name, fn):
+        prof = bu.Profile(a.profile)
+        t = time.perf_counter()
+        try:
+            with prof:
+                out = fn()
+        except BaseException as e:  # noqa: BLE001
+            dt = time.perf_counter() - t
+            rows.append((name, f"{dt:.2f} s", bu.gib(current_rss()), bu.gib(bu.peak_rss_bytes()), "FAILED"))
+            info = bu.error_info(e)
+            print(f"\n{name} FAILED after {dt:.1f} s: {info['type']}: {info['message'][:1500]}")
+            for s in info["stack"]:
+                print("  at", s)
+            if a.profile:
+                print(prof.top(a.top))
+            raise SystemExit(1)
+        dt = time.perf_counter() - t
+        rows.append((name, f"{dt:.2f} s", bu.gib(current_rss()), bu.gib(bu.peak_rss_bytes()), "ok"))
+        bu.log(f"{name}: {dt:.2f} s, RSS {bu.gib(current_rss())}, peak {bu.gib(bu.peak_rss_bytes())}")
+        if a.profile and dt > 1.0:
+            print(prof.top(a.top))
+        return out
+
+    try:
+        graph = stage("frontend load_model", lambda: load_model(a.model, a.step_scales))
+        ctx = PassContext()
+        for name, fn in _pipeline():
+            def run(fn=fn):
+                fn(graph, ctx)
+                if ctx.kernel_graph is None:
+                    verify_graph(graph)
+            stage(f"pass {name} (+verify_graph)", run)
+            ctx.ran.append(name)
+    finally:
+        print()
+        print(bu.md_table(rows, ("stage", "time", "RSS after", "peak RSS", "")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
