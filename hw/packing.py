@@ -1,7 +1,9 @@
 """Bit-exact model of the PE's DSP48E2 packing (hw/rtl/sdac_pe.sv), and its exhaustive check.
 
 One PE computes the 2x2 outer product ``a[i] * w[j]`` (i, j in {0, 1}) of two int8
-activations and two int4 weights per cycle with two DSP48E2 slices:
+activations and two weights per cycle with two DSP48E2 slices. Weights are int4 (-8..7);
+the PE port is 5-bit signed (-16..15) so that the unsigned low nibble (0..15) of an int8
+W (mm with wsrc = act / act_t, two nibble passes) goes through the same path:
 
 * each activation is split into nibbles ``a = 16*h + l``: ``l = a & 15`` unsigned (0..15),
   ``h = a >> 4`` signed (-8..7);
@@ -16,21 +18,24 @@ activations and two int4 weights per cycle with two DSP48E2 slices:
   i.e. the borrow that the lower (negative) fields took from this one;
 * the product is ``a_i * w_j = L_ij + 16 * H_ij``, added into a 32-bit accumulator.
 
-Why it is exact: every nibble product lies in [-120, 105] (low: 15 * -8 = -120, 15 * 7 = 105;
-high: -8 * -8 = 64, -8 * 7 = -56), so each field holds it with room to spare as long as
-G >= 8 (the G-bit range is [-2**(G-1), 2**(G-1))). If every field value v_f is in range, the
+Why it is exact: with int4 weights every nibble product lies in [-120, 105] (low:
+15 * -8 = -120, 15 * 7 = 105; high: -8 * -8 = 64, -8 * 7 = -56), with 5-bit weights in
+[-240, 225], so each field holds it as long as G >= 8 (int4) or G >= 9 (5-bit); the G-bit
+range is [-2**(G-1), 2**(G-1)). If every field value v_f is in range, the
 lower part ``R_f = sum_{e<f} v_e 2**(Ge)`` lies in [-2**(Gf-1), 2**(Gf-1)), so its sign is bit
 Gf-1 of P and ``floor(P / 2**(Gf)) + P[Gf-1] = sum_{e>=f} v_e 2**(G(e-f))``, whose low G bits
-are v_f. Port widths bound G from above: B needs 4 + G <= 18 bits, AD needs 5 + 2G <= 27 and
-the product 8 + 3G <= 45, so 8 <= G <= 11. sdac uses G = 11: the fields then also hold sums
+are v_f. Port widths bound G from above: B needs 5 + G <= 18 bits, AD needs 5 + 2G <= 27 and
+the product 9 + 3G <= 45, so 9 <= G <= 11. sdac uses G = 11: the fields then also hold sums
 of up to 8 products, which leaves the option of accumulating in the DSP's P register.
 
 The weight -8 is the case that breaks careless packings: it is the only int4 value whose
 negation does not fit in 4 bits, and ``15 * -8 = -120`` is the most negative product, so a
 packing with too few guard bits or an unpack that forgets the borrow fails exactly there.
 ``check_exhaustive`` compares every one of the 2**24 (a0, a1, w0, w1) combinations with plain
-multiplication; tests/hw/test_packing.py runs it and shows that G = 7 and the uncorrected
-unpack fail.
+multiplication; ``check_dsp_exhaustive`` every input (n0, n1, w0, w1) of one slice (both
+nibble kinds, any weight range): the four fields of one slice are the only values that
+share a multiplication, so this proves the PE for 5-bit weights too. tests/hw/test_packing.py
+runs both and shows that G = 7, G = 8 with 5-bit weights and the uncorrected unpack fail.
 """
 from __future__ import annotations
 
@@ -93,6 +98,19 @@ def pe_products(a0, a1, w0, w1, field: int = FIELD, correct: bool = True):
     lo = unpack(dsp_multiply(pack_ad(l0, l1, field), b), field, correct)
     hi = unpack(dsp_multiply(pack_ad(h0, h1, field), b), field, correct)
     return [[lo[2 * i + j] + (hi[2 * i + j] << 4) for j in range(2)] for i in range(2)]
+
+
+def check_dsp_exhaustive(field: int = FIELD, wmin: int = -16, wmax: int = 15, correct: bool = True) -> int:
+    """Every (n0, n1, w0, w1) of one slice, for unsigned (0..15) and signed (-8..7) nibbles and
+    weights in [wmin, wmax]; returns the number of wrong fields."""
+    w = np.arange(wmin, wmax + 1, dtype=np.int64)
+    bad = 0
+    for nib in (np.arange(0, 16, dtype=np.int64), np.arange(-8, 8, dtype=np.int64)):
+        n0, n1, w0, w1 = (g.ravel() for g in np.meshgrid(nib, nib, w, w, indexing="ij"))
+        fields = unpack(dsp_multiply(pack_ad(n0, n1, field), pack_b(w0, w1, field)), field, correct)
+        want = [n0 * w0, n0 * w1, n1 * w0, n1 * w1]
+        bad += sum(int((f != v).sum()) for f, v in zip(fields, want))
+    return bad
 
 
 def all_combinations(chunk: int = 1 << 20):

@@ -1,6 +1,7 @@
 // Output-stationary systolic array (MM-OS): X x Y PEs compute a 2X x 2Y tile
 //   C[r, c] (+)= sum_k A[r, k] * W[k, c]      r < 2X, c < 2Y
-// with int8 A, int4 W and 32-bit wrapping accumulators, one k per cycle.
+// with int8 A, 5-bit signed W (int4 weights, or a nibble of an int8 W: see
+// sdac_mm) and 32-bit wrapping accumulators, one k per cycle.
 //
 // Each cycle with in_valid the caller presents column k of the A tile (a_col[r]
 // = A[r, k]) and row k of the W tile (w_row[c] = W[k, c]); in_clr on the first
@@ -23,7 +24,7 @@ module sdac_array #(
   input  logic                         in_valid,
   input  logic                         in_clr,
   input  logic signed [2*X-1:0][7:0]   a_col,
-  input  logic signed [2*Y-1:0][3:0]   w_row,
+  input  logic signed [2*Y-1:0][4:0]   w_row,
   input  logic [$clog2(2*X)-1:0]       rd_row,
   output logic signed [2*Y-1:0][ACC_W-1:0] rd_data,
   output logic                         idle
@@ -37,8 +38,8 @@ module sdac_array #(
   logic signed [7:0] h_a1 [X][Y+1];
   logic              h_en [X][Y+1];
   logic              h_clr [X][Y+1];
-  logic signed [3:0] v_w0 [X+1][Y];
-  logic signed [3:0] v_w1 [X+1][Y];
+  logic signed [4:0] v_w0 [X+1][Y];
+  logic signed [4:0] v_w1 [X+1][Y];
   logic signed [ACC_W-1:0] acc [X][Y][4];
 
   // Left edge: row pair x delayed by x cycles.
@@ -79,8 +80,8 @@ module sdac_array #(
       assign v_w0[0][y] = w_row[0];
       assign v_w1[0][y] = w_row[1];
     end else begin : g_delay
-      logic signed [3:0] d_w0 [y];
-      logic signed [3:0] d_w1 [y];
+      logic signed [4:0] d_w0 [y];
+      logic signed [4:0] d_w1 [y];
       always_ff @(posedge clk) begin
         d_w0[0] <= w_row[2*y];
         d_w1[0] <= w_row[2*y+1];

@@ -1,4 +1,4 @@
-// mm execution (MM-OS) on the systolic array: C (+)= A x W for wsrc = wgt.
+// mm execution (MM-OS) on the systolic array: C (+)= A x W.
 //
 // The output is cut into 2X-row x L-column tiles (this unit needs 2Y == L, so
 // one tile column is one acc line). Per tile it streams k cycles into
@@ -7,8 +7,11 @@
 // (read-modify-write: lanes n' >= n keep their value, acc=1 adds).
 // Bounds are checked first in the golden model's order (A, W, C): an
 // out-of-range instruction finishes with OOB_BUF and changes nothing.
-// wsrc = act / act_t (int8 W, two nibble passes) is not implemented yet: such
-// an instruction finishes without effect and raises `unsup`.
+// int8 W (wsrc = act: W row kk is one act line; act_t: W[kk, c] is lane kk%L
+// of a separate act line per column) runs as two passes per tile: the signed
+// high nibble (written as 16 * P), then the unsigned low nibble (0..15, a
+// 5-bit PE weight) added: C = 16 * (A x Wh) + A x Wl = A x W, modulo 2^32.
+// `unsup` is kept for instruction kinds this unit may not cover (none now).
 module sdac_mm
   import sdac_isa_pkg::*;
 #(
@@ -33,6 +36,8 @@ module sdac_mm
   input  logic [8*LANES-1:0]         act_rdata [2*X],
   output logic [$clog2(WGT_N)-1:0]   wgt_raddr,
   input  logic [4*LANES-1:0]         wgt_rdata,
+  output logic [$clog2(ACT_N)-1:0]   wact_raddr [LANES],   // W from act (one line per column)
+  input  logic [8*LANES-1:0]         wact_rdata [LANES],
   output logic [$clog2(ACC_N)-1:0]   acc_raddr,
   input  logic [32*LANES-1:0]        acc_rdata,
   output logic                       acc_we,
@@ -61,21 +66,33 @@ module sdac_mm
   assign wsrc = `SDAC_F(MM, WSRC);
   assign facc = `SDAC_F(MM, ACC);
 
-  logic [63:0] n_blocks, k_lines, last_a, last_w, last_c;
+  logic [63:0] n_blocks, k_lines, n_lines, last_a, last_w, last_c;
   assign n_blocks = (fn + 64'(LANES) - 64'd1) / 64'(LANES);
   assign k_lines = (fk + 64'(LANES) - 64'd1) / 64'(LANES);
   assign last_a = fa + (fm - 64'd1) * fars + k_lines - 64'd1;
-  assign last_w = fw + (n_blocks - 64'd1) * fws + fk - 64'd1;
+  assign n_lines = n_blocks;
+  always_comb begin
+    unique case (wsrc)
+      WSRC_WGT: last_w = fw + (n_blocks - 64'd1) * fws + fk - 64'd1;
+      WSRC_ACT: last_w = fw + (fk - 64'd1) * fws + n_lines - 64'd1;
+      default:  last_w = fw + (fn - 64'd1) * fws + k_lines - 64'd1;
+    endcase
+  end
+  logic [63:0] w_limit;
+  assign w_limit = wsrc == WSRC_WGT ? 64'(WGT_N) : 64'(ACT_N);
   assign last_c = fc + (fm - 64'd1) * fcrs + n_blocks - 64'd1;
 
   typedef enum logic [2:0] {M_IDLE, M_CHECK, M_STREAM, M_DRAIN, M_WRITE} state_t;
   state_t state;
   logic [63:0] i0, nb, kk, k_line, k_lane, r;
+  logic pass_hi;      // int8 W: first pass (high nibble); the second pass takes the low nibble
+  logic two_pass;
+  assign two_pass = wsrc != WSRC_WGT;
 
   // Array
   logic in_valid, in_clr, idle;
   logic signed [TM-1:0][7:0] a_col;
-  logic signed [2*Y-1:0][3:0] w_row;
+  logic signed [2*Y-1:0][4:0] w_row;
   logic [$clog2(TM)-1:0] rd_row;
   logic signed [2*Y-1:0][31:0] rd_data;
   sdac_array #(.X(X), .Y(Y), .ACC_W(32)) u_array (
@@ -90,7 +107,16 @@ module sdac_mm
       a_col[row] = (i0 + 64'(row) < fm) ? act_rdata[row][8 * k_lane[$clog2(LANES)-1:0] +: 8] : 8'sd0;
     end
     wgt_raddr = $clog2(WGT_N)'(fw + nb * fws + kk);
-    for (int c = 0; c < 2 * Y; c++) w_row[c] = wgt_rdata[4 * c +: 4];
+    for (int c = 0; c < LANES; c++)
+      wact_raddr[c] = $clog2(ACT_N)'(wsrc == WSRC_ACT ? fw + kk * fws + nb
+                                                       : fw + (nb * 64'(LANES) + 64'(c)) * fws + k_line);
+    for (int c = 0; c < 2 * Y; c++) begin
+      logic [7:0] v;
+      v = wsrc == WSRC_ACT ? wact_rdata[0][8 * c +: 8] : wact_rdata[c][8 * k_lane[$clog2(LANES)-1:0] +: 8];
+      if (wsrc == WSRC_WGT) w_row[c] = 5'(signed'(wgt_rdata[4 * c +: 4]));
+      else if (pass_hi) w_row[c] = 5'(signed'(v[7:4]));
+      else w_row[c] = {1'b0, v[3:0]};
+    end
   end
 
   // Write-back of tile row r: lanes beyond n keep their old value.
@@ -102,8 +128,10 @@ module sdac_mm
     for (int j = 0; j < LANES; j++) begin
       logic [31:0] old_v;
       old_v = acc_rdata[32 * j +: 32];
+      // first (or only) pass: start from the old value (acc) or zero; later: add to it
       if (nb * 64'(LANES) + 64'(j) < fn)
-        acc_wdata[32 * j +: 32] = (facc ? old_v : 32'd0) + rd_data[j];
+        acc_wdata[32 * j +: 32] = (facc || (two_pass && !pass_hi) ? old_v : 32'd0)
+                                  + (two_pass && pass_hi ? rd_data[j] <<< 4 : rd_data[j]);
       else
         acc_wdata[32 * j +: 32] = old_v;
     end
@@ -127,11 +155,12 @@ module sdac_mm
         k_line <= '0;
         k_lane <= '0;
         r <= '0;
+        pass_hi <= 1'b1;
         if (last_a >= 64'(ACT_N)) begin
           err <= ERR_OOB_BUF; fin <= 1'b1; state <= M_IDLE;
-        end else if (wsrc != WSRC_WGT) begin
-          unsup <= 1'b1; fin <= 1'b1; state <= M_IDLE;
-        end else if (last_w >= 64'(WGT_N) || last_c >= 64'(ACC_N)) begin
+        end else if (wsrc == 2'd3) begin
+          unsup <= 1'b1; fin <= 1'b1; state <= M_IDLE;   // not a member: the decoder rejects it
+        end else if (last_w >= w_limit || last_c >= 64'(ACC_N)) begin
           err <= ERR_OOB_BUF; fin <= 1'b1; state <= M_IDLE;
         end else state <= M_STREAM;
       end
@@ -153,11 +182,15 @@ module sdac_mm
           kk <= '0;
           k_line <= '0;
           k_lane <= '0;
-          if (last_tile) begin
+          if (two_pass && pass_hi) begin
+            pass_hi <= 1'b0;            // same tile again, low nibble
+            state <= M_STREAM;
+          end else if (last_tile) begin
             fin <= 1'b1;
             state <= M_IDLE;
           end else begin
             state <= M_STREAM;
+            pass_hi <= 1'b1;
             if (nb + 64'd1 < n_blocks) nb <= nb + 64'd1;
             else begin
               nb <= '0;

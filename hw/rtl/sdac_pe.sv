@@ -1,5 +1,7 @@
 // Processing element: a 2 x 2 outer product of two int8 activations and two
-// int4 weights per cycle (4 MACs) on two DSP48E2 slices, exact for every input.
+// weights per cycle (4 MACs) on two DSP48E2 slices, exact for every input.
+// Weights are 5-bit signed (-16..15): int4 weights (-8..7) and, for int8 x int8
+// products computed in two nibble passes, the unsigned low nibble (0..15).
 //
 //   a_i = 16 * h_i + l_i      l_i = a_i[3:0] unsigned (0..15), h_i = a_i[7:4] signed (-8..7)
 //   DSP L: (l0 + l1 * 2^22) * (w0 + w1 * 2^11)    DSP H: the same with h0, h1
@@ -8,9 +10,10 @@
 //                                                 taken by the negative fields beneath it)
 //   a_i * w_j = L_f + 16 * H_f,  f = 2i + j
 //
-// Every nibble product lies in [-120, 105], far inside the 11-bit field range,
-// so the unpack is exact (proof in hw/packing.py and docs/hardware.md; checked
-// exhaustively over all 2^24 (a0, a1, w0, w1) by tests/hw/test_pe.py).
+// Every nibble product lies in [-240, 225] (int4 weights: [-120, 105]), inside
+// the 11-bit field range, so the unpack is exact (proof in hw/packing.py and
+// docs/hardware.md; checked exhaustively by tests/hw/test_pe.py: all 2^24
+// (a0, a1, w0, w1) with int4 weights, and every input of each DSP with 5-bit ones).
 //
 // Timing: operands presented with `en` in cycle t reach the accumulators at the
 // clock edge ending cycle t + LATENCY - 1; `clr` starts a new sum (acc = product)
@@ -20,8 +23,9 @@
 // along a row, weights down a column).
 module sdac_pe #(
   parameter int ACC_W = 32,
-  // Bits per product field. Exact for 8..11 (ports: B needs 4 + FIELD <= 18,
-  // AD 5 + 2 FIELD <= 27); a parameter only so that the tests can show that 7 fails.
+  // Bits per product field. Exact for 9..11 with 5-bit weights (8..11 for int4)
+  // (ports: B needs 5 + FIELD <= 18, AD 5 + 2 FIELD <= 27); a parameter only so
+  // that the tests can show that 7 fails.
   parameter int FIELD = 11
 ) (
   input  logic                    clk,
@@ -30,12 +34,12 @@ module sdac_pe #(
   input  logic                    clr,
   input  logic signed [7:0]       a0,
   input  logic signed [7:0]       a1,
-  input  logic signed [3:0]       w0,
-  input  logic signed [3:0]       w1,
+  input  logic signed [4:0]       w0,
+  input  logic signed [4:0]       w1,
   output logic signed [7:0]       a0_out,
   output logic signed [7:0]       a1_out,
-  output logic signed [3:0]       w0_out,
-  output logic signed [3:0]       w1_out,
+  output logic signed [4:0]       w0_out,
+  output logic signed [4:0]       w1_out,
   output logic                    en_out,    // en / clr forwarded along the row with the activations
   output logic                    clr_out,
   output logic                    acc_valid,
@@ -78,14 +82,14 @@ module sdac_pe #(
   logic unused_p_top;
   assign unused_p_top = ^{p_lo[47:4*FIELD], p_hi[47:4*FIELD]};
 
-  // a_i * w_j = L + 16 H, in [-1024, 1024]: 12 bits.
-  logic signed [11:0] prod [4];
+  // a_i * w_j = L + 16 H, in [-2048, 2032]: 13 bits.
+  logic signed [12:0] prod [4];
   logic en_d [LATENCY-1];
   logic clr_d [LATENCY-1];
 
   always_ff @(posedge clk) begin
     for (int f = 0; f < 4; f++) begin
-      prod[f] <= 12'(f_lo[f]) + (12'(f_hi[f]) <<< 4);
+      prod[f] <= 13'(f_lo[f]) + (13'(f_hi[f]) <<< 4);
     end
     en_d[0] <= en;
     clr_d[0] <= clr;

@@ -246,8 +246,11 @@ module sdac_top
   logic [8*LANES-1:0] act_rdata [2*AX];
   logic [$clog2(WGT_N)-1:0] wgt_raddr;
   logic [4*LANES-1:0] wgt_rdata;
+  logic [$clog2(ACT_N)-1:0] wact_raddr [LANES];
+  logic [8*LANES-1:0] wact_rdata [LANES];
   always_comb begin
     for (int r = 0; r < 2 * AX; r++) act_rdata[r] = act_mem[act_raddr[r]];
+    for (int c = 0; c < LANES; c++) wact_rdata[c] = act_mem[wact_raddr[c]];
   end
   assign wgt_rdata = wgt_mem[wgt_raddr];
   assign acc_rdata = acc_mem[acc_raddr];
@@ -255,7 +258,7 @@ module sdac_top
   sdac_mm #(.LANES(LANES), .X(AX), .Y(AY), .ACT_N(ACT_N), .WGT_N(WGT_N), .ACC_N(ACC_N)) u_mm (
     .clk, .rst(rst || start), .start(mm_start), .word(u_word[1]), .busy(mm_busy), .fin(mm_fin), .err(mm_err),
     .unsup(mm_unsup),
-    .act_raddr, .act_rdata, .wgt_raddr, .wgt_rdata, .acc_raddr, .acc_rdata, .acc_we, .acc_waddr, .acc_wdata
+    .act_raddr, .act_rdata, .wgt_raddr, .wgt_rdata, .wact_raddr, .wact_rdata, .acc_raddr, .acc_rdata, .acc_we, .acc_waddr, .acc_wdata
   );
   logic unused_mm_busy;
   assign unused_mm_busy = mm_busy;

@@ -1,4 +1,4 @@
-"""cocotb bench for sdac_array.sv (MM-OS): output tiles against numpy int8 x int4 matmul.
+"""cocotb bench for sdac_array.sv (MM-OS): output tiles against numpy int8 x int4 (and 5-bit) matmul.
 
 Shape from SDAC_ARRAY_X / SDAC_ARRAY_Y, random seed from SDAC_ARRAY_SEED.
 """
@@ -52,7 +52,7 @@ async def stream(dut, a, w, clr: bool, rng, bubbles: float = 0.0):
             dut.in_valid.value = 1
             dut.in_clr.value = int(clr and k == 0)
             dut.a_col.value = pack(a[:, k], 8)
-            dut.w_row.value = pack(w[k, :], 4)
+            dut.w_row.value = pack(w[k, :], 5)
             k += 1
         await RisingEdge(dut.clk)
     dut.in_valid.value = 0
@@ -91,6 +91,10 @@ async def mm_os_tiles_match_numpy(dut):
         ("random", rng.integers(-128, 128, (M, 37)), rng.integers(-8, 8, (37, N)), 0.0),
         ("bubbles", rng.integers(-128, 128, (M, 50)), rng.integers(-8, 8, (50, N)), 0.3),
         ("long", rng.integers(-128, 128, (M, 300)), rng.integers(-8, 8, (300, N)), 0.0),
+        # 5-bit weights: the unsigned low nibble of an int8 W (0..15) and the full range
+        ("nibble", rng.integers(-128, 128, (M, 30)), rng.integers(0, 16, (30, N)), 0.1),
+        ("w5", rng.integers(-128, 128, (M, 30)), rng.integers(-16, 16, (30, N)), 0.0),
+        ("w5 extremes", np.full((M, 2), -128), np.full((2, N), -16), 0.0),
     ]
     for name, a, w, bub in cases:
         await stream(dut, a, w, True, rng, bub)

@@ -19,7 +19,7 @@ from sdac.runtime.golden import Golden
 
 pytestmark = [pytest.mark.needs_verilator, pytest.mark.xdist_group("rtl_cosim")]
 
-SMALL = dataclasses.replace(DEFAULT.with_array("4x2"), act_lines=256, wgt_lines=256, acc_lines=128,
+SMALL = dataclasses.replace(DEFAULT.with_array("4x2"), act_lines=512, wgt_lines=256, acc_lines=128,
                             prm_lines=16, queue_depth=8, token_max=7)
 I = Instr.make
 
@@ -125,14 +125,14 @@ def test_tokens_and_sync_relay(small_exe):
     assert r.cycles > 0
 
 
-def mm_program(m, M, N, K, acc, seed):
+def mm_program(m, M, N, K, acc, seed, scale=1):
     """Load A (M x K int8), W (K x N int4) and C, run mm, store C: returns (dram, prog)."""
     L = m.lanes
     rng = np.random.default_rng(seed)
     kl, nb, nl = -(-K // L), -(-N // L), -(-N // L)
     a_lines, w_lines, c_lines = M * kl, nb * K, M * nl
-    a_off, w_off, c_off, out_off = 0, 4096, 6144, 12288
-    dram = bytearray(rand_dram(16384, seed))
+    a_off, w_off, c_off, out_off = 0, 4096 * scale, 6144 * scale, 12288 * scale
+    dram = bytearray(rand_dram(16384 * scale, seed))
     # Extreme values are included on purpose: -128 activations, -8 weights.
     A = rng.integers(-128, 128, (a_lines, L), dtype=np.int64)
     A[0, :] = -128
@@ -158,6 +158,42 @@ def test_mm_matches_golden(small_exe, M, N, K, acc):
     check(small_exe, SMALL, dram, prog)
 
 
+def mm8_program(m, M, N, K, acc, wsrc, seed, extra=0):
+    """mm with int8 W from act: wsrc=act (W row-major, K rows of N) or act_t (W^T, N rows of K)."""
+    L = m.lanes
+    rng = np.random.default_rng(seed)
+    kl, nl = -(-K // L), -(-N // L)
+    rows, per_row = (K, nl) if wsrc == "act" else (N, kl)
+    ws = per_row + extra
+    a_lines, w_lines, c_lines = M * kl, (rows - 1) * ws + per_row, M * nl
+    w_line0 = 128
+    dram = bytearray(rand_dram(16384, seed))
+    A = rng.integers(-128, 128, (a_lines, L), dtype=np.int64)
+    W = rng.integers(-128, 128, (w_lines, L), dtype=np.int64)
+    A[0, :] = -128
+    W[0, :] = -128
+    W[-1, :] = 127
+    dram[0:a_lines * L] = (A & 0xFF).astype(np.uint8).tobytes()
+    dram[4096:4096 + w_lines * L] = (W & 0xFF).astype(np.uint8).tobytes()
+    prog = [
+        I("load", buf="act", dram=0, sram=0, run=a_lines),
+        I("load", buf="act", dram=4096, sram=w_line0, run=w_lines),
+        I("load", buf="acc", dram=6144, sram=0, run=c_lines, push=["cmp"]),
+        I("mm", a=0, ars=kl, wsrc=wsrc, w=w_line0, ws=ws, c=0, crs=nl, m=M, n=N, k=K, acc=acc,
+          pop=["ld"], push=["st"]),
+        I("store", buf="acc", dram=12288, sram=0, run=c_lines, pop=["cmp"]),
+        I("halt"),
+    ]
+    return bytes(dram), prog
+
+
+@pytest.mark.parametrize("wsrc", ["act", "act_t"])
+@pytest.mark.parametrize("M,N,K,acc,extra", [(8, 4, 4, 0, 0), (11, 6, 9, 1, 1), (5, 9, 13, 0, 2)])
+def test_mm_int8_weights_match_golden(small_exe, M, N, K, acc, extra, wsrc):
+    dram, prog = mm8_program(SMALL, M, N, K, acc, wsrc, seed=M + 7 * K, extra=extra)
+    check(small_exe, SMALL, dram, prog)
+
+
 def test_errors_match_golden(small_exe):
     m = SMALL
     dram = rand_dram(4096, 4)
@@ -166,6 +202,7 @@ def test_errors_match_golden(small_exe):
         "OOB_BUF": [I("store", buf="acc", dram=0, sram=m.acc_lines - 1, run=2), I("halt")],
         "OOB_BUF mm": [I("mm", a=m.act_lines - 1, ars=1, m=2, n=1, k=1), I("halt")],
             "OOB_BUF mm C": [I("mm", c=m.acc_lines - 2, crs=1, m=3, n=1, k=1), I("halt")],
+        "OOB_BUF mm act_t": [I("mm", wsrc="act_t", w=m.act_lines - 2, ws=1, m=1, n=3, k=1), I("halt")],
         "TOKEN_LEAK": [I("load", buf="act", dram=0, sram=0, push=["st"]), I("halt")],
         "DEADLOCK": [I("store", buf="act", dram=0, sram=0, pop=["ld"]), I("halt")],
         "TOKEN_OVERFLOW": [I("sync", q="ld", push=["st"])] * (m.token_max + 1) + [I("halt")],
@@ -213,8 +250,16 @@ def random_pipeline(m, seed, iters=6):
         a_lines, c_lines = (M - 1) * ars + kl, (M - 1) * crs + nl
         prog.append(I("load", buf="act", dram=int(rng.integers(0, 8192 - a_lines * L)), sram=a0, run=a_lines,
                       pop=pops))
-        prog.append(I("load", buf="wgt", dram=int(rng.integers(0, 8192 - nl * K * L // 2)), sram=w0,
-                      run=K, ny=nl, dy=K * L // 2, sy=K))
+        wsrc = str(rng.choice(["wgt", "wgt", "act", "act_t"]))
+        if wsrc == "wgt":
+            w_at, ws = w0, K
+            prog.append(I("load", buf="wgt", dram=int(rng.integers(0, 8192 - nl * K * L // 2)), sram=w0,
+                          run=K, ny=nl, dy=K * L // 2, sy=K))
+        else:   # int8 W in act: K rows of nl lines (act) or N rows of kl lines (act_t)
+            rows, per_row = (K, nl) if wsrc == "act" else (N, kl)
+            w_at, ws = 256 + s * 120, per_row
+            prog.append(I("load", buf="act", dram=int(rng.integers(0, 8192 - rows * per_row * L)), sram=w_at,
+                          run=rows * per_row))
         acc = int(rng.integers(0, 2))
         if acc:
             prog.append(I("load", buf="acc", dram=int(rng.integers(0, 8192 - c_lines * 4 * L)), sram=c0,
@@ -222,7 +267,7 @@ def random_pipeline(m, seed, iters=6):
         else:
             prog.append(I("load", buf="acc", dram=0, sram=c0, run=c_lines, zero=int(rng.integers(0, 2)),
                           push=["cmp"]))
-        prog.append(I("mm", a=a0, ars=ars, wsrc="wgt", w=w0, ws=K, c=c0, crs=crs, m=M, n=N, k=K, acc=acc,
+        prog.append(I("mm", a=a0, ars=ars, wsrc=wsrc, w=w_at, ws=ws, c=c0, crs=crs, m=M, n=N, k=K, acc=acc,
                       pop=["ld"], push=["st"]))
         push = ["ld"] if i < iters - 2 else []
         prog.append(I("store", buf="acc", dram=8192 + int(rng.integers(0, 8192 - c_lines * 4 * L)), sram=c0,
@@ -235,3 +280,22 @@ def random_pipeline(m, seed, iters=6):
 def test_random_pipelines_match_golden(small_exe, seed):
     dram, prog = random_pipeline(SMALL, seed, iters=8)
     check(small_exe, SMALL, dram, prog)
+
+
+@pytest.fixture(scope="module")
+def default_exe():
+    return sim.build_cosim(DEFAULT, 1 << 20)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("M,N,K,acc", [(40, 20, 20, 0), (41, 21, 45, 1), (97, 7, 3, 0)])
+def test_mm_default_machine(default_exe, M, N, K, acc):
+    dram, prog = mm_program(DEFAULT, M, N, K, acc, seed=M + N + K, scale=4)
+    check(default_exe, DEFAULT, dram, prog)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(1, 11))
+def test_random_pipelines_default_machine(default_exe, seed):
+    dram, prog = random_pipeline(DEFAULT, seed, iters=6)
+    check(default_exe, DEFAULT, dram, prog)

@@ -22,10 +22,22 @@ def test_unpack_without_borrow_correction_fails():
     assert packing.check_exhaustive(correct=False, stop_at=1)
 
 
+def test_every_slice_input_with_five_bit_weights():
+    # The fields of one slice are the only values sharing a multiplication: exhaustive per slice.
+    assert packing.check_dsp_exhaustive() == 0
+    assert packing.check_dsp_exhaustive(field=9) == 0
+
+
+def test_five_bit_weights_need_nine_bit_fields():
+    assert packing.check_dsp_exhaustive(field=8) > 0
+    assert packing.check_dsp_exhaustive(field=8, wmin=-8, wmax=7) == 0
+    assert packing.check_dsp_exhaustive(correct=False) > 0
+
+
 def test_ports_fit_the_dsp():
     # Largest packed operands stay inside the 27-bit pre-adder and 18-bit B port without wrapping.
     n = np.arange(-8, 16)
-    w = np.arange(-8, 8)
+    w = np.arange(-16, 16)
     ad = n[:, None] + (n[None, :] << (2 * packing.FIELD))
     b = w[:, None] + (w[None, :] << packing.FIELD)
     assert np.abs(ad).max() < 1 << (packing.A_BITS - 1)

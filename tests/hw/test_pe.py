@@ -1,7 +1,9 @@
 """One PE (sdac_pe.sv on two sdac_dsp48e2.sv) against plain multiplication, exhaustively.
 
-The C++ testbench hw/tb/pe_exhaustive.cpp drives all 2^24 (a0, a1, w0, w1) combinations,
-one per cycle, then random accumulated sums with bubbles, and counts mismatches.
+The C++ testbench hw/tb/pe_exhaustive.cpp drives all 2^24 (a0, a1, w0, w1) combinations
+with int4 weights, one per cycle, every input combination of both DSPs with 5-bit weights
+(all 2^26 PE inputs under -m slow), then random accumulated sums with bubbles, and counts
+mismatches.
 """
 import re
 
@@ -29,7 +31,16 @@ def test_pe_exact_for_every_input():
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert stats["mismatches"] == 0
     assert stats["exhaustive_combinations"] == 1 << 24
-    assert stats["checked_outputs"] > (1 << 24) + 20000
+    assert stats["five_bit_combinations"] == 256 * 1024
+    assert stats["checked_outputs"] > (1 << 24) + 256 * 1024 + 20000
+
+
+@pytest.mark.slow
+def test_pe_exact_for_every_five_bit_input():
+    out = sim.run_executable(_pe_exe(), ["1000", "3", "full5"])
+    stats = _stats(out.stdout)
+    assert out.returncode == 0 and stats["mismatches"] == 0, out.stdout[-3000:]
+    assert stats["five_bit_combinations"] == 1 << 26
 
 
 def test_pe_with_too_narrow_fields_is_caught():
