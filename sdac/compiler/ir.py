@@ -221,6 +221,11 @@ class Graph:
         for n in remove:
             self.remove_node(n)
         nid = self.add_node(op, inputs, [output], name=name, attrs=attrs, value=value, sources=sources)
+        t = self.tensors[output]
+        if op in ("GroupNorm", "LayerNorm", "Silu", "Gelu", "Scale", "Bias", "Upsample") and inputs and \
+                (not t.shape or min(t.shape) < 0):   # shape inference left it open: same as the input
+            xs = self.tensors[inputs[0]].shape
+            t.shape = xs if op != "Upsample" else (xs[0], xs[1], 2 * xs[2], 2 * xs[3])
         for c, port in users:
             self.set_input(c, port, output)
         return nid

@@ -122,3 +122,46 @@ def test_int8_weights_requantized_with_warning(build_model):
     s = sqnr_db(ort_out(hard_reference(q), inp), run_kernel_graph(kg, inp)["out"])
     print(f"conv_gn_silu int8 weights requantized to int4: SQNR vs int8 QDQ model {s:.1f} dB")
     assert s >= 15
+
+
+def scale_table_from_qdq(qdq_path, n_steps=2):
+    """A per-step scale table (INTERFACES.md format) with the QDQ model's activation scales, varied per step."""
+    import onnx
+    from onnx import numpy_helper
+    m = onnx.load(qdq_path)
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    scales = {}
+    for n in m.graph.node:
+        if n.op_type == "QuantizeLinear" and n.input[1] in inits and n.input[0] not in inits:
+            s = float(np.asarray(inits[n.input[1]]).reshape(-1)[0])
+            name = n.input[0].removesuffix("_QuantizeLinear_Input")   # graph outputs are renamed by the quantizer
+            scales[name] = [s * (1 + 0.25 * k) for k in range(n_steps)]
+    return {"format": "sdac-step-scales", "version": 1, "n_steps": n_steps, "timesteps": [999, 499][:n_steps],
+            "scales": scales}
+
+
+def test_float_model_with_step_scale_table(build_model, tmp_path):
+    """The path of `sdac quantize`: a float UNet plus per-step scales; the frontend quantizes the weights."""
+    import json
+    q, f = build_model("unet")
+    doc = scale_table_from_qdq(q)
+    p = tmp_path / "unet.scales.json"
+    p.write_text(json.dumps(doc))
+    g = load_model(f, str(p))
+    kg = run_passes(g, PassContext())
+    _, _, kq = compiled(build_model, "unet")
+    assert kg.n_steps == 2 and [k.kind for k in kg.kernels] == [k.kind for k in kq.kernels]
+    assert all(a.scales.shape == (2,) for a in kg.inputs)
+    assert all(np.abs(k.weights.q).max() == 7 for k in kg.kernels if k.weights is not None)
+    inp = models.sample_inputs("unet", seed=7)
+    want = ort_out(hard_reference(f), inp)
+    for step in (0, 1):
+        got = run_kernel_graph(kg, inp, step=step)["out"]
+        s = sqnr_db(want, got)
+        print(f"unet float + scale table, step {step}: SQNR vs float hard model {s:.1f} dB")
+        assert s >= 12
+    # a boundary tensor missing from the table is an error naming it
+    drop = next(t for t in doc["scales"] if "conv_in" in t)
+    del doc["scales"][drop]
+    with pytest.raises(Exception, match="no quantization scale"):
+        run_passes(load_model(f, doc), PassContext())

@@ -26,7 +26,7 @@ class PassContext:
     lanes: int = 20
     # round the value flowing inside a kernel to the int8 grid wherever the QDQ model quantizes it
     # (kernels.Requant), so the kernel computes exactly what the model says between fused operators
-    requant_inside: bool = True
+    requant_inside: bool = False
     kernel_graph: object | None = None     # set by form_kernels (a kernels.KernelGraph)
     ran: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)

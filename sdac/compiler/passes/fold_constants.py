@@ -41,11 +41,26 @@ def fold_node(graph: Graph, n: str, values: list[np.ndarray], fate: str = "folde
             graph.set_input(c, port, o)
 
 
+SAME_SHAPE = {"GroupNormalization", "LayerNormalization", "InstanceNormalization", "Sigmoid", "Erf", "Relu",
+              "HardSwish", "HardSigmoid", "Gelu", "Softmax", "Identity", "Dropout", "Cast", "Tanh", "Sqrt", "Neg"}
+
+
+def propagate_same_shape(graph: Graph) -> None:
+    """Ops ONNX shape inference has no rule for (function ops like GroupNormalization) keep their input's shape."""
+    for n in graph.nodes():
+        d = graph.node(n)
+        if d["op"] in SAME_SHAPE and d["inputs"] and d["outputs"]:
+            t, x = graph.tensors[d["outputs"][0]], graph.tensors.get(d["inputs"][0])
+            if x is not None and x.shape and min(x.shape) > 0 and (not t.shape or min(t.shape) < 0):
+                t.shape = x.shape
+
+
 def refresh_shapes(graph: Graph) -> None:
     """Re-run ONNX shape inference now that shape computations are constants (the exporter's
     Shape->Gather->... chains leave e.g. Slice outputs unknown in the original model)."""
     import onnx
     from onnx import helper, numpy_helper
+    propagate_same_shape(graph)
     unknown = [t for n in graph.nodes() if graph.op(n) not in ("Constant", "Input", "Output")
                for t in graph.outputs(n) if t and (not graph.shape(t) or min(graph.shape(t)) < 0)]
     if not unknown:
@@ -61,7 +76,11 @@ def refresh_shapes(graph: Graph) -> None:
     ins = [helper.make_tensor_value_info(t, elem.get(graph.tensors[t].dtype, onnx.TensorProto.FLOAT),
                                          list(graph.shape(t))) for t in graph.graph_inputs()]
     outs = [helper.make_empty_tensor_value_info(t) for t in graph.graph_outputs()]
-    model = helper.make_model(helper.make_graph(nodes, "shapes", ins, outs, inits),
+    gi = set(graph.graph_inputs())
+    known = [helper.make_tensor_value_info(t, elem.get(tt.dtype, onnx.TensorProto.FLOAT), list(tt.shape))
+             for t, tt in graph.tensors.items() if t not in gi and graph.producer(t) is not None
+             and graph.op(graph.producer(t)) != "Constant" and tt.shape and min(tt.shape) > 0]
+    model = helper.make_model(helper.make_graph(nodes, "shapes", ins, outs, inits, value_info=known),
                               opset_imports=[helper.make_opsetid("", graph.opset)])
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
@@ -72,6 +91,7 @@ def refresh_shapes(graph: Graph) -> None:
             dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim)
             if dims and min(dims) > 0:
                 graph.tensors[vi.name].shape = dims
+    propagate_same_shape(graph)
 
 
 def run(graph: Graph, ctx) -> bool:
@@ -94,4 +114,11 @@ def run(graph: Graph, ctx) -> bool:
             changed = True
     changed = graph.remove_dead() or changed
     refresh_shapes(graph)
+    for n in graph.nodes():
+        if graph.op(n) in ("Constant", "Input", "Output"):
+            continue
+        for t in graph.outputs(n):
+            if t and (not graph.shape(t) or min(graph.shape(t)) < 0) and graph.consumers(t):
+                raise CompileError(f"{graph.source}: {graph.describe(n)}: the shape of its output {t!r} is unknown "
+                                   f"(ONNX shape inference failed; is the model consistent?)")
     return changed

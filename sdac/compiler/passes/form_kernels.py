@@ -48,7 +48,7 @@ def quantize_weights(graph: Graph, ctx, w_t: str, wf: np.ndarray, out_axis: int,
         q = np.round(wf / s.reshape(shape))
         if np.allclose(q * s.reshape(shape), wf, rtol=1e-5, atol=1e-12 * float(s.max())):
             over = np.abs(q).max(axis=tuple(i for i in range(wf.ndim) if i != out_axis)) > 7
-            if qinfo["dtype"] == "int4" and not over.any():
+            if not over.any():   # int4, or int8 that already fits [-7, 7]: exact
                 return K.Weights(q.astype(np.int8), s.astype(np.float32))
             if qinfo["dtype"] == "int4":
                 ctx.warn(f"{graph.source}: {where}: int4 weights use -8 in {int(over.sum())} output channels; "

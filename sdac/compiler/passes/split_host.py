@@ -80,8 +80,15 @@ def run(graph: Graph, ctx) -> bool:
     if graph.meta.get("proto") is not None:
         # cut from the original model instead, so the host computes exactly what the model says
         # (including the Q/DQ pairs on the time-embedding path)
+        src = onnx.ModelProto()
+        src.CopyFrom(graph.meta["proto"])
+        known = {v.name for v in list(src.graph.value_info) + list(src.graph.input) + list(src.graph.output)}
+        for t in boundary:   # the extractor wants a type for every output
+            if t not in known:
+                src.graph.value_info.append(helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT,
+                                                                          list(graph.shape(t))))
         try:
-            model = onnx.utils.Extractor(graph.meta["proto"]).extract_model(hin, boundary)
+            model = onnx.utils.Extractor(src).extract_model(hin, boundary)
         except Exception as e:
             raise CompileError(f"{graph.source}: cannot extract the host prologue ({str(e).splitlines()[0][:200]})")
         model.graph.name = "sdac_host_prologue"
