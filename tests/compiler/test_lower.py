@@ -147,3 +147,35 @@ def test_big_gn_spills_and_tiles():
     b, out = run_both(kg, {"x": rng.normal(0, 1.5, x.shape)}, machine=m)
     check(out)
     assert sum(1 for i in b.instrs if i.op == "conv") > 1
+
+
+def test_requant_inside_a_fusion_group():
+    """The model quantizes the conv output before the GroupNorm: the kernel rounds to that grid on chip."""
+    rng = RNG(6)
+    x = act("x", (1, 8, 8, 40), 0.05)
+    y = act("y", (1, 8, 8, 40), 0.03)
+    k = K.Kernel("conv", "conv3x3", [x], [K.Requant(np.full(1, 0.04, np.float32)),
+                                           K.Norm("gn", 4, 1e-5, np.ones(40), np.zeros(40)), K.Emit(y)],
+                 weights=weights(rng, (40, 40, 3, 3), 0))
+    kg = K.KernelGraph([k], [x], [y])
+    b, out = run_both(kg, {"x": rng.normal(0, 1.5, x.shape)})
+    check(out)
+    assert sum(1 for i in b.instrs if i.op == "deq") >= 2       # requantize and back
+
+
+def test_compare_kernels_locates_a_wrong_kernel():
+    from sdac.compiler.divergence import compare_kernels
+    rng = RNG(7)
+    x = act("x", (1, 40, 40), 0.05)
+    y = act("y", (1, 40, 40), 0.05)
+    z = act("z", (1, 40, 20), 0.05)
+    k1 = K.Kernel("a", "matmul", [x], [K.Emit(y)], weights=weights(rng, (40, 40), 1))
+    k2 = K.Kernel("b", "matmul", [y], [K.Emit(z)], weights=weights(rng, (40, 20), 1))
+    kg = K.KernelGraph([k1, k2], [x], [z])
+    inputs = {"x": rng.normal(0, 2, x.shape)}
+    calibrate_absmax(kg, [inputs])
+    good = compare_kernels(kg, inputs)
+    assert [d.kernel for d in good] == ["a", "b"] and all(d.max_lsb <= 2 for d in good)
+    k2.main_absmax = 1e-3           # a format that saturates: kernel b must stand out
+    bad = compare_kernels(kg, inputs)
+    assert bad[0].max_lsb <= 2 and bad[1].max_lsb > 5

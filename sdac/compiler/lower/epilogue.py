@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import CompileError
-from ..kernels import Act, Activation, AddTensor, AddVec, Bias, Emit, GeGLU, Kernel, Norm, Scale
+from ..kernels import Act, Activation, AddTensor, AddVec, Bias, Emit, GeGLU, Kernel, Norm, Requant, Scale
 from .fixed import frac_bits, scale_entries, scale_entry, to_int32
 from .params import PrmImage, PrmRef
 
@@ -43,6 +43,8 @@ class SfuOp:
     vec: bool = False               # add: operand is one row per batch (broadcast)
     fn: str = "none"
     out_act: Act | None = None      # writes int8 into this output's tile (else acc int16 in place)
+    on_chip: bool = False           # out_act is a temporary that never goes to DRAM (a Requant)
+    src_tmp: Act | None = None      # deq reading a temporary int8 tile written by an earlier op
     st: StatSpec | None = None      # accumulate statistics of the result (the op before a norm)
     group: StatSpec | None = None   # norm: which statistics registers it reads
     nd: PrmRef | None = None        # norm descriptor, gamma, beta
@@ -114,8 +116,14 @@ def plan_epilogue(k: Kernel, prm: PrmImage, main: str, main_scale: np.ndarray | 
     while i < len(steps):
         e = steps[i]
         if isinstance(e, Bias):
-            raise CompileError(f"kernel {k.name}: a bias is only supported right after the main operation")
-        if isinstance(e, (AddVec, AddTensor)):
+            # the dequantize that produced the current value adds it (e.g. after a Requant)
+            if ops[-1].kind != "deq" or ops[-1].bias is not None or ops[-1].st is not None:
+                raise CompileError(f"kernel {k.name}: a bias must follow the main operation or a requantization")
+            b = e.b.astype(np.float64)
+            if b.shape != (out_cols,):
+                raise CompileError(f"kernel {k.name}: bias has {b.shape[0]} values for {out_cols} columns")
+            ops[-1].bias = prm.vector(to_int32(b, F, f"kernel {k.name} bias"))
+        elif isinstance(e, (AddVec, AddTensor)):
             a = e.v if isinstance(e, AddVec) else e.r
             sc = prm.word(scale_entries(np.asarray(a.scales, np.float64) * 2.0 ** F, f"kernel {k.name} add"))
             ops.append(SfuOp("add", frac=F, sc=sc, operand=a, vec=isinstance(e, AddVec)))
@@ -123,6 +131,14 @@ def plan_epilogue(k: Kernel, prm: PrmImage, main: str, main_scale: np.ndarray | 
             ops.append(SfuOp("act", frac=F, sc=prm.word(scale_entry(e.factor, f"kernel {k.name} scale"))))
         elif isinstance(e, Emit):
             ops.append(_emit(k, prm, F, e.out))
+        elif isinstance(e, Requant):
+            # round to the model's int8 grid (an on-chip int8 tile) and bring it back at the same format
+            tmp = Act(f"{k.name}/requant{i}", (1, out_cols), np.asarray(e.scales, np.float32))
+            rq = _emit(k, prm, F, tmp)
+            rq.on_chip = True
+            ops.append(rq)
+            sc = prm.word(scale_entries(np.asarray(e.scales, np.float64) * 2.0 ** F, f"kernel {k.name} requant"))
+            ops.append(SfuOp("deq", frac=F, sc=sc, src_act=True, src_tmp=tmp))
         elif isinstance(e, Activation):
             if ops and ops[-1].out_act is None and ops[-1].kind == "norm" and ops[-1].fn == "none":
                 ops[-1].fn = e.fn            # fused into the norm instruction

@@ -111,11 +111,13 @@ def _run_tiles(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, tiles
                     kw.update(operand=dst, ors=low.cl(op.operand.channels))
             if op.out_act is not None:
                 kw.update(out=out_slot[op.out_act.name][slot], outrs=low.cl(op.out_act.channels))
-            if op.src_act:
+            if op.src_tmp is not None:
+                kw.update(src=out_slot[op.src_tmp.name][slot], srs=low.cl(op.src_tmp.channels))
+            elif op.src_act:
                 kw.update(src=src, srs=cl_v)
             st_first = op.st is not None and (t.first or op.st.mode == "row")
             low.sfu(op, prm, v=v, vrs=cl_v, rows=t.rows, cols=cols_at[j], st_first=st_first, **kw)
-            if op.out_act is not None:
+            if op.out_act is not None and not op.on_chip:
                 low.store_rows(op.out_act, out_slot[op.out_act.name][slot], t.r0, t.rows)
 
     # columns of the value seen by each op (GeGLU halves them)
@@ -157,6 +159,13 @@ def _run_tiles(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, tiles
                     low._chunked("load", [W("acc", v, n), R("dram", off, n * acc_line_bytes)], off, v,
                                  run=n, ny=1, dy=0, sy=0, buf="acc")
                 run_ops(range(plan.split, len(plan.ops)), t, slot, v, None)
+
+
+def _tile_act_lines(low: Lowerer, plan: EpiloguePlan) -> int:
+    """act lines per tile row for the operands and int8 results of the epilogue (each double-buffered)."""
+    outs = {op.out_act.name: op.out_act.channels for op in plan.ops if op.out_act is not None}
+    return sum(low.cl(c) for c in outs.values()) + sum(
+        low.cl(op.operand.channels) for op in plan.ops if op.operand is not None)
 
 
 # ------------------------------------------------------------------ weights
@@ -246,8 +255,7 @@ def lower_matmul(low: Lowerer, k: Kernel) -> None:
     tm = min(act_quarter // cl_in, m.acc_lines // (2 * cl_n), 0xFFFF)
     if any(op.st is not None and op.st.mode == "row" for op in plan.ops):
         tm = min(tm, m.stat_groups)
-    out_lines = sum(low.cl(a.channels) for a in k.outputs) + sum(
-        low.cl(op.operand.channels) for op in plan.ops if op.operand is not None)
+    out_lines = _tile_act_lines(low, plan)
     tm = min(tm, (m.act_lines // 2) // (2 * max(1, out_lines)))
     if tm < 1:
         raise CompileError(f"kernel {k.name}: a single row does not fit the on-chip buffers")
@@ -302,8 +310,7 @@ def lower_conv3x3(low: Lowerer, k: Kernel) -> None:
     act_quarter = m.act_lines // 4
     row_in = Wd * cl_in
     th = min((act_quarter // row_in - 3) // s + 1, m.acc_lines // (2 * Wo * cl_out), 0xFFF, Ho)
-    out_lines = sum(low.cl(a.channels) for a in k.outputs) + sum(
-        low.cl(op.operand.channels) for op in plan.ops if op.operand is not None)
+    out_lines = _tile_act_lines(low, plan)
     th = min(th, (m.act_lines // 2) // (2 * Wo * max(1, out_lines)))
     if th < 1:
         raise CompileError(f"kernel {k.name}: one output row does not fit the on-chip buffers")
@@ -354,8 +361,7 @@ def _act8_kernel(low: Lowerer, k: Kernel, x: Act, k_eff: Kernel) -> None:
     tm = min(act_quarter // cl, m.acc_lines // (2 * cl), 0xFFFF)
     if any(op.st is not None and op.st.mode == "row" for op in plan.ops):
         tm = min(tm, m.stat_groups)
-    out_lines = sum(low.cl(a.channels) for a in k.outputs) + sum(
-        low.cl(op.operand.channels) for op in plan.ops if op.operand is not None)
+    out_lines = _tile_act_lines(low, plan)
     tm = min(tm, (m.act_lines // 2) // (2 * max(1, out_lines)))
     tm = _round_tile(tm, image_rows, m.tile_m)
     tiles = _tiles(n_images, image_rows, tm)

@@ -211,15 +211,14 @@ class Lowerer:
         if op.st is not None:
             st = dict(st=1, st_clr=int(st_first), st_mode=op.st.mode, gsize=op.st.gsize, gbase=stat_base)
         if op.kind == "deq":
+            args = dict(sc=op.sc.line, per_ch=1) if op.per_ch else dict(sc=op.sc.word)
+            if op.bias is not None:
+                args.update(bias=1, bb=op.bias.line)
             if op.src_act:
                 acc = [R("act", src, rows * srs), W("acc", v, vlines), prm_acc]
-                self.emit("deq", acc, sbuf="act", s=src, srs=srs, d=v, drs=vrs, rows=rows, cols=cols,
-                          sc=op.sc.word, **st)
+                self.emit("deq", acc, sbuf="act", s=src, srs=srs, d=v, drs=vrs, rows=rows, cols=cols, **args, **st)
             else:
                 acc = [R("acc", v, vlines), W("acc", v, vlines), prm_acc]
-                args = dict(sc=op.sc.line, per_ch=1) if op.per_ch else dict(sc=op.sc.word)
-                if op.bias is not None:
-                    args.update(bias=1, bb=op.bias.line)
                 self.emit("deq", acc, sbuf="acc", s=v, srs=vrs, d=v, drs=vrs, rows=rows, cols=cols, **args, **st)
         elif op.kind == "add":
             acc = [R("acc", v, vlines), W("acc", v, vlines), R("act", operand, max(ors * rows, self.cl(cols))),
