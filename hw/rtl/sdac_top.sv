@@ -3,7 +3,7 @@
 // units, the compute unit (mm on the systolic array), halt / done / errors.
 //
 //   AXI-Lite ──► sdac_csr ──start──► fetch ──► sdac_decode ──► FIFO ld ──► LD unit (setstep, load) ─┐
-//                                      ▲                       FIFO cmp ─► CMP unit (mm: sdac_mm) ─┤ buffers
+//                                      ▲                       FIFO cmp ─► CMP unit (mm, conv: sdac_mm) ┤ buffers
 //                                      │                       FIFO sfu ─► SFU (sync only so far)  │ act wgt
 //   DRAM port (mem_*) ◄── arbiter ◄────┴──── LD reads, ST writes FIFO st ──► ST unit (store) ───────┘ acc prm
 //
@@ -13,7 +13,7 @@
 // tokens when it finishes. Bounds are checked before an instruction touches
 // anything, so an erroneous instruction has no effect. The first error stops
 // the machine with ERROR = code and ERR_INDEX = instruction index. Instructions
-// this RTL does not implement yet (conv and the SFU operations) complete without
+// this RTL does not implement yet (the SFU operations) complete without
 // effect and set STATUS.UNSUPPORTED, so a test can tell the run is not comparable.
 //
 // DRAM port: one request per cycle, always accepted; read data return on
@@ -273,14 +273,14 @@ module sdac_top
     for (int q = 0; q < 4; q++) u_op[q] = u_word[q][F_OPCODE_LO +: F_OPCODE_W];
     u_simple[0] = u_op[0] != OP_LOAD;
     u_unsup[0] = 1'b0;
-    u_simple[1] = u_op[1] != OP_MM;
-    u_unsup[1] = u_op[1] == OP_CONV || (mm_fin && mm_unsup);
+    u_simple[1] = u_op[1] != OP_MM && u_op[1] != OP_CONV;
+    u_unsup[1] = mm_fin && mm_unsup;
     u_simple[2] = 1'b1;
     u_unsup[2] = u_op[2] != OP_SYNC;
     u_simple[3] = u_op[3] != OP_STORE;
     u_unsup[3] = 1'b0;
   end
-  assign mm_start = u_first[1] && u_op[1] == OP_MM;
+  assign mm_start = u_first[1] && (u_op[1] == OP_MM || u_op[1] == OP_CONV);
   assign ld_agu_start = ld_state == U_CHECK && !u_fin[0];
   assign st_agu_start = st_state == U_CHECK && !u_fin[3];
 

@@ -299,3 +299,54 @@ def test_mm_default_machine(default_exe, M, N, K, acc):
 def test_random_pipelines_default_machine(default_exe, seed):
     dram, prog = random_pipeline(DEFAULT, seed, iters=6)
     check(default_exe, DEFAULT, dram, prog)
+
+
+def conv_program(m, seed):
+    """Random conv (shape, stride, padding, strides between pixels / rows, acc, dataflow)."""
+    rng = np.random.default_rng(seed)
+    L = m.lanes
+    r = lambda lo, hi: int(rng.integers(lo, hi + 1))   # noqa: E731
+    cin, cout, st, pt, pl = r(1, 9), r(1, 9), r(1, 3), r(0, 2), r(0, 2)
+    ih, iw, oh, ow = r(1, 6), r(1, 6), r(1, 5), r(1, 5)
+    cl, ol = -(-cin // L), -(-cout // L)
+    ips = cl + r(0, 1)
+    irs = iw * ips + r(0, 2)
+    wts, ops = cin, ol + r(0, 1)
+    wbs = 9 * wts
+    ors = ow * ops + r(0, 1)
+    i_lines = (ih - 1) * irs + (iw - 1) * ips + cl
+    w_lines = (ol - 1) * wbs + 9 * wts
+    o_lines = (oh - 1) * ors + (ow - 1) * ops + ol
+    acc = r(0, 1)
+    dram = bytearray(rand_dram(16384, seed))
+    W = rng.integers(-8, 8, (w_lines, L), dtype=np.int64)
+    W[0, :] = -8
+    dram[4096:4096 + w_lines * L // 2] = ((W[:, 0::2] & 0xF) | ((W[:, 1::2] & 0xF) << 4)).astype(np.uint8).tobytes()
+    prog = [
+        I("load", buf="act", dram=0, sram=10, run=i_lines),
+        I("load", buf="wgt", dram=4096, sram=5, run=w_lines),
+        I("load", buf="acc", dram=6144, sram=3, run=o_lines, push=["cmp"]),
+        I("conv", df=str(rng.choice(["ws", "os"])), i=10, ips=ips, irs=irs, ih=ih, iw=iw, w=5, wbs=wbs, wts=wts,
+          o=3, ops=ops, ors=ors, oh=oh, ow=ow, cin=cin, cout=cout, stride=st, pt=pt, pl=pl, acc=acc,
+          pop=["ld"], push=["st"]),
+        I("store", buf="acc", dram=10240, sram=0, run=o_lines + 3, pop=["cmp"]),
+        I("halt"),
+    ]
+    return bytes(dram), prog
+
+
+@pytest.mark.parametrize("seed", range(1, 26))
+def test_conv_matches_golden(small_exe, seed):
+    dram, prog = conv_program(SMALL, seed)
+    check(small_exe, SMALL, dram, prog)
+
+
+def test_conv_same_padding_3x3(small_exe):
+    # The common UNet case: 3x3, stride 1, padding 1, output = input size.
+    m = SMALL
+    dram, prog = conv_program(m, 1)
+    conv = prog[3].replace(ih=5, iw=5, oh=5, ow=5, stride=1, pt=1, pl=1, cin=6, cout=7, ips=2, irs=10,
+                           wts=6, wbs=54, ops=2, ors=10, acc=0)
+    prog = [prog[0].replace(run=50), prog[1].replace(run=108), prog[2].replace(run=50), conv,
+            prog[4].replace(run=53), prog[5]]
+    check(small_exe, m, dram, prog)
