@@ -77,7 +77,7 @@ def kernel_rows(r: Report, top: int = 0) -> list[list[str]]:
     for k in ks:
         util = k.pass_macs / (peak * k.attributed) if k.attributed else 0.0
         rows.append([k.name, k.kind, _n(k.attributed), _pct(k.attributed / max(1, r.total_cycles)),
-                     _pct(min(util, 9.99)) if k.pass_macs else "-", f"{k.macs / 1e6:.1f}",
+                     _pct(min(util, 1.0)) if k.pass_macs else "-", f"{k.macs / 1e6:.1f}",
                      f"{k.dram_bytes / 1e6:.2f}", *(_n(k.busy[q]) for q in QUEUES)])
     return rows
 
