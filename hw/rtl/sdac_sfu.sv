@@ -1,0 +1,1029 @@
+// Special function unit: deq, add, act, geglu, norm, softmax and transpose, bit-exact with
+// isa/numerics.py and the golden model (runtime/golden.py). docs/hardware.md, section "SFU".
+//
+// One instruction at a time: `start` (sampled while idle) latches the 256-bit word; the unit
+// checks every region first (OOB_BUF / OOB_STAT / BAD_FIELD / OVERLAP, in the golden model's
+// order) so a failing instruction changes nothing, then runs a line-sequential FSM: per line
+// of L lanes it fetches its operand lines, computes all L lanes in parallel in a few
+// registered steps (one shared 64-bit multiplier per lane, int64 wrap-around semantics like
+// numpy), updates the statistics and writes the result line. `done` pulses for one cycle at
+// the end, with `error` / `err_code` when the instruction failed.
+//
+// Buffer ports, one line per access (request / grant, responses in order):
+//   read:  X_rd_req + X_rd_addr held until X_rd_gnt; X_rd_valid + X_rd_data come one or more
+//          cycles after the granting cycle. At most one read per port is outstanding.
+//   write: X_wr_req + addr + data + lane enables (be) held until X_wr_gnt.
+// Requests are Moore outputs (registered state only), never functions of gnt / valid.
+//
+// Sources and destination may coincide exactly (in place, d = s with equal strides); other
+// partial overlaps between a result and a later-read operand see the new values (lines are
+// processed row-major), unlike the golden model's read-everything-first semantics.
+module sdac_sfu
+  import sdac_isa_pkg::*;
+#(
+  parameter int LANES = L,
+  parameter int ACC_DEPTH = ACC_LINES,
+  parameter int ACT_DEPTH = ACT_LINES,
+  parameter int PRM_DEPTH = PRM_LINES,
+  parameter int NSTAT = STAT_GROUPS,
+  localparam int ACCW = $clog2(ACC_DEPTH),
+  localparam int ACTW = $clog2(ACT_DEPTH),
+  localparam int PRMW = $clog2(PRM_DEPTH),
+  localparam int SW = $clog2(NSTAT),
+  localparam int LW = $clog2(LANES)
+) (
+  input  logic                  clk,
+  input  logic                  rst,
+  // instruction handshake
+  input  logic                  start,
+  /* verilator lint_off UNUSEDSIGNAL */   // header token masks and reserved bits: not the SFU's business
+  input  logic [WORD_BITS-1:0]  instr,
+  /* verilator lint_on UNUSEDSIGNAL */
+  output logic                  busy,
+  output logic                  done,       // one-cycle pulse
+  output logic                  error,      // with done: the instruction failed (no state changed)
+  output logic [7:0]            err_code,   // ERR_* of the package; held until the next start
+  // acc buffer (int32 lanes)
+  output logic                  acc_rd_req,
+  output logic [ACCW-1:0]       acc_rd_addr,
+  input  logic                  acc_rd_gnt,
+  input  logic                  acc_rd_valid,
+  input  logic [32*LANES-1:0]   acc_rd_data,
+  output logic                  acc_wr_req,
+  output logic [ACCW-1:0]       acc_wr_addr,
+  output logic [32*LANES-1:0]   acc_wr_data,
+  output logic [LANES-1:0]      acc_wr_be,
+  input  logic                  acc_wr_gnt,
+  // act buffer (int8 lanes)
+  output logic                  act_rd_req,
+  output logic [ACTW-1:0]       act_rd_addr,
+  input  logic                  act_rd_gnt,
+  input  logic                  act_rd_valid,
+  input  logic [8*LANES-1:0]    act_rd_data,
+  output logic                  act_wr_req,
+  output logic [ACTW-1:0]       act_wr_addr,
+  output logic [8*LANES-1:0]    act_wr_data,
+  output logic [LANES-1:0]      act_wr_be,
+  input  logic                  act_wr_gnt,
+  // prm buffer (uint32 lanes), read only
+  output logic                  prm_rd_req,
+  output logic [PRMW-1:0]       prm_rd_addr,
+  input  logic                  prm_rd_gnt,
+  input  logic                  prm_rd_valid,
+  input  logic [32*LANES-1:0]   prm_rd_data,
+  // statistics registers: read (combinational) and write (while idle) for tests / context
+  input  logic [SW-1:0]         stat_idx,
+  output logic signed [63:0]    stat_rd_s1,
+  output logic signed [63:0]    stat_rd_s2,
+  input  logic                  stat_wr,
+  input  logic signed [63:0]    stat_wr_s1,
+  input  logic signed [63:0]    stat_wr_s2
+);
+`define SFU_F(INSTR, FIELD) instr[F_``INSTR``_``FIELD``_LO +: F_``INSTR``_``FIELD``_W]
+
+  typedef logic signed [63:0] s64;
+
+  // ---------------------------------------------------------------- numerics (isa/numerics.py)
+  // rshift_round with numpy's int64 semantics: s > 0 rounds half up (shift clamped to 62),
+  // s <= 0 shifts left by min(-s, 62); every add / shift wraps modulo 2**64.
+  function automatic s64 rsr(input s64 x, input logic signed [39:0] s);
+    logic [5:0] n;
+    if (s > 40'sd0) begin
+      n = (s > 40'sd62) ? 6'd62 : 6'(s);
+      return (x + (64'sd1 <<< (n - 6'd1))) >>> n;
+    end
+    n = (s < -40'sd62) ? 6'd62 : 6'(-s);
+    return x <<< n;
+  endfunction
+
+  function automatic s64 sat16(input s64 x);
+    if (x > 64'sd32767) return 64'sd32767;
+    if (x < -64'sd32768) return -64'sd32768;
+    return x;
+  endfunction
+
+  function automatic s64 sat8(input s64 x);
+    if (x > 64'sd127) return 64'sd127;
+    if (x < -64'sd128) return -64'sd128;
+    return x;
+  endfunction
+
+  function automatic s64 clip(input s64 x, input s64 lo, input s64 hi);
+    if (x < lo) return lo;
+    if (x > hi) return hi;
+    return x;
+  endfunction
+
+  // floor(log2 v) of a positive value (v >= 1)
+  function automatic logic [5:0] log2floor(input logic [63:0] v);
+    logic [5:0] k;
+    k = 6'd0;
+    for (int b = 1; b < 64; b++) if (v[b]) k = 6'(b);
+    return k;
+  endfunction
+
+  /* verilator lint_off UNUSEDSIGNAL */   // bits 30-31 of a scale entry are ignored
+  // a scale entry's multiplier (unsigned 24 bits, as a positive s64) and shift (6 bits)
+  function automatic s64 e_mul(input logic [31:0] e);
+    return s64'({40'd0, e[23:0]});
+  endfunction
+
+  function automatic logic signed [39:0] e_sh(input logic [31:0] e);
+    return 40'(e[29:24]);
+  endfunction
+  /* verilator lint_on UNUSEDSIGNAL */
+
+  // last line of a region of n rows of `lines` lines at stride rs (48-bit, no wrap)
+  function automatic logic [47:0] last_line(input logic [19:0] base, input logic [15:0] n,
+                                            input logic [15:0] rs, input logic [16:0] lines);
+    return 48'(base) + 48'(n - 16'd1) * 48'(rs) + 48'(lines) - 48'd1;
+  endfunction
+
+  // ---------------------------------------------------------------- decoded instruction
+  typedef enum logic [2:0] {K_DEQ, K_ADD, K_ACT, K_GEGLU, K_NORM, K_SOFTMAX, K_TRANSPOSE, K_BAD} kind_t;
+
+  typedef struct packed {
+    kind_t       kind;
+    logic        a_act;      // operand A (or S) from act (else acc)
+    logic [19:0] a_base;
+    logic [15:0] a_rs;
+    logic        b_en;       // second operand line (add B, geglu B)
+    logic        b_act;
+    logic [19:0] b_base;
+    logic [15:0] b_rs;
+    logic        d_act;      // result in act (int8), else acc
+    logic [19:0] d_base;
+    logic [15:0] d_rs;
+    logic [15:0] rows;
+    logic [15:0] cols;
+    logic        sc_en;      // scalar scale entry PRMW[sc]
+    logic [19:0] sc;
+    logic        p1_en;      // per-column prm vector 1: deq scale (per_ch), norm gamma
+    logic [19:0] p1_base;
+    logic        p2_en;      // per-column prm vector 2: deq bias, norm beta
+    logic [19:0] p2_base;
+    logic        st;
+    logic        st_clr;
+    logic        st_chan;
+    logic [11:0] gsize;
+    logic [11:0] gbase;
+    logic [1:0]  fn;
+    logic [4:0]  frac;
+    logic [19:0] nd;
+  } dec_t;
+
+  dec_t dec, q;   // decoded from the input word; latched at start
+
+  always_comb begin
+    dec = '0;
+    dec.gsize = 12'd1;
+    unique case (instr[F_OPCODE_LO +: F_OPCODE_W])
+      OP_DEQ: begin
+        dec.kind = K_DEQ;
+        dec.a_act = `SFU_F(DEQ, SBUF);
+        dec.a_base = `SFU_F(DEQ, S);
+        dec.a_rs = `SFU_F(DEQ, SRS);
+        dec.d_base = `SFU_F(DEQ, D);
+        dec.d_rs = `SFU_F(DEQ, DRS);
+        dec.rows = `SFU_F(DEQ, ROWS);
+        dec.cols = `SFU_F(DEQ, COLS);
+        dec.sc = `SFU_F(DEQ, SC);
+        dec.sc_en = !`SFU_F(DEQ, PER_CH);
+        dec.p1_en = `SFU_F(DEQ, PER_CH);
+        dec.p1_base = `SFU_F(DEQ, SC);
+        dec.p2_en = `SFU_F(DEQ, BIAS);
+        dec.p2_base = `SFU_F(DEQ, BB);
+        dec.st = `SFU_F(DEQ, ST);
+        dec.st_clr = `SFU_F(DEQ, ST_CLR);
+        dec.st_chan = `SFU_F(DEQ, ST_MODE);
+        dec.gsize = `SFU_F(DEQ, GSIZE);
+        dec.gbase = `SFU_F(DEQ, GBASE);
+      end
+      OP_ADD: begin
+        dec.kind = K_ADD;
+        dec.a_base = `SFU_F(ADD, A);
+        dec.a_rs = `SFU_F(ADD, ARS);
+        dec.b_en = 1'b1;
+        dec.b_act = `SFU_F(ADD, BBUF);
+        dec.b_base = `SFU_F(ADD, B);
+        dec.b_rs = `SFU_F(ADD, BRS);
+        dec.d_base = `SFU_F(ADD, D);
+        dec.d_rs = `SFU_F(ADD, DRS);
+        dec.rows = `SFU_F(ADD, ROWS);
+        dec.cols = `SFU_F(ADD, COLS);
+        dec.sc_en = 1'b1;
+        dec.sc = `SFU_F(ADD, SC);
+        dec.st = `SFU_F(ADD, ST);
+        dec.st_clr = `SFU_F(ADD, ST_CLR);
+        dec.st_chan = `SFU_F(ADD, ST_MODE);
+        dec.gsize = `SFU_F(ADD, GSIZE);
+        dec.gbase = `SFU_F(ADD, GBASE);
+      end
+      OP_ACT: begin
+        dec.kind = K_ACT;
+        dec.a_act = `SFU_F(ACT, SBUF);
+        dec.a_base = `SFU_F(ACT, S);
+        dec.a_rs = `SFU_F(ACT, SRS);
+        dec.d_act = `SFU_F(ACT, OUT);
+        dec.d_base = `SFU_F(ACT, D);
+        dec.d_rs = `SFU_F(ACT, DRS);
+        dec.rows = `SFU_F(ACT, ROWS);
+        dec.cols = `SFU_F(ACT, COLS);
+        dec.fn = `SFU_F(ACT, FN);
+        dec.frac = `SFU_F(ACT, FRAC);
+        dec.sc_en = 1'b1;
+        dec.sc = `SFU_F(ACT, SC);
+        dec.st = `SFU_F(ACT, ST);
+        dec.st_clr = `SFU_F(ACT, ST_CLR);
+        dec.st_chan = `SFU_F(ACT, ST_MODE);
+        dec.gsize = `SFU_F(ACT, GSIZE);
+        dec.gbase = `SFU_F(ACT, GBASE);
+      end
+      OP_GEGLU: begin
+        dec.kind = K_GEGLU;
+        dec.a_base = `SFU_F(GEGLU, A);
+        dec.a_rs = `SFU_F(GEGLU, ARS);
+        dec.b_en = 1'b1;
+        dec.b_base = `SFU_F(GEGLU, B);
+        dec.b_rs = `SFU_F(GEGLU, BRS);
+        dec.d_act = `SFU_F(GEGLU, OUT);
+        dec.d_base = `SFU_F(GEGLU, D);
+        dec.d_rs = `SFU_F(GEGLU, DRS);
+        dec.rows = `SFU_F(GEGLU, ROWS);
+        dec.cols = `SFU_F(GEGLU, COLS);
+        dec.fn = FN_GELU;
+        dec.frac = `SFU_F(GEGLU, FRAC);
+        dec.sc_en = 1'b1;
+        dec.sc = `SFU_F(GEGLU, SC);
+      end
+      OP_NORM: begin
+        dec.kind = K_NORM;
+        dec.a_base = `SFU_F(NORM, S);
+        dec.a_rs = `SFU_F(NORM, SRS);
+        dec.d_act = `SFU_F(NORM, OUT);
+        dec.d_base = `SFU_F(NORM, D);
+        dec.d_rs = `SFU_F(NORM, DRS);
+        dec.rows = `SFU_F(NORM, ROWS);
+        dec.cols = `SFU_F(NORM, COLS);
+        dec.st_chan = `SFU_F(NORM, ST_MODE);
+        dec.gsize = `SFU_F(NORM, GSIZE);
+        dec.gbase = `SFU_F(NORM, GBASE);
+        dec.nd = `SFU_F(NORM, ND);
+        dec.p1_en = 1'b1;
+        dec.p1_base = `SFU_F(NORM, GAMMA);
+        dec.p2_en = 1'b1;
+        dec.p2_base = `SFU_F(NORM, BETA);
+        dec.fn = `SFU_F(NORM, FN);
+        dec.frac = `SFU_F(NORM, FRAC);
+        dec.sc_en = 1'b1;
+        dec.sc = `SFU_F(NORM, SC);
+      end
+      OP_SOFTMAX: begin
+        dec.kind = K_SOFTMAX;
+        dec.a_base = `SFU_F(SOFTMAX, S);
+        dec.a_rs = `SFU_F(SOFTMAX, SRS);
+        dec.d_act = 1'b1;
+        dec.d_base = `SFU_F(SOFTMAX, D);
+        dec.d_rs = `SFU_F(SOFTMAX, DRS);
+        dec.rows = `SFU_F(SOFTMAX, ROWS);
+        dec.cols = `SFU_F(SOFTMAX, COLS);
+        dec.sc_en = 1'b1;
+        dec.sc = `SFU_F(SOFTMAX, SC);
+      end
+      OP_TRANSPOSE: begin
+        dec.kind = K_TRANSPOSE;
+        dec.a_act = 1'b1;
+        dec.a_base = `SFU_F(TRANSPOSE, S);
+        dec.a_rs = `SFU_F(TRANSPOSE, SRS);
+        dec.d_act = 1'b1;
+        dec.d_base = `SFU_F(TRANSPOSE, D);
+        dec.d_rs = `SFU_F(TRANSPOSE, DRS);
+        dec.rows = `SFU_F(TRANSPOSE, ROWS);
+        dec.cols = `SFU_F(TRANSPOSE, COLS);
+      end
+      default: dec.kind = K_BAD;
+    endcase
+  end
+
+  // ---------------------------------------------------------------- region checks
+  logic [16:0] nl;        // lines per row: ceil(cols / L)
+  logic [16:0] nlr;       // ceil(rows / L): lines per row of a transpose result
+  assign nl = 17'((32'(q.cols) + 32'(LANES) - 32'd1) / 32'(LANES));
+  assign nlr = 17'((32'(q.rows) + 32'(LANES) - 32'd1) / 32'(LANES));
+
+  function automatic logic oob(input logic [19:0] base, input logic [15:0] n, input logic [15:0] rs,
+                               input logic [16:0] lines, input logic in_act);
+    return last_line(base, n, rs, lines) >= (in_act ? 48'(ACT_DEPTH) : 48'(ACC_DEPTH));
+  endfunction
+
+  function automatic logic prm_oob(input logic [19:0] base, input logic [16:0] lines);
+    return last_line(base, 16'd1, 16'd0, lines) >= 48'(PRM_DEPTH);
+  endfunction
+
+  function automatic logic word_oob(input logic [21:0] w);   // PRMW[w]
+    return 32'(w) / 32'(LANES) >= 32'(PRM_DEPTH);
+  endfunction
+
+  logic stat_oob, e_a, e_b, e_d, e_sc, e_p1, e_p2, e_nd;
+  logic [7:0] chk_err;
+  always_comb begin
+    // statistics registers gbase .. gbase + groups - 1 must exist
+    if (!q.st_chan) stat_oob = 32'(q.gbase) + 32'(q.rows) - 32'd1 >= 32'(NSTAT);
+    else stat_oob = 32'(q.gbase) >= 32'(NSTAT) ||
+                    32'(q.cols) - 32'd1 >= (32'(NSTAT) - 32'(q.gbase)) * 32'(q.gsize);
+    e_a = oob(q.a_base, q.rows, q.a_rs, nl, q.a_act);
+    e_b = q.b_en && oob(q.b_base, q.rows, q.b_rs, nl, q.b_act);
+    e_d = (q.kind == K_TRANSPOSE) ? oob(q.d_base, q.cols, q.d_rs, nlr, 1'b1)
+                                  : oob(q.d_base, q.rows, q.d_rs, nl, q.d_act);
+    e_sc = q.sc_en && word_oob(22'(q.sc));
+    e_p1 = q.p1_en && prm_oob(q.p1_base, nl);
+    e_p2 = q.p2_en && prm_oob(q.p2_base, nl);
+    e_nd = q.kind == K_NORM && word_oob(22'(q.nd) + 22'd2);
+    chk_err = ERR_OK;
+    unique case (q.kind)
+      K_DEQ, K_ADD, K_ACT: begin
+        if (q.kind == K_ACT && q.st && q.d_act) chk_err = ERR_BAD_FIELD;
+        else if (e_a || e_b || e_sc || e_p1 || e_p2 || e_d) chk_err = ERR_OOB_BUF;
+        else if (q.st && stat_oob) chk_err = ERR_OOB_STAT;
+      end
+      K_NORM: begin
+        if (e_a) chk_err = ERR_OOB_BUF;
+        else if (stat_oob) chk_err = ERR_OOB_STAT;
+        else if (e_nd || e_p1 || e_p2 || e_sc || e_d) chk_err = ERR_OOB_BUF;
+      end
+      K_GEGLU, K_SOFTMAX, K_TRANSPOSE: if (e_a || e_b || e_sc || e_d) chk_err = ERR_OOB_BUF;
+      default: chk_err = ERR_BAD_OPCODE;
+    endcase
+  end
+
+  // ---------------------------------------------------------------- state
+  typedef enum logic [5:0] {
+    S_IDLE, S_CHECK, S_OVL, S_SCAL, S_SCALW, S_NP0, S_NP1, S_NP2, S_NP3,
+    S_FETCH, S_FWAIT, S_NGRP,
+    S_DQ0, S_DQ1, S_AD0, S_AD1, S_X, S_F0, S_F1, S_F2, S_F3, S_F4, S_GG,
+    S_N0, S_N1, S_N2, S_N3, S_O0, S_O1,
+    S_SMAX, S_SM0, S_SM1, S_SM2, S_SM3, S_SMK,
+    S_STAT, S_WRITE, S_NEXT,
+    S_TTILE, S_TRD, S_TRW, S_TWR, S_DONE
+  } state_t;
+  state_t state;
+
+  // loop position
+  logic [15:0] r;                   // row
+  logic [16:0] j;                   // line within the row
+  logic [16:0] cols_left;           // cols - j*L (lanes valid in this line: l < cols_left)
+  logic [31:0] ra, rb, rd;          // line address of row r of A, B, D
+  logic [1:0]  fslot;               // operand fetch slot: 0 A, 1 B, 2 prm vector 1, 3 prm vector 2
+  logic [1:0]  pass;                // softmax: 1 max, 2 sum, 3 write
+  logic [15:0] cg0;                 // chan mode: group (relative) of lane 0 of this line
+  logic [11:0] crem0;               // and its column offset within the group
+  logic [LANES-1:0] pend;           // lanes not yet visited by a group walk
+  // scalars
+  logic [31:0] sc_e, inv_n, eps, nsh;
+  logic [1:0]  scal_k;
+  // per-lane registers
+  s64 opa [LANES];
+  s64 opb [LANES];
+  logic [31:0] pv1 [LANES];
+  logic [31:0] pv2 [LANES];
+  s64 x [LANES];
+  s64 t [LANES];
+  s64 w [LANES];
+  s64 mu_l [LANES];
+  logic [16:0] rm_l [LANES];
+  logic signed [5:0] re_l [LANES];
+  // softmax row state
+  s64 mx, total;
+  logic [5:0] sm_k;
+  logic [15:0] sm_rl;
+  // norm parameter precompute
+  logic [15:0] gi;                  // relative group
+  logic [31:0] gcol;                // gi * gsize (chan mode)
+  s64 pmu, pex2, pvv;
+  // statistics file (valid bit per register: st_clr clears in one cycle)
+  s64 st_s1 [NSTAT];
+  s64 st_s2 [NSTAT];
+  logic [NSTAT-1:0] st_valid;
+  // per-group norm parameters of the running instruction (index: group - gbase)
+  s64 pt_mu [NSTAT];
+  logic [16:0] pt_rm [NSTAT];
+  logic signed [5:0] pt_re [NSTAT];
+  // transpose
+  logic [7:0] tile [LANES][LANES];
+  logic [16:0] ti, tj;              // row block, column block
+  logic [15:0] trr, tcc, tnr, tnc;  // rows / columns of the tile done and present
+  logic [31:0] tsrc, tdst;
+  logic [47:0] oa_lo, ob_lo;        // overlap walk: current runs of S and D
+  logic [31:0] oa_i, ob_i, oa_n, ob_n;
+
+  assign busy = state != S_IDLE;
+
+  // ---------------------------------------------------------------- per-lane combinational
+  logic [LANES-1:0] vmask;          // lanes inside cols
+  logic [15:0] lgrp [LANES];        // group of each lane, relative to gbase
+  logic [LANES-1:0] gmatch;         // pending lanes of the first pending lane's group
+  logic [15:0] gsel;
+  s64 ma [LANES];
+  s64 mb [LANES];
+  s64 prod [LANES];
+  logic [31:0] ee [LANES];          // per-lane scale entry (deq per_ch) or the scalar one
+  s64 line_max, ex_sum, sum1, sum2;
+  s64 sm_ex [LANES];
+
+  always_comb begin
+    logic [15:0] g;
+    logic [11:0] rem;
+    logic found;
+    g = cg0;
+    rem = crem0;
+    for (int l = 0; l < LANES; l++) begin
+      vmask[l] = 17'(l) < cols_left;
+      lgrp[l] = q.st_chan ? g : r;
+      if (rem + 12'd1 == q.gsize) begin
+        rem = 12'd0;
+        g = g + 16'd1;
+      end else begin
+        rem = rem + 12'd1;
+      end
+    end
+    found = 1'b0;
+    gsel = 16'd0;
+    for (int l = 0; l < LANES; l++) begin
+      if (pend[l] && !found) begin
+        found = 1'b1;
+        gsel = lgrp[l];
+      end
+    end
+    for (int l = 0; l < LANES; l++) gmatch[l] = pend[l] && lgrp[l] == gsel;
+  end
+
+  // chan-mode group state of the next line (lane L continues the ripple above)
+  logic [15:0] cg_next;
+  logic [11:0] crem_next;
+  always_comb begin
+    cg_next = cg0;
+    crem_next = crem0;
+    for (int l = 0; l < LANES; l++) begin
+      if (crem_next + 12'd1 == q.gsize) begin
+        crem_next = 12'd0;
+        cg_next = cg_next + 16'd1;
+      end else begin
+        crem_next = crem_next + 12'd1;
+      end
+    end
+  end
+
+  // One 64 x 64 -> 64 multiplier per lane, operands selected by the state.
+  always_comb begin
+    for (int l = 0; l < LANES; l++) begin
+      ee[l] = (q.kind == K_DEQ && q.p1_en) ? pv1[l] : sc_e;
+      ma[l] = 64'sd0;
+      mb[l] = 64'sd0;
+      unique case (state)
+        S_DQ0: begin ma[l] = opa[l]; mb[l] = e_mul(ee[l]); end
+        S_AD0: begin ma[l] = opb[l]; mb[l] = e_mul(sc_e); end
+        S_F0:  begin ma[l] = x[l]; mb[l] = 64'(GELU_ALPHA_Q10); end
+        S_F2:  begin ma[l] = x[l]; mb[l] = t[l]; end
+        S_F3:  begin ma[l] = w[l]; mb[l] = 64'(INV6_Q16); end
+        S_GG:  begin ma[l] = opa[l]; mb[l] = w[l]; end
+        S_O0:  begin ma[l] = w[l]; mb[l] = e_mul(sc_e); end
+        S_N1:  begin ma[l] = w[l]; mb[l] = s64'({47'd0, rm_l[l]}); end
+        S_N2:  begin ma[l] = w[l]; mb[l] = s64'(signed'(pv1[l])); end
+        S_SM0: begin ma[l] = opa[l] - mx; mb[l] = e_mul(sc_e); end
+        S_SM2: begin ma[l] = t[l]; mb[l] = s64'({48'd0, sm_rl}); end
+        S_SM3: begin ma[l] = w[l]; mb[l] = 64'(SOFTMAX_ONE); end
+        default: ;
+      endcase
+      prod[l] = ma[l] * mb[l];
+    end
+  end
+
+  // softmax: exponent of each lane from w = apply_scale(x - max, e) <= 0
+  always_comb begin
+    for (int l = 0; l < LANES; l++) begin
+      s64 u;
+      s64 qq;
+      u = -w[l];
+      qq = u >>> EXP_FRAC;
+      if (qq > 64'sd31) qq = 64'sd31;
+      sm_ex[l] = rsr(s64'({48'd0, EXP2_LUT[u[7:0]]}), 40'(qq));
+    end
+  end
+
+  // row reductions over the valid / matching lanes
+  always_comb begin
+    line_max = mx;
+    ex_sum = 64'sd0;
+    sum1 = 64'sd0;
+    sum2 = 64'sd0;
+    for (int l = 0; l < LANES; l++) begin
+      if (vmask[l] && opa[l] > line_max) line_max = opa[l];
+      if (vmask[l]) ex_sum = ex_sum + sm_ex[l];
+      if (gmatch[l]) begin
+        sum1 = sum1 + w[l];
+        sum2 = sum2 + w[l] * w[l];
+      end
+    end
+  end
+
+  // ---------------------------------------------------------------- scalar side
+  logic [21:0] scal_word;
+  logic [21:0] scal_line;
+  logic [LW-1:0] scal_lane;
+  logic [31:0] scal_val;
+  always_comb begin
+    scal_word = (scal_k == 2'd0) ? 22'(q.sc) : 22'(q.nd) + 22'(scal_k) - 22'd1;
+    scal_line = 22'(32'(scal_word) / 32'(LANES));
+    scal_lane = LW'(32'(scal_word) % 32'(LANES));
+    scal_val = prm_rd_data[32 * scal_lane +: 32];
+  end
+
+  // scalar slots: 0 = PRMW[sc], 1..3 = PRMW[nd .. nd+2] (norm)
+  function automatic logic scal_en(input logic [1:0] k);
+    return (k == 2'd0) ? q.sc_en : q.kind == K_NORM;
+  endfunction
+
+  function automatic logic slot_en(input logic [1:0] k);
+    unique case (k)
+      2'd0: return 1'b1;
+      2'd1: return q.b_en;
+      2'd2: return q.p1_en;
+      default: return q.p2_en;
+    endcase
+  endfunction
+
+  logic [2:0] next_slot;            // first enabled fetch slot after fslot (4: none)
+  logic [2:0] next_scal;            // first enabled scalar slot after scal_k (4: none)
+  always_comb begin
+    next_slot = 3'd4;
+    for (int k = 3; k >= 1; k--) if (k > 32'(fslot) && slot_en(2'(k))) next_slot = 3'(k);
+    next_scal = 3'd4;
+    for (int k = 3; k >= 1; k--) if (k > 32'(scal_k) && scal_en(2'(k))) next_scal = 3'(k);
+  end
+
+  // norm parameters of group gbase + gi from its statistics (numerics.norm_params, rsqrt_q)
+  logic [SW-1:0] gabs;
+  s64 gs1, gs2, pprod, pm_a, pm_b, var_v, v1;
+  logic [5:0] pk;
+  logic signed [7:0] pe;
+  logic [63:0] pm;
+  always_comb begin
+    gabs = SW'(32'(q.gbase) + 32'(gi));
+    gs1 = st_valid[gabs] ? st_s1[gabs] : 64'sd0;
+    gs2 = st_valid[gabs] ? st_s2[gabs] : 64'sd0;
+    unique case (state)
+      S_NP0: begin pm_a = gs1; pm_b = s64'({32'd0, inv_n}); end
+      S_NP1: begin pm_a = gs2; pm_b = s64'({32'd0, inv_n}); end
+      default: begin pm_a = pmu; pm_b = pmu; end
+    endcase
+    pprod = pm_a * pm_b;
+    var_v = pex2 - rsr(pprod, 40'sd16);
+    v1 = ((var_v < 64'sd0) ? 64'sd0 : var_v) + s64'({32'd0, eps});
+    pk = log2floor(pvv);
+    pe = (8'(pk) - 8'sd8) & ~8'sd1;
+    pm = (pe >= 8'sd0) ? (pvv >>> pe) : (pvv <<< (-pe));
+  end
+
+  // ---------------------------------------------------------------- outputs to the buffers
+  logic [31:0] slot_addr;
+  logic        slot_acc, slot_act, slot_prm;
+  always_comb begin
+    unique case (fslot)
+      2'd0: slot_addr = ra + 32'(j);
+      2'd1: slot_addr = rb + 32'(j);
+      2'd2: slot_addr = 32'(q.p1_base) + 32'(j);
+      default: slot_addr = 32'(q.p2_base) + 32'(j);
+    endcase
+    slot_prm = fslot[1];
+    slot_act = !fslot[1] && (fslot[0] ? q.b_act : q.a_act);
+    slot_acc = !slot_prm && !slot_act;
+
+    acc_rd_req = state == S_FETCH && slot_acc;
+    acc_rd_addr = ACCW'(slot_addr);
+    act_rd_req = (state == S_FETCH && slot_act) || state == S_TRD;
+    act_rd_addr = ACTW'((state == S_TRD) ? tsrc : slot_addr);
+    prm_rd_req = (state == S_FETCH && slot_prm) || state == S_SCAL;
+    prm_rd_addr = PRMW'((state == S_SCAL) ? 32'(scal_line) : slot_addr);
+
+    acc_wr_req = state == S_WRITE && !q.d_act;
+    acc_wr_addr = ACCW'(rd + 32'(j));
+    act_wr_req = (state == S_WRITE && q.d_act) || state == S_TWR;
+    act_wr_addr = ACTW'((state == S_TWR) ? tdst : rd + 32'(j));
+    for (int l = 0; l < LANES; l++) begin
+      acc_wr_data[32 * l +: 32] = w[l][31:0];
+      act_wr_data[8 * l +: 8] = (state == S_TWR) ? tile[l][LW'(tcc)] : w[l][7:0];
+      act_wr_be[l] = (state == S_TWR) ? 16'(l) < tnr : vmask[l];
+    end
+    acc_wr_be = vmask;
+  end
+
+  assign stat_rd_s1 = st_valid[stat_idx] ? st_s1[stat_idx] : 64'sd0;
+  assign stat_rd_s2 = st_valid[stat_idx] ? st_s2[stat_idx] : 64'sd0;
+
+  // ---------------------------------------------------------------- the FSM
+  function automatic state_t first_compute(input logic [1:0] p);
+    unique case (q.kind)
+      K_DEQ: return S_DQ0;
+      K_ADD: return S_AD0;
+      K_NORM: return S_NGRP;
+      K_SOFTMAX: return (p == 2'd1) ? S_SMAX : S_SM0;
+      default: return S_X;   // act, geglu
+    endcase
+  endfunction
+
+  function automatic state_t after_fn();
+    return (q.kind == K_GEGLU) ? S_GG : S_O0;
+  endfunction
+
+  always_ff @(posedge clk) begin
+    done <= 1'b0;
+    if (rst) begin
+      state <= S_IDLE;
+      error <= 1'b0;
+      err_code <= ERR_OK;
+      st_valid <= '0;
+      pend <= '0;
+    end else begin
+      unique case (state)
+        S_IDLE: begin
+          if (start) begin
+            q <= dec;
+            error <= 1'b0;
+            err_code <= ERR_OK;
+            state <= S_CHECK;
+          end else if (stat_wr) begin
+            st_s1[stat_idx] <= stat_wr_s1;
+            st_s2[stat_idx] <= stat_wr_s2;
+            st_valid[stat_idx] <= 1'b1;
+          end
+        end
+
+        S_CHECK: begin
+          r <= 16'd0;
+          j <= 17'd0;
+          cols_left <= 17'(q.cols);
+          ra <= 32'(q.a_base);
+          rb <= 32'(q.b_base);
+          rd <= 32'(q.d_base);
+          fslot <= 2'd0;
+          pass <= 2'd1;
+          cg0 <= 16'd0;
+          crem0 <= 12'd0;
+          mx <= -64'sd2147483648;
+          total <= 64'sd0;
+          gi <= 16'd0;
+          gcol <= 32'd0;
+          if (chk_err != ERR_OK) begin
+            error <= 1'b1;
+            err_code <= chk_err;
+            state <= S_DONE;
+          end else if (q.kind == K_TRANSPOSE) begin
+            oa_lo <= 48'(q.a_base);
+            ob_lo <= 48'(q.d_base);
+            oa_i <= 32'd0;
+            ob_i <= 32'd0;
+            oa_n <= (q.a_rs == 16'd0) ? 32'd1 : 32'(q.rows);
+            ob_n <= (q.d_rs == 16'd0) ? 32'd1 : 32'(q.cols);
+            tj <= 17'd0;
+            ti <= nlr - 17'd1;
+            // disjoint hulls need no walk
+            if (last_line(q.a_base, q.rows, q.a_rs, nl) < 48'(q.d_base) ||
+                last_line(q.d_base, q.cols, q.d_rs, nlr) < 48'(q.a_base)) state <= S_TTILE;
+            else state <= S_OVL;
+          end else begin
+            if (q.st_clr) st_valid <= '0;
+            scal_k <= 2'd0;
+            if (q.sc_en) state <= S_SCAL;
+            else if (q.kind == K_NORM) begin
+              scal_k <= 2'd1;
+              state <= S_SCAL;
+            end else state <= S_FETCH;
+          end
+        end
+
+        // transpose overlap: merge walk over the sorted runs of S (rows) and D (columns)
+        S_OVL: begin
+          if (oa_lo + 48'(nl) - 48'd1 < ob_lo) begin
+            if (oa_i + 32'd1 >= oa_n) state <= S_TTILE;
+            oa_i <= oa_i + 32'd1;
+            oa_lo <= oa_lo + 48'(q.a_rs);
+          end else if (ob_lo + 48'(nlr) - 48'd1 < oa_lo) begin
+            if (ob_i + 32'd1 >= ob_n) state <= S_TTILE;
+            ob_i <= ob_i + 32'd1;
+            ob_lo <= ob_lo + 48'(q.d_rs);
+          end else begin
+            error <= 1'b1;
+            err_code <= ERR_OVERLAP;
+            state <= S_DONE;
+          end
+        end
+
+        // scalar prm words
+        S_SCAL: if (prm_rd_gnt) state <= S_SCALW;
+        S_SCALW: begin
+          if (prm_rd_valid) begin
+            unique case (scal_k)
+              2'd0: sc_e <= scal_val;
+              2'd1: inv_n <= scal_val;
+              2'd2: eps <= scal_val;
+              default: nsh <= scal_val;
+            endcase
+            if (next_scal != 3'd4) begin
+              scal_k <= 2'(next_scal);
+              state <= S_SCAL;
+            end else if (q.kind == K_NORM) state <= S_NP0;
+            else state <= S_FETCH;
+          end
+        end
+
+        // norm: (mu, rm, re) of every group the instruction uses
+        S_NP0: begin
+          pmu <= rsr(pprod, 40'sd24);
+          state <= S_NP1;
+        end
+        S_NP1: begin
+          pex2 <= rsr(pprod, 40'sd32);
+          state <= S_NP2;
+        end
+        S_NP2: begin
+          pvv <= (v1 < 64'sd1) ? 64'sd1 : v1;
+          state <= S_NP3;
+        end
+        S_NP3: begin
+          pt_mu[SW'(gi)] <= pmu;
+          pt_rm[SW'(gi)] <= RSQRT_LUT[10'(pm - 64'd256)];
+          pt_re[SW'(gi)] <= 6'(pe >>> 1);
+          gi <= gi + 16'd1;
+          gcol <= gcol + 32'(q.gsize);
+          if (q.st_chan ? (gcol + 32'(q.gsize) < 32'(q.cols)) : (gi + 16'd1 < q.rows)) state <= S_NP0;
+          else state <= S_FETCH;
+        end
+
+        // operand lines of line j of row r
+        S_FETCH: begin
+          if ((slot_acc && acc_rd_gnt) || (slot_act && act_rd_gnt) || (slot_prm && prm_rd_gnt))
+            state <= S_FWAIT;
+        end
+        S_FWAIT: begin
+          if ((slot_acc && acc_rd_valid) || (slot_act && act_rd_valid) || (slot_prm && prm_rd_valid)) begin
+            for (int l = 0; l < LANES; l++) begin
+              s64 v;
+              v = slot_act ? s64'(signed'(act_rd_data[8 * l +: 8])) : s64'(signed'(acc_rd_data[32 * l +: 32]));
+              unique case (fslot)
+                2'd0: opa[l] <= v;
+                2'd1: opb[l] <= v;
+                2'd2: pv1[l] <= prm_rd_data[32 * l +: 32];
+                default: pv2[l] <= prm_rd_data[32 * l +: 32];
+              endcase
+            end
+            if (next_slot != 3'd4) begin
+              fslot <= 2'(next_slot);
+              state <= S_FETCH;
+            end else begin
+              pend <= vmask;
+              state <= first_compute(pass);
+            end
+          end
+        end
+
+        // norm: per-lane parameters, one group of the line per cycle
+        S_NGRP: begin
+          for (int l = 0; l < LANES; l++) begin
+            if (gmatch[l]) begin
+              mu_l[l] <= pt_mu[SW'(gsel)];
+              rm_l[l] <= pt_rm[SW'(gsel)];
+              re_l[l] <= pt_re[SW'(gsel)];
+            end
+          end
+          pend <= pend & ~gmatch;
+          if ((pend & ~gmatch) == '0) state <= S_N0;
+        end
+
+        // deq: D = sat16(apply_scale(S, E_c) + bias_c)
+        S_DQ0: begin
+          for (int l = 0; l < LANES; l++) w[l] <= rsr(prod[l], e_sh(ee[l]));
+          state <= S_DQ1;
+        end
+        S_DQ1: begin
+          for (int l = 0; l < LANES; l++)
+            w[l] <= sat16(w[l] + (q.p2_en ? s64'(signed'(pv2[l])) : 64'sd0));
+          pend <= vmask;
+          state <= q.st ? S_STAT : S_WRITE;
+        end
+
+        // add: D = sat16(A + apply_scale(B, e))
+        S_AD0: begin
+          for (int l = 0; l < LANES; l++) w[l] <= rsr(prod[l], e_sh(sc_e));
+          state <= S_AD1;
+        end
+        S_AD1: begin
+          for (int l = 0; l < LANES; l++) w[l] <= sat16(opa[l] + w[l]);
+          pend <= vmask;
+          state <= q.st ? S_STAT : S_WRITE;
+        end
+
+        // act / geglu input: X = sat16(S) (geglu: the gate B; A saturated in place)
+        S_X: begin
+          for (int l = 0; l < LANES; l++) begin
+            x[l] <= sat16(q.kind == K_GEGLU ? opb[l] : opa[l]);
+            w[l] <= sat16(q.kind == K_GEGLU ? opb[l] : opa[l]);
+            if (q.kind == K_GEGLU) opa[l] <= sat16(opa[l]);
+          end
+          state <= (q.fn == FN_NONE) ? after_fn() : S_F0;
+        end
+
+        // hard SiLU / GeLU of x (frac fractional bits) into w
+        S_F0: begin
+          for (int l = 0; l < LANES; l++) begin
+            if (q.fn == FN_SILU)
+              t[l] <= clip(x[l] + (64'sd3 <<< q.frac), 64'sd0, 64'sd6 <<< q.frac);
+            else
+              w[l] <= rsr(prod[l], 40'sd10);
+          end
+          state <= (q.fn == FN_SILU) ? S_F2 : S_F1;
+        end
+        S_F1: begin
+          for (int l = 0; l < LANES; l++) t[l] <= clip(w[l] + (64'sd3 <<< q.frac), 64'sd0, 64'sd6 <<< q.frac);
+          state <= S_F2;
+        end
+        S_F2: begin
+          for (int l = 0; l < LANES; l++) w[l] <= prod[l];
+          state <= S_F3;
+        end
+        S_F3: begin
+          for (int l = 0; l < LANES; l++) w[l] <= prod[l];
+          state <= S_F4;
+        end
+        S_F4: begin
+          for (int l = 0; l < LANES; l++) w[l] <= rsr(w[l], 40'(q.frac) + 40'sd16);
+          state <= after_fn();
+        end
+
+        // geglu: Y = rshift_round(XA * gelu(XB), frac)
+        S_GG: begin
+          for (int l = 0; l < LANES; l++) w[l] <= rsr(prod[l], 40'(q.frac));
+          state <= S_O0;
+        end
+
+        // norm_q
+        S_N0: begin
+          for (int l = 0; l < LANES; l++) w[l] <= (sat16(opa[l]) <<< NORM_MEAN_FRAC) - mu_l[l];
+          state <= S_N1;
+        end
+        S_N1: begin
+          for (int l = 0; l < LANES; l++) w[l] <= rsr(prod[l], 40'sd16);
+          state <= S_N2;
+        end
+        S_N2: begin
+          for (int l = 0; l < LANES; l++) w[l] <= rsr(prod[l], 40'(signed'(nsh)) + 40'(re_l[l]));
+          state <= S_N3;
+        end
+        S_N3: begin
+          for (int l = 0; l < LANES; l++) begin
+            x[l] <= sat16(w[l] + s64'(signed'(pv2[l])));
+            w[l] <= sat16(w[l] + s64'(signed'(pv2[l])));
+          end
+          state <= (q.fn == FN_NONE) ? S_O0 : S_F0;
+        end
+
+        // output scale and saturation (act, geglu, norm)
+        S_O0: begin
+          for (int l = 0; l < LANES; l++) w[l] <= rsr(prod[l], e_sh(sc_e));
+          state <= S_O1;
+        end
+        S_O1: begin
+          for (int l = 0; l < LANES; l++) w[l] <= q.d_act ? sat8(w[l]) : sat16(w[l]);
+          pend <= vmask;
+          state <= (q.st && !q.d_act) ? S_STAT : S_WRITE;
+        end
+
+        // softmax passes: 1 max, 2 sum of exponentials, 3 probabilities
+        S_SMAX: begin
+          mx <= line_max;
+          state <= S_NEXT;
+        end
+        S_SM0: begin
+          for (int l = 0; l < LANES; l++) w[l] <= rsr(prod[l], e_sh(sc_e));
+          state <= S_SM1;
+        end
+        S_SM1: begin
+          for (int l = 0; l < LANES; l++) t[l] <= sm_ex[l];
+          if (pass == 2'd2) begin
+            total <= total + ex_sum;
+            state <= S_NEXT;
+          end else state <= S_SM2;
+        end
+        S_SM2: begin
+          for (int l = 0; l < LANES; l++) w[l] <= prod[l];
+          state <= S_SM3;
+        end
+        S_SM3: begin
+          for (int l = 0; l < LANES; l++) begin
+            s64 p;
+            p = rsr(prod[l], 40'sd15 + 40'(sm_k));
+            w[l] <= (p > 64'sd127) ? 64'sd127 : p;
+          end
+          state <= S_WRITE;
+        end
+        S_SMK: begin
+          logic [5:0] k;
+          logic [63:0] m;
+          k = log2floor(total);
+          m = 64'(total) >> (k - 6'd9);
+          sm_k <= k;
+          sm_rl <= RECIP_LUT[9'(m - 64'd512)];
+          state <= S_FETCH;
+        end
+
+        // statistics of the result line, one group per cycle
+        S_STAT: begin
+          logic [SW-1:0] g;
+          g = SW'(32'(q.gbase) + 32'(gsel));
+          st_s1[g] <= (st_valid[g] ? st_s1[g] : 64'sd0) + sum1;
+          st_s2[g] <= (st_valid[g] ? st_s2[g] : 64'sd0) + sum2;
+          st_valid[g] <= 1'b1;
+          pend <= pend & ~gmatch;
+          if ((pend & ~gmatch) == '0) state <= S_WRITE;
+        end
+
+        S_WRITE: if (q.d_act ? act_wr_gnt : acc_wr_gnt) state <= S_NEXT;
+
+        S_NEXT: begin
+          fslot <= 2'd0;
+          if (32'(j) + 32'd1 < 32'(nl)) begin
+            j <= j + 17'd1;
+            cols_left <= cols_left - 17'(LANES);
+            cg0 <= cg_next;
+            crem0 <= crem_next;
+            state <= S_FETCH;
+          end else if (q.kind == K_SOFTMAX && pass != 2'd3) begin
+            j <= 17'd0;
+            cols_left <= 17'(q.cols);
+            pass <= pass + 2'd1;
+            state <= (pass == 2'd2) ? S_SMK : S_FETCH;
+          end else if (r + 16'd1 < q.rows) begin
+            r <= r + 16'd1;
+            j <= 17'd0;
+            cols_left <= 17'(q.cols);
+            ra <= ra + 32'(q.a_rs);
+            rb <= rb + 32'(q.b_rs);
+            rd <= rd + 32'(q.d_rs);
+            cg0 <= 16'd0;
+            crem0 <= 12'd0;
+            pass <= 2'd1;
+            mx <= -64'sd2147483648;
+            total <= 64'sd0;
+            state <= S_FETCH;
+          end else state <= S_DONE;
+        end
+
+        // transpose: tiles of L source rows x L columns; column blocks ascending, row blocks
+        // descending, columns ascending within a tile (the golden model's last-write-wins order
+        // when result rows alias)
+        S_TTILE: begin
+          tnr <= 16'((32'(q.rows) - 32'(ti) * 32'(LANES) > 32'(LANES)) ? 32'(LANES)
+                                                                      : 32'(q.rows) - 32'(ti) * 32'(LANES));
+          tnc <= 16'((32'(q.cols) - 32'(tj) * 32'(LANES) > 32'(LANES)) ? 32'(LANES)
+                                                                      : 32'(q.cols) - 32'(tj) * 32'(LANES));
+          trr <= 16'd0;
+          tcc <= 16'd0;
+          tsrc <= 32'(q.a_base) + 32'(ti) * 32'(LANES) * 32'(q.a_rs) + 32'(tj);
+          tdst <= 32'(q.d_base) + 32'(tj) * 32'(LANES) * 32'(q.d_rs) + 32'(ti);
+          state <= S_TRD;
+        end
+        S_TRD: if (act_rd_gnt) state <= S_TRW;
+        S_TRW: begin
+          if (act_rd_valid) begin
+            for (int l = 0; l < LANES; l++) tile[LW'(trr)][l] <= act_rd_data[8 * l +: 8];
+            trr <= trr + 16'd1;
+            tsrc <= tsrc + 32'(q.a_rs);
+            state <= (trr + 16'd1 < tnr) ? S_TRD : S_TWR;
+          end
+        end
+        S_TWR: begin
+          if (act_wr_gnt) begin
+            tcc <= tcc + 16'd1;
+            tdst <= tdst + 32'(q.d_rs);
+            if (tcc + 16'd1 >= tnc) begin
+              if (ti != 17'd0) begin
+                ti <= ti - 17'd1;
+                state <= S_TTILE;
+              end else if (tj + 17'd1 < nl) begin
+                tj <= tj + 17'd1;
+                ti <= nlr - 17'd1;
+                state <= S_TTILE;
+              end else state <= S_DONE;
+            end
+          end
+        end
+
+        S_DONE: begin
+          done <= 1'b1;
+          state <= S_IDLE;
+        end
+        default: state <= S_IDLE;
+      endcase
+    end
+  end
+`undef SFU_F
+endmodule
