@@ -65,15 +65,59 @@ def _for_inference(proto):
     weights below opset 21) as standard Q/DQ with the int4 constants widened to int8; stale value_info dropped."""
     import onnx
     from onnx import numpy_helper
+    # a copy without the large initializers (weights become typed inputs): shape inference needs
+    # only their shapes, and a 1 GB model should not be held twice
     p = onnx.ModelProto()
-    p.CopyFrom(proto)
-    del p.graph.value_info[:]
+    p.ir_version = proto.ir_version
+    p.opset_import.extend(proto.opset_import)
+    p.graph.name = proto.graph.name
+    p.graph.node.extend(proto.graph.node)
+    p.graph.input.extend(proto.graph.input)
+    p.graph.output.extend(proto.graph.output)
+    for init in proto.graph.initializer:
+        n = 1
+        for dim in init.dims:
+            n *= dim
+        if n <= 64:
+            p.graph.initializer.append(init)
+        else:
+            elem = onnx.TensorProto.INT8 if init.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4) \
+                else init.data_type
+            p.graph.input.append(onnx.helper.make_tensor_value_info(init.name, elem, list(init.dims)))
     for nd in p.graph.node:
         if nd.domain == "com.microsoft" and nd.op_type in ("QuantizeLinear", "DequantizeLinear"):
             nd.domain = ""
     for i, init in enumerate(p.graph.initializer):
         if init.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
             p.graph.initializer[i].CopyFrom(numpy_helper.from_array(_to_array(init), init.name))
+    return p
+
+
+def _host_part(proto):
+    """The nodes (and their initializers) that depend only on rank <= 1 inputs (the timestep) and
+    constants: all split_host may cut the host prologue from; the rest of the model is not kept."""
+    import onnx
+    inits = {i.name for i in proto.graph.initializer}
+    host = {vi.name for vi in proto.graph.input if vi.name not in inits and len(vi.type.tensor_type.shape.dim) <= 1}
+    const = set(inits)
+    nodes = []
+    for nd in proto.graph.node:
+        ins = [t for t in nd.input if t]
+        if nd.op_type == "Constant" or all(t in const for t in ins):
+            const.update(nd.output)
+            nodes.append(nd)
+        elif all(t in host or t in const for t in ins):
+            host.update(nd.output)
+            nodes.append(nd)
+    used = {t for nd in nodes for t in nd.input}
+    p = onnx.ModelProto()
+    p.ir_version = proto.ir_version
+    p.opset_import.extend(proto.opset_import)
+    p.graph.name = proto.graph.name
+    p.graph.node.extend(nodes)
+    p.graph.input.extend(vi for vi in proto.graph.input if vi.name in host)
+    p.graph.initializer.extend(i for i in proto.graph.initializer if i.name in used)
+    p.graph.value_info.extend(vi for vi in proto.graph.value_info if vi.name in host)
     return p
 
 
@@ -135,7 +179,7 @@ def load_model(model, step_scales: str | dict | None = None) -> Graph:
     gp = inferred.graph
     opset = max([o.version for o in inferred.opset_import if o.domain in ("", "ai.onnx")] or [17])
     graph = Graph(source=base, opset=opset)
-    graph.meta["proto"] = proto   # the host prologue is cut from the original model (with its QDQ nodes)
+    graph.meta["proto"] = _host_part(proto)   # the host prologue is cut from it (with its QDQ nodes)
 
     types: dict[str, tuple[tuple[int, ...], str]] = {}
     for vi in list(gp.input) + list(gp.value_info) + list(gp.output):
@@ -145,7 +189,7 @@ def load_model(model, step_scales: str | dict | None = None) -> Graph:
         dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim)
         types[vi.name] = (dims, _DTYPES.get(tt.elem_type, str(tt.elem_type)))
 
-    init_names = {i.name for i in gp.initializer}
+    init_names = {i.name for i in proto.graph.initializer}
     for vi in gp.input:
         if vi.name in init_names:
             continue

@@ -21,8 +21,11 @@ from sdac.compiler.hardref import boundary_reference, hard_reference, kernel_agr
 from sdac.compiler.passes import PassContext, run_passes
 from sdac.compiler.reference import sqnr_db
 
+# one xdist worker for the whole file: the exported models are cached per session (per worker)
+pytestmark = pytest.mark.xdist_group("sdac_test_models")
+
 BLOCKS = ["conv3x3", "conv_gn_silu", "resnet", "attention", "transformer"]
-UNETS = ["unet", "unet_cond"]
+UNETS = ["unet", pytest.param("unet_cond", marks=pytest.mark.slow)]
 E2E_MIN = {"conv3x3": 60, "conv_gn_silu": 30, "resnet": 30, "attention": 30, "transformer": 30,
            "unet": 20, "unet_cond": 20}
 _compiled = {}
@@ -43,7 +46,7 @@ def ort_out(model, inputs):
     return sess.run(None, {i.name: inputs[i.name] for i in sess.get_inputs()})[0]
 
 
-@pytest.mark.parametrize("name", BLOCKS + UNETS)
+@pytest.mark.parametrize("name", BLOCKS + ["unet", "unet_cond"])
 def test_kernels_match_qdq_model_exactly_with_requant(build_model, name):
     q, g, kg = compiled(build_model, name, requant_inside=True)
     res = kernel_agreement(hard_reference(q), kg, models.sample_inputs(name, seed=7), g)
