@@ -54,3 +54,16 @@ def compare_kernels(kg: KernelGraph, inputs: dict[str, np.ndarray], step: int = 
             diffs.append(KernelDiff(k.name, k.kind, a.name, sqnr_db(r, g),
                                     float(np.abs(g - r).max() / float(np.asarray(a.scales)[step]))))
     return diffs
+
+
+def reference_inputs(kg: KernelGraph, bundle, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """ONNX-named host inputs -> the KernelGraph's inputs (host prologue run, channels-last, by Act name)."""
+    from ..runtime.golden import device_inputs
+    dev = device_inputs(bundle, inputs)
+    by_onnx = {kg.io_names.get(a.name, a.name): a for a in kg.inputs}
+    out = {}
+    for name, v in dev.items():
+        a = by_onnx[name]
+        v = np.asarray(v, np.float64)
+        out[a.name] = (np.moveaxis(v, 1, -1) if v.ndim == 4 else v).reshape(a.shape)
+    return out
