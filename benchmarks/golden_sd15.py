@@ -86,6 +86,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--no-compile", action="store_true", help="do not try to compile the bundle when it is missing")
     ap.add_argument("--child", choices=["golden", "ort"], help=argparse.SUPPRESS)
     ap.add_argument("--path", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
     qdq = sd15_model.ensure("qdq")
     C = sd15_model.CACHE
     res: dict = {"threads": a.threads, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-    if not BUNDLE.exists():
+    if not BUNDLE.exists() and not a.no_compile:
         bu.log(f"no {BUNDLE}: compiling it (benchmarks/compile_sd15.py child) ...")
         comp = bu.run_child([str(HERE / "compile_sd15.py"), "--child", "compile", "--path", str(qdq),
                              "--out", str(BUNDLE)], env=env)

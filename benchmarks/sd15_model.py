@@ -30,7 +30,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("SDAC_SD15_CACHE", ROOT / "build" / "sd15"))
+# SDAC_SD15_VARIANT=slice: a 2-level cut of the same UNet for diagnosing the compiler at SD-v1.5 shapes with
+# ~1/5 of the weights (64x64 latent, 320 and 1280 channels, 4096-token self-attention, 77-token cross-attention).
+VARIANT = os.environ.get("SDAC_SD15_VARIANT", "full")
+CACHE = Path(os.environ.get("SDAC_SD15_CACHE", ROOT / "build" / ("sd15" if VARIANT == "full" else f"sd15_{VARIANT}")))
 FLOAT = CACHE / "unet.float.onnx"
 QDQ = CACHE / "unet.qdq.onnx"
 INPUTS = CACHE / "inputs.npz"
@@ -43,6 +46,10 @@ SD15_CONFIG = dict(
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
     cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
 )
+if VARIANT == "slice":
+    SD15_CONFIG.update(layers_per_block=1, block_out_channels=(320, 1280),
+                       down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                       up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
 INPUT_SHAPES = {"sample": (1, 4, 64, 64), "timestep": (1,), "encoder_hidden_states": (1, 77, 768)}
 SEED = 0
 
