@@ -84,14 +84,11 @@ class _Former:
                                f"but has no quantization scale (no QuantizeLinear in the model and not in the "
                                f"scale table)")
         shape = tt.shape
-        if vector or (len(shape) == 4 and shape[1] == shape[2] == 1 and self._only_vector_uses(t)):
+        if vector:   # an AddVec operand or a device input of rank 2: (B, C)
             shape = (shape[0], shape[-1])
         a = K.Act(t, tuple(int(s) for s in shape), np.asarray(tt.scales, np.float32).reshape(-1))
         self.acts[t] = a
         return a
-
-    def _only_vector_uses(self, t: str) -> bool:
-        return False
 
     def absmax(self, t: str) -> float:
         return self.g.tensors[t].absmax
