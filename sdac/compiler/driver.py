@@ -84,6 +84,13 @@ def compile_model(model, *, step_scales=None, machine: Machine = DEFAULT, datafl
     t = time.perf_counter()
     bundle = lower(kg, machine, progress=progress)
     timings["lower"] = time.perf_counter() - t
+    if step_scales:
+        # the sampler needs the timesteps the scale banks were calibrated at (and their scheduler)
+        import json
+        table = step_scales if isinstance(step_scales, dict) else json.loads(Path(step_scales).read_text())
+        for key in ("timesteps", "scheduler"):
+            if key in table:
+                bundle.meta[key] = table[key]
     progress(f"lowered: {len(bundle.instrs)} instructions ({timings['lower']:.2f} s)")
     if verify_program:
         t = time.perf_counter()
