@@ -196,8 +196,11 @@ def load_model(model, step_scales: str | dict | None = None) -> Graph:
         shape, dtype = types[vi.name]
         graph.add_tensor(vi.name, shape, dtype)
         graph.add_node("Input", [], [vi.name], name=f"input:{vi.name}", attrs={"onnx_name": vi.name})
+    owned = not isinstance(model, onnx.ModelProto)
     for init in proto.graph.initializer:   # the original (int4) values, not the inference copy
         v = _to_array(init)
+        if owned and v.size > 64:   # we loaded it: drop the proto's copy, so the weights are held once
+            init.ClearField("raw_data")
         graph.add_tensor(init.name, v.shape, _DTYPES.get(init.data_type, str(v.dtype)))
         graph.add_node("Constant", [], [init.name], name=init.name, value=v)
 

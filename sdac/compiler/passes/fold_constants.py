@@ -65,16 +65,21 @@ def refresh_shapes(graph: Graph) -> None:
                for t in graph.outputs(n) if t and (not graph.shape(t) or min(graph.shape(t)) < 0)]
     if not unknown:
         return
-    nodes, inits = [], []
+    nodes, inits, weights = [], [], []
+    elem = {"float32": onnx.TensorProto.FLOAT, "int64": onnx.TensorProto.INT64}
     for n in graph.nodes():
         d = graph.node(n)
         if d["op"] == "Constant":
-            inits.append(numpy_helper.from_array(np.asarray(d["value"]), d["outputs"][0]))
+            v = np.asarray(d["value"])
+            if v.size <= 64:   # shape data; weights only need their type
+                inits.append(numpy_helper.from_array(v, d["outputs"][0]))
+            else:
+                weights.append(helper.make_tensor_value_info(d["outputs"][0], onnx.helper.np_dtype_to_tensor_dtype(
+                    v.dtype), list(v.shape)))
         elif d["op"] not in ("Input", "Output"):
             nodes.append(onnx_node(d))
-    elem = {"float32": onnx.TensorProto.FLOAT, "int64": onnx.TensorProto.INT64}
     ins = [helper.make_tensor_value_info(t, elem.get(graph.tensors[t].dtype, onnx.TensorProto.FLOAT),
-                                         list(graph.shape(t))) for t in graph.graph_inputs()]
+                                         list(graph.shape(t))) for t in graph.graph_inputs()] + weights
     outs = [helper.make_empty_tensor_value_info(t) for t in graph.graph_outputs()]
     gi = set(graph.graph_inputs())
     known = [helper.make_tensor_value_info(t, elem.get(tt.dtype, onnx.TensorProto.FLOAT), list(tt.shape))
