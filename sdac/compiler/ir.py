@@ -79,6 +79,7 @@ class Graph:
     meta: dict = field(default_factory=dict)
     _producer: dict[str, str] = field(default_factory=dict)
     _counter: itertools.count = field(default_factory=itertools.count)
+    _topo: list | None = None
 
     # ------------------------------------------------------------ access
     def node(self, n: str) -> dict:
@@ -89,8 +90,9 @@ class Graph:
 
     def nodes(self, op: str | None = None) -> list[str]:
         """Node ids in a deterministic topological order (ties broken by creation order)."""
-        order = nx.lexicographical_topological_sort(self.g, key=lambda n: self.g.nodes[n]["order"])
-        return [n for n in order if op is None or self.g.nodes[n]["op"] == op]
+        if self._topo is None:   # cached until the next mutation
+            self._topo = list(nx.lexicographical_topological_sort(self.g, key=lambda n: self.g.nodes[n]["order"]))
+        return [n for n in self._topo if op is None or self.g.nodes[n]["op"] == op]
 
     def producer(self, tensor: str) -> str | None:
         return self._producer.get(tensor)
@@ -145,6 +147,7 @@ class Graph:
 
     def add_node(self, op: str, inputs: list[str], outputs: list[str], *, name: str | None = None,
                  attrs: dict | None = None, value: np.ndarray | None = None, sources: tuple[str, ...] = ()) -> str:
+        self._topo = None
         nid = name if name and name not in self.g else self.new_name(name or op)
         order = next(self._counter)  # creation order breaks ties in the topological order
         self.g.add_node(nid, op=op, name=name or nid, attrs=dict(attrs or {}), inputs=list(inputs),
@@ -179,6 +182,7 @@ class Graph:
             self.g.remove_edge(p, nid, key=f"{tensor}@{port}")
 
     def set_input(self, nid: str, port: int, tensor: str) -> None:
+        self._topo = None
         ins = self.g.nodes[nid]["inputs"]
         while len(ins) <= port:
             ins.append("")
@@ -192,6 +196,7 @@ class Graph:
             self.set_input(v, port, new)
 
     def remove_node(self, nid: str, fate: str | None = None) -> None:
+        self._topo = None
         d = self.g.nodes[nid]
         for t in d["outputs"]:
             if t and self._producer.get(t) == nid:
