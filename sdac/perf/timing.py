@@ -71,6 +71,13 @@ class Timing:
     norm_group_cycles: int = 0           # per statistics group: mean / rsqrt (pipelined with the data if 0)
     transpose_block_latency: int = 20    # an L x L block is written out after it is read in
     halt_cycles: int = 4                 # token check and DONE after the last unit is idle
+    conv_ws_as_os: bool = False          # True: the array implements only MM-OS; conv df=ws is timed as os
+    # Per-op SFU costs replacing the formula above: (op, cycles per line, cycles per row, fixed cycles);
+    # for transpose "lines" counts the lines read plus the lines written.
+    sfu_costs: tuple = ()
+    # Extra SFU cycles per line for instruction options: (feature, cycles per line), feature one of
+    # silu, gelu (fn of act / norm), st (statistics), per_ch (deq scale vector), bias (deq bias).
+    sfu_extra: tuple = ()
 
     @staticmethod
     def from_machine(m: Machine, **overrides) -> "Timing":
@@ -82,6 +89,8 @@ class Timing:
             raise SdacError(f"timing: unknown parameter(s) {', '.join(sorted(unknown))} "
                             f"(known: {', '.join(f.name for f in fields(Timing))})")
         base.update(overrides)
+        for k in ("sfu_costs", "sfu_extra"):                                      # JSON gives lists
+            base[k] = tuple(tuple(c) for c in base.get(k, ()))
         return Timing(**base)
 
     @staticmethod
@@ -139,14 +148,17 @@ class Timing:
         return {"act": self.lanes, "wgt": self.lanes // 2, "acc": 4 * self.lanes, "prm": 4 * self.lanes}[buf]
 
 
-# Named override sets. "rtl-cosim": the RTL as of hw/rtl/sdac_top.sv (skeleton: DMA + mm) inside
+# Named override sets. "rtl-cosim": the RTL as of hw/rtl/sdac_top.sv (DMA, mm, conv as OS, SFU) inside
 # hw/tb/sdac_tb_top.sv, whose DRAM model answers one request per cycle with one cycle of latency, measured
 # by micro-programs (tests/perf/test_model_vs_rtl.py holds the model within 10% of it).
 PROFILES: dict[str, dict] = {
     "rtl-cosim": dict(instr_overhead=3, fetch_latency=1, fetch_interval_cycles=3, halt_cycles=3, dma_shared=True,
                       dma_latency=0, dma_bytes_per_cycle=1 << 10, dma_burst_gap=0,
                       dma_load_line_cycles=2, dma_store_line_cycles=1, zero_lines_per_cycle=1,
-                      pe_latency=7, array_start_cycles=1, mm_pass_refill=True),
+                      pe_latency=7, array_start_cycles=1, mm_pass_refill=True, conv_ws_as_os=True,
+                      sfu_costs=(("deq", 6, 0, 4), ("act", 7, 0, 4), ("add", 8, 0, 4), ("geglu", 15, 0, 4),
+                                 ("softmax", 17, 1, 4), ("norm", 15, 4, 10), ("transpose", 1.6, 0, 0)),
+                      sfu_extra=(("silu", 4), ("gelu", 5), ("st", 1), ("per_ch", 2), ("bias", 2))),
 }
 
 
@@ -196,6 +208,7 @@ def latencies(instrs, t: Timing) -> Work:
             queue[idx] = QINDEX[qspec]
     O = t.instr_overhead
     L = t.lanes
+    costs = {c[0]: tuple(c[1:]) for c in t.sfu_costs}
     X, Y = t.array_rows, t.array_cols
     for op, idx in by_op.items():
         ix = np.asarray(idx, dtype=np.int64)
@@ -237,7 +250,7 @@ def latencies(instrs, t: Timing) -> Work:
         elif op == "conv":
             oh, ow, cin, cout = a("oh"), a("ow"), a("cin"), a("cout")
             P = oh * ow
-            ws = np.array([instrs[i].args["df"] == "ws" for i in idx], dtype=bool)
+            ws = np.array([instrs[i].args["df"] == "ws" and not t.conv_ws_as_os for i in idx], dtype=bool)
             os_c = _os_cycles(t, P, cout, 9 * cin, 1)
             nblk = 9 * _cdiv(cin, X) * _cdiv(cout, 2 * Y)
             stream = _cdiv(P, 2)
@@ -249,6 +262,19 @@ def latencies(instrs, t: Timing) -> Work:
             lat[ix] = O + t.array_start_cycles + np.where(ws, ws_c, os_c)
             macs[ix] = P * cout * 9 * cin
             pmacs[ix] = macs[ix]
+        elif op in costs:
+            rows, cols = a("rows"), a("cols")
+            lines = rows * _cdiv(cols, L)
+            if op == "transpose":
+                lines = lines + cols * _cdiv(rows, L)
+            per_line, per_group, fixed = costs[op]
+            groups = rows
+            if op == "norm":              # per statistics group: rows (LayerNorm) or channel groups (GroupNorm)
+                groups = np.array([instrs[i].args["rows"] if instrs[i].args["st_mode"] == "row"
+                                   else _cdiv(instrs[i].args["cols"], instrs[i].args["gsize"]) for i in idx])
+            lat[ix] = O + fixed + np.ceil(per_line * lines + per_group * groups
+                                          + _sfu_extra(t, instrs, idx) * lines).astype(np.int64)
+            sfu[ix] = rows * cols
         elif op in ("deq", "add", "act", "geglu", "norm", "softmax"):
             rows, cols = a("rows"), a("cols")
             lines = rows * _cdiv(cols, L)
@@ -258,7 +284,8 @@ def latencies(instrs, t: Timing) -> Work:
                 groups = np.array([instrs[i].args["rows"] if instrs[i].args["st_mode"] == "row"
                                    else _cdiv(instrs[i].args["cols"], instrs[i].args["gsize"]) for i in idx])
                 extra = groups * t.norm_group_cycles
-            lat[ix] = O + t.sfu_pipeline + _cdiv(lines * passes, t.sfu_lines_per_cycle) + extra
+            lat[ix] = O + t.sfu_pipeline + _cdiv(lines * passes, t.sfu_lines_per_cycle) + extra \
+                + np.ceil(_sfu_extra(t, instrs, idx) * lines).astype(np.int64)
             sfu[ix] = rows * cols
         elif op == "transpose":
             rows, cols = a("rows"), a("cols")
@@ -269,6 +296,23 @@ def latencies(instrs, t: Timing) -> Work:
             raise SdacError(f"performance model: instruction {idx[0]}: no timing for opcode {op!r}")
     is_array = np.array([op in ("mm", "conv") for op in ops], dtype=bool)
     return Work(queue, lat, macs, pmacs, rd, wr, sfu, is_array, ops)
+
+
+def _sfu_extra(t: Timing, instrs, idx) -> np.ndarray | float:
+    """Per-line extra cycles of each SFU instruction from its options (Timing.sfu_extra)."""
+    if not t.sfu_extra:
+        return 0.0
+    cost = dict(t.sfu_extra)
+    out = np.zeros(len(idx))
+    for j, i in enumerate(idx):
+        a = instrs[i].args
+        fn = a.get("fn", "none")
+        x = cost.get(fn, 0.0) if fn != "none" else 0.0
+        for feat in ("st", "per_ch", "bias"):
+            if a.get(feat):
+                x += cost.get(feat, 0.0)
+        out[j] = x
+    return out
 
 
 def _os_cycles(t: Timing, m, n, k, passes):

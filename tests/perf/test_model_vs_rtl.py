@@ -72,7 +72,62 @@ def programs():
                   I("store", buf="acc", dram=8192 + t * 256, sram=(t % 2) * 16, run=16, pop=["cmp"],
                     push=["cmp"] if t < 2 else [])]
     P["double-buffered tiles"] = tiles
+    for oh, ow, cin, cout, st in [(6, 6, 8, 8, 1), (3, 3, 4, 8, 2), (5, 7, 12, 6, 1)]:
+        cl = -(-cin // 4)
+        for df in ("os", "ws"):
+            P[f"conv {df} {oh}x{ow} {cin}->{cout}/{st}"] = [I(
+                "conv", df=df, i=0, ips=cl, irs=cl * (ow * st + 2), ih=oh * st, iw=ow * st, w=0, wbs=9 * cin, wts=cin,
+                o=0, ops=-(-cout // 4), ors=ow * -(-cout // 4), oh=oh, ow=ow, cin=cin, cout=cout, stride=st, pt=1,
+                pl=1)]
+    sfu = dict(s=0, srs=3, d=0, drs=3, rows=13, cols=10, sc=0)
+    P["deq per_ch bias st"] = [I("deq", per_ch=1, bias=1, bb=1, st=1, st_mode="chan", gsize=4, **sfu)]
+    P["act gelu"] = [I("act", fn="gelu", frac=8, out="act", **sfu)]
+    P["softmax"] = [I("softmax", **sfu)]
+    P["norm silu"] = [I("norm", out="act", fn="silu", st_mode="row", nd=0, gamma=1, beta=2, **sfu)]
+    P["add, geglu"] = [I("add", a=0, ars=3, bbuf="act", b=0, brs=3, d=0, drs=3, rows=13, cols=10, sc=0),
+                       I("geglu", a=0, ars=3, b=60, brs=3, d=0, drs=3, rows=13, cols=10, sc=0)]
+    P["transpose"] = [I("transpose", s=0, srs=3, d=200, drs=4, rows=13, cols=10)]
     return {k: v + [I("halt")] for k, v in P.items()}
+
+
+def compiled_graphs():
+    """Small compiled kernels (one of each kind) that fit the co-simulated machine."""
+    from sdac.compiler import kernels as K
+    rng = np.random.default_rng(0)
+    act = lambda n, s: K.Act(n, s, np.full(1, 0.05, np.float32))           # noqa: E731
+
+    def w(shape, ax):
+        return K.Weights(rng.integers(-7, 8, size=shape).astype(np.int8), np.full(shape[ax], 0.02, np.float32))
+    g = {}
+    x, y = act("x", (1, 6, 6, 8)), act("y", (1, 6, 6, 8))
+    g["conv+bias+silu"] = K.KernelGraph([K.Kernel("c", "conv3x3", [x], [
+        K.Bias(np.zeros(8, np.float32)), K.Activation("silu"), K.Emit(y)], weights=w((8, 8, 3, 3), 0))], [x], [y])
+    x, r, y = act("x", (1, 10, 8)), act("r", (1, 10, 4)), act("y", (1, 10, 4))
+    g["mm+bias+residual"] = K.KernelGraph([K.Kernel("m", "matmul", [x], [
+        K.Bias(np.zeros(4, np.float32)), K.AddTensor(r), K.Emit(y)], weights=w((8, 4), 1))], [x, r], [y])
+    x, y = act("x", (1, 12, 8)), act("y", (1, 12, 4))
+    g["mm+layernorm"] = K.KernelGraph([K.Kernel("m", "matmul", [x], [
+        K.Norm("ln", 1, 1e-5, np.ones(4), np.zeros(4)), K.Emit(y)], weights=w((8, 4), 1))], [x], [y])
+    q, k, v, o = act("q", (1, 12, 4)), act("k", (1, 6, 4)), act("v", (1, 6, 4)), act("o", (1, 12, 4))
+    g["attention"] = K.KernelGraph([K.Kernel("a", "attention", [q, k, v], [K.Emit(o)], heads=1, sm_scale=0.5)],
+                                   [q, k, v], [o])
+    a, b, c, u = act("a", (1, 4, 4, 4)), act("b", (1, 4, 4, 4)), act("c", (1, 4, 4, 8)), act("u", (1, 8, 8, 8))
+    g["concat+upsample"] = K.KernelGraph([K.Kernel("cat", "concat", [a, b], [K.Emit(c)]),
+                                          K.Kernel("up", "upsample", [c], [K.Emit(u)])], [a, b], [u])
+    x, y = act("x", (1, 4, 4, 8)), act("y", (1, 4, 4, 8))
+    g["groupnorm+silu"] = K.KernelGraph([K.Kernel("n", "norm", [x], [
+        K.Norm("gn", 2, 1e-5, np.ones(8), np.zeros(8)), K.Activation("silu"), K.Emit(y)])], [x], [y])
+    return g
+
+
+def compile_small(kg):
+    from sdac.compiler.lower import lower
+    from sdac.compiler.verify import verify
+    from sdac.perf.samples import fix_absmax
+    fix_absmax(kg)
+    b = lower(kg, SMALL)
+    verify(b)
+    return b
 
 
 def test_model_within_10_percent_of_rtl(exe):
@@ -91,5 +146,28 @@ def test_model_within_10_percent_of_rtl(exe):
         if abs(err) > TOL:
             bad.append(rows[-1])
     print("\n".join(rows))
-    assert len(rows) >= 15
+    assert len(rows) >= 30
+    assert not bad, "model off by more than 10%:\n" + "\n".join(bad)
+
+
+def test_compiled_programs_within_10_percent_and_equal_outputs(exe):
+    """Compiled bundles through the device API: RTL outputs equal the golden model's; cycles within 10%."""
+    from sdac.runtime.device import Device
+    timing = Timing.resolve(SMALL, "rtl-cosim")
+    rng = np.random.default_rng(1)
+    rows, bad = [], []
+    for name, kg in compiled_graphs().items():
+        b = compile_small(kg)
+        x = {t.name: rng.normal(0, 1, t.shape).astype(np.float32) for t in b.inputs}
+        want = Device.open(b, "golden").step(x, 0)
+        dev = Device.open(b, "rtl")
+        got = dev.step(x, 0)
+        assert all(np.array_equal(got[k], want[k]) for k in want), name
+        rtl = dev.last_run.cycles
+        model = estimate(b, timing=timing).total_cycles
+        err = (model - rtl) / rtl
+        rows.append(f"{name:20s} {len(b.instrs):3d} instructions  rtl {rtl:6d} model {model:6d} {100 * err:+6.1f}%")
+        if abs(err) > TOL:
+            bad.append(rows[-1])
+    print("\n".join(rows))
     assert not bad, "model off by more than 10%:\n" + "\n".join(bad)
