@@ -94,7 +94,41 @@ def test_golden_backend(tmp_path):
     from sdac.diffusion.sample import GoldenUNet
     g = GoldenUNet(b)
     x = np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)
-    y = g(x, 999, 0)
-    ref = OrtUNet(q.model_path)(x, 999, 0)
+    t0 = int(np.asarray(q.calibration.timesteps)[0])
+    y = g(x, t0, 0)
     assert y.shape == (1, 1, 8, 8) and np.all(np.isfinite(y))
-    assert sqnr_db(ref, y) > 10.0
+    # measured (10-step table, t=900): golden vs FP32 34 dB, vs the QDQ simulation 32 dB
+    assert sqnr_db(OrtUNet(DIGITS_ONNX)(x, t0, 0), y) > 25.0
+    assert sqnr_db(OrtUNet(q.model_path)(x, t0, 0), y) > 22.0
+
+
+def _cond_model(path):
+    """A toy conditional 'UNet': out = 0.1 * sample + cond (cond (2,1,1,1) broadcast)."""
+    import onnx
+    from onnx import TensorProto, helper
+    g = helper.make_graph(
+        [helper.make_node("Mul", ["sample", "k"], ["s"]), helper.make_node("Add", ["s", "cond"], ["out"]),
+         helper.make_node("Identity", ["timestep"], ["t_unused"])],
+        "cond", [helper.make_tensor_value_info("sample", TensorProto.FLOAT, [2, 1, 4, 4]),
+                 helper.make_tensor_value_info("timestep", TensorProto.FLOAT, [1]),
+                 helper.make_tensor_value_info("cond", TensorProto.FLOAT, [2, 1, 1, 1])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 1, 4, 4])],
+        [helper.make_tensor("k", TensorProto.FLOAT, [], [0.1])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_guidance_with_a_conditional_onnx_model(tmp_path):
+    _cond_model(tmp_path / "c.onnx")
+    cond = np.array([0.0, 1.0], np.float32).reshape(2, 1, 1, 1)
+    unet = OrtUNet(tmp_path / "c.onnx", extra={"cond": cond})
+    x = np.random.default_rng(0).standard_normal((3, 1, 4, 4)).astype(np.float32)
+    e = guided(unet, 3.0)(x, 500, 0)
+    np.testing.assert_allclose(e, 0.1 * x + 0.0 + 3.0 * (1.0 - 0.0), rtol=1e-6)
+    with pytest.raises(SdacError, match="cond"):
+        OrtUNet(tmp_path / "c.onnx")
+    from sdac.cli import main
+    np.savez(tmp_path / "cond.npz", cond=cond)
+    out = tmp_path / "s"
+    assert main(["sample", str(tmp_path / "c.onnx"), "--cond", str(tmp_path / "cond.npz"), "--guidance", "2",
+                 "--steps", "3", "--n", "2", "--out", str(out)]) == 0
+    assert (out / "grid.png").exists()
