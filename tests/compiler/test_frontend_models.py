@@ -106,6 +106,13 @@ def test_unet_structure(build_model):
     assert any(s[:3] == ["Bias", "AddTensor", "Emit"] for s in seqs)
     assert all(k.dataflow == "ws" for k in kg.kernels if k.kind == "conv3x3")
     assert all(k.dataflow == "os" for k in kg.kernels if k.kind in ("matmul", "attention"))
+    # explain: every ONNX node has a fate, and every Conv/MatMul/Gemm went to a kernel or the host
+    from sdac.compiler.passes.explain import explain
+    lines = explain(g).splitlines()
+    assert len(lines) == len(g.onnx_nodes) and not any("still in the graph" in ln for ln in lines)
+    for ln in lines:
+        if ln.split()[1] in ("Conv", "MatMul", "Gemm", "Softmax", "Resize", "Concat"):
+            assert "kernel " in ln or "host prologue" in ln or "folded" in ln, ln
     # every device input is either the sample or a host prologue output (the time projections)
     host = ort.InferenceSession(kg.host_prologue)
     host_outs = {o.name for o in host.get_outputs()}
