@@ -147,7 +147,7 @@ def text_report(r: Report, name: str = "", top: int = 25, compare_sda: bool = Fa
 # ---------------------------------------------------------------------- timeline data
 
 def busy_bins(r: Report, queue: str, nbins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per bin of the total time: busy fraction of the queue's unit and the instruction running mid-bin (-1)."""
+    """Per bin of the total time: busy fraction of the queue's unit and an instruction running in the bin (-1)."""
     s, w = r.schedule, r.work
     T = max(1, r.total_cycles)
     m = w.queue == QUEUES.index(queue)
@@ -163,9 +163,8 @@ def busy_bins(r: Report, queue: str, nbins: int) -> tuple[np.ndarray, np.ndarray
     last_end = np.where(k > 0, ends[np.maximum(k - 1, 0)], 0)
     B = prefix[k] - np.maximum(0, last_end - edges)
     frac = np.diff(B) / np.diff(edges)
-    mid = (edges[:-1] + edges[1:]) / 2
-    j = np.searchsorted(starts, mid, "right") - 1
-    inside = (j >= 0) & (ends[np.maximum(j, 0)] > mid)
+    j = np.searchsorted(starts, edges[1:], "left") - 1     # the last instruction starting inside or before the bin
+    inside = (j >= 0) & (ends[np.maximum(j, 0)] > edges[:-1])
     who = np.where(inside, idx[np.maximum(j, 0)], -1)
     return np.clip(frac, 0, 1), who
 
