@@ -333,15 +333,27 @@ def cosim_parameters(machine, mem_bytes: int = 1 << 20) -> dict[str, int]:
     """sdac_tb_top parameters for a Machine (sdac.isa.machine)."""
     return {"LANES": machine.lanes, "AX": machine.array_rows, "AY": machine.array_cols,
             "ACT_N": machine.act_lines, "WGT_N": machine.wgt_lines, "ACC_N": machine.acc_lines,
-            "PRM_N": machine.prm_lines, "QDEPTH": machine.queue_depth, "TOKMAX": machine.token_max,
-            "MEM_BYTES": mem_bytes}
+            "PRM_N": machine.prm_lines, "STAT_N": machine.stat_groups, "QDEPTH": machine.queue_depth,
+            "TOKMAX": machine.token_max, "MEM_BYTES": mem_bytes}
+
+
+def cosim_sources() -> tuple[list[Path], list[str]]:
+    """Sources of the co-simulation and the defines: the SFU (hw/rtl/sdac_sfu.sv, written
+    separately) is compiled in, with SDAC_HAVE_SFU, when the file exists."""
+    names = list(COSIM_RTL)
+    defines = []
+    if (RTL_DIR / "sdac_sfu.sv").exists():
+        names.insert(names.index("sdac_top"), "sdac_sfu")
+        defines.append("+define+SDAC_HAVE_SFU")
+    return rtl_sources(*names), defines
 
 
 def build_cosim(machine, mem_bytes: int = 1 << 20) -> Path:
     """Compile hw/tb/sdac_tb_top.sv around sdac_top for `machine` (cached); returns the executable."""
-    return build_executable("sdac_tb_top", [*rtl_sources(*COSIM_RTL), TB_DIR / "sdac_tb_top.sv"],
+    sources, defines = cosim_sources()
+    return build_executable("sdac_tb_top", [*sources, TB_DIR / "sdac_tb_top.sv"],
                             parameters=cosim_parameters(machine, mem_bytes),
-                            args=["-Wno-fatal", "--timing", "-Wno-lint", "-Wno-style",
+                            args=[*defines, "-Wno-fatal", "--timing", "-Wno-lint", "-Wno-style",
                                   # the wheel's verilated.mk lacks the C++20 coroutine flags --timing needs
                                   "-CFLAGS", "-std=gnu++20 -fcoroutines"])
 

@@ -4,7 +4,7 @@
 //
 //   AXI-Lite ──► sdac_csr ──start──► fetch ──► sdac_decode ──► FIFO ld ──► LD unit (setstep, load) ─┐
 //                                      ▲                       FIFO cmp ─► CMP unit (mm, conv: sdac_mm) ┤ buffers
-//                                      │                       FIFO sfu ─► SFU (sync only so far)  │ act wgt
+//                                      │                       FIFO sfu ─► SFU unit (sdac_sfu)     │ act wgt
 //   DRAM port (mem_*) ◄── arbiter ◄────┴──── LD reads, ST writes FIFO st ──► ST unit (store) ───────┘ acc prm
 //
 // Semantics follow isa/isa.toml and the golden model (runtime/golden.py): an
@@ -13,8 +13,9 @@
 // tokens when it finishes. Bounds are checked before an instruction touches
 // anything, so an erroneous instruction has no effect. The first error stops
 // the machine with ERROR = code and ERR_INDEX = instruction index. Instructions
-// this RTL does not implement yet (the SFU operations) complete without
-// effect and set STATUS.UNSUPPORTED, so a test can tell the run is not comparable.
+// this RTL does not implement (the SFU operations when it is built without
+// sdac_sfu) complete without effect and set STATUS.UNSUPPORTED, so a test can
+// tell the run is not comparable.
 //
 // DRAM port: one request per cycle, always accepted; read data return on
 // mem_rdata in the following cycle. The program may live anywhere in the DRAM
@@ -29,6 +30,7 @@ module sdac_top
   parameter int WGT_N = WGT_LINES,
   parameter int ACC_N = ACC_LINES,
   parameter int PRM_N = PRM_LINES,
+  parameter int STAT_N = STAT_GROUPS,
   parameter int QDEPTH = QUEUE_DEPTH,
   parameter int TOKMAX = TOKEN_MAX,
   localparam int MEMB = (4 * LANES > 32) ? 4 * LANES : 32   // bytes per DRAM transfer
@@ -263,6 +265,61 @@ module sdac_top
   logic unused_mm_busy;
   assign unused_mm_busy = mm_busy;
 
+  // ------------------------------------------------------------------ SFU unit
+  // sdac_sfu (written separately; compiled in when hw/rtl/sdac_sfu.sv exists: sdac.hw.sim
+  // defines SDAC_HAVE_SFU). Its buffer ports are granted at once; reads return one cycle later.
+  logic sfu_start, sfu_done, sfu_error;
+  logic [7:0] sfu_err_code;
+  logic sfu_acc_rd_req, sfu_acc_wr_req, sfu_act_rd_req, sfu_act_wr_req, sfu_prm_rd_req;
+  logic sfu_acc_rd_valid, sfu_act_rd_valid, sfu_prm_rd_valid;
+  logic [$clog2(ACC_N)-1:0] sfu_acc_rd_addr, sfu_acc_wr_addr;
+  logic [$clog2(ACT_N)-1:0] sfu_act_rd_addr, sfu_act_wr_addr;
+  logic [$clog2(PRM_N)-1:0] sfu_prm_rd_addr;
+  logic [32*LANES-1:0] sfu_acc_rd_data, sfu_acc_wr_data, sfu_prm_rd_data;
+  logic [8*LANES-1:0] sfu_act_rd_data, sfu_act_wr_data;
+  logic [LANES-1:0] sfu_acc_wr_be, sfu_act_wr_be;
+  assign sfu_start = u_first[2] && u_op[2] != OP_SYNC;
+`ifdef SDAC_HAVE_SFU
+  logic sfu_busy;
+  logic signed [63:0] unused_stat_s1, unused_stat_s2;
+  sdac_sfu #(.LANES(LANES), .ACC_DEPTH(ACC_N), .ACT_DEPTH(ACT_N), .PRM_DEPTH(PRM_N), .NSTAT(STAT_N)) u_sfu (
+    .clk, .rst(rst || start), .start(sfu_start), .instr(u_word[2]), .busy(sfu_busy), .done(sfu_done),
+    .error(sfu_error), .err_code(sfu_err_code),
+    .acc_rd_req(sfu_acc_rd_req), .acc_rd_addr(sfu_acc_rd_addr), .acc_rd_gnt(sfu_acc_rd_req),
+    .acc_rd_valid(sfu_acc_rd_valid), .acc_rd_data(sfu_acc_rd_data),
+    .acc_wr_req(sfu_acc_wr_req), .acc_wr_addr(sfu_acc_wr_addr), .acc_wr_data(sfu_acc_wr_data),
+    .acc_wr_be(sfu_acc_wr_be), .acc_wr_gnt(sfu_acc_wr_req),
+    .act_rd_req(sfu_act_rd_req), .act_rd_addr(sfu_act_rd_addr), .act_rd_gnt(sfu_act_rd_req),
+    .act_rd_valid(sfu_act_rd_valid), .act_rd_data(sfu_act_rd_data),
+    .act_wr_req(sfu_act_wr_req), .act_wr_addr(sfu_act_wr_addr), .act_wr_data(sfu_act_wr_data),
+    .act_wr_be(sfu_act_wr_be), .act_wr_gnt(sfu_act_wr_req),
+    .prm_rd_req(sfu_prm_rd_req), .prm_rd_addr(sfu_prm_rd_addr), .prm_rd_gnt(sfu_prm_rd_req),
+    .prm_rd_valid(sfu_prm_rd_valid), .prm_rd_data(sfu_prm_rd_data),
+    .stat_idx('0), .stat_rd_s1(unused_stat_s1), .stat_rd_s2(unused_stat_s2), .stat_wr(1'b0),
+    .stat_wr_s1('0), .stat_wr_s2('0)
+  );
+  logic unused_sfu;
+  assign unused_sfu = ^{sfu_busy, unused_stat_s1, unused_stat_s2};
+`else
+  assign sfu_done = 1'b0;
+  assign sfu_error = 1'b0;
+  assign sfu_err_code = ERR_OK;
+  assign {sfu_acc_rd_req, sfu_acc_wr_req, sfu_act_rd_req, sfu_act_wr_req, sfu_prm_rd_req} = '0;
+  assign {sfu_acc_rd_addr, sfu_acc_wr_addr, sfu_act_rd_addr, sfu_act_wr_addr, sfu_prm_rd_addr} = '0;
+  assign {sfu_acc_wr_data, sfu_act_wr_data, sfu_acc_wr_be, sfu_act_wr_be} = '0;
+  logic unused_sfu;
+  assign unused_sfu = ^{sfu_start, sfu_acc_rd_valid, sfu_act_rd_valid, sfu_prm_rd_valid, sfu_acc_rd_data,
+                        sfu_act_rd_data, sfu_prm_rd_data, STAT_N};
+`endif
+  always_ff @(posedge clk) begin
+    sfu_acc_rd_valid <= sfu_acc_rd_req;
+    sfu_act_rd_valid <= sfu_act_rd_req;
+    sfu_prm_rd_valid <= sfu_prm_rd_req;
+    sfu_acc_rd_data <= acc_mem[sfu_acc_rd_addr];
+    sfu_act_rd_data <= act_mem[sfu_act_rd_addr];
+    sfu_prm_rd_data <= prm_mem[sfu_prm_rd_addr];
+  end
+
   // ------------------------------------------------------------------ unit control
   // u_first[q]: first cycle of the instruction in unit q (the cycle after issue).
   // Instructions without work (sync, setstep, and the kinds not implemented yet)
@@ -275,8 +332,13 @@ module sdac_top
     u_unsup[0] = 1'b0;
     u_simple[1] = u_op[1] != OP_MM && u_op[1] != OP_CONV;
     u_unsup[1] = mm_fin && mm_unsup;
+`ifdef SDAC_HAVE_SFU
+    u_simple[2] = u_op[2] == OP_SYNC;
+    u_unsup[2] = 1'b0;
+`else
     u_simple[2] = 1'b1;
     u_unsup[2] = u_op[2] != OP_SYNC;
+`endif
     u_simple[3] = u_op[3] != OP_STORE;
     u_unsup[3] = 1'b0;
   end
@@ -312,6 +374,10 @@ module sdac_top
     // CMP
     if (mm_fin) begin
       u_fin[1] = 1'b1; u_ferr[1] = mm_err;
+    end
+    // SFU
+    if (sfu_done) begin
+      u_fin[2] = 1'b1; u_ferr[2] = sfu_error ? sfu_err_code : ERR_OK;
     end
   end
 
@@ -468,6 +534,10 @@ module sdac_top
 
     u_first <= issue;
     if (acc_we) acc_mem[acc_waddr] <= acc_wdata;
+    for (int l = 0; l < LANES; l++) begin
+      if (sfu_acc_wr_req && sfu_acc_wr_be[l]) acc_mem[sfu_acc_wr_addr][32*l +: 32] <= sfu_acc_wr_data[32*l +: 32];
+      if (sfu_act_wr_req && sfu_act_wr_be[l]) act_mem[sfu_act_wr_addr][8*l +: 8] <= sfu_act_wr_data[8*l +: 8];
+    end
 
     // Halt, deadlock
     if (running && halted && all_empty && !any_busy && !can_issue) begin

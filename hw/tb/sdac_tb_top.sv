@@ -16,6 +16,7 @@ module sdac_tb_top #(
   parameter int WGT_N = 65536,
   parameter int ACC_N = 20480,
   parameter int PRM_N = 1024,
+  parameter int STAT_N = 1024,
   parameter int QDEPTH = 64,
   parameter int TOKMAX = 255,
   parameter int MEM_BYTES = 1 << 20
@@ -37,7 +38,7 @@ module sdac_tb_top #(
   logic [MEMB*8-1:0] mem_wdata, mem_rdata;
 
   sdac_top #(.LANES(LANES), .AX(AX), .AY(AY), .ACT_N(ACT_N), .WGT_N(WGT_N), .ACC_N(ACC_N),
-             .PRM_N(PRM_N), .QDEPTH(QDEPTH), .TOKMAX(TOKMAX)) dut (.*);
+             .PRM_N(PRM_N), .STAT_N(STAT_N), .QDEPTH(QDEPTH), .TOKMAX(TOKMAX)) dut (.*);
 
   // DRAM model
   logic [7:0] mem [MEM_BYTES];

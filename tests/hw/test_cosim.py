@@ -350,3 +350,42 @@ def test_conv_same_padding_3x3(small_exe):
     prog = [prog[0].replace(run=50), prog[1].replace(run=108), prog[2].replace(run=50), conv,
             prog[4].replace(run=53), prog[5]]
     check(small_exe, m, dram, prog)
+
+
+def sfu_program(m, seed):
+    """Every SFU instruction kind on random buffers (the SFU itself: tests/hw/test_sfu.py)."""
+    rng = np.random.default_rng(seed)
+    L = m.lanes
+    dram = bytearray(rand_dram(16384, seed))
+    # prm: scale entries with modest shifts so results stay in range; line 8: norm descriptor
+    prm = rng.integers(1 << 10, 1 << 16, (16, L)).astype(np.uint32) | (np.uint32(12) << np.uint32(24))
+    prm[8, 0], prm[8, 1], prm[8, 2] = 1 << 12, 1 << 4, 16
+    dram[8192:8192 + prm.size * 4] = prm.astype("<u4").tobytes()
+    acc = rng.integers(-3000, 3000, (64, L)).astype("<i4")
+    dram[0:acc.size * 4] = acc.tobytes()
+    prog = [
+        I("load", buf="acc", dram=0, sram=0, run=64),
+        I("load", buf="act", dram=4096, sram=0, run=64),
+        I("load", buf="prm", dram=8192, sram=0, run=16, push=["sfu"]),
+        I("deq", sbuf="acc", s=0, srs=2, d=20, drs=2, rows=6, cols=7, sc=0, per_ch=1, bias=1, bb=1, st=1,
+          st_clr=1, st_mode="row", gsize=1, gbase=0, pop=["ld"]),
+        I("act", sbuf="acc", s=20, srs=2, out="act", d=80, drs=2, rows=6, cols=7, fn="silu", frac=6, sc=9),
+        I("act", sbuf="act", s=0, srs=2, out="acc", d=40, drs=2, rows=5, cols=8, fn="gelu", frac=4, sc=10),
+        I("add", a=20, ars=2, bbuf="act", b=0, brs=0, d=50, drs=2, rows=6, cols=7, sc=11),
+        I("geglu", a=0, ars=2, b=20, brs=2, out="acc", d=60, drs=2, rows=4, cols=7, frac=5, sc=12),
+        I("norm", s=20, srs=2, out="act", d=100, drs=2, rows=6, cols=7, st_mode="row", gsize=1, gbase=0,
+          nd=32, gamma=2, beta=3, fn="none", frac=8, sc=13),
+        I("softmax", s=0, srs=2, d=120, drs=2, rows=3, cols=6, sc=14),
+        I("transpose", s=0, srs=2, d=140, drs=2, rows=6, cols=7, push=["st"]),
+        I("store", buf="acc", dram=10240, sram=0, run=72, pop=["sfu"]),
+        I("store", buf="act", dram=14336, sram=64, run=96),
+        I("halt"),
+    ]
+    return bytes(dram), prog
+
+
+@pytest.mark.skipif(not (sim.RTL_DIR / "sdac_sfu.sv").exists(), reason="hw/rtl/sdac_sfu.sv not present")
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sfu_instructions_match_golden(small_exe, seed):
+    dram, prog = sfu_program(SMALL, seed)
+    check(small_exe, SMALL, dram, prog)

@@ -31,6 +31,15 @@ def test_lint_clean(top):
     assert res.ok, f"{' '.join(res.command)}\n{res.output[-4000:]}"
 
 
+def test_lint_clean_top_with_sfu():
+    # sdac_top compiles sdac_sfu in with SDAC_HAVE_SFU (sdac.hw.sim.cosim_sources) when it exists.
+    sources, defines = sim.cosim_sources()
+    if not defines:
+        pytest.skip("hw/rtl/sdac_sfu.sv not present")
+    res = sim.lint(sources, "sdac_top", extra=defines)
+    assert res.ok, f"{' '.join(res.command)}\n{res.output[-4000:]}"
+
+
 def test_lint_catches_a_width_bug(tmp_path):
     bad = tmp_path / "bad.sv"
     bad.write_text("module bad(input logic [7:0] a, output logic [3:0] y);\n  assign y = a;\nendmodule\n")
