@@ -131,6 +131,31 @@ def test_groupnormalization_op_and_layernorm():
     assert k.epilogue[2].kind == "ln" and k.dataflow == "os" and "LayerNorm" in k.dataflow_reason
 
 
+def test_decomposed_layernorm_pattern():
+    """LayerNorm as exported below opset 17: ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add."""
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], name="ln/ReduceMean", axes=[-1]),
+             helper.make_node("Sub", ["x", "m"], ["d"], name="ln/Sub"),
+             helper.make_node("Pow", ["d", "two"], ["p"], name="ln/Pow"),
+             helper.make_node("ReduceMean", ["p"], ["v"], name="ln/ReduceMean_1", axes=[-1]),
+             helper.make_node("Add", ["v", "eps"], ["ve"], name="ln/Add"),
+             helper.make_node("Sqrt", ["ve"], ["s"], name="ln/Sqrt"),
+             helper.make_node("Div", ["d", "s"], ["n"], name="ln/Div"),
+             helper.make_node("Mul", ["n", "g"], ["ng"], name="ln/Mul"),
+             helper.make_node("Add", ["ng", "b"], ["y"], name="ln/Add_1")]
+    gamma, beta = 1 + w(40), w(40)
+    m = model(nodes, [("x", [1, 16, 40])], ["y"], [const("two", np.float32(2)), const("eps", np.float32(1e-5)),
+                                                    const("g", gamma), const("b", beta)], opset=13)
+    ops, g = ops_after(m, "check_canonical")
+    assert ops == ["LayerNorm"]
+    _, kg = compile_(m)
+    k, = kg.kernels
+    assert k.kind == "norm" and k.epilogue[0].kind == "ln" and np.allclose(k.epilogue[0].gamma, gamma)
+    x = RNG.standard_normal((1, 16, 40)).astype(np.float32)
+    want = ort.InferenceSession(m.SerializeToString()).run(None, {"x": np.clip(np.round(x / 0.05), -128, 127) * 0.05})[0]
+    got = run_kernel_graph(kg, {"x": x})["y"]
+    assert sqnr_db(want, got) > 25   # the output's int8 rounding at scale 0.05
+
+
 def gelu_nodes(x, y, p=""):
     return [helper.make_node("Div", [x, p + "sqrt2"], [p + "d"], name=p + "Div"),
             helper.make_node("Erf", [p + "d"], [p + "e"], name=p + "Erf"),

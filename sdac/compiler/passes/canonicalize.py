@@ -239,6 +239,54 @@ def layer_norm(graph: Graph) -> bool:
     return changed
 
 
+def _last_axis_mean(graph: Graph, n: str) -> bool:
+    d = graph.node(n)
+    axes = d["attrs"].get("axes")
+    if axes is None and len(d["inputs"]) > 1 and d["inputs"][1]:
+        axes = graph.const(d["inputs"][1])
+    r = len(graph.shape(d["inputs"][0]))
+    return axes is not None and [int(a) % r for a in np.ravel(axes)] == [r - 1] and d["attrs"].get("keepdims", 1)
+
+
+def layer_norm_decomposed(graph: Graph) -> bool:
+    """ReduceMean, Sub, Pow 2, ReduceMean, Add eps, Sqrt, Div [Mul gamma] [Add beta] (exports below opset 17)."""
+    changed = False
+    for r1 in graph.nodes("ReduceMean"):
+        if r1 not in graph.g or not _last_axis_mean(graph, r1):
+            continue
+        x = graph.inputs(r1)[0]
+        sub = next((c for c, _ in graph.consumers(graph.outputs(r1)[0]) if graph.op(c) == "Sub"
+                    and graph.inputs(c) == [x, graph.outputs(r1)[0]]), None)
+        if sub is None:
+            continue
+        dt = graph.outputs(sub)[0]
+        users = {graph.op(c): c for c, _ in graph.consumers(dt)}
+        pw, dv = users.get("Pow"), users.get("Div")
+        if pw is None or dv is None or len(graph.consumers(dt)) != 2 or _scalar(graph, graph.inputs(pw)[1]) != 2.0:
+            continue
+        r2 = _only_consumer(graph, graph.outputs(pw)[0])
+        if not r2 or graph.op(r2) != "ReduceMean" or not _last_axis_mean(graph, r2):
+            continue
+        ad = _only_consumer(graph, graph.outputs(r2)[0])
+        eps = _scalar(graph, _other(graph, ad, graph.outputs(r2)[0])) if ad and graph.op(ad) == "Add" else None
+        sq = _only_consumer(graph, graph.outputs(ad)[0]) if eps is not None else None
+        if not sq or graph.op(sq) != "Sqrt" or graph.inputs(dv) != [dt, graph.outputs(sq)[0]]:
+            continue
+        c, r = graph.shape(x)[-1], len(graph.shape(x))
+        chain, t = [r1, sub, pw, r2, ad, sq, dv], graph.outputs(dv)[0]
+        gamma, beta = np.ones(c, np.float32), np.zeros(c, np.float32)
+        m = _only_consumer(graph, t)
+        if m and graph.op(m) == "Mul" and (g := _per_channel(graph, _other(graph, m, t), c, r, r - 1)) is not None:
+            gamma, chain, t = g, chain + [m], graph.outputs(m)[0]
+            a = _only_consumer(graph, t)
+            if a and graph.op(a) == "Add" and (b := _per_channel(graph, _other(graph, a, t), c, r, r - 1)) is not None:
+                beta, chain, t = b, chain + [a], graph.outputs(a)[0]
+        graph.rewrite(chain, "LayerNorm", [x], t, name=graph.node(r1)["name"].rsplit("/", 1)[0] or None,
+                      attrs={"eps": float(eps), "gamma": gamma, "beta": beta})
+        changed = True
+    return changed
+
+
 def _weight_const(graph: Graph, w_t: str, w: np.ndarray, base: str) -> str:
     """A new constant for a rearranged weight, keeping the int4 annotation (with its out-channel scale)."""
     old = graph.node(graph.producer(w_t))
@@ -385,7 +433,7 @@ def arithmetic(graph: Graph) -> bool:
     return changed
 
 
-REWRITES = [remove_identities, silu, gelu, geglu, group_norm, layer_norm, linear, conv, resize, concat, arithmetic]
+REWRITES = [remove_identities, silu, gelu, geglu, group_norm, layer_norm, layer_norm_decomposed, linear, conv, resize, concat, arithmetic]
 
 
 def run(graph: Graph, ctx) -> bool:
