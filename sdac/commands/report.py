@@ -22,6 +22,8 @@ def register(sub) -> None:
     p.add_argument("--top", type=int, default=25, metavar="N", help="kernels in the text table (0 = all; default 25)")
     p.add_argument("--timing", metavar="PROFILE|TIMING.json", help="override cycle-model parameters: a profile "
                    "name (rtl-cosim) or a JSON object of sdac.perf.timing.Timing fields")
+    p.add_argument("--rtl", action="store_true", help="also run the bundle once on the RTL co-simulation (zero "
+                   "inputs, step 0) and compare its cycle count with the model's (rtl-cosim profile)")
     p.add_argument("--json", metavar="OUT.json", help="also write every figure as JSON ('-' prints it instead)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.set_defaults(func=run)
@@ -58,4 +60,13 @@ def run(args: argparse.Namespace) -> int:
     if args.plots:
         for p in write_plots(rep, args.plots, name):
             print(f"wrote {p}")
+    if args.rtl:
+        import numpy as np
+        from ..runtime.device import Device
+        dev = Device.open(b, "rtl", allow_unsupported=True)
+        dev.step({t.name: np.zeros(t.shape, np.float32) for t in b.inputs}, 0)
+        rtl = dev.last_run.cycles
+        model = estimate(b, timing=Timing.resolve(b.machine, "rtl-cosim"), keep_schedule=False).total_cycles
+        print(f"RTL co-simulation: {rtl:,} cycles in {dev.last_run.seconds:.1f} s; model (rtl-cosim profile): "
+              f"{model:,} cycles ({100 * (model - rtl) / max(1, rtl):+.1f}%)")
     return 0

@@ -171,3 +171,13 @@ def test_compiled_programs_within_10_percent_and_equal_outputs(exe):
             bad.append(rows[-1])
     print("\n".join(rows))
     assert not bad, "model off by more than 10%:\n" + "\n".join(bad)
+
+
+def test_report_rtl_flag(exe, tmp_path, capsys):
+    from sdac.bundle import write_bundle
+    from sdac.cli import main
+    b = compile_small(compiled_graphs()["attention"])
+    write_bundle(b, tmp_path / "a.sdab")
+    assert main(["report", str(tmp_path / "a.sdab"), "--rtl"]) == 0
+    out = capsys.readouterr().out
+    assert "RTL co-simulation:" in out and "(+0.0%)" in out
