@@ -246,3 +246,11 @@ def test_event_simulation_equals_cycle_stepped_reference(seed, depth, shared):
     assert total == r.total_cycles
     assert [s for s, ins in zip(start, prog) if ins.op != "halt"] == \
         [int(s) for s, ins in zip(r.schedule.start, prog) if ins.op != "halt"]
+
+
+def test_every_timing_parameter_is_documented():
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "performance.md").read_text()
+    missing = [f.name for f in dataclasses.fields(Timing) if f"`{f.name}`" not in doc
+               and f.name not in ("array_rows", "array_cols", "macs_per_pe", "lanes")]
+    assert not missing, f"docs/performance.md does not describe {missing}"
