@@ -235,14 +235,14 @@ class _Former:
         while True:
             c = self.candidate(kind, cur, phase, n)
             outside = [u for u, _ in g.consumers(cur) if u != c]
+            if c is not None and getattr(self.ctx, "requant_inside", False) and g.tensors[cur].scales is not None:
+                # the model quantizes this intermediate: round the flowing value to its grid too
+                epi.append(K.Requant(np.asarray(g.tensors[cur].scales, np.float32), cur, self.absmax(cur)))
             if outside or c is None:
                 epi.append(K.Emit(self.act(cur)))
                 self.ready.add(cur)
             if c is None:
                 break
-            if getattr(self.ctx, "requant_inside", False) and g.tensors[cur].scales is not None:
-                # the model quantizes this intermediate: round the flowing value to its grid too
-                epi.append(K.Requant(np.asarray(g.tensors[cur].scales, np.float32), cur, self.absmax(cur)))
             if g.op(c) == "Add":
                 ins = g.inputs(c)
                 self.make_ready(ins[1] if ins[0] == cur else ins[0])
