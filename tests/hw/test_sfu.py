@@ -1,5 +1,6 @@
 """The SFU (sdac_sfu.sv) against the golden model: random deq / add / act / geglu / norm /
-softmax / transpose instructions with Python-modelled buffers (tests/hw/cocotb_sfu.py)."""
+softmax / transpose instructions with Python-modelled buffers (tests/hw/cocotb_sfu.py), every
+written lane, the statistics registers and the error code compared; plus cycles per line."""
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ HERE = Path(__file__).resolve().parent
 # Small buffers keep the Python model and the out-of-bounds cases cheap; the RTL takes the
 # sizes as parameters (defaults: the package's machine).
 SMALL = {"LANES": 20, "ACC_DEPTH": 1024, "ACT_DEPTH": 1024, "PRM_DEPTH": 256, "NSTAT": 64}
+LANES8 = {"LANES": 8, "ACC_DEPTH": 512, "ACT_DEPTH": 512, "PRM_DEPTH": 128, "NSTAT": 32}
+PACKAGE = {"LANES": 20, "ACC_DEPTH": 20480, "ACT_DEPTH": 49152, "PRM_DEPTH": 4096, "NSTAT": 1024}
 
 
 def _env(params, n, seed, stall="0.25", ops=None):
@@ -30,4 +33,17 @@ def sfu_build():
 
 
 def test_sfu_matches_golden(sfu_build):
-    sim.run_cocotb(sfu_build, "cocotb_sfu", HERE, extra_env=_env(SMALL, 150, 1))
+    # 200 random instructions per op (1400 in all), half of them with random grant stalls
+    sim.run_cocotb(sfu_build, "cocotb_sfu", HERE, extra_env=_env(SMALL, 200, 1))
+
+
+@pytest.mark.slow
+def test_sfu_matches_golden_long(sfu_build):
+    sim.run_cocotb(sfu_build, "cocotb_sfu", HERE, extra_env=_env(SMALL, 1500, 2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("params", [LANES8, PACKAGE], ids=["L8", "package-sizes"])
+def test_sfu_other_parameters(params):
+    build = sim.build_cocotb("sdac_sfu", sim.rtl_sources("sdac_sfu"), params)
+    sim.run_cocotb(build, "cocotb_sfu", HERE, extra_env=_env(params, 150, 3))
