@@ -27,15 +27,16 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from rich.progress import Progress
-
+    from ..diffusion.sample import progress_bar
     from ..quant.ptq import quantize_file, scheduler_for
     sched = scheduler_for(args.model, args.scheduler)
-    with Progress(transient=True) as bar:
-        task = bar.add_task(f"calibrating {args.samples} images x {args.steps} steps", total=args.steps)
+    report = progress_bar(f"calibrating {args.samples} images x {args.steps} steps", args.steps)
+    try:
         res = quantize_file(args.model, args.output, steps=args.steps, samples=args.samples, seed=args.seed,
                             static=args.static, wbits=args.wbits, eta=args.eta, scheduler=sched, force=args.force,
-                            progress=lambda i, n: bar.update(task, completed=i))
+                            progress=lambda i, n: report(i))
+    finally:
+        report(None)
     kind = "static (one scale per tensor)" if args.static else "per-step"
     print(f"wrote {res.model_path} (W{args.wbits}A8 QDQ, {res.n_weights} weights, {res.n_activations} activations)")
     print(f"wrote {res.table_path} ({kind} scales, {len(res.calibration.timesteps)} steps, "

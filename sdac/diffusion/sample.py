@@ -149,26 +149,45 @@ def sample_images(unet: UNetFn, scheduler: DDIMConfig | dict, n_images: int, ste
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n_images, *shape)).astype(np.float32)
 
-    bar = None
-    if progress is True:
-        from rich.progress import Progress
-        bar = Progress(transient=True)
-        task = bar.add_task(f"DDIM {steps} steps x {n_images} images", total=steps)
-        bar.start()
+    report = progress_bar(f"DDIM {steps} steps x {n_images} images", steps) if progress is True else None
     try:
         for i, t in enumerate(ts):
             eps = fn(x, int(t), i)
             if trace is not None:
                 trace(i, int(t), x, eps)
             x, _ = sched.step(eps, int(t), x, eta=eta, generator=rng)
-            if bar is not None:
-                bar.advance(task)
+            if report is not None:
+                report(i + 1)
             elif callable(progress):
                 progress(i + 1, steps)
     finally:
-        if bar is not None:
-            bar.stop()
+        if report is not None:
+            report(None)
     return x
+
+
+def progress_bar(what: str, total: int) -> Callable[[int | None], None]:
+    """A progress reporter: rich if installed, else one updating line on stderr. Call with None to end."""
+    import sys
+    try:
+        from rich.progress import Progress
+    except ImportError:
+        def plain(done):
+            if done is None:
+                print(file=sys.stderr)
+            else:
+                print(f"\r{what}: {done}/{total}", end="", file=sys.stderr, flush=True)
+        return plain
+    bar = Progress(transient=True)
+    task = bar.add_task(what, total=total)
+    bar.start()
+
+    def fancy(done):
+        if done is None:
+            bar.stop()
+        else:
+            bar.update(task, completed=done)
+    return fancy
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -177,9 +196,24 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return x[:, 0] if x.shape[1] == 1 else x.transpose(0, 2, 3, 1)
 
 
+def write_png(path: str | Path, img: np.ndarray) -> None:
+    """8-bit grayscale (H, W) or RGB (H, W, 3) PNG, without Pillow (the core install has no imaging library)."""
+    import struct
+    import zlib
+    img = np.ascontiguousarray(img, np.uint8)
+    h, w = img.shape[:2]
+    color = 0 if img.ndim == 2 else 2
+    raw = b"".join(b"\x00" + img[r].tobytes() for r in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    Path(path).write_bytes(png)
+
+
 def save_grid(images: np.ndarray, path: str | Path, zoom: int = 8, cols: int | None = None) -> Path:
     """Write an image grid (nearest-neighbour zoom, 1-pixel dark gaps) as PNG."""
-    from PIL import Image
     u8 = to_uint8(images)
     n = len(u8)
     cols = cols or int(np.ceil(np.sqrt(n)))
@@ -193,18 +227,17 @@ def save_grid(images: np.ndarray, path: str | Path, zoom: int = 8, cols: int | N
         canvas[gap + r * (h + gap):gap + r * (h + gap) + h, gap + c * (w + gap):gap + c * (w + gap) + w] = big
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(canvas).save(path)
+    write_png(path, canvas)
     return path
 
 
 def save_images(images: np.ndarray, out_dir: str | Path, zoom: int = 8) -> list[Path]:
-    from PIL import Image
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for k, im in enumerate(to_uint8(images)):
         p = out / f"sample_{k:03d}.png"
-        Image.fromarray(im.repeat(zoom, 0).repeat(zoom, 1)).save(p)
+        write_png(p, im.repeat(zoom, 0).repeat(zoom, 1))
         paths.append(p)
     return paths
 

@@ -132,3 +132,28 @@ def test_guidance_with_a_conditional_onnx_model(tmp_path):
     assert main(["sample", str(tmp_path / "c.onnx"), "--cond", str(tmp_path / "cond.npz"), "--guidance", "2",
                  "--steps", "3", "--n", "2", "--out", str(out)]) == 0
     assert (out / "grid.png").exists()
+
+
+def test_png_writer_roundtrip(tmp_path):
+    from PIL import Image
+
+    from sdac.diffusion.sample import write_png
+    g = np.arange(35, dtype=np.uint8).reshape(5, 7) * 7
+    write_png(tmp_path / "g.png", g)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "g.png")), g)
+    rgb = np.random.default_rng(0).integers(0, 255, (4, 3, 3), dtype=np.uint8)
+    write_png(tmp_path / "c.png", rgb)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "c.png")), rgb)
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path):
+    """The demo: quantize, compile, sample 4 digits on the golden model; they look like the float model's."""
+    from sdac.compiler.reference import sqnr_db
+    from sdac.diffusion.demo import run_demo
+    paths = run_demo(tmp_path, steps=5, n=4, calib_samples=4, log=lambda m: None)
+    assert paths["grid"].exists() and paths["bundle"].exists()
+    from sdac.diffusion.sample import GoldenUNet
+    g = sample_images(GoldenUNet(paths["bundle"]), {}, n_images=2, steps=5, seed=0)
+    f = sample_images(OrtUNet(DIGITS_ONNX), {}, n_images=2, steps=5, seed=0)
+    assert sqnr_db(f, g) > 12.0
