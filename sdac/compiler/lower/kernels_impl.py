@@ -405,53 +405,73 @@ def lower_attention(low: Lowerer, k: Kernel) -> None:
         raise CompileError(f"kernel {k.name}: attention supports only an Emit epilogue")
     out = k.epilogue[0].out
     n_steps = low.kg.n_steps
-    dl, cs, cl_hd = d // L, low.cl(S), low.cl(HD)
+    dl, cs = d // L, low.cl(S)
     prm = _prm(low)
     sq, sk, sv = _steps(qa, n_steps), _steps(ka, n_steps), _steps(va, n_steps)
     sm = prm.word(scale_entries(sq * sk * k.sm_scale * math.log2(math.e) * 256.0, f"kernel {k.name} softmax"))
     plan = plan_epilogue(k, prm, "acc32", sv / 127.0, d, T)
     _place_prm(low, k, prm)
-    # act layout: K_h, V_h (S x d each), then per slot: Q tile, P tile, output tile
-    kbase, vbase = 0, S * dl
-    free = m.act_lines - 2 * S * dl
+    # act layout: K_h, V_h (S x d each; two sets when that leaves room for full array tiles, so the next
+    # head's keys load while this head computes), then per slot: Q tile, P tile, output tile
     per_row_act = dl + cs + dl
-    tq = min(free // (2 * per_row_act), m.acc_lines // (2 * (cs + dl)), T)
+    kv_sets = 1
+    for sets in (2, 1):
+        free = m.act_lines - 2 * sets * S * dl
+        tq = min(free // (2 * per_row_act), m.acc_lines // (2 * (cs + dl)), T) if free > 0 else 0
+        if tq >= min(T, m.tile_m) or (sets == 1 and tq >= 1):
+            kv_sets = sets
+            break
+    else:
+        tq = 0
     if tq < 1:
         raise CompileError(f"kernel {k.name}: {S} keys do not fit the act buffer")
     tq = _round_tile(tq, T, m.tile_m)
-    slot_base = 2 * S * dl
+    slot_base = 2 * kv_sets * S * dl
     op_deq, *rest = plan.ops
-    emit_op = rest[-1]
-    counter = 0
-    for b in range(B):
-        for hh in range(h):
-            low.load_rows(ka, kbase, b * S, S, line0=hh * dl, lines=dl)
-            low.load_rows(va, vbase, b * S, S, line0=hh * dl, lines=dl)
-            for t0 in range(0, T, tq):
-                n = min(tq, T - t0)
-                slot = counter % 2
-                counter += 1
-                qs = slot_base + slot * tq * per_row_act
-                ps = qs + tq * dl
-                os_ = ps + tq * cs
-                sc_acc = slot * tq * (cs + dl)
-                o_acc = sc_acc + tq * cs
-                r0 = b * T + t0
-                low.load_rows(qa, qs, r0, n, line0=hh * dl, lines=dl)
-                low.emit("mm", [R("act", qs, n * dl), R("act", kbase, S * dl), W("acc", sc_acc, n * cs)],
-                         a=qs, ars=dl, wsrc="act_t", w=kbase, ws=dl, c=sc_acc, crs=cs, m=n, n=S, k=d)
-                low.emit("softmax", [R("acc", sc_acc, n * cs), W("act", ps, n * cs), R("prm", prm.base, prm.lines)],
-                         s=sc_acc, srs=cs, d=ps, drs=cs, rows=n, cols=S, sc=sm.word)
-                low.emit("mm", [R("act", ps, n * cs), R("act", vbase, S * dl), W("acc", o_acc, n * dl)],
-                         a=ps, ars=cs, wsrc="act", w=vbase, ws=dl, c=o_acc, crs=dl, m=n, n=d, k=S)
-                low.sfu(op_deq, prm, v=o_acc, vrs=dl, rows=n, cols=d, st_first=False)
-                for op in rest[:-1]:
-                    low.sfu(op, prm, v=o_acc, vrs=dl, rows=n, cols=d, st_first=False)
-                low.sfu(emit_op, prm, v=o_acc, vrs=dl, rows=n, cols=d, st_first=False, out=os_, outrs=dl)
-                cl_out = low.cl(out.channels)
-                dram = low.addr[out.name] + (r0 * cl_out + hh * dl) * L
-                low._chunked("store", [R("act", os_, n * dl), W("dram", dram, ((n - 1) * cl_out + dl) * L)],
-                             dram, os_, run=dl, ny=n, dy=cl_out * L, sy=dl)
+    cl_out = low.cl(out.channels)
+    tiles = [(b, hh, t0) for b in range(B) for hh in range(h) for t0 in range(0, T, tq)]
+
+    def addrs(i):
+        b, hh, t0 = tiles[i]
+        slot = i % 2
+        kv = ((b * h + hh) % kv_sets) * 2 * S * dl
+        qs = slot_base + slot * tq * per_row_act
+        sc_acc = slot * tq * (cs + dl)
+        return dict(b=b, hh=hh, t0=t0, n=min(tq, T - t0), kbase=kv, vbase=kv + S * dl, qs=qs, ps=qs + tq * dl,
+                    os=qs + tq * dl + tq * cs, sc_acc=sc_acc, o_acc=sc_acc + tq * cs)
+
+    def scores(i):      # load Q (and this head's K, V), Q.K^T on the array, SoftMax on the SFU
+        a = addrs(i)
+        if a["t0"] == 0:
+            low.load_rows(ka, a["kbase"], a["b"] * S, S, line0=a["hh"] * dl, lines=dl)
+            low.load_rows(va, a["vbase"], a["b"] * S, S, line0=a["hh"] * dl, lines=dl)
+        n, qs, sc_acc, ps = a["n"], a["qs"], a["sc_acc"], a["ps"]
+        low.load_rows(qa, qs, a["b"] * T + a["t0"], n, line0=a["hh"] * dl, lines=dl)
+        low.emit("mm", [R("act", qs, n * dl), R("act", a["kbase"], S * dl), W("acc", sc_acc, n * cs)],
+                 a=qs, ars=dl, wsrc="act_t", w=a["kbase"], ws=dl, c=sc_acc, crs=cs, m=n, n=S, k=d)
+        low.emit("softmax", [R("acc", sc_acc, n * cs), W("act", ps, n * cs), R("prm", prm.base, prm.lines)],
+                 s=sc_acc, srs=cs, d=ps, drs=cs, rows=n, cols=S, sc=sm.word)
+
+    def values(i):      # P.V on the array, dequantize and emit the head's columns, store
+        a = addrs(i)
+        n, o_acc = a["n"], a["o_acc"]
+        low.emit("mm", [R("act", a["ps"], n * cs), R("act", a["vbase"], S * dl), W("acc", o_acc, n * dl)],
+                 a=a["ps"], ars=cs, wsrc="act", w=a["vbase"], ws=dl, c=o_acc, crs=dl, m=n, n=d, k=S)
+        low.sfu(op_deq, prm, v=o_acc, vrs=dl, rows=n, cols=d, st_first=False)
+        for op in rest[:-1]:
+            low.sfu(op, prm, v=o_acc, vrs=dl, rows=n, cols=d, st_first=False)
+        low.sfu(rest[-1], prm, v=o_acc, vrs=dl, rows=n, cols=d, st_first=False, out=a["os"], outrs=dl)
+        r0 = a["b"] * T + a["t0"]
+        dram = low.addr[out.name] + (r0 * cl_out + a["hh"] * dl) * L
+        low._chunked("store", [R("act", a["os"], n * dl), W("dram", dram, ((n - 1) * cl_out + dl) * L)],
+                     dram, a["os"], run=dl, ny=n, dy=cl_out * L, sy=dl)
+
+    # software pipeline: the array computes the scores of tile i+1 while the SFU runs tile i's SoftMax
+    scores(0)
+    for i in range(1, len(tiles)):
+        scores(i)
+        values(i - 1)
+    values(len(tiles) - 1)
 
 
 # ------------------------------------------------------------------ concat / upsample (data movement)
