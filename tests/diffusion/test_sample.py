@@ -148,12 +148,14 @@ def test_png_writer_roundtrip(tmp_path):
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
-    """The demo: quantize, compile, sample 4 digits on the golden model; they look like the float model's."""
+    """`sdac demo`: quantize, compile, sample on the golden model; the digits match the float model's."""
+    from sdac.cli import main
     from sdac.compiler.reference import sqnr_db
-    from sdac.diffusion.demo import run_demo
-    paths = run_demo(tmp_path, steps=5, n=4, calib_samples=4, log=lambda m: None)
-    assert paths["grid"].exists() and paths["bundle"].exists()
     from sdac.diffusion.sample import GoldenUNet
-    g = sample_images(GoldenUNet(paths["bundle"]), {}, n_images=2, steps=5, seed=0)
+    assert main(["demo", "--out", str(tmp_path), "--steps", "5", "--n", "2"]) == 0
+    assert (tmp_path / "grid.png").exists()
+    b = GoldenUNet(tmp_path / "digits.sdab")
+    assert b.bundle.meta.get("timesteps") == [800, 600, 400, 200, 0]
+    g = sample_images(b, {}, n_images=2, steps=5, seed=0)
     f = sample_images(OrtUNet(DIGITS_ONNX), {}, n_images=2, steps=5, seed=0)
     assert sqnr_db(f, g) > 12.0
