@@ -22,6 +22,10 @@ def register(sub) -> None:
     p.add_argument("--wbits", type=int, choices=(4, 8), default=4, help="weight bits (default 4)")
     p.add_argument("--scheduler", type=Path, help="JSON with the DDIM config (default: the model's sidecar "
                    "MODEL.json 'scheduler', else diffusers' defaults)")
+    p.add_argument("--cond", type=Path, help=".npz with the conditioning inputs of a conditional model "
+                   "(batched like the model; a batch-2 model runs [uncond, cond] pairs)")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="guidance scale of the calibration trajectories for batch-2 models (default 1)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.set_defaults(func=run)
 
@@ -30,11 +34,16 @@ def run(args) -> int:
     from ..diffusion.sample import progress_bar
     from ..quant.ptq import quantize_file, scheduler_for
     sched = scheduler_for(args.model, args.scheduler)
+    extra = None
+    if args.cond:
+        import numpy as np
+        with np.load(args.cond) as z:
+            extra = {k: z[k] for k in z.files}
     report = progress_bar(f"calibrating {args.samples} images x {args.steps} steps", args.steps)
     try:
         res = quantize_file(args.model, args.output, steps=args.steps, samples=args.samples, seed=args.seed,
                             static=args.static, wbits=args.wbits, eta=args.eta, scheduler=sched, force=args.force,
-                            progress=lambda i, n: report(i))
+                            progress=lambda i, n: report(i), extra=extra, guidance=args.guidance)
     finally:
         report(None)
     kind = "static (one scale per tensor)" if args.static else "per-step"

@@ -144,49 +144,45 @@ class Calibration:
 
 
 def calibrate(model: str | Path | onnx.ModelProto, *, steps: int, samples: int, seed: int,
-              scheduler: dict, eta: float = 0.0,
-              progress: Callable[[int, int], None] | None = None) -> Calibration:
-    """Run DDIM sampling with the float model, recording |x|max of every activation per step."""
-    import onnxruntime as ort
+              scheduler: dict, eta: float = 0.0, extra: dict[str, np.ndarray] | None = None,
+              guidance: float = 1.0, progress: Callable[[int, int], None] | None = None) -> Calibration:
+    """Run DDIM sampling with the float model, recording |x|max of every activation per step.
 
+    ``extra``: the other inputs of a conditional model (e.g. text embeddings), batched like the
+    model. A model whose ``sample`` batch is 2 is run as classifier-free guidance: each image as the
+    pair [x, x] (row 0 unconditional, row 1 conditional), eps = e0 + guidance * (e1 - e0).
+    """
+    from ..diffusion.ddim import DDIM, DDIMConfig
     from ..diffusion.sample import OrtUNet, sample_images
     proto = load(model)
     roles = tensor_roles(proto)
     if not roles.activations:
         raise SdacError("the model has no float activation tensors to calibrate")
-    exposed = expose(proto, roles.activations)
-    unet = OrtUNet(exposed.SerializeToString())
+    first = proto.graph.output[0].name
+    unet = OrtUNet(expose(proto, roles.activations).SerializeToString(), extra=extra)
     names = roles.activations
     out_names = [o.name for o in unet.sess.get_outputs()]
-    first = out_names[0]
-    absmax = None
-
-    def fn(x: np.ndarray, t: int, step: int) -> np.ndarray:
-        nonlocal absmax
-        eps = []
-        for k in range(x.shape[0]):
-            feed = {"sample": x[k:k + 1].astype(np.float32),
-                    "timestep": np.full(unet.t_shape, t, unet.t_dtype)}
-            res = dict(zip(out_names, unet.sess.run(out_names, feed)))
-            if absmax is None:
-                absmax = np.zeros((n_steps, len(names)))
-            row = np.array([float(np.max(np.abs(res[n]))) if res[n].size else 0.0 for n in names])
-            absmax[step] = np.maximum(absmax[step], row)
-            eps.append(res[first])
-        return np.concatenate(eps).astype(np.float32)
-
-    from ..diffusion.ddim import DDIM, DDIMConfig
+    pair = unet.batch == 2
+    sample_in = next(i for i in unet.sess.get_inputs() if i.name == "sample")
+    shape = tuple(d if isinstance(d, int) else 1 for d in sample_in.shape[1:])
     sched = DDIM(DDIMConfig.from_dict(scheduler))
     ts = sched.set_timesteps(steps)
-    n_steps = len(ts)
-    del ort
-    sample_images(fn, scheduler, n_images=samples, steps=steps, seed=seed, eta=eta,
-                  shape=tuple(unet.sess.get_inputs()[0].shape[1:]) if _static(unet) else (1, 8, 8),
+    absmax = np.zeros((len(ts), len(names)))
+
+    def fn(x: np.ndarray, t: int, step: int) -> np.ndarray:
+        eps = []
+        for k in range(x.shape[0]):
+            xk = x[k:k + 1].astype(np.float32)
+            feed = {"sample": np.concatenate([xk, xk]) if pair else xk,
+                    "timestep": np.full(unet.t_shape, t, unet.t_dtype), **unet.extra}
+            res = dict(zip(out_names, unet.sess.run(out_names, feed)))
+            row = np.array([float(np.max(np.abs(res[n]))) if res[n].size else 0.0 for n in names])
+            absmax[step] = np.maximum(absmax[step], row)
+            e = res[first]
+            eps.append(e[0:1] + guidance * (e[1:2] - e[0:1]) if pair else e)
+        return np.concatenate(eps).astype(np.float32)
+
+    sample_images(fn, scheduler, n_images=samples, steps=steps, seed=seed, eta=eta, shape=shape,
                   progress=progress or False)
     return Calibration(names=names, timesteps=[int(t) for t in ts], absmax=absmax, scheduler=dict(scheduler),
                        samples=samples, seed=seed, eta=eta)
-
-
-def _static(unet) -> bool:
-    shp = next(i for i in unet.sess.get_inputs() if i.name == "sample").shape
-    return all(isinstance(d, int) for d in shp[1:])

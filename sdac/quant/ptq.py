@@ -41,7 +41,12 @@ def quantize_file(model_path: str | Path, out_path: str | Path, *, steps: int = 
                   seed: int = 0, static: bool = False, wbits: int = 4, eta: float = 0.0,
                   scheduler: dict | None = None, force: bool = False,
                   progress: Callable[[int, int], None] | None = None,
-                  calibration: Calibration | None = None) -> QuantizeResult:
+                  calibration: Calibration | None = None, extra: dict | None = None,
+                  guidance: float = 1.0) -> QuantizeResult:
+    """Calibrate (unless ``calibration`` is given), write the QDQ model and its per-step table.
+
+    ``extra``/``guidance``: conditioning inputs of a conditional model (see calibrate()).
+    """
     out_path = Path(out_path)
     tpath = table_path(out_path)
     if not force:
@@ -53,7 +58,7 @@ def quantize_file(model_path: str | Path, out_path: str | Path, *, steps: int = 
     proto = load(model_path)
     sched = scheduler if scheduler is not None else scheduler_for(model_path)
     calib = calibration or calibrate(proto, steps=steps, samples=samples, seed=seed, scheduler=sched, eta=eta,
-                                     progress=progress)
+                                     extra=extra, guidance=guidance, progress=progress)
     static_absmax = {n: float(calib.absmax[:, i].max()) for i, n in enumerate(calib.names)}
     qdq, names = make_qdq(proto, static_absmax, wbits=wbits)
     table = step_table(calib, names, static=static)

@@ -180,3 +180,28 @@ def test_scheduler_comes_from_sidecar():
 def test_validate_table_rejects(bad, msg):
     with pytest.raises(SdacError, match=msg):
         validate_table(bad, "t.json")
+
+
+def test_conditional_batch2_model_calibrates(tmp_path):
+    """A toy conditional model with batch 2 (guidance pairs): calibration sees both rows."""
+    import onnx as _onnx
+    from onnx import TensorProto, helper
+
+    from sdac.cli import main
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["sample", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Add", ["c", "cond"], ["out"])],
+        "cond", [helper.make_tensor_value_info("sample", TensorProto.FLOAT, [2, 1, 4, 4]),
+                 helper.make_tensor_value_info("timestep", TensorProto.FLOAT, [1]),
+                 helper.make_tensor_value_info("cond", TensorProto.FLOAT, [2, 1, 1, 1])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 1, 4, 4])],
+        [numpy_helper.from_array(np.full((1, 1, 3, 3), 0.05, np.float32), "w")])
+    _onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "c.onnx"))
+    np.savez(tmp_path / "cond.npz", cond=np.array([0.0, 5.0], np.float32).reshape(2, 1, 1, 1))
+    out = tmp_path / "c.qdq.onnx"
+    assert main(["quantize", str(tmp_path / "c.onnx"), "-o", str(out), "--steps", "3", "--samples", "2",
+                 "--cond", str(tmp_path / "cond.npz"), "--guidance", "2"]) == 0
+    table = read_table(tmp_path / "c.qdq.scales.json")
+    assert min(table["scales"]["cond"]) == pytest.approx(5.0 / 127, rel=1e-6)
+    assert max(table["scales"]["out_float"]) >= 5.0 / 127   # the conditional row (out >= 5 - |conv|) was seen
+    assert main(["quantize", str(tmp_path / "c.onnx"), "-o", str(tmp_path / "d.onnx"), "--steps", "2"]) == 2
