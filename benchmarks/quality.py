@@ -80,10 +80,14 @@ def main(argv=None) -> int:
     ap.add_argument("--calib-seed", type=int, default=1000, help="calibration noise (not an evaluation seed)")
     ap.add_argument("--seed", type=int, default=0, help="evaluation noise seed")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/quality_results"))
+    ap.add_argument("--plot-only", action="store_true", help="redraw the plots from OUT/quality.json")
     ap.add_argument("--golden-n", type=int, default=0,
                     help="also compile the W4A8 per-step model and run the first K images on the golden model")
     args = ap.parse_args(argv)
 
+    if args.plot_only:
+        plot(json.loads((args.out / "quality.json").read_text()), args.out)
+        return 0
     info = json.loads(DIGITS_INFO.read_text())
     sched = info["scheduler"]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -224,7 +228,9 @@ def plot(result: dict, out: Path) -> None:
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for m, v in result["sqnr_per_step"].items():
-        ax.plot(range(len(v)), v, marker="o", ms=3, label=m)
+        label = f"{m} ({result['golden']['n']} images)" if "golden" in m and result.get("golden") else m
+        ax.plot(range(len(v)), v, marker="o", ms=3, label=label)
+    ax.set_xticks(range(0, len(result["timesteps"]), 2))
     ax.set_xlabel(f"DDIM step (0 = t={result['timesteps'][0]}, last = t={result['timesteps'][-1]})")
     ax.set_ylabel("UNet output SQNR vs FP32 (dB)")
     ax.grid(alpha=0.3)
