@@ -31,6 +31,9 @@ def register(sub) -> None:
     p.add_argument("--calib", metavar="SAMPLES.npz",
                    help="sample inputs (by ONNX name) to calibrate in-kernel fixed-point formats the model's "
                    "scales do not determine")
+    p.add_argument("--requant-inside", action="store_true",
+                   help="also round where the QDQ model quantizes values inside a fusion group (faithful to the "
+                   "QDQ graph; costs SFU passes). Default: keep them at the SFU's 16-bit precision")
     p.add_argument("--no-verify", action="store_true", help="skip the static verifier (not recommended)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     result = compile_model(src, step_scales=args.step_scales, machine=machine, dataflow=overrides,
                            dump_after=set(args.dump_after), dump_dir=args.dump_dir, calib=args.calib,
-                           verify_program=not args.no_verify, progress=say)
+                           verify_program=not args.no_verify, requant_inside=args.requant_inside, progress=say)
     if args.explain:
         print(result.explain)
     write_bundle(result.bundle, out)

@@ -60,7 +60,11 @@ def load_samples(path: str, kg: KernelGraph) -> list[dict]:
 
 def compile_model(model, *, step_scales=None, machine: Machine = DEFAULT, dataflow: dict | None = None,
                   dump_after=frozenset(), dump_dir: str = ".", calib: str | None = None,
-                  verify_program: bool = True, progress=lambda msg: None) -> CompileResult:
+                  verify_program: bool = True, requant_inside: bool = False,
+                  progress=lambda msg: None) -> CompileResult:
+    """requant_inside: also round where the QDQ model quantizes values inside a fusion group (bit-faithful to
+    the QDQ graph, at the cost of two more SFU passes per such value; attention scores and GeGLU gates keep
+    full precision either way)."""
     from .calibrate import calibrate_absmax
     from .lower import lower
     from .passes import PassContext, compile_graph
@@ -71,7 +75,8 @@ def compile_model(model, *, step_scales=None, machine: Machine = DEFAULT, datafl
     t = time.perf_counter()
     name = Path(model).name if isinstance(model, (str, Path)) else "model"
     progress(f"importing {name}")
-    ctx = PassContext(dataflow=dict(dataflow or {}), dump_dir=dump_dir, lanes=machine.lanes)
+    ctx = PassContext(dataflow=dict(dataflow or {}), dump_dir=dump_dir, lanes=machine.lanes,
+                      requant_inside=requant_inside)
     kg, graph = compile_graph(model, step_scales, ctx=ctx, dump_after=set(dump_after))
     timings["frontend+passes"] = time.perf_counter() - t
     progress(f"passes done: {len(kg.kernels)} kernels ({timings['frontend+passes']:.2f} s)")

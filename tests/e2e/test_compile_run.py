@@ -104,3 +104,14 @@ def test_cli_compile_bad_model(tmp_path, capsys):
     assert sdac(["compile", str(bad), "-q"]) == 2
     err = capsys.readouterr().err
     assert "bad.onnx" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["conv_gn_silu", "resnet"])
+def test_requant_inside_follows_the_qdq_graph_closer(name):
+    """With --requant-inside the device rounds where the QDQ model rounds: closer to onnxruntime's QDQ run."""
+    qdq, _ = models.build(name)
+    plain, faithful = compile_model(qdq), compile_model(qdq, requant_inside=True)
+    x = models.sample_inputs(name, seed=4)
+    hard = _ort(hard_reference(onnx.load(qdq)), x)
+    db = [sqnr_db(hard, next(iter(run_bundle(r.bundle, x).values()))) for r in (plain, faithful)]
+    assert db[1] >= 40.0 and db[1] > db[0], db
