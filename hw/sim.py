@@ -19,6 +19,8 @@ Public API::
     run_cocotb(build, test_module, module_dir, testcase=None, seed=None, extra_env=None)
     build_executable(top, sources, cpp, parameters, args) -> Path   # plain C++ or SV testbench
     lint(sources, top, parameters) -> LintResult
+    build_cosim(machine, mem_bytes) -> Path                          # sdac_top in hw/tb/sdac_tb_top.sv
+    run_cosim(exe, dram, program, step=, max_cycles=) -> CosimResult # DRAM in, DRAM + CSRs out
 """
 from __future__ import annotations
 
@@ -180,12 +182,32 @@ def _run(cmd: Sequence[str], cwd: Path | None = None, timeout: float = 900) -> s
     return subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+KEEP_BUILDS = 4            # finished builds kept per (kind, top) and worker
+PRUNE_AGE_S = 3600         # only builds unused for this long are removed (others may be running them)
+
+
+def _prune(kind: str, top: str, keep: Path) -> None:
+    """Remove old builds of the same kind and top (sources or parameters changed since)."""
+    now = time.time()
+    dirs = []
+    for d in keep.parent.glob(f"{kind}-{top}-*"):
+        stamp = d / "sdac-build.ok"
+        used = stamp.stat().st_mtime if stamp.exists() else d.stat().st_mtime
+        if d != keep:
+            dirs.append((used, d))
+    dirs.sort(reverse=True)
+    for i, (used, d) in enumerate(dirs):
+        if i >= KEEP_BUILDS - 1 and now - used > PRUNE_AGE_S:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def _cached(kind: str, top: str, files: Sequence[Path], parameters: Mapping[str, object],
             args: Sequence[str], do_build) -> Build:
     key = _key(kind, top, files, parameters, args)
     d = build_dir_for(kind, top, key)
     stamp = d / "sdac-build.ok"
     if stamp.exists():
+        os.utime(stamp)   # last use, for pruning
         return Build(top, d, 0.0, True, dict(parameters))
     with build_lock():
         if stamp.exists():   # built by someone else meanwhile
@@ -197,6 +219,7 @@ def _cached(kind: str, top: str, files: Sequence[Path], parameters: Mapping[str,
         do_build(d)
         dt = time.perf_counter() - t0
         stamp.write_text(f"{dt:.2f}\n")
+        _prune(kind, top, d)
     return Build(top, d, dt, False, dict(parameters))
 
 
@@ -316,10 +339,6 @@ def lint(sources: Sequence[Path], top: str, parameters: Mapping[str, object] | N
     out = _run(cmd)
     return LintResult(out.returncode == 0 and "%Warning" not in out.stderr, out.stdout + out.stderr,
                       [str(c) for c in cmd])
-
-
-def include_dirs() -> list[Path]:
-    return [RTL_DIR, TB_DIR]
 
 
 
