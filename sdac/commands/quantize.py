@@ -32,7 +32,10 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..diffusion.sample import progress_bar
+    from ..errors import SdacError
     from ..quant.ptq import quantize_file, scheduler_for
+    if args.steps < 1 or args.samples < 1:
+        raise SdacError("--steps and --samples must be >= 1")
     sched = scheduler_for(args.model, args.scheduler)
     extra = None
     if args.cond:
