@@ -23,7 +23,8 @@ def register(sub) -> None:
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale (conditional models: batch 2 [uncond, cond])")
     p.add_argument("--cond", type=Path, default=None,
-                   help=".npz with the conditioning inputs of a conditional ONNX model, batch 2 [uncond, cond]")
+                   help=".npz with the conditioning inputs of a conditional model (ONNX or bundle), batched "
+                   "like the model: batch 2 = [uncond, cond]")
     p.add_argument("--scales", type=Path, default=None,
                    help="per-step table for a QDQ model (default MODEL.scales.json if it exists)")
     p.add_argument("--static-scales", action="store_true",
@@ -49,8 +50,12 @@ def run(args) -> int:
         raise SdacError("--n must be >= 1")
     timesteps = None
     sched = None
+    extra = None
+    if args.cond:
+        with np.load(args.cond) as z:
+            extra = {k: z[k] for k in z.files}
     if backend == "golden":
-        unet = GoldenUNet(model)
+        unet = GoldenUNet(model, extra=extra)
         meta = unet.bundle.meta or {}
         steps = args.steps or unet.n_steps
         if steps != unet.n_steps:
@@ -62,10 +67,6 @@ def run(args) -> int:
         shape = tuple(unet.sample_io.shape[1:])
         what = f"golden model, bundle {model.name}"
     else:
-        extra = None
-        if args.cond:
-            with np.load(args.cond) as z:
-                extra = {k: z[k] for k in z.files}
         tpath = args.scales or table_path(model)
         per_step = None
         if not args.static_scales and tpath.exists():

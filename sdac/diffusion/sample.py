@@ -87,10 +87,14 @@ class OrtUNet:
 
 
 class GoldenUNet:
-    """A compiled bundle on the golden model, one image (or guidance pair) per call of run_bundle."""
+    """A compiled bundle on the golden model, one image (or guidance pair) per call of run_bundle.
 
-    def __init__(self, bundle_path: str | Path):
+    ``extra``: the other inputs of a conditional model (by ONNX name, batched like the bundle).
+    """
+
+    def __init__(self, bundle_path: str | Path, extra: dict[str, np.ndarray] | None = None):
         from ..bundle import read_bundle
+        from ..runtime.golden import expected_inputs
         self.path = Path(bundle_path)
         self.bundle = read_bundle(self.path)
         names = [io.name for io in self.bundle.inputs]
@@ -102,7 +106,13 @@ class GoldenUNet:
             raise SdacError(f"{self.path}: bundle has no outputs")
         self.output = self.bundle.outputs[0].name
         self.n_steps = self.bundle.n_steps
-        self.conditional = False
+        self.wants = set(expected_inputs(self.bundle))
+        self.extra = {k: v for k, v in (extra or {}).items() if k in self.wants}
+        missing = sorted(self.wants - {"sample", "timestep"} - set(self.extra))
+        if missing:
+            raise SdacError(f"{self.path}: conditional model needs inputs {', '.join(missing)} "
+                            "(pass them with --cond FILE.npz)")
+        self.conditional = bool(self.extra)
 
     def __call__(self, x: np.ndarray, t: int, step: int) -> np.ndarray:
         from ..runtime.golden import run_bundle
@@ -110,9 +120,10 @@ class GoldenUNet:
             raise SdacError(f"{self.path}: step {step} but the bundle has scales for {self.n_steps} steps")
         outs = []
         for s in range(0, x.shape[0], self.batch):
-            ts = np.full((1,), t, np.float32)
-            res = run_bundle(self.bundle, {"sample": np.ascontiguousarray(x[s:s + self.batch], np.float32),
-                                           "timestep": ts}, step=step)
+            feed = {"sample": np.ascontiguousarray(x[s:s + self.batch], np.float32), **self.extra}
+            if "timestep" in self.wants:
+                feed["timestep"] = np.full((1,), t, np.float32)
+            res = run_bundle(self.bundle, feed, step=step)
             outs.append(np.asarray(res[self.output], np.float32))
         return np.concatenate(outs)
 
