@@ -224,8 +224,9 @@ def check_races(instrs, L: int) -> None:
                         raise VerifyError(i, f"{ins.op} ({q}) and instruction {oi} ({instrs[oi].op}, "
                                              f"{QUEUES[oq]}) race on {s.space} [{max(lo, s.lo)}, {min(hi, s.hi)})"
                                              f": no token orders them")
-                if s.write:
-                    lst[:] = [e for e in lst if not (s.lo <= e[0] and e[1] <= s.hi)]
+                # drop what this access covers and supersedes (as the builder does; see program.py)
+                lst[:] = [e for e in lst if not (s.lo <= e[0] and e[1] <= s.hi
+                                                 and (s.write or (not e[2] and e[3][0] == me[0])))]
                 lst.append((s.lo, s.hi, s.write, me))
 
 

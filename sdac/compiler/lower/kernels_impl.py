@@ -222,12 +222,12 @@ class WeightStream:
 
 
 def _block_weights(qt: np.ndarray, L: int) -> np.ndarray:
-    """qt [rows_per_block..., N] -> [nblk, rows, L] with zero padding of the last block."""
-    n = qt.shape[-1]
+    """qt [rows, N] int4 values -> [nblk, rows, L] int8 with zero padding of the last block."""
+    rows, n = qt.shape
     nblk = -(-n // L)
-    pad = np.zeros((*qt.shape[:-1], nblk * L), np.int64)
-    pad[..., :n] = qt
-    return np.moveaxis(pad.reshape(*qt.shape[:-1], nblk, L), -2, 0)
+    pad = np.zeros((rows, nblk * L), np.int8)
+    pad[:, :n] = qt
+    return np.ascontiguousarray(pad.reshape(rows, nblk, L).transpose(1, 0, 2))
 
 
 # ------------------------------------------------------------------ matmul
@@ -237,7 +237,7 @@ def lower_matmul(low: Lowerer, k: Kernel) -> None:
     m, L = low.m, low.L
     x = k.inputs[0]
     K = x.channels
-    q = np.asarray(k.weights.q, np.int64)
+    q = np.asarray(k.weights.q, np.int8)
     if q.shape[0] != K:
         raise CompileError(f"kernel {k.name}: weights have {q.shape[0]} rows for {K} input channels")
     N = q.shape[1]
@@ -288,7 +288,7 @@ def lower_conv3x3(low: Lowerer, k: Kernel) -> None:
     m, L = low.m, low.L
     x = k.inputs[0]
     B, H, Wd, Cin = x.shape
-    q = np.asarray(k.weights.q, np.int64)        # (Cout, Cin, 3, 3)
+    q = np.asarray(k.weights.q, np.int8)         # (Cout, Cin, 3, 3)
     Cout = q.shape[0]
     if q.shape[1:] != (Cin, 3, 3):
         raise CompileError(f"kernel {k.name}: weights {q.shape} do not match {Cin} input channels")

@@ -108,12 +108,13 @@ class ProgramBuilder:
         e = _Entry(a.lo, a.hi, a.write, q, qpos)
         for p in self._pages_of(a):
             lst = self._pages.setdefault((a.space, p), [])
-            if a.write:
-                # everything this write covers is now ordered before it: forget it
-                for old in lst:
-                    if a.lo <= old.lo and old.hi <= a.hi:
-                        old.alive = False
-                lst[:] = [o for o in lst if o.alive]
+            # Forget what this access covers and makes redundant: a write is ordered after everything it
+            # overlaps; a read supersedes earlier reads of the same queue (a later writer that waits for it
+            # waits for them too).
+            for old in lst:
+                if a.lo <= old.lo and old.hi <= a.hi and (a.write or (not old.write and old.queue == q)):
+                    old.alive = False
+            lst[:] = [o for o in lst if o.alive]
             lst.append(e)
 
     def finish(self) -> list[Instr]:
