@@ -106,7 +106,8 @@ def main(argv=None) -> int:
     ok = comp.get("ok", False)
     ct = comp.get("compile_s")
     rows = [
-        ("model", f"SD-v1.5 UNet, {a.model} ({path.name}), 859.5 M parameters", ""),
+        ("model", f"SD-v1.5 UNet{'' if sd15_model.VARIANT == 'full' else ' (' + sd15_model.VARIANT + ')'}, {a.model} "
+                  f"({path.name}), {sd15_model.read_info().get('params', 0) / 1e6:.1f} M parameters", ""),
         ("weight bytes (this file / fp32)", f"{gib(wbytes)} / {gib(fbytes)}", ""),
         ("MACs per step (ONNX graph)", f"{mc.total / 1e9:.1f} GMAC", "brief: ~402 GMAC"),
         ("sdac compile time", bu.secs(ct) if ok else f"FAILED after {bu.secs(comp.get('failed_after_s'))}",
