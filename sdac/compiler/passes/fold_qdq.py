@@ -34,13 +34,18 @@ def _dequant_const(graph: Graph, n: str) -> None:
     axis = int(d["attrs"].get("axis", 1))
     if d["attrs"].get("block_size", 0):
         raise CompileError(f"{graph.source}: {graph.describe(n)}: blocked quantization is not supported")
-    qi = np.asarray(q).astype(np.int64)
+    # int8 holds int4 and int8 codes; float32 products: SD-v1.5 has 860M weights, so every byte per
+    # weight kept here is 0.86 GB (int64 codes and float64 products took the compile past 12 GB)
+    qi = np.asarray(q)
+    narrow = {"int8": np.int8, "int4": np.int8, "uint4": np.int8, "uint8": np.int16}.get(qi.dtype.name, np.int32)
+    qi = qi.astype(narrow, copy=False)                 # int32: quantized biases
+    scale32 = scale.astype(np.float32)
     if scale.ndim == 1 and scale.size > 1:
         shape = [1] * qi.ndim
         shape[axis % qi.ndim] = -1
-        val = qi * scale.reshape(shape)
+        val = qi.astype(np.float32) * scale32.reshape(shape)
     else:
-        val = qi * scale.reshape(())
+        val = qi.astype(np.float32) * scale32.reshape(())
     out = d["outputs"][0]
     qtype = str(np.asarray(q).dtype) if graph.tensors[ins[0]].dtype not in ("int4", "uint4") \
         else graph.tensors[ins[0]].dtype
@@ -48,7 +53,7 @@ def _dequant_const(graph: Graph, n: str) -> None:
     graph.remove_node(n, fate="folded (quantized constant)")
     graph.tensors[out].shape = tuple(val.shape)
     graph.tensors[out].dtype = "float32"
-    graph.add_node("Constant", [], [out], name=out, value=val.astype(np.float32), sources=d["sources"],
+    graph.add_node("Constant", [], [out], name=out, value=val, sources=d["sources"],
                    attrs={"qweight": {"q": qi, "scale": scale.astype(np.float32), "axis": axis % max(qi.ndim, 1),
                                       "dtype": qtype}})
     for c, port in users:
