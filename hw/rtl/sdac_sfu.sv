@@ -359,11 +359,11 @@ module sdac_sfu
   // ---------------------------------------------------------------- state
   typedef enum logic [5:0] {
     S_IDLE, S_CHECK, S_OVL, S_SCAL, S_SCALW, S_NP0, S_NP1, S_NP2, S_NP3,
-    S_FETCH, S_FWAIT, S_NGRP,
+    S_FETCH, S_NGRP,
     S_DQ0, S_DQ1, S_AD0, S_AD1, S_X, S_F0, S_F1, S_F2, S_F3, S_F4, S_GG,
     S_N0, S_N1, S_N2, S_N3, S_O0, S_O1,
     S_SMAX, S_SM0, S_SM1, S_SM2, S_SM3, S_SMK,
-    S_STAT, S_WRITE, S_NEXT,
+    S_STAT, S_WRITE,
     S_TTILE, S_TRD, S_TRW, S_TWR, S_DONE
   } state_t;
   state_t state;
@@ -373,7 +373,11 @@ module sdac_sfu
   logic [16:0] j;                   // line within the row
   logic [16:0] cols_left;           // cols - j*L (lanes valid in this line: l < cols_left)
   logic [31:0] ra, rb, rd;          // line address of row r of A, B, D
-  logic [1:0]  fslot;               // operand fetch slot: 0 A, 1 B, 2 prm vector 1, 3 prm vector 2
+  // operand slots of a line: 0 A, 1 B, 2 prm vector 1, 3 prm vector 2; each port (0 acc, 1 act,
+  // 2 prm) fetches its slots in order, the ports in parallel
+  logic [3:0]  got;                 // slots fetched
+  logic [2:0]  pbusy;               // port has a granted read outstanding
+  logic [1:0]  pslot [3];           // and for which slot
   logic [1:0]  pass;                // softmax: 1 max, 2 sum, 3 write
   logic [15:0] cg0;                 // chan mode: group (relative) of lane 0 of this line
   logic [11:0] crem0;               // and its column offset within the group
@@ -552,11 +556,32 @@ module sdac_sfu
     endcase
   endfunction
 
-  logic [2:0] next_slot;            // first enabled fetch slot after fslot (4: none)
+  function automatic logic [1:0] slot_port(input logic [1:0] k);
+    if (k[1]) return 2'd2;
+    return (k[0] ? q.b_act : q.a_act) ? 2'd1 : 2'd0;
+  endfunction
+
+  logic [3:0] need;                 // slots this instruction reads per line
+  logic [1:0] req_slot [3];         // next slot of each port
+  logic [2:0] req_any;
+  logic [3:0] got_now;              // got, plus the reads arriving this cycle
   logic [2:0] next_scal;            // first enabled scalar slot after scal_k (4: none)
   always_comb begin
-    next_slot = 3'd4;
-    for (int k = 3; k >= 1; k--) if (k > 32'(fslot) && slot_en(2'(k))) next_slot = 3'(k);
+    for (int k = 0; k < 4; k++) need[k] = slot_en(2'(k));
+    for (int p = 0; p < 3; p++) begin
+      req_any[p] = 1'b0;
+      req_slot[p] = 2'd0;
+      for (int k = 3; k >= 0; k--) begin
+        if (need[k] && !got[k] && slot_port(2'(k)) == 2'(p)) begin
+          req_any[p] = 1'b1;
+          req_slot[p] = 2'(k);
+        end
+      end
+    end
+    got_now = got;
+    if (pbusy[0] && acc_rd_valid) got_now[pslot[0]] = 1'b1;
+    if (pbusy[1] && act_rd_valid) got_now[pslot[1]] = 1'b1;
+    if (pbusy[2] && prm_rd_valid) got_now[pslot[2]] = 1'b1;
     next_scal = 3'd4;
     for (int k = 3; k >= 1; k--) if (k > 32'(scal_k) && scal_en(2'(k))) next_scal = 3'(k);
   end
@@ -585,25 +610,24 @@ module sdac_sfu
   end
 
   // ---------------------------------------------------------------- outputs to the buffers
-  logic [31:0] slot_addr;
-  logic        slot_acc, slot_act, slot_prm;
-  always_comb begin
-    unique case (fslot)
-      2'd0: slot_addr = ra + 32'(j);
-      2'd1: slot_addr = rb + 32'(j);
-      2'd2: slot_addr = 32'(q.p1_base) + 32'(j);
-      default: slot_addr = 32'(q.p2_base) + 32'(j);
+  function automatic logic [31:0] slot_addr(input logic [1:0] k);
+    unique case (k)
+      2'd0: return ra + 32'(j);
+      2'd1: return rb + 32'(j);
+      2'd2: return 32'(q.p1_base) + 32'(j);
+      default: return 32'(q.p2_base) + 32'(j);
     endcase
-    slot_prm = fslot[1];
-    slot_act = !fslot[1] && (fslot[0] ? q.b_act : q.a_act);
-    slot_acc = !slot_prm && !slot_act;
+  endfunction
 
-    acc_rd_req = state == S_FETCH && slot_acc;
-    acc_rd_addr = ACCW'(slot_addr);
-    act_rd_req = (state == S_FETCH && slot_act) || state == S_TRD;
-    act_rd_addr = ACTW'((state == S_TRD) ? tsrc : slot_addr);
-    prm_rd_req = (state == S_FETCH && slot_prm) || state == S_SCAL;
-    prm_rd_addr = PRMW'((state == S_SCAL) ? 32'(scal_line) : slot_addr);
+  logic [2:0] freq;                 // fetch request per port
+  always_comb begin
+    for (int p = 0; p < 3; p++) freq[p] = state == S_FETCH && req_any[p] && !pbusy[p];
+    acc_rd_req = freq[0];
+    acc_rd_addr = ACCW'(slot_addr(req_slot[0]));
+    act_rd_req = freq[1] || state == S_TRD;
+    act_rd_addr = ACTW'((state == S_TRD) ? tsrc : slot_addr(req_slot[1]));
+    prm_rd_req = freq[2] || state == S_SCAL;
+    prm_rd_addr = PRMW'((state == S_SCAL) ? 32'(scal_line) : slot_addr(req_slot[2]));
 
     acc_wr_req = state == S_WRITE && !q.d_act;
     acc_wr_addr = ACCW'(rd + 32'(j));
@@ -621,6 +645,10 @@ module sdac_sfu
   assign stat_rd_s2 = st_valid[stat_idx] ? st_s2[stat_idx] : 64'sd0;
 
   // ---------------------------------------------------------------- the FSM
+  logic advance;                    // the current line is finished
+  assign advance = (state == S_WRITE && (q.d_act ? act_wr_gnt : acc_wr_gnt)) || state == S_SMAX ||
+                   (state == S_SM1 && pass == 2'd2);
+
   function automatic state_t first_compute(input logic [1:0] p);
     unique case (q.kind)
       K_DEQ: return S_DQ0;
@@ -643,6 +671,8 @@ module sdac_sfu
       err_code <= ERR_OK;
       st_valid <= '0;
       pend <= '0;
+      pbusy <= '0;
+      got <= '0;
     end else begin
       unique case (state)
         S_IDLE: begin
@@ -665,7 +695,6 @@ module sdac_sfu
           ra <= 32'(q.a_base);
           rb <= 32'(q.b_base);
           rd <= 32'(q.d_base);
-          fslot <= 2'd0;
           pass <= 2'd1;
           cg0 <= 16'd0;
           crem0 <= 12'd0;
@@ -761,28 +790,31 @@ module sdac_sfu
 
         // operand lines of line j of row r
         S_FETCH: begin
-          if ((slot_acc && acc_rd_gnt) || (slot_act && act_rd_gnt) || (slot_prm && prm_rd_gnt))
-            state <= S_FWAIT;
-        end
-        S_FWAIT: begin
-          if ((slot_acc && acc_rd_valid) || (slot_act && act_rd_valid) || (slot_prm && prm_rd_valid)) begin
-            for (int l = 0; l < LANES; l++) begin
-              s64 v;
-              v = slot_act ? s64'(signed'(act_rd_data[8 * l +: 8])) : s64'(signed'(acc_rd_data[32 * l +: 32]));
-              unique case (fslot)
-                2'd0: opa[l] <= v;
-                2'd1: opb[l] <= v;
-                2'd2: pv1[l] <= prm_rd_data[32 * l +: 32];
-                default: pv2[l] <= prm_rd_data[32 * l +: 32];
-              endcase
+          if (freq[0] && acc_rd_gnt) begin pbusy[0] <= 1'b1; pslot[0] <= req_slot[0]; end
+          if (freq[1] && act_rd_gnt) begin pbusy[1] <= 1'b1; pslot[1] <= req_slot[1]; end
+          if (freq[2] && prm_rd_gnt) begin pbusy[2] <= 1'b1; pslot[2] <= req_slot[2]; end
+          for (int l = 0; l < LANES; l++) begin
+            if (pbusy[0] && acc_rd_valid) begin
+              if (pslot[0] == 2'd0) opa[l] <= s64'(signed'(acc_rd_data[32 * l +: 32]));
+              else opb[l] <= s64'(signed'(acc_rd_data[32 * l +: 32]));
             end
-            if (next_slot != 3'd4) begin
-              fslot <= 2'(next_slot);
-              state <= S_FETCH;
-            end else begin
-              pend <= vmask;
-              state <= first_compute(pass);
+            if (pbusy[1] && act_rd_valid) begin
+              if (pslot[1] == 2'd0) opa[l] <= s64'(signed'(act_rd_data[8 * l +: 8]));
+              else opb[l] <= s64'(signed'(act_rd_data[8 * l +: 8]));
             end
+            if (pbusy[2] && prm_rd_valid) begin
+              if (pslot[2] == 2'd2) pv1[l] <= prm_rd_data[32 * l +: 32];
+              else pv2[l] <= prm_rd_data[32 * l +: 32];
+            end
+          end
+          if (pbusy[0] && acc_rd_valid) pbusy[0] <= 1'b0;
+          if (pbusy[1] && act_rd_valid) pbusy[1] <= 1'b0;
+          if (pbusy[2] && prm_rd_valid) pbusy[2] <= 1'b0;
+          got <= got_now;
+          if (got_now == need) begin
+            got <= 4'd0;
+            pend <= vmask;
+            state <= first_compute(pass);
           end
         end
 
@@ -898,20 +930,15 @@ module sdac_sfu
         end
 
         // softmax passes: 1 max, 2 sum of exponentials, 3 probabilities
-        S_SMAX: begin
-          mx <= line_max;
-          state <= S_NEXT;
-        end
+        S_SMAX: mx <= line_max;   // then the line advance below
         S_SM0: begin
           for (int l = 0; l < LANES; l++) w[l] <= rsr(prod[l], e_sh(sc_e));
           state <= S_SM1;
         end
         S_SM1: begin
           for (int l = 0; l < LANES; l++) t[l] <= sm_ex[l];
-          if (pass == 2'd2) begin
-            total <= total + ex_sum;
-            state <= S_NEXT;
-          end else state <= S_SM2;
+          if (pass == 2'd2) total <= total + ex_sum;   // and the line advance below
+          else state <= S_SM2;
         end
         S_SM2: begin
           for (int l = 0; l < LANES; l++) w[l] <= prod[l];
@@ -946,36 +973,8 @@ module sdac_sfu
           if ((pend & ~gmatch) == '0) state <= S_WRITE;
         end
 
-        S_WRITE: if (q.d_act ? act_wr_gnt : acc_wr_gnt) state <= S_NEXT;
+        S_WRITE: ;   // the line advance below once granted
 
-        S_NEXT: begin
-          fslot <= 2'd0;
-          if (32'(j) + 32'd1 < 32'(nl)) begin
-            j <= j + 17'd1;
-            cols_left <= cols_left - 17'(LANES);
-            cg0 <= cg_next;
-            crem0 <= crem_next;
-            state <= S_FETCH;
-          end else if (q.kind == K_SOFTMAX && pass != 2'd3) begin
-            j <= 17'd0;
-            cols_left <= 17'(q.cols);
-            pass <= pass + 2'd1;
-            state <= (pass == 2'd2) ? S_SMK : S_FETCH;
-          end else if (r + 16'd1 < q.rows) begin
-            r <= r + 16'd1;
-            j <= 17'd0;
-            cols_left <= 17'(q.cols);
-            ra <= ra + 32'(q.a_rs);
-            rb <= rb + 32'(q.b_rs);
-            rd <= rd + 32'(q.d_rs);
-            cg0 <= 16'd0;
-            crem0 <= 12'd0;
-            pass <= 2'd1;
-            mx <= -64'sd2147483648;
-            total <= 64'sd0;
-            state <= S_FETCH;
-          end else state <= S_DONE;
-        end
 
         // transpose: tiles of L source rows x L columns; column blocks ascending, row blocks
         // descending, columns ascending within a tile (the golden model's last-write-wins order
@@ -1023,6 +1022,34 @@ module sdac_sfu
         end
         default: state <= S_IDLE;
       endcase
+      // line advance: next line, next softmax pass, next row, or done
+      if (advance) begin
+        if (32'(j) + 32'd1 < 32'(nl)) begin
+          j <= j + 17'd1;
+          cols_left <= cols_left - 17'(LANES);
+          cg0 <= cg_next;
+          crem0 <= crem_next;
+          state <= S_FETCH;
+        end else if (q.kind == K_SOFTMAX && pass != 2'd3) begin
+          j <= 17'd0;
+          cols_left <= 17'(q.cols);
+          pass <= pass + 2'd1;
+          state <= (pass == 2'd2) ? S_SMK : S_FETCH;
+        end else if (r + 16'd1 < q.rows) begin
+          r <= r + 16'd1;
+          j <= 17'd0;
+          cols_left <= 17'(q.cols);
+          ra <= ra + 32'(q.a_rs);
+          rb <= rb + 32'(q.b_rs);
+          rd <= rd + 32'(q.d_rs);
+          cg0 <= 16'd0;
+          crem0 <= 12'd0;
+          pass <= 2'd1;
+          mx <= -64'sd2147483648;
+          total <= 64'sd0;
+          state <= S_FETCH;
+        end else state <= S_DONE;
+      end
     end
   end
 `undef SFU_F
