@@ -8,8 +8,9 @@ Everything that compiles RTL goes through this module so that
 * a design is compiled once per (sources, parameters, options): the build directory is named
   by a hash of all of them and a stamp file marks a finished build, so a second request costs
   nothing;
-* each pytest-xdist worker (``PYTEST_XDIST_WORKER``) gets its own build tree, and a file lock
-  lets only one Verilator/g++ build run at a time on the machine (2 shared cores).
+* each pytest-xdist worker (``PYTEST_XDIST_WORKER``) builds in its own tree (a finished build
+  of another worker, being immutable, is reused), and a file lock lets only one Verilator/g++
+  build run at a time on the machine (2 shared cores).
 
 Public API::
 
@@ -206,12 +207,15 @@ def _cached(kind: str, top: str, files: Sequence[Path], parameters: Mapping[str,
     key = _key(kind, top, files, parameters, args)
     d = build_dir_for(kind, top, key)
     stamp = d / "sdac-build.ok"
-    if stamp.exists():
-        os.utime(stamp)   # last use, for pruning
-        return Build(top, d, 0.0, True, dict(parameters))
+    # A finished build is never modified again, so one made by another worker is reused as is.
+    for other in [d, *sorted(build_root().glob(f"*/{kind}-{top}-{key}"))]:
+        if (other / "sdac-build.ok").exists():
+            os.utime(other / "sdac-build.ok")   # last use, for pruning
+            return Build(top, other, 0.0, True, dict(parameters))
     with build_lock():
-        if stamp.exists():   # built by someone else meanwhile
-            return Build(top, d, 0.0, True, dict(parameters))
+        for other in [d, *sorted(build_root().glob(f"*/{kind}-{top}-{key}"))]:
+            if (other / "sdac-build.ok").exists():   # built by someone else meanwhile
+                return Build(top, other, 0.0, True, dict(parameters))
         if d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True)
@@ -260,7 +264,7 @@ def run_cocotb(build: Build, test_module: str, module_dir: Path, testcase: str |
     from cocotb_tools.runner import get_runner
     setup_env()
     runner = get_runner("verilator")
-    test_dir = build.directory / f"run-{test_module}-{testcase or 'all'}"
+    test_dir = build.directory / f"run-{test_module}-{testcase or 'all'}-{worker_name()}-{os.getpid()}"
     results = test_dir / "results.xml"
     if results.exists():
         results.unlink()
