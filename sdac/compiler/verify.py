@@ -106,6 +106,52 @@ def footprint(ins, L: int) -> list[Span]:
     return out
 
 
+def _sfu_operands(ins, L: int) -> list[tuple[str, int, int, int, int, bool]]:
+    """(buffer, base, row stride, rows, lines per row, write) of an element-wise SFU instruction."""
+    a, op = ins.args, ins.op
+    rows, c = a["rows"], _cl(a["cols"], L)
+    if op in ("deq", "act"):
+        src = [(a["sbuf"], a["s"], a["srs"])]
+    elif op == "add":
+        src = [("acc", a["a"], a["ars"]), (a["bbuf"], a["b"], a["brs"])]
+    elif op == "geglu":
+        src = [("acc", a["a"], a["ars"]), ("acc", a["b"], a["brs"])]
+    else:   # norm
+        src = [("acc", a["s"], a["srs"])]
+    dst = "acc" if op in ("deq", "add") else a["out"]
+    return [(b, base, rs, rows, c, False) for b, base, rs in src] + [(dst, a["d"], a["drs"], rows, c, True)]
+
+
+def check_sfu_aliasing(ins, L: int) -> str | None:
+    """A result region must coincide with a source line for line (in place) or share no line with it.
+
+    The SFU streams rows in order: a partial overlap would let a later row read a line an earlier row
+    already wrote (isa.toml: in place or disjoint). Returns what is wrong, or None.
+    """
+    if ins.op not in ("deq", "add", "act", "geglu", "norm"):
+        return None
+    ops = _sfu_operands(ins, L)
+    dst = ops[-1]
+    for buf, base, rs, rows, c, _ in ops[:-1]:
+        if buf != dst[0]:
+            continue
+        if base == dst[1] and rs == dst[2]:
+            continue                                        # in place
+        lo1, hi1 = base, base + (rows - 1) * rs + c
+        lo2, hi2 = dst[1], dst[1] + (rows - 1) * dst[2] + dst[4]
+        if hi1 <= lo2 or hi2 <= lo1:
+            continue                                        # disjoint ranges
+        if rs != dst[2] or rs == 0:
+            return f"result {buf} [{lo2}, {hi2}) partly overlaps a source [{lo1}, {hi1}) with another stride"
+        delta = dst[1] - base                               # row r' of the result vs row r of the source
+        for k in range(-(rows - 1), rows):
+            off = delta + k * rs
+            if -dst[4] < off < c:
+                return (f"result {buf} rows partly overlap source rows (offset {delta} lines, stride {rs}): "
+                        f"only in place (same address and stride) or disjoint is allowed")
+    return None
+
+
 def _stat_range(ins) -> tuple[int, int] | None:
     a = ins.args
     uses = ins.op == "norm" or (ins.op in ("deq", "add", "act") and a.get("st"))
@@ -130,6 +176,9 @@ def check_bounds(bundle) -> None:
             elif s.hi > caps[s.space]:
                 raise VerifyError(i, f"{ins.op} touches {s.space} lines [{s.lo}, {s.hi}) beyond the buffer's "
                                      f"{caps[s.space]} lines")
+        alias = check_sfu_aliasing(ins, L)
+        if alias:
+            raise VerifyError(i, f"{ins.op}: {alias}")
         st = _stat_range(ins)
         if st and st[1] > m.stat_groups:
             raise VerifyError(i, f"{ins.op} uses statistics registers [{st[0]}, {st[1]}) of {m.stat_groups}")

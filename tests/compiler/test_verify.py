@@ -79,3 +79,20 @@ def test_missing_halt(bundle):
     b = dataclasses.replace(bundle, instrs=list(bundle.instrs[:-1]))
     with pytest.raises(VerifyError, match="halt"):
         verify(b)
+
+
+def test_sfu_partial_overlap_is_rejected_in_place_and_disjoint_are_fine(bundle):
+    from sdac.compiler.verify import check_sfu_aliasing
+    L = DEFAULT.lanes
+    base = dict(sbuf="acc", s=100, srs=2, d=100, drs=2, rows=8, cols=40)
+    assert check_sfu_aliasing(Instr.make("deq", **base), L) is None                     # in place
+    assert check_sfu_aliasing(Instr.make("deq", **{**base, "d": 200}), L) is None       # disjoint
+    assert "partly overlap" in check_sfu_aliasing(Instr.make("deq", **{**base, "d": 102}), L)
+    assert check_sfu_aliasing(Instr.make("deq", **{**base, "d": 101, "cols": 20, "srs": 2, "drs": 2}),
+                              L) is None                                                 # interleaved rows
+    g = dict(a=0, ars=4, b=2, brs=4, d=0, drs=4, rows=5, cols=40, out="acc")
+    assert check_sfu_aliasing(Instr.make("geglu", **g), L) is None                      # the lowering's GeGLU
+    i = next(j for j, ins in enumerate(bundle.instrs) if ins.op == "deq")
+    bad = replace(bundle, i, bundle.instrs[i].replace(d=bundle.instrs[i].s + 1))
+    with pytest.raises(VerifyError, match=f"instruction {i}: deq"):
+        verify(bad)
