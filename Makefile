@@ -38,8 +38,14 @@ test: $(VENV)/.test
 test-slow: $(VENV)/.test
 	$(PYTEST) -n $(JOBS) --dist loadgroup -q -m slow
 
+test-rtl: $(VENV)/.test
+	$(PYTEST) -n $(JOBS) --dist loadgroup -q -m "rtl and not slow"
+
 bench: $(VENV)/.test
 	$(BIN)/python benchmarks/run_all.py
+
+lint: $(VENV)/.test
+	$(PYTEST) -q tests/hw/test_lint.py
 
 gen: $(VENV)/.core
 	$(BIN)/python -m sdac.isa.gen
