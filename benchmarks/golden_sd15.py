@@ -33,7 +33,7 @@ HARDREF = sd15_model.CACHE / "unet.qdq.hardref.onnx"
 
 def child_golden(bundle_path: str, out: str, profile: bool) -> dict:
     from sdac.bundle import read_bundle
-    from sdac.runtime.golden import run_bundle
+    from sdac.runtime.golden import execute_bundle
     res: dict = {"rss_after_imports": bu.peak_rss_bytes()}
     t = time.perf_counter()
     bundle = read_bundle(bundle_path)
@@ -45,8 +45,10 @@ def child_golden(bundle_path: str, out: str, profile: bool) -> dict:
     t = time.perf_counter()
     try:
         with prof:
-            outs = run_bundle(bundle, inputs, step=0)
+            outs, rr = execute_bundle(bundle, inputs, step=0)
         res["run_s"] = time.perf_counter() - t
+        res["counts"] = {"instructions": rr.instructions, "macs": rr.macs, "dram_read": rr.dram_read,
+                         "dram_written": rr.dram_written, "sfu_elems": rr.sfu_elems, "by_queue": rr.by_queue}
         (name, y), = outs.items()
         np.save(out, np.asarray(y, np.float32))
         res.update(ok=True, output=name)
@@ -158,6 +160,16 @@ def main(argv=None) -> int:
          f"session {bu.secs(res['ort_float'].get('session_s'))}, peak RSS {bu.gib(res['ort_float'].get('peak_rss'))}"),
     ]
     rows += [(f"SQNR {k}", f"{v:.1f} dB", "") for k, v in sq.items()]
+    c = g.get("counts")
+    if c:
+        from macs import count_macs
+        onnx_macs = count_macs(qdq).total
+        rows += [("MACs executed (golden count)", f"{c['macs'] / 1e9:.1f} GMAC",
+                  f"ONNX graph: {onnx_macs / 1e9:.1f} GMAC ({c['macs'] / onnx_macs:.3f}x)"),
+                 ("instructions executed", c["instructions"], ", ".join(f"{k} {v}" for k, v in c["by_queue"].items())),
+                 ("DRAM traffic", f"{(c['dram_read'] + c['dram_written']) / 2**30:.2f} GiB",
+                  f"read {c['dram_read'] / 2**30:.2f}, written {c['dram_written'] / 2**30:.2f} GiB"),
+                 ("SFU elements", f"{c['sfu_elems'] / 1e9:.2f} G", "")]
     print()
     print(bu.md_table(rows, (f"SD-v1.5 one step ({a.threads} thread)", "measured", "note")))
     if not g.get("ok") and g.get("error", {}).get("stack"):
