@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import SdacError
 from .ddim import DDIM, DDIMConfig
+from .png import write_png
 
 
 class UNetFn(Protocol):
@@ -205,22 +206,6 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     """[-1, 1] -> uint8 (n, H, W) (first channel) or (n, H, W, 3)."""
     x = np.clip((np.asarray(images) + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
     return x[:, 0] if x.shape[1] == 1 else x.transpose(0, 2, 3, 1)
-
-
-def write_png(path: str | Path, img: np.ndarray) -> None:
-    """8-bit grayscale (H, W) or RGB (H, W, 3) PNG, without Pillow (the core install has no imaging library)."""
-    import struct
-    import zlib
-    img = np.ascontiguousarray(img, np.uint8)
-    h, w = img.shape[:2]
-    color = 0 if img.ndim == 2 else 2
-    raw = b"".join(b"\x00" + img[r].tobytes() for r in range(h))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-    Path(path).write_bytes(png)
 
 
 def save_grid(images: np.ndarray, path: str | Path, zoom: int = 8, cols: int | None = None) -> Path:

@@ -21,7 +21,7 @@ from ..kernels import Act, Kernel, KernelGraph
 from .epilogue import EpiloguePlan, SfuOp, plan_epilogue
 from .fixed import scale_entries
 from .params import PrmImage
-from .program import R, W, ProgramBuilder
+from .program import Access, R, W, ProgramBuilder
 
 ALIGN = 64
 
@@ -145,26 +145,23 @@ class Lowerer:
 
     def load_rows(self, a: Act, dst: int, r0: int, rows: int, line0: int = 0, lines: int | None = None) -> None:
         """Rows [r0, r0+rows) of tensor a (lines [line0, line0+lines) of each row) into act at dst, packed."""
-        cl = self.cl(a.channels)
-        lines = cl if lines is None else lines
-        dram = self.addr[a.name] + (r0 * cl + line0) * self.L
-        nbytes = ((rows - 1) * cl + lines) * self.L
-        acc = [W("act", dst, rows * lines), R("dram", dram, nbytes)]
-        if lines == cl and rows * cl <= 0xFFFF:
-            self.emit("load", acc, buf="act", dram=dram, sram=dst, run=rows * cl)
-        else:
-            self._chunked("load", acc, dram, dst, lines, rows, cl * self.L, lines)
+        self._rows("load", a, dst, r0, rows, line0, lines)
 
     def store_rows(self, a: Act, src: int, r0: int, rows: int, line0: int = 0, lines: int | None = None) -> None:
+        """The packed rows at act src into rows [r0, r0+rows) of tensor a (the inverse of load_rows)."""
+        self._rows("store", a, src, r0, rows, line0, lines)
+
+    def _rows(self, op: str, a: Act, sram: int, r0: int, rows: int, line0: int, lines: int | None) -> None:
         cl = self.cl(a.channels)
         lines = cl if lines is None else lines
         dram = self.addr[a.name] + (r0 * cl + line0) * self.L
         nbytes = ((rows - 1) * cl + lines) * self.L
-        acc = [R("act", src, rows * lines), W("dram", dram, nbytes)]
+        load = op == "load"
+        acc = [Access("act", sram, sram + rows * lines, load), Access("dram", dram, dram + nbytes, not load)]
         if lines == cl and rows * cl <= 0xFFFF:
-            self.emit("store", acc, buf="act", dram=dram, sram=src, run=rows * cl)
+            self.emit(op, acc, buf="act", dram=dram, sram=sram, run=rows * cl)
         else:
-            self._chunked("store", acc, dram, src, lines, rows, cl * self.L, lines)
+            self._chunked(op, acc, dram, sram, lines, rows, cl * self.L, lines)
 
     def _chunked(self, op, acc, dram, sram, run, ny, dy, sy, buf="act"):
         if run > 0xFFFF:
