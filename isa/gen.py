@@ -13,7 +13,7 @@ import importlib
 import sys
 from pathlib import Path
 
-GENERATORS = ["gen_sv", "gen_lark", "gen_doc"]  # module names inside sdac.isa
+GENERATORS = ["gen_sv", "gen_lark", "gen_doc", "gen_py"]  # module names inside sdac.isa
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -41,6 +41,10 @@ def _bits(f: Field) -> str:
     return f"[{hi}:{f.offset}]" if f.bits > 1 else f"[{f.offset}]"
 
 
+def _csr_bits(f) -> str:
+    return f"[{f.lsb + f.bits - 1}:{f.lsb}]" if f.bits > 1 else f"[{f.lsb}]"
+
+
 def _range(f: Field) -> str:
     if f.kind == "enum":
         members = SPEC.enums[f.enum]
@@ -116,7 +120,8 @@ def render() -> str:
     w("Contents: [Machine](#machine) · [Notation](#notation) · [Instruction word](#instruction-word) · "
       "[Queues and tokens](#queues-and-tokens) · [Enumerations](#enumerations) · "
       "[Instructions](#instructions) · [Numerics](#numerics) · [Lookup tables](#lookup-tables) · "
-      "[Error codes](#error-codes) · [Assembly language](#assembly-language)")
+      "[Error codes](#error-codes) · [Control and status registers](#control-and-status-registers) · "
+      "[Assembly language](#assembly-language)")
     w("")
 
     # ---------------------------------------------------------------- machine
@@ -347,6 +352,24 @@ def render() -> str:
     w("| --- | --- | --- |")
     for ename, (code, edoc) in SPEC.errors.items():
         w(f"| {code} | `{ename}` | {_cell(edoc)} |")
+    w("")
+
+    # ---------------------------------------------------------------- CSRs
+    w("## Control and status registers")
+    w("")
+    w(" ".join(SPEC.csr_summary.split()))
+    w("")
+    w(f"32-bit AXI-Lite registers at byte offsets ({SPEC.csr_addr_bits} address bits). Access: R = read-only "
+      "(writes ignored), W = write-only (reads return 0), RW. Offsets not listed read 0 and ignore writes; "
+      "bits not named read 0. The RTL (`hw/rtl/sdac_csr.sv`, constants `CSR_*` in `hw/rtl/sdac_isa_pkg.sv`), "
+      "the board driver (`runtime/board.py`, through the generated `runtime/csr_map.py`) and the fake "
+      "device (`runtime/fake_device.py`, through `SPEC.csr`) all take the map from `isa/isa.toml` `[csr]`.")
+    w("")
+    w("| offset | name | access | meaning |")
+    w("| --- | --- | --- | --- |")
+    for r in SPEC.csr.values():
+        fields = "".join(f"<br>`{r.name}.{f.name}` {_csr_bits(f)}: {_cell(f.doc)}" for f in r.fields)
+        w(f"| 0x{r.offset:02X} | `{r.name}` | {r.access} | {_cell(r.doc)}{fields} |")
     w("")
 
     # ---------------------------------------------------------------- assembly

@@ -27,6 +27,34 @@ def _table(name: str, values, bits: int) -> str:
     return f"  localparam logic [{bits - 1}:0] {name} [{len(values)}] = '{{\n    {inner}\n  }};"
 
 
+def _csr() -> str:
+    """CSR_<REG> byte offsets; CSR_<REG>_<FIELD>_BIT for one-bit fields, _LSB / _W for wider ones; and
+    csr_<reg>_value(...) packing the fields of a register with multi-bit fields (the ID word)."""
+    ab = SPEC.csr_addr_bits
+    o = ["  // Control and status registers (isa.toml [csr]): byte offsets and bit positions",
+         f"  localparam int CSR_ADDR_BITS = {ab};"]
+    for r in SPEC.csr.values():
+        o.append(f"  localparam logic [CSR_ADDR_BITS-1:0] CSR_{r.name} = {ab}'h{r.offset:02X};  // {r.access}")
+    for r in SPEC.csr.values():
+        for f in r.fields:
+            if f.bits == 1:
+                o.append(f"  localparam int CSR_{r.name}_{f.name}_BIT = {f.lsb};")
+            else:
+                o.append(f"  localparam int CSR_{r.name}_{f.name}_LSB = {f.lsb};")
+                o.append(f"  localparam int CSR_{r.name}_{f.name}_W = {f.bits};")
+    for r in SPEC.csr.values():
+        if not any(f.bits > 1 for f in r.fields):
+            continue
+        args = ",\n      ".join(f"input logic [CSR_{r.name}_{f.name}_W-1:0] {f.name.lower()}" for f in r.fields)
+        o.append(f"  function automatic logic [31:0] csr_{r.name.lower()}_value(\n      {args});")
+        o.append("    logic [31:0] v = '0;")
+        for f in r.fields:
+            o.append(f"    v[CSR_{r.name}_{f.name}_LSB +: CSR_{r.name}_{f.name}_W] = {f.name.lower()};")
+        o.append("    return v;")
+        o.append("  endfunction")
+    return "\n".join(o)
+
+
 def render(machine: Machine = DEFAULT) -> str:
     o: list[str] = []
     w = o.append
@@ -72,6 +100,8 @@ def render(machine: Machine = DEFAULT) -> str:
     w("  // Error codes")
     for ename, (code, _doc) in SPEC.errors.items():
         w(f"  localparam logic [7:0] ERR_{ename} = 8'd{code};")
+    w("")
+    w(_csr())
     w("")
     w("  // Instruction fields: F_<INSTR>_<FIELD>_LO / _W; USED_<INSTR> marks every defined bit")
     for i in SPEC.instrs:

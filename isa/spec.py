@@ -7,13 +7,15 @@ the order listed). Every other ISA artifact is derived from ``SPEC``.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from types import MappingProxyType
 from typing import Mapping
 
 KINDS = ("uint", "enum", "bool", "queues")
 FMTS = ("dec", "hex", "enum")
+CSR_ACCESS = ("R", "W", "RW")
+CSR_BITS = 32
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,59 @@ class InstrSpec:
 
 
 @dataclass(frozen=True)
+class CsrField:
+    """Bits [lsb, lsb + bits) of a control/status register."""
+    name: str
+    lsb: int
+    bits: int = 1
+    doc: str = ""
+
+    @property
+    def mask(self) -> int:
+        return ((1 << self.bits) - 1) << self.lsb
+
+    def get(self, value: int) -> int:
+        return (value & self.mask) >> self.lsb
+
+
+@dataclass(frozen=True)
+class CsrReg:
+    """One 32-bit AXI-Lite register of the accelerator ([csr] in isa.toml)."""
+    name: str
+    offset: int
+    access: str         # "R" | "W" | "RW"
+    doc: str
+    fields: tuple[CsrField, ...] = ()
+
+    @property
+    def readable(self) -> bool:
+        return "R" in self.access
+
+    @property
+    def writable(self) -> bool:
+        return "W" in self.access
+
+    def field(self, name: str) -> CsrField:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"CSR {self.name} has no field {name}")
+
+    def pack(self, **values: int) -> int:
+        """Register value from field values (by field name; missing fields are 0)."""
+        v = 0
+        for name, x in values.items():
+            f = self.field(name)
+            if not 0 <= x < (1 << f.bits):
+                raise ValueError(f"CSR {self.name}.{name} = {x} does not fit {f.bits} bits")
+            v |= x << f.lsb
+        return v
+
+    def unpack(self, value: int) -> dict[str, int]:
+        return {f.name: f.get(value) for f in self.fields}
+
+
+@dataclass(frozen=True)
 class IsaSpec:
     name: str
     version: int
@@ -67,6 +122,9 @@ class IsaSpec:
     enums: Mapping[str, Mapping[str, int]]
     instrs: tuple[InstrSpec, ...]
     errors: Mapping[str, tuple[int, str]]
+    csr: Mapping[str, CsrReg] = field(default_factory=lambda: MappingProxyType({}))  # in offset order
+    csr_addr_bits: int = 8
+    csr_summary: str = ""
 
     @property
     def word_bytes(self) -> int:
@@ -128,6 +186,35 @@ def _field(d: dict, offset: int, enums: Mapping[str, Mapping[str, int]], where: 
                  min=int(d.get("min", 0)), fmt=fmt, doc=d.get("doc", ""))
 
 
+def _csr(raw: dict) -> tuple[Mapping[str, CsrReg], int, str]:
+    addr_bits = int(raw.get("addr_bits", 8))
+    regs: dict[str, CsrReg] = {}
+    offsets: set[int] = set()
+    for d in raw.get("reg", []):
+        name, off, access = d["name"], int(d["offset"]), d["access"]
+        where = f"csr {name}"
+        if name in regs:
+            raise SpecError(f"{where}: duplicate register")
+        if off % 4 or not 0 <= off < (1 << addr_bits) or off in offsets:
+            raise SpecError(f"{where}: offset {off:#x} unaligned, outside {addr_bits} address bits or taken")
+        if access not in CSR_ACCESS:
+            raise SpecError(f"{where}: access {access!r} is not one of {CSR_ACCESS}")
+        fields: list[CsrField] = []
+        used = 0
+        for fd in d.get("fields", []):
+            f = CsrField(name=fd["name"], lsb=int(fd["lsb"]), bits=int(fd.get("bits", 1)), doc=fd.get("doc", ""))
+            if f.bits < 1 or f.lsb < 0 or f.lsb + f.bits > CSR_BITS or used & f.mask or \
+                    any(g.name == f.name for g in fields):
+                raise SpecError(f"{where}: field {f.name} outside {CSR_BITS} bits, overlapping or duplicate")
+            used |= f.mask
+            fields.append(f)
+        offsets.add(off)
+        regs[name] = CsrReg(name=name, offset=off, access=access, doc=d.get("doc", "").strip(),
+                            fields=tuple(fields))
+    ordered = dict(sorted(regs.items(), key=lambda kv: kv[1].offset))
+    return MappingProxyType(ordered), addr_bits, raw.get("summary", "").strip()
+
+
 def parse_spec(text: str) -> IsaSpec:
     raw = tomllib.loads(text)
     enums = {k: MappingProxyType(dict(v)) for k, v in raw.get("enums", {}).items()}
@@ -180,9 +267,11 @@ def parse_spec(text: str) -> IsaSpec:
                                 semantics=d["semantics"].strip(), fields=tuple(fields)))
 
     errors = {k: (int(v["code"]), v["doc"]) for k, v in raw.get("errors", {}).items()}
+    csr, csr_addr_bits, csr_summary = _csr(raw.get("csr", {}))
     spec = IsaSpec(name=raw["isa"]["name"], version=int(raw["isa"]["version"]), word_bits=word_bits,
                    summary=raw["isa"]["summary"].strip(), header=tuple(header),
-                   enums=MappingProxyType(enums), instrs=tuple(instrs), errors=MappingProxyType(errors))
+                   enums=MappingProxyType(enums), instrs=tuple(instrs), errors=MappingProxyType(errors),
+                   csr=csr, csr_addr_bits=csr_addr_bits, csr_summary=csr_summary)
     _BY_NAME[id(spec)] = {i.name: i for i in instrs}
     _BY_OPCODE[id(spec)] = {i.opcode: i for i in instrs}
     return spec

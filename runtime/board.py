@@ -1,16 +1,17 @@
 """Register-level driver of the sdac accelerator, and its PYNQ port for Zynq UltraScale+ boards.
 
-This one file drives the accelerator through the AXI-Lite control/status
-registers of docs (team INTERFACES.md, "Control/status registers"): load the
-bundle's DRAM image and program, write STEP, START, poll (or wait for the
-interrupt) until DONE or ERROR, read ERROR_CODE / ERROR_INDEX, CYCLES and
-RETIRED. The same ``Driver`` runs against any ``RegisterPort``: the RTL
-co-simulation, the in-process fake device (sdac/runtime/fake_device.py) and
-a board (``PynqPort``).
+This file drives the accelerator through its AXI-Lite control/status registers
+(isa/isa.toml [csr], docs/isa.md "Control and status registers"): load the
+bundle's DRAM image and program, write INSTR_BASE / INSTR_COUNT / DRAM_SIZE and
+STEP, START, poll STATUS (or wait for the irq_done interrupt) until DONE, read
+ERROR / ERR_INDEX, EXECUTED and CYCLES. The same ``Driver`` runs against any
+``RegisterPort``: the RTL co-simulation, the in-process fake device
+(sdac/runtime/fake_device.py) and a board (``PynqPort``).
 
 It is self-contained on purpose (numpy and the standard library; pynq is
-imported lazily by ``PynqPort``): ``sdac deploy`` copies it next to the
-on-board runner, where sdac itself is not installed. Inside sdac it raises
+imported lazily by ``PynqPort``): ``sdac deploy`` copies it, with the generated
+register map ``csr_map.py`` (``python -m sdac.isa.gen`` from isa.toml), next to
+the on-board runner, where sdac itself is not installed. Inside sdac it raises
 ``sdac.errors.DeviceError``; standalone, a local class of the same shape.
 """
 from __future__ import annotations
@@ -38,19 +39,15 @@ except ImportError:                             # copied onto a board without sd
             where = f"instruction {index}: " if index is not None else ""
             super().__init__(f"{code}: {where}{message}")
 
-# ---------------------------------------------------------------- the CSR map (INTERFACES.md)
-CTRL, STATUS, ERROR_CODE, ERROR_INDEX = 0x00, 0x04, 0x08, 0x0C
-PROG_ADDR, PROG_COUNT, STEP, RETIRED = 0x10, 0x14, 0x18, 0x1C
-CYCLES_LO, CYCLES_HI, ID = 0x20, 0x24, 0x28
-CTRL_START, CTRL_IRQ_EN, CTRL_SOFT_RESET = 1, 2, 4
-STATUS_BUSY, STATUS_DONE, STATUS_ERROR = 1, 2, 4
-ID_MAGIC, ID_MAGIC_MASK = 0x5DAC0000, 0xFFFF0000
-CSR_SPAN = 0x1000
-# isa.toml [errors] (tests/runtime/test_board.py checks this copy against the spec)
-ERROR_NAMES = {0: "OK", 1: "BAD_OPCODE", 2: "BAD_FIELD", 3: "OOB_DRAM", 4: "OOB_BUF", 5: "OOB_STAT",
-               6: "TOKEN_OVERFLOW", 7: "TOKEN_LEAK", 8: "DEADLOCK", 9: "OVERLAP", 10: "FETCH_OOB"}
-ISA_VERSION = 1
-WORD_BYTES = 32
+# The register map and the ISA constants, generated from isa/isa.toml (never written here by hand).
+try:                                            # inside the sdac package
+    from . import csr_map as CSR
+except ImportError:                             # on a board: csr_map.py next to this file
+    import csr_map as CSR
+
+ERROR_NAMES = CSR.ERROR_NAMES
+ISA_VERSION = CSR.ISA_VERSION
+WORD_BYTES = CSR.WORD_BYTES
 PROG_ALIGN = 4096
 
 
@@ -205,47 +202,78 @@ def from_lines(io: IOSpec, raw: bytes, step: int, lanes: int) -> np.ndarray:
 @dataclass
 class RunInfo:
     step: int
-    cycles: int                 # CSR CYCLES (device clock cycles since START)
-    retired: int                # CSR RETIRED
+    cycles: int                 # CSR CYCLES_HI:CYCLES_LO (device clock cycles from START to DONE)
+    retired: int                # CSR EXECUTED (instructions executed, halt included)
     seconds: float              # host wall time from START to DONE
 
 
-class Driver:
-    """Load a bundle image, run steps, read outputs, over any RegisterPort."""
+@dataclass(frozen=True)
+class DeviceId:
+    """The CSR ID fields."""
+    version: int
+    lanes: int
+    array_rows: int
+    array_cols: int
 
-    def __init__(self, port: RegisterPort, *, timeout: float = 60.0, poll: float = 0.0005, irq=None):
+
+def _field(value: int, name: str) -> int:
+    lsb, bits = getattr(CSR, f"{name}_LSB"), getattr(CSR, f"{name}_BITS")
+    return (value >> lsb) & ((1 << bits) - 1)
+
+
+class Driver:
+    """Load a bundle image, run steps, read outputs, over any RegisterPort.
+
+    The register block has no soft reset, interrupt enable or write-1-to-clear: START clears the
+    previous run's STATUS and counters, and STATUS.DONE stays set until the next START. ``irq``: an
+    optional object with ``.wait()`` (a PYNQ interrupt wired to irq_done) waited on before polling.
+    ``allow_unsupported``: accept runs that set STATUS.UNSUPPORTED (a hardware build that skipped
+    instructions; outputs are then wrong, cycle counts still useful), else DeviceError UNSUPPORTED.
+    """
+
+    def __init__(self, port: RegisterPort, *, timeout: float = 60.0, poll: float = 0.0005, irq=None,
+                 allow_unsupported: bool = False):
         self.port = port
         self.timeout = timeout
         self.poll = poll
-        self.irq = irq                  # optional object with .wait() (a PYNQ Interrupt); else poll STATUS
+        self.irq = irq
+        self.allow_unsupported = allow_unsupported
         self.image: Image | None = None
         self.last: RunInfo | None = None
 
-    def identify(self) -> tuple[int, int]:
-        """(ISA version, lanes) from the ID register; raises if this is not an sdac accelerator."""
-        v = self.port.read32(ID)
-        if v & ID_MAGIC_MASK != ID_MAGIC:
+    def identify(self) -> DeviceId:
+        """The ID register's fields; raises if the register block does not look like an sdac accelerator."""
+        v = self.port.read32(CSR.ID)
+        ident = DeviceId(_field(v, "ID_VERSION"), _field(v, "ID_LANES"), _field(v, "ID_ARRAY_ROWS"),
+                         _field(v, "ID_ARRAY_COLS"))
+        if v == 0xFFFFFFFF or 0 in (ident.version, ident.lanes, ident.array_rows, ident.array_cols):
             raise DeviceError("NO_DEVICE", f"ID register reads {v:#010x}, not an sdac accelerator "
-                              f"({ID_MAGIC:#010x} | version << 8 | lanes)")
-        return (v >> 8) & 0xFF, v & 0xFF
+                              "(version | lanes << 8 | array rows << 16 | array columns << 24, none zero)")
+        return ident
 
     def reset(self) -> None:
-        self.port.write32(CTRL, CTRL_SOFT_RESET)
-        self.port.write32(STATUS, STATUS_DONE | STATUS_ERROR)
+        """Forget the previous run. The accelerator has no soft reset (a hung device needs the PL reset or
+        the bitstream reloaded); START clears its status, so there is nothing to write."""
+        self.last = None
 
     def load(self, image: Image) -> None:
-        version, lanes = self.identify()
-        if version != image.isa_version or lanes != image.lanes:
-            raise DeviceError("MISMATCH", f"the device implements ISA version {version} with {lanes} lanes, "
-                              f"the bundle needs version {image.isa_version} with {image.lanes} lanes")
+        ident = self.identify()
+        want = DeviceId(image.isa_version, image.lanes, int(image.machine.get("array_rows", ident.array_rows)),
+                        int(image.machine.get("array_cols", ident.array_cols)))
+        if ident != want:
+            raise DeviceError("MISMATCH", f"the device implements ISA version {ident.version} with {ident.lanes} "
+                              f"lanes and a {ident.array_rows}x{ident.array_cols} array, the bundle needs version "
+                              f"{want.version} with {want.lanes} lanes and a {want.array_rows}x{want.array_cols} "
+                              "array")
         if image.device_bytes > self.port.dram_size:
             raise DeviceError("NO_MEMORY", f"the bundle needs {image.device_bytes} bytes of device DRAM "
                               f"(program included), the device buffer has {self.port.dram_size}")
         self.port.dram_write(image.data_base, image.data)
         self.port.dram_write(image.step_base, image.step_table)
         self.port.dram_write(image.prog_addr, image.text)
-        self.port.write32(PROG_ADDR, image.prog_addr)
-        self.port.write32(PROG_COUNT, image.n_instrs)
+        self.port.write32(CSR.INSTR_BASE, image.prog_addr)
+        self.port.write32(CSR.INSTR_COUNT, image.n_instrs)
+        self.port.write32(CSR.DRAM_SIZE, image.dram_size)        # DMA stays in the bundle's DRAM
         self.image = image
 
     def _need(self) -> Image:
@@ -273,11 +301,10 @@ class Driver:
         if not 0 <= step < max(1, img.n_steps):
             raise SdacError(f"step {step} is outside 0..{img.n_steps - 1}")
         p = self.port
-        if p.read32(STATUS) & STATUS_BUSY:
-            raise DeviceError("BUSY", "the accelerator is still running a program")
-        p.write32(STATUS, STATUS_DONE | STATUS_ERROR)          # clear sticky flags
-        p.write32(STEP, step)
-        p.write32(CTRL, CTRL_START | (CTRL_IRQ_EN if self.irq is not None else 0))
+        if p.read32(CSR.STATUS) & CSR.STATUS_BUSY:
+            raise DeviceError("BUSY", "the accelerator is still running a program (START would be ignored)")
+        p.write32(CSR.STEP, step)
+        p.write32(CSR.CTRL, CSR.CTRL_START)
 
     def wait(self, step: int, t0: float) -> RunInfo:
         p = self.port
@@ -285,25 +312,26 @@ class Driver:
         if self.irq is not None:
             self.irq.wait()
         while True:
-            s = p.read32(STATUS)
-            if s & STATUS_ERROR:
-                code = p.read32(ERROR_CODE)
-                index = p.read32(ERROR_INDEX)
-                name = ERROR_NAMES.get(code, f"ERROR_{code}")
-                p.write32(STATUS, STATUS_ERROR | STATUS_DONE)
-                raise DeviceError(name, f"the accelerator stopped with error code {code} ({name}) after "
-                                  f"{p.read32(RETIRED)} retired instructions", index)
-            if s & STATUS_DONE and not s & STATUS_BUSY:
+            s = p.read32(CSR.STATUS)
+            if s & CSR.STATUS_DONE and not s & CSR.STATUS_BUSY:
                 break
             if time.perf_counter() > deadline:
-                self.reset()
                 raise DeviceError("TIMEOUT", f"no DONE after {self.timeout:g} s (STATUS {s:#x}); the accelerator "
-                                  "was soft-reset")
+                                  "has no soft reset: reset the PL or reload the bitstream")
             if self.poll:
                 time.sleep(self.poll)
-        cycles = p.read32(CYCLES_LO) | (p.read32(CYCLES_HI) << 32)
-        info = RunInfo(step, cycles, p.read32(RETIRED), time.perf_counter() - t0)
-        p.write32(STATUS, STATUS_DONE)
+        executed = p.read32(CSR.EXECUTED)
+        if s & CSR.STATUS_ERROR:
+            code = p.read32(CSR.ERROR)
+            index = p.read32(CSR.ERR_INDEX)
+            name = ERROR_NAMES.get(code, f"ERROR_{code}")
+            raise DeviceError(name, f"the accelerator stopped with error code {code} ({name}) after "
+                              f"{executed} executed instructions", index)
+        if s & CSR.STATUS_UNSUPPORTED and not self.allow_unsupported:
+            raise DeviceError("UNSUPPORTED", "the hardware skipped instructions this build does not implement "
+                              "(outputs are wrong; pass allow_unsupported=True to time the program anyway)")
+        cycles = p.read32(CSR.CYCLES_LO) | (p.read32(CSR.CYCLES_HI) << 32)
+        info = RunInfo(step, cycles, executed, time.perf_counter() - t0)
         self.last = info
         return info
 
@@ -343,7 +371,7 @@ class PynqPort:
         pynq = pynq_module or import_pynq()
         self.pynq = pynq
         if csr_base is not None:
-            self.mmio = pynq.MMIO(csr_base, CSR_SPAN)
+            self.mmio = pynq.MMIO(csr_base, CSR.CSR_SPAN)
             self.overlay = None
         else:
             ov = pynq.Overlay(overlay) if isinstance(overlay, str) or overlay is None else overlay
@@ -393,12 +421,13 @@ class _IrqWaiter:
 
 
 def open_board(image: Image, overlay=None, *, ip: str = "sdac_0", csr_base: int | None = None,
-               irq: str | None = None, timeout: float = 60.0, slack: int = 1 << 20, pynq_module=None) -> Driver:
+               irq: str | None = None, timeout: float = 60.0, slack: int = 1 << 20, pynq_module=None,
+               allow_unsupported: bool = False) -> Driver:
     """A Driver on a PYNQ board with the image loaded (buffer = the bundle's DRAM + program + slack)."""
     port = PynqPort(overlay, ip=ip, csr_base=csr_base, dram_bytes=image.device_bytes + slack, irq=irq,
                     pynq_module=pynq_module)
     waiter = _IrqWaiter(port.interrupt, timeout) if port.interrupt is not None else None
-    drv = Driver(port, timeout=timeout, irq=waiter)
+    drv = Driver(port, timeout=timeout, irq=waiter, allow_unsupported=allow_unsupported)
     drv.reset()
     drv.load(image)
     return drv

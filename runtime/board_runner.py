@@ -1,6 +1,6 @@
 """On-board runner of a compiled sdac bundle (copied by `sdac deploy` as run_sdac.py next to board.py).
 
-Needs only Python 3, numpy and pynq (a PYNQ image for Zynq UltraScale+), plus board.py alongside:
+Needs only Python 3, numpy and pynq (a PYNQ image for Zynq UltraScale+), plus board.py and csr_map.py alongside:
 
     sudo python3 run_sdac.py model.sdab --overlay sdac.bit --inputs inputs.npz --outputs outputs.npz --step 0
     sudo python3 run_sdac.py model.sdab --overlay sdac.bit --repeat 10        # timing from the CSR CYCLES
@@ -19,7 +19,7 @@ import numpy as np
 
 try:                            # inside the sdac package (tests)
     from . import board as B
-except ImportError:             # on the board: board.py next to this script
+except ImportError:             # on the board: board.py (and its csr_map.py) next to this script
     import board as B
 
 

@@ -1,23 +1,30 @@
-"""An in-process fake accelerator: the CSR map of INTERFACES.md on top of the golden model.
+"""An in-process fake accelerator: the CSR map of isa/isa.toml [csr] (``SPEC.csr``) on the golden model.
 
 ``FakeDevice(machine, dram_bytes)`` is a ``RegisterPort`` (sdac/runtime/board.py): the
 register-level driver that runs the RTL co-simulation and the board runs
 against it unchanged, so start / done / error / timeout paths are tested
-without hardware. Behaviour, register by register:
+without hardware. It implements exactly the registers the spec lists (offsets
+and bits from ``SPEC.csr``, as the RTL's from the generated package), as
+hw/rtl/sdac_csr.sv and sdac_top.sv do:
 
-* CTRL (W): bit0 START decodes PROG_COUNT words at PROG_ADDR from the fake's
-  DRAM and runs them on the golden model with CSR STEP (ignored while BUSY);
-  bit1 IRQ_EN arms ``interrupt`` for that run; bit2 SOFT_RESET clears
-  BUSY/DONE/ERROR, ERROR_CODE/INDEX, RETIRED and CYCLES.
+* CTRL.START (W; reads 0) runs INSTR_COUNT words at INSTR_BASE of the fake's
+  memory on the golden model with CSR STEP, DMA limited to [0, DRAM_SIZE)
+  (else OOB_DRAM); ignored while BUSY. START clears the previous run's status
+  and counters; there is no soft reset, interrupt enable or write-1-to-clear.
 * STATUS (R): BUSY for the first ``busy_polls`` reads after START (the run
-  itself is synchronous), then DONE or ERROR (sticky; write 1 to clear).
-* ERROR_CODE / ERROR_INDEX: the golden model's DeviceError (code number from
-  isa.toml, instruction index); a program running past the DRAM is FETCH_OOB.
-* RETIRED: executed instructions (halt included); after an error, the error's index.
+  itself is synchronous), then DONE, plus ERROR if the run stopped on an error;
+  DONE stays set until the next START. UNSUPPORTED is never set (the golden
+  model implements every instruction).
+* ERROR / ERR_INDEX: the golden model's DeviceError (code number from
+  isa.toml, instruction index); a program running past the memory is FETCH_OOB.
+* EXECUTED: executed instructions (halt included); after an error, the error's index.
 * CYCLES_LO/HI: the cycle model's estimate of the program (sdac.perf), so the
   fake reports plausible cycle counts.
-* ID: 0x5DAC0000 | ISA version << 8 | lanes.
-``hang=True`` makes START never finish (for timeout tests).
+* ID: VERSION | LANES | ARRAY_ROWS | ARRAY_COLS of the machine.
+* INSTR_BASE, INSTR_COUNT, STEP, DRAM_SIZE (RW): plain registers, 0 after reset.
+Offsets the spec does not list read 0 and ignore writes. ``interrupt`` stands in for
+the irq_done line (it follows STATUS.DONE). ``hang=True`` makes START never finish
+(for timeout tests): the device then stays BUSY, as hardware would.
 """
 from __future__ import annotations
 
@@ -28,21 +35,26 @@ import numpy as np
 from ..errors import DeviceError
 from ..isa.machine import Machine
 from ..isa.spec import SPEC
-from . import board as B
 from .golden import Golden, prepare
+
+CSR = SPEC.csr
+BY_OFFSET = {r.offset: r for r in CSR.values()}
+OFF = {name: r.offset for name, r in CSR.items()}
+# registers whose value the fake computes (the RW ones are plain storage)
+COMPUTED = ("STATUS", "ERROR", "ERR_INDEX", "EXECUTED", "CYCLES_LO", "CYCLES_HI", "ID")
 
 
 class FakeInterrupt:
-    """Stands in for a PYNQ Interrupt: wait() returns once the device raised it."""
+    """Stands in for a PYNQ Interrupt on irq_done: wait() returns while STATUS.DONE is set."""
 
     def __init__(self, dev: "FakeDevice"):
         self.dev = dev
-        self.raised = 0
+        self.waited = 0
 
     def wait(self) -> None:
-        if not self.dev.irq_pending and not self.dev.hang:
-            raise AssertionError("interrupt waited for without a pending run")
-        self.dev.irq_pending = False
+        if not self.dev.done and not self.dev.hang:
+            raise AssertionError("interrupt waited for without a run that will finish (it would block forever)")
+        self.waited += 1
 
 
 class FakeDevice:
@@ -50,82 +62,78 @@ class FakeDevice:
                  model_cycles: bool = True):
         self.machine = machine
         self.golden = Golden(machine, dram_bytes)
+        self.mem = self.golden.dram                 # all device memory; a run's DMA sees mem[:DRAM_SIZE]
         self.dram_size = dram_bytes
         self.busy_polls = busy_polls
         self.hang = hang
         self.model_cycles = model_cycles
-        self.regs = {B.PROG_ADDR: 0, B.PROG_COUNT: 0, B.STEP: 0}
-        self.ctrl_irq = False
-        self.irq_pending = False
+        self.regs = {name: 0 for name, r in CSR.items() if r.access == "RW"}
+        unhandled = {n for n, r in CSR.items() if r.readable and n not in self.regs and n not in COMPUTED}
+        unhandled |= {n for n, r in CSR.items() if r.writable and n not in self.regs and n != "CTRL"}
+        if unhandled:
+            raise NotImplementedError(f"fake device: isa.toml [csr] registers not implemented: {sorted(unhandled)}")
         self.interrupt = FakeInterrupt(self)
         self.starts = 0
         self._cache: tuple[bytes, object, int] | None = None
         self._clear()
 
     def _clear(self) -> None:
-        self.busy = 0
-        self.done = self.error = False
-        self.error_code = self.error_index = self.retired = self.cycles = 0
+        self.busy = 0                               # STATUS reads left that report BUSY
+        self.running = False                        # a hung run (hang=True)
+        self.done = False
+        self.error_code = self.error_index = self.executed = self.cycles = 0
+
+    def _busy(self) -> bool:
+        return self.busy > 0 or self.running
 
     # ---------------------------------------------------------------- RegisterPort
     def read32(self, offset: int) -> int:
-        if offset == B.STATUS:
-            busy = self.busy > 0 or self.hang and self.starts > 0 and not (self.done or self.error)
+        reg = BY_OFFSET.get(offset)
+        if reg is None or not reg.readable:
+            return 0
+        name = reg.name
+        if name in self.regs:
+            return self.regs[name]
+        if name == "STATUS":
+            busy = self._busy()
             if self.busy > 0:
                 self.busy -= 1
-            return (B.STATUS_BUSY if busy else 0) | (B.STATUS_DONE if self.done and not busy else 0) | \
-                (B.STATUS_ERROR if self.error and not busy else 0)
-        if offset == B.ERROR_CODE:
-            return self.error_code
-        if offset == B.ERROR_INDEX:
-            return self.error_index & 0xFFFFFFFF
-        if offset == B.RETIRED:
-            return self.retired & 0xFFFFFFFF
-        if offset == B.CYCLES_LO:
-            return self.cycles & 0xFFFFFFFF
-        if offset == B.CYCLES_HI:
-            return (self.cycles >> 32) & 0xFFFFFFFF
-        if offset == B.ID:
-            return B.ID_MAGIC | (SPEC.version << 8) | self.machine.lanes
-        if offset in self.regs:
-            return self.regs[offset]
-        if offset == B.CTRL:
-            return B.CTRL_IRQ_EN if self.ctrl_irq else 0      # START and SOFT_RESET self-clear
-        return 0
+            settled = self.done and not busy
+            return reg.pack(DONE=int(settled), BUSY=int(busy), ERROR=int(settled and self.error_code != 0))
+        if name == "ID":
+            m = self.machine
+            return reg.pack(VERSION=SPEC.version, LANES=m.lanes, ARRAY_ROWS=m.array_rows, ARRAY_COLS=m.array_cols)
+        value = {"ERROR": self.error_code, "ERR_INDEX": self.error_index, "EXECUTED": self.executed,
+                 "CYCLES_LO": self.cycles, "CYCLES_HI": self.cycles >> 32}[name]
+        return value & 0xFFFFFFFF
 
     def write32(self, offset: int, value: int) -> None:
         value &= 0xFFFFFFFF
-        if offset == B.CTRL:
-            self.ctrl_irq = bool(value & B.CTRL_IRQ_EN)
-            if value & B.CTRL_SOFT_RESET:
-                self._clear()
-                self.starts = 0
-                self.irq_pending = False
-            if value & B.CTRL_START and not self.busy:
+        reg = BY_OFFSET.get(offset)
+        if reg is None or not reg.writable:
+            return
+        if reg.name == "CTRL":
+            if reg.field("START").get(value) and not self._busy():
                 self._start()
-        elif offset == B.STATUS:
-            if value & B.STATUS_DONE:
-                self.done = False
-            if value & B.STATUS_ERROR:
-                self.error = False
-        elif offset in self.regs:
-            self.regs[offset] = value
+        else:
+            self.regs[reg.name] = value
 
     def dram_write(self, addr: int, data: bytes) -> None:
         if addr < 0 or addr + len(data) > self.dram_size:
             raise IndexError(f"fake device: DRAM write [{addr:#x}, {addr + len(data):#x}) outside {self.dram_size:#x}")
-        self.golden.dram[addr:addr + len(data)] = np.frombuffer(bytes(data), np.uint8)
+        self.mem[addr:addr + len(data)] = np.frombuffer(bytes(data), np.uint8)
 
     def dram_read(self, addr: int, n: int) -> bytes:
         if addr < 0 or addr + n > self.dram_size:
             raise IndexError(f"fake device: DRAM read [{addr:#x}, {addr + n:#x}) outside {self.dram_size:#x}")
-        return self.golden.dram[addr:addr + n].tobytes()
+        return self.mem[addr:addr + n].tobytes()
 
     # ---------------------------------------------------------------- execution
     def _program(self, addr: int, count: int):
-        end = min(addr + count * B.WORD_BYTES, self.dram_size)
-        nwords = max(0, (end - addr) // B.WORD_BYTES)
-        text = self.golden.dram[addr:addr + nwords * B.WORD_BYTES].tobytes()
+        wb = SPEC.word_bytes
+        end = min(addr + count * wb, self.dram_size)
+        nwords = max(0, (end - addr) // wb)
+        text = self.mem[addr:addr + nwords * wb].tobytes()
         if self._cache is None or self._cache[0] != text:
             prepared = prepare(text)                 # raises BAD_OPCODE / BAD_FIELD with the index
             cycles = 0
@@ -142,18 +150,22 @@ class FakeDevice:
         self._clear()
         self.starts += 1
         if self.hang:
+            self.running = True
             return
         self.busy = self.busy_polls
+        r = self.regs
+        self.golden.dram = self.mem[:min(r["DRAM_SIZE"], self.dram_size)]     # DMA bound = DRAM_SIZE
         try:
-            prepared, cycles, nwords = self._program(self.regs[B.PROG_ADDR], self.regs[B.PROG_COUNT])
-            res = self.golden.run(prepared, step=self.regs[B.STEP])
-            self.retired, self.cycles, self.done = res.instructions, cycles, True
+            prepared, cycles, nwords = self._program(r["INSTR_BASE"], r["INSTR_COUNT"])
+            res = self.golden.run(prepared, step=r["STEP"])
+            self.executed, self.cycles = res.instructions, cycles
         except DeviceError as e:
-            self.error = True
             self.error_code = SPEC.errors[e.code][0] if e.code in SPEC.errors else 0xFF
             self.error_index = e.index if e.index is not None else 0
-            self.retired = self.error_index
-        self.irq_pending = self.ctrl_irq
+            self.executed = self.error_index
+        finally:
+            self.golden.dram = self.mem
+        self.done = True
 
 
 def fake_pynq(dev: FakeDevice):
@@ -175,7 +187,7 @@ def fake_pynq(dev: FakeDevice):
 
     class MMIO:
         def __init__(self, base, span):
-            assert span >= 0x2C
+            assert span >= max(OFF.values()) + 4
         def read(self, o): return dev.read32(o)
         def write(self, o, v): dev.write32(o, v)
 
@@ -197,7 +209,7 @@ def fake_pynq(dev: FakeDevice):
 
     def allocate(shape, dtype):
         assert dtype == np.uint8 and shape[0] <= dev.dram_size
-        return dev.golden.dram[:shape[0]].view(Buffer)
+        return dev.mem[:shape[0]].view(Buffer)
 
     return types.SimpleNamespace(MMIO=MMIO, Overlay=Overlay, allocate=allocate, Buffer=Buffer, Interrupt=Interrupt)
 

@@ -1,20 +1,15 @@
 // AXI-Lite control/status registers (32-bit, one outstanding transaction per channel).
 //
-//  addr  name        access  meaning
-//  0x00  CTRL        W       bit 0: START (pulse; ignored while busy)
-//  0x04  STATUS      R       bit 0: DONE, bit 1: BUSY, bit 2: ERROR, bit 3: UNSUPPORTED (an
-//                            instruction kind this RTL does not implement yet was skipped)
-//  0x08  ERROR       R       ISA error code (isa.toml [errors]), 0 = OK
-//  0x0C  ERR_INDEX   R       instruction index the error names
-//  0x10  INSTR_BASE  RW      DRAM byte address of instruction 0
-//  0x14  INSTR_COUNT RW      program length in instructions (fetch past it: FETCH_OOB)
-//  0x18  STEP        RW      CSR STEP read by `setstep src=csr`
-//  0x1C  DRAM_SIZE   RW      bytes of device DRAM that DMA may touch (else OOB_DRAM)
-//  0x20  EXECUTED    R       instructions executed (halt included)
-//  0x24  CYCLES_LO   R       cycles from START to DONE (low 32 bits)
-//  0x28  CYCLES_HI   R       (high 32 bits)
-//  0x2C  ID          R       ISA_VERSION | L << 8 | X << 16 | Y << 24
-module sdac_csr #(
+// The register map (offsets, access, STATUS/CTRL bits, the ID layout) is defined once in
+// isa/isa.toml [csr] and reaches this file as the generated CSR_* constants of sdac_isa_pkg;
+// docs/isa.md "Control and status registers" is the reference. No literal offsets or bit
+// positions here (tests/runtime/test_device_rtl.py checks). In short: CTRL.START starts the
+// program (ignored while busy); STATUS = DONE | BUSY | ERROR | UNSUPPORTED; ERROR / ERR_INDEX
+// name the first error; INSTR_BASE, INSTR_COUNT, STEP, DRAM_SIZE are RW; EXECUTED and
+// CYCLES_LO/HI count the last run; ID is the parameter (built by csr_id_value()).
+module sdac_csr
+  import sdac_isa_pkg::*;
+#(
   parameter logic [31:0] ID = 32'h0
 ) (
   input  logic        clk,
@@ -22,7 +17,7 @@ module sdac_csr #(
   // AXI-Lite slave
   input  logic        s_awvalid,
   output logic        s_awready,
-  input  logic [7:0]  s_awaddr,
+  input  logic [CSR_ADDR_BITS-1:0] s_awaddr,
   input  logic        s_wvalid,
   output logic        s_wready,
   input  logic [31:0] s_wdata,
@@ -31,7 +26,7 @@ module sdac_csr #(
   output logic [1:0]  s_bresp,
   input  logic        s_arvalid,
   output logic        s_arready,
-  input  logic [7:0]  s_araddr,
+  input  logic [CSR_ADDR_BITS-1:0] s_araddr,
   output logic        s_rvalid,
   input  logic        s_rready,
   output logic [31:0] s_rdata,
@@ -51,8 +46,17 @@ module sdac_csr #(
   input  logic [63:0] cycles
 );
   logic aw_held, w_held;
-  logic [7:0] aw_addr;
+  logic [CSR_ADDR_BITS-1:0] aw_addr;
   logic [31:0] w_data;
+  logic [31:0] status_word;
+
+  always_comb begin
+    status_word = '0;
+    status_word[CSR_STATUS_DONE_BIT] = done;
+    status_word[CSR_STATUS_BUSY_BIT] = busy;
+    status_word[CSR_STATUS_ERROR_BIT] = err != 8'd0;
+    status_word[CSR_STATUS_UNSUPPORTED_BIT] = unsupported;
+  end
 
   assign s_awready = !aw_held && !s_bvalid;
   assign s_wready = !w_held && !s_bvalid;
@@ -75,11 +79,11 @@ module sdac_csr #(
       w_held <= 1'b0;
       s_bvalid <= 1'b1;
       unique case (aw_addr)
-        8'h00: start <= w_data[0] && !busy;
-        8'h10: instr_base <= w_data;
-        8'h14: instr_count <= w_data;
-        8'h18: step <= w_data;
-        8'h1C: dram_size <= w_data;
+        CSR_CTRL: start <= w_data[CSR_CTRL_START_BIT] && !busy;
+        CSR_INSTR_BASE: instr_base <= w_data;
+        CSR_INSTR_COUNT: instr_count <= w_data;
+        CSR_STEP: step <= w_data;
+        CSR_DRAM_SIZE: dram_size <= w_data;
         default: ;
       endcase
     end
@@ -88,17 +92,17 @@ module sdac_csr #(
     if (s_arvalid && s_arready) begin
       s_rvalid <= 1'b1;
       unique case (s_araddr)
-        8'h04: s_rdata <= {28'd0, unsupported, err != 8'd0, busy, done};
-        8'h08: s_rdata <= {24'd0, err};
-        8'h0C: s_rdata <= err_index;
-        8'h10: s_rdata <= instr_base;
-        8'h14: s_rdata <= instr_count;
-        8'h18: s_rdata <= step;
-        8'h1C: s_rdata <= dram_size;
-        8'h20: s_rdata <= executed;
-        8'h24: s_rdata <= cycles[31:0];
-        8'h28: s_rdata <= cycles[63:32];
-        8'h2C: s_rdata <= ID;
+        CSR_STATUS: s_rdata <= status_word;
+        CSR_ERROR: s_rdata <= {24'd0, err};
+        CSR_ERR_INDEX: s_rdata <= err_index;
+        CSR_INSTR_BASE: s_rdata <= instr_base;
+        CSR_INSTR_COUNT: s_rdata <= instr_count;
+        CSR_STEP: s_rdata <= step;
+        CSR_DRAM_SIZE: s_rdata <= dram_size;
+        CSR_EXECUTED: s_rdata <= executed;
+        CSR_CYCLES_LO: s_rdata <= cycles[31:0];
+        CSR_CYCLES_HI: s_rdata <= cycles[63:32];
+        CSR_ID: s_rdata <= ID;
         default: s_rdata <= 32'd0;
       endcase
     end else if (s_rvalid && s_rready) begin

@@ -92,6 +92,46 @@ package sdac_isa_pkg;
   localparam logic [7:0] ERR_OVERLAP = 8'd9;
   localparam logic [7:0] ERR_FETCH_OOB = 8'd10;
 
+  // Control and status registers (isa.toml [csr]): byte offsets and bit positions
+  localparam int CSR_ADDR_BITS = 8;
+  localparam logic [CSR_ADDR_BITS-1:0] CSR_CTRL = 8'h00;  // W
+  localparam logic [CSR_ADDR_BITS-1:0] CSR_STATUS = 8'h04;  // R
+  localparam logic [CSR_ADDR_BITS-1:0] CSR_ERROR = 8'h08;  // R
+  localparam logic [CSR_ADDR_BITS-1:0] CSR_ERR_INDEX = 8'h0C;  // R
+  localparam logic [CSR_ADDR_BITS-1:0] CSR_INSTR_BASE = 8'h10;  // RW
+  localparam logic [CSR_ADDR_BITS-1:0] CSR_INSTR_COUNT = 8'h14;  // RW
+  localparam logic [CSR_ADDR_BITS-1:0] CSR_STEP = 8'h18;  // RW
+  localparam logic [CSR_ADDR_BITS-1:0] CSR_DRAM_SIZE = 8'h1C;  // RW
+  localparam logic [CSR_ADDR_BITS-1:0] CSR_EXECUTED = 8'h20;  // R
+  localparam logic [CSR_ADDR_BITS-1:0] CSR_CYCLES_LO = 8'h24;  // R
+  localparam logic [CSR_ADDR_BITS-1:0] CSR_CYCLES_HI = 8'h28;  // R
+  localparam logic [CSR_ADDR_BITS-1:0] CSR_ID = 8'h2C;  // R
+  localparam int CSR_CTRL_START_BIT = 0;
+  localparam int CSR_STATUS_DONE_BIT = 0;
+  localparam int CSR_STATUS_BUSY_BIT = 1;
+  localparam int CSR_STATUS_ERROR_BIT = 2;
+  localparam int CSR_STATUS_UNSUPPORTED_BIT = 3;
+  localparam int CSR_ID_VERSION_LSB = 0;
+  localparam int CSR_ID_VERSION_W = 8;
+  localparam int CSR_ID_LANES_LSB = 8;
+  localparam int CSR_ID_LANES_W = 8;
+  localparam int CSR_ID_ARRAY_ROWS_LSB = 16;
+  localparam int CSR_ID_ARRAY_ROWS_W = 8;
+  localparam int CSR_ID_ARRAY_COLS_LSB = 24;
+  localparam int CSR_ID_ARRAY_COLS_W = 8;
+  function automatic logic [31:0] csr_id_value(
+      input logic [CSR_ID_VERSION_W-1:0] version,
+      input logic [CSR_ID_LANES_W-1:0] lanes,
+      input logic [CSR_ID_ARRAY_ROWS_W-1:0] array_rows,
+      input logic [CSR_ID_ARRAY_COLS_W-1:0] array_cols);
+    logic [31:0] v = '0;
+    v[CSR_ID_VERSION_LSB +: CSR_ID_VERSION_W] = version;
+    v[CSR_ID_LANES_LSB +: CSR_ID_LANES_W] = lanes;
+    v[CSR_ID_ARRAY_ROWS_LSB +: CSR_ID_ARRAY_ROWS_W] = array_rows;
+    v[CSR_ID_ARRAY_COLS_LSB +: CSR_ID_ARRAY_COLS_W] = array_cols;
+    return v;
+  endfunction
+
   // Instruction fields: F_<INSTR>_<FIELD>_LO / _W; USED_<INSTR> marks every defined bit
   // halt: End of program.
   localparam logic [WORD_BITS-1:0] USED_HALT = 256'h3fff;

@@ -6,9 +6,13 @@
 //   +dump_bytes=N
 //   +dram_size=N +instr_base=A +instr_count=N +step=S     CSR values
 //   +max_cycles=N      give up (prints TIMEOUT) after N cycles
-// Prints one line "SDAC_RESULT status=.. error=.. index=.. executed=.. cycles=.. unsupported=..".
+// Prints one line "SDAC_RESULT status=.. error=.. index=.. executed=.. cycles=.. unsupported=.. id=..
+// instr_base=.. instr_count=.. step=.. dram_size=.. ctrl=.." (the last six read back through AXI-Lite,
+// so tests can check the register map against isa.toml [csr]). Offsets and bits: sdac_isa_pkg CSR_*.
 // The DRAM model accepts one request per cycle and returns read data one cycle later.
-module sdac_tb_top #(
+module sdac_tb_top
+  import sdac_isa_pkg::*;
+#(
   parameter int LANES = 20,
   parameter int AX = 20,
   parameter int AY = 10,
@@ -29,7 +33,7 @@ module sdac_tb_top #(
 
   logic s_awvalid = 1'b0, s_awready, s_wvalid = 1'b0, s_wready, s_bvalid, s_bready = 1'b0;
   logic s_arvalid = 1'b0, s_arready, s_rvalid, s_rready = 1'b0;
-  logic [7:0] s_awaddr = '0, s_araddr = '0;
+  logic [CSR_ADDR_BITS-1:0] s_awaddr = '0, s_araddr = '0;
   logic [31:0] s_wdata = '0, s_rdata;
   logic [1:0] s_bresp, s_rresp;
   logic mem_req, mem_we, irq_done;
@@ -55,7 +59,7 @@ module sdac_tb_top #(
     end
   end
 
-  task automatic axil_write(input logic [7:0] addr, input logic [31:0] data);
+  task automatic axil_write(input logic [CSR_ADDR_BITS-1:0] addr, input logic [31:0] data);
     logic aw_fire, w_fire;
     @(negedge clk);
     s_awaddr = addr; s_awvalid = 1'b1; s_wdata = data; s_wvalid = 1'b1; s_bready = 1'b1;
@@ -71,7 +75,7 @@ module sdac_tb_top #(
     s_bready = 1'b0;
   endtask
 
-  task automatic axil_read(input logic [7:0] addr, output logic [31:0] data);
+  task automatic axil_read(input logic [CSR_ADDR_BITS-1:0] addr, output logic [31:0] data);
     @(negedge clk);
     s_araddr = addr; s_arvalid = 1'b1; s_rready = 1'b1;
     while (!s_arready) @(negedge clk);
@@ -87,7 +91,7 @@ module sdac_tb_top #(
     string image, dump;
     int unsigned dram_size, instr_base, instr_count, step, dump_bytes;
     longint unsigned max_cycles, n;
-    logic [31:0] status, error, index, executed, cyc_lo, cyc_hi;
+    logic [31:0] status, error, index, executed, cyc_lo, cyc_hi, id, rb_base, rb_count, rb_step, rb_size, rb_ctrl;
     if (!$value$plusargs("image=%s", image)) image = "";
     if (!$value$plusargs("dump=%s", dump)) dump = "";
     if (!$value$plusargs("dump_bytes=%d", dump_bytes)) dump_bytes = 0;
@@ -100,25 +104,33 @@ module sdac_tb_top #(
     if (image != "") $readmemh(image, mem);
     repeat (4) @(posedge clk);
     rst = 1'b0;
-    axil_write(8'h1C, dram_size);
-    axil_write(8'h10, instr_base);
-    axil_write(8'h14, instr_count);
-    axil_write(8'h18, step);
-    axil_write(8'h00, 32'd1);
+    axil_write(CSR_DRAM_SIZE, dram_size);
+    axil_write(CSR_INSTR_BASE, instr_base);
+    axil_write(CSR_INSTR_COUNT, instr_count);
+    axil_write(CSR_STEP, step);
+    axil_write(CSR_CTRL, 32'd1 << CSR_CTRL_START_BIT);
     n = 0;
     while (!irq_done && n < max_cycles) begin
       @(posedge clk);
       n++;
     end
     if (!irq_done) $display("TIMEOUT after %0d cycles", n);
-    axil_read(8'h04, status);
-    axil_read(8'h08, error);
-    axil_read(8'h0C, index);
-    axil_read(8'h20, executed);
-    axil_read(8'h24, cyc_lo);
-    axil_read(8'h28, cyc_hi);
-    $display("SDAC_RESULT status=%0d error=%0d index=%0d executed=%0d cycles=%0d unsupported=%0d",
-             status, error, index, executed, {cyc_hi, cyc_lo}, status[3]);
+    axil_read(CSR_STATUS, status);
+    axil_read(CSR_ERROR, error);
+    axil_read(CSR_ERR_INDEX, index);
+    axil_read(CSR_EXECUTED, executed);
+    axil_read(CSR_CYCLES_LO, cyc_lo);
+    axil_read(CSR_CYCLES_HI, cyc_hi);
+    axil_read(CSR_ID, id);
+    axil_read(CSR_INSTR_BASE, rb_base);
+    axil_read(CSR_INSTR_COUNT, rb_count);
+    axil_read(CSR_STEP, rb_step);
+    axil_read(CSR_DRAM_SIZE, rb_size);
+    axil_read(CSR_CTRL, rb_ctrl);
+    $write("SDAC_RESULT status=%0d error=%0d index=%0d executed=%0d cycles=%0d unsupported=%0d",
+           status, error, index, executed, {cyc_hi, cyc_lo}, status[CSR_STATUS_UNSUPPORTED_BIT]);
+    $display(" id=%0d instr_base=%0d instr_count=%0d step=%0d dram_size=%0d ctrl=%0d",
+             id, rb_base, rb_count, rb_step, rb_size, rb_ctrl);
     if (dump != "" && dump_bytes > 0) $writememh(dump, mem, 0, dump_bytes - 1);
     $finish;
   end

@@ -44,6 +44,7 @@ Files:
 | `{bundle}` | the compiled bundle (program, weights, per-step scales, IO description) |
 | `run_sdac.py` | the runner: loads the bundle, writes inputs, runs a step, reads outputs (numpy + pynq only) |
 | `board.py` | the register-level driver (AXI-Lite CSRs, contiguous DRAM buffer, start / poll / interrupt) |
+| `csr_map.py` | the accelerator's register map and ISA constants, generated from sdac's isa/isa.toml |
 | `inputs.example.npz` | zero inputs with the right names and shapes, for a first run |
 | `sdac.bit`, `sdac.hwh` | the accelerator's bitstream ({bitstream}) |
 
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..bundle import read_bundle
     from ..runtime import board as board_mod
-    from ..runtime import board_runner
+    from ..runtime import board_runner, csr_map
 
     src = Path(args.bundle)
     b = read_bundle(src)                          # validates the bundle before anything is written
@@ -99,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True)
     shutil.copyfile(src, out / src.name)
     shutil.copyfile(Path(board_mod.__file__), out / "board.py")
+    shutil.copyfile(Path(csr_map.__file__), out / "csr_map.py")          # board.py imports it
     shutil.copyfile(Path(board_runner.__file__), out / "run_sdac.py")
     with open(out / "inputs.example.npz", "wb") as f:
         np.savez(f, **{t.name: np.zeros(t.shape, np.float32) for t in b.inputs})

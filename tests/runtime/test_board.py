@@ -25,6 +25,11 @@ def bundle():
     return compile_slice(hw=8, ch=40, calibrate=True)
 
 
+# the register map straight from the spec (the driver uses the generated runtime/csr_map.py)
+OFF = {name: r.offset for name, r in SPEC.csr.items()}
+BIT = {f"{r.name}_{f.name}": f.mask for r in SPEC.csr.values() for f in r.fields}
+
+
 def _inputs(b, seed=0):
     rng = np.random.default_rng(seed)
     return {t.name: rng.normal(0, 1, t.shape).astype(np.float32) for t in b.inputs}
@@ -67,6 +72,21 @@ def test_error_table_matches_spec():
     assert B.ISA_VERSION == SPEC.version and B.WORD_BYTES == SPEC.word_bytes
 
 
+def test_driver_register_map_is_the_spec():
+    """board.py's constants (runtime/csr_map.py, generated) equal SPEC.csr, which the RTL package shares."""
+    assert B.CSR.REGISTERS == {n: (r.offset, r.access) for n, r in SPEC.csr.items()}
+    for n, r in SPEC.csr.items():
+        assert getattr(B.CSR, n) == r.offset
+        for f in r.fields:
+            if f.bits == 1:
+                assert getattr(B.CSR, f"{n}_{f.name}") == f.mask
+            else:
+                assert (getattr(B.CSR, f"{n}_{f.name}_LSB"), getattr(B.CSR, f"{n}_{f.name}_BITS")) == (f.lsb, f.bits)
+    assert B.CSR.CSR_SPAN == 1 << SPEC.csr_addr_bits > max(OFF.values())
+    # no register of the old INTERFACES.md map survives
+    assert not any(hasattr(B.CSR, n) for n in ("RETIRED", "CTRL_IRQ_EN", "CTRL_SOFT_RESET", "ID_MAGIC"))
+
+
 def test_image_from_file_equals_from_bundle(bundle, tmp_path):
     from sdac.bundle import write_bundle
     p = tmp_path / "m.sdab"
@@ -99,15 +119,19 @@ def test_start_busy_done_protocol(bundle):
     want = run_bundle(bundle, x)
     assert all(np.array_equal(out[k], want[k]) for k in want)
     writes = [(o, v) for k, o, v in spy.log if k == "w"]
-    # clear sticky flags, STEP, START; then acknowledge DONE
-    assert writes[:3] == [(B.STATUS, B.STATUS_DONE | B.STATUS_ERROR), (B.STEP, 0), (B.CTRL, B.CTRL_START)]
-    assert writes[-1] == (B.STATUS, B.STATUS_DONE)
-    status = [v for k, o, v in spy.log if k == "r" and o == B.STATUS]
-    assert [s & B.STATUS_BUSY for s in status].count(B.STATUS_BUSY) >= 3       # polled through BUSY
-    assert status[-1] & B.STATUS_DONE
+    # STEP, START: nothing else (no acknowledge, no write-1-to-clear: START clears the status)
+    assert writes == [(OFF["STEP"], 0), (OFF["CTRL"], BIT["CTRL_START"])]
+    status = [v for k, o, v in spy.log if k == "r" and o == OFF["STATUS"]]
+    assert [s & BIT["STATUS_BUSY"] for s in status].count(BIT["STATUS_BUSY"]) >= 3       # polled through BUSY
+    assert status[-1] & BIT["STATUS_DONE"] and not status[-1] & BIT["STATUS_ERROR"]
+    assert not any(s & BIT["STATUS_DONE"] and s & BIT["STATUS_BUSY"] for s in status)
+    # every access is to a register the spec lists, with an access it allows
+    by_off = {r.offset: r for r in SPEC.csr.values()}
+    assert all(o in by_off and (by_off[o].readable if k == "r" else by_off[o].writable) for k, o, _ in spy.log)
     assert drv.last.retired == len(bundle.instrs) and drv.last.cycles == estimate(bundle).total_cycles
-    assert dev.regs[B.PROG_ADDR] == img.prog_addr >= bundle.dram_size and dev.regs[B.PROG_COUNT] == len(bundle.instrs)
-    assert not dev.done                             # acknowledged
+    assert dev.regs["INSTR_BASE"] == img.prog_addr >= bundle.dram_size
+    assert dev.regs["INSTR_COUNT"] == len(bundle.instrs) and dev.regs["DRAM_SIZE"] == bundle.dram_size
+    assert dev.read32(OFF["STATUS"]) == BIT["STATUS_DONE"]          # DONE stays set until the next START
 
 
 def _bad_bundle(bundle, index, bad):
@@ -126,7 +150,8 @@ def test_error_code_and_index(bundle):
         drv.step(_inputs(b), 0)
     assert e.value.code == "OOB_DRAM" and e.value.index == i
     assert f"instruction {i}" in str(e.value)
-    assert not dev.error                            # the driver acknowledged ERROR
+    assert dev.read32(OFF["STATUS"]) == BIT["STATUS_DONE"] | BIT["STATUS_ERROR"]       # until the next START
+    assert (dev.read32(OFF["ERROR"]), dev.read32(OFF["ERR_INDEX"])) == (SPEC.error_code("OOB_DRAM"), i)
     # the device keeps working: load the good program again
     drv.load(B.Image.from_bundle(bundle))
     out = drv.step(_inputs(bundle), 0)
@@ -141,20 +166,75 @@ def test_bad_opcode_and_fetch_oob(bundle):
         drv.run(0)
     assert (e.value.code, e.value.index) == ("BAD_OPCODE", word)
     drv.load(img)
-    dev.write32(B.PROG_COUNT, 10)                   # cut the program before its halt
+    dev.write32(OFF["INSTR_COUNT"], 10)             # cut the program before its halt
     drv.write_inputs(_inputs(bundle), 0)
     with pytest.raises(DeviceError) as e:
         drv.run(0)
     assert (e.value.code, e.value.index) == ("FETCH_OOB", 10)
 
 
-def test_timeout_soft_resets(bundle):
+def test_timeout_then_busy(bundle):
     drv, dev, _ = _driver(bundle, hang=True)
     drv.timeout = 0.05
     drv.write_inputs(_inputs(bundle), 0)
     with pytest.raises(DeviceError, match="TIMEOUT"):
         drv.run(0)
-    assert dev.starts == 0 and not dev.read32(B.STATUS) & B.STATUS_BUSY
+    # no soft reset in the register map: the device stays BUSY and refuses the next START
+    assert dev.starts == 1 and dev.read32(OFF["STATUS"]) == BIT["STATUS_BUSY"]
+    with pytest.raises(DeviceError, match="BUSY"):
+        drv.run(0)
+    dev.write32(OFF["CTRL"], BIT["CTRL_START"])
+    assert dev.starts == 1                          # START is ignored while BUSY, as in the RTL
+
+
+def test_dram_size_bounds_dma(bundle):
+    """DRAM_SIZE limits DMA (OOB_DRAM beyond it), as in the RTL; the driver sets it to the bundle's DRAM."""
+    drv, dev, img = _driver(bundle)
+    drv.write_inputs(_inputs(bundle), 0)
+    dev.write32(OFF["DRAM_SIZE"], 64)
+    with pytest.raises(DeviceError) as e:
+        drv.run(0)
+    assert e.value.code == "OOB_DRAM"
+    drv.load(img)
+    assert dev.read32(OFF["DRAM_SIZE"]) == bundle.dram_size
+    drv.run(0)
+
+
+def test_fake_device_implements_exactly_the_spec_map(bundle):
+    dev = FakeDevice(bundle.machine, 1 << 16)
+    for name, r in SPEC.csr.items():
+        if r.access == "RW":
+            dev.write32(r.offset, 0x1234_5678)
+            assert dev.read32(r.offset) == 0x1234_5678, name
+        elif r.access == "W":
+            assert dev.read32(r.offset) == 0, name
+        else:
+            before = dev.read32(r.offset)
+            dev.write32(r.offset, 0xFFFF_FFFF)       # ignored
+            assert dev.read32(r.offset) == before, name
+    for o in range(0, 1 << SPEC.csr_addr_bits, 4):
+        if o not in OFF.values():
+            dev.write32(o, 0xFFFF_FFFF)
+            assert dev.read32(o) == 0, hex(o)
+    m = bundle.machine
+    assert SPEC.csr["ID"].unpack(dev.read32(OFF["ID"])) == {
+        "VERSION": SPEC.version, "LANES": m.lanes, "ARRAY_ROWS": m.array_rows, "ARRAY_COLS": m.array_cols}
+    assert dev.read32(OFF["STATUS"]) == 0           # after reset: not done, not busy
+
+
+def test_unsupported_is_refused_unless_allowed(bundle):
+    drv, dev, _ = _driver(bundle)
+
+    class Unsupported(Spy):
+        def read32(self, o):
+            v = self.dev.read32(o)
+            return v | BIT["STATUS_UNSUPPORTED"] if o == OFF["STATUS"] and v & BIT["STATUS_DONE"] else v
+    drv.port = Unsupported(dev)
+    drv.write_inputs(_inputs(bundle), 0)
+    with pytest.raises(DeviceError, match="UNSUPPORTED"):
+        drv.run(0)
+    drv.allow_unsupported = True
+    assert drv.run(0).retired == len(bundle.instrs)
 
 
 def test_identity_and_memory_checks(bundle):
@@ -171,6 +251,16 @@ def test_identity_and_memory_checks(bundle):
         def read32(self, o): return 0xFFFFFFFF
     with pytest.raises(DeviceError, match="NO_DEVICE"):
         B.Driver(Nothing()).load(img)
+    Nothing.read32 = lambda self, o: 0
+    with pytest.raises(DeviceError, match="NO_DEVICE"):
+        B.Driver(Nothing()).load(img)
+    # same lanes, another array shape: the ID names it
+    import dataclasses
+    wide = dataclasses.replace(bundle.machine, array_cols=bundle.machine.array_cols + 1)
+    with pytest.raises(DeviceError, match="MISMATCH"):
+        B.Driver(FakeDevice(wide, img.device_bytes)).load(img)
+    assert B.Driver(FakeDevice(bundle.machine, img.device_bytes)).identify() == B.DeviceId(
+        SPEC.version, bundle.machine.lanes, bundle.machine.array_rows, bundle.machine.array_cols)
 
 
 def test_pynq_port_end_to_end(bundle):
@@ -188,7 +278,7 @@ def test_pynq_port_end_to_end(bundle):
     assert drv2.irq is not None
     out = drv2.step(x, 0)
     assert np.array_equal(out["y"], run_bundle(bundle, x)["y"])
-    assert pynq.Interrupt.waited == 1 and dev.ctrl_irq
+    assert pynq.Interrupt.waited == 1 and dev.interrupt.waited == 1
     port = B.PynqPort(csr_base=0xA000_0000, dram_bytes=img.device_bytes, pynq_module=pynq)
     drv3 = B.Driver(port, poll=0)
     drv3.load(img)
@@ -205,11 +295,14 @@ def test_board_without_pynq_says_so(bundle, monkeypatch):
 
 
 def test_standalone_copy_imports_without_sdac(tmp_path):
-    """Copied next to the runner (no package), board.py falls back to its own error classes."""
+    """Copied next to the runner (no package), board.py falls back to its own error classes and takes the
+    register map from the csr_map.py copied beside it."""
     import shutil
     from pathlib import Path
     shutil.copy(Path(B.__file__), tmp_path / "board.py")
+    shutil.copy(Path(B.CSR.__file__), tmp_path / "csr_map.py")
     code = ("import board, sys; e = board.DeviceError('OOB_DRAM', 'x', 7); "
             "assert e.code == 'OOB_DRAM' and e.index == 7 and 'instruction 7' in str(e); "
+            f"assert board.CSR.REGISTERS == {B.CSR.REGISTERS!r}; "
             "assert 'sdac' not in sys.modules, sorted(m for m in sys.modules if m.startswith('sdac'))")
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)

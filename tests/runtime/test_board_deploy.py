@@ -1,5 +1,5 @@
 """`sdac deploy`: the folder, the printed commands, overwrite refusal; the copied runner runs as a plain
-script module (board.py imported as a sibling, no sdac) against the fake device injected as pynq."""
+script module (board.py and its generated csr_map.py imported as siblings, no sdac) against the fake device injected as pynq."""
 import importlib.util
 import sys
 
@@ -30,8 +30,8 @@ def test_deploy_folder(bundle, tmp_path, capsys):
     assert main(["deploy", str(p), "--board", "zcu102.local", "--out", str(out), "--bitstream", str(bit)]) == 0
     said = capsys.readouterr().out
     names = sorted(f.name for f in out.iterdir())
-    assert names == ["README.md", "board.py", "inputs.example.npz", "run_sdac.py", "sdac.bit", "sdac.hwh",
-                     "slice.sdab"]
+    assert names == ["README.md", "board.py", "csr_map.py", "inputs.example.npz", "run_sdac.py", "sdac.bit",
+                     "sdac.hwh", "slice.sdab"]
     assert (out / "slice.sdab").read_bytes() == p.read_bytes()
     assert f"scp -r {out} xilinx@zcu102.local:~/sdac-deploy" in said and "ssh xilinx@zcu102.local" in said
     readme = (out / "README.md").read_text()
@@ -50,7 +50,7 @@ def test_deploy_folder(bundle, tmp_path, capsys):
 def _load_runner(folder):
     """Import run_sdac.py the way `python3 run_sdac.py` sees it: a top-level module, board.py beside it."""
     sys.path.insert(0, str(folder))
-    saved = sys.modules.pop("board", None)
+    saved = {name: sys.modules.pop(name, None) for name in ("board", "csr_map")}
     try:
         spec = importlib.util.spec_from_file_location("run_sdac", folder / "run_sdac.py")
         mod = importlib.util.module_from_spec(spec)
@@ -58,8 +58,10 @@ def _load_runner(folder):
         return mod
     finally:
         sys.path.remove(str(folder))
-        if saved is not None:
-            sys.modules["board"] = saved
+        for name, m in saved.items():
+            sys.modules.pop(name, None)
+            if m is not None:
+                sys.modules[name] = m
 
 
 def test_runner_against_fake_device(bundle, tmp_path, capsys, monkeypatch):
@@ -68,6 +70,7 @@ def test_runner_against_fake_device(bundle, tmp_path, capsys, monkeypatch):
     assert main(["deploy", str(p), "--board", "pynq", "--out", str(out)]) == 0
     runner = _load_runner(out)
     assert runner.B.__file__ == str(out / "board.py")            # the copy, not sdac.runtime.board
+    assert runner.B.CSR.__file__ == str(out / "csr_map.py")      # its register map, copied beside it
     assert not runner.B.DeviceError.__module__.startswith("sdac")
     rng = np.random.default_rng(5)
     x = {t.name: rng.normal(0, 1, t.shape).astype(np.float32) for t in b.inputs}
@@ -88,7 +91,7 @@ def test_runner_against_fake_device(bundle, tmp_path, capsys, monkeypatch):
     orig = dev2._start
 
     def broken():
-        dev2.regs[runner.B.PROG_COUNT] = 3          # cut the program: FETCH_OOB at word 3
+        dev2.regs["INSTR_COUNT"] = 3                # cut the program: FETCH_OOB at word 3
         orig()
     dev2._start = broken
     rc = runner.main([p.name, "--outputs", str(tmp_path / "o2.npz")], pynq_module=pyn)
