@@ -75,7 +75,7 @@ module sdac_top
   logic [31:0] instr_base, instr_count, csr_step, dram_size;
   logic [63:0] cycles;
 
-  sdac_csr #(.ID({8'(AY), 8'(AX), 8'(LANES), 8'(ISA_VERSION)})) u_csr (
+  sdac_csr #(.ID(csr_id_value(8'(ISA_VERSION), 8'(LANES), 8'(AX), 8'(AY)))) u_csr (
     .clk, .rst,
     .s_awvalid, .s_awready, .s_awaddr, .s_wvalid, .s_wready, .s_wdata, .s_bvalid, .s_bready, .s_bresp,
     .s_arvalid, .s_arready, .s_araddr, .s_rvalid, .s_rready, .s_rdata, .s_rresp,
