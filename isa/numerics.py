@@ -51,6 +51,10 @@ def rshift_round(x, s):
             return x << -s
         s = min(s, 62)
         return (x + (I64(1) << (s - 1))) >> s
+    if s.size and s.min() >= 0:
+        # one branch: (1 << s) >> 1 is the half for s > 0 and 0 for s = 0 (same values as below)
+        s = np.minimum(s, 62)
+        return (x + ((I64(1) << s) >> 1)) >> s
     pos = np.clip(s, 1, 62)
     right = (x + (I64(1) << (pos - 1))) >> pos
     left = x << np.clip(-s, 0, 62)
