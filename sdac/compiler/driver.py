@@ -76,7 +76,7 @@ def compile_model(model, *, step_scales=None, machine: Machine = DEFAULT, datafl
     name = Path(model).name if isinstance(model, (str, Path)) else "model"
     progress(f"importing {name}")
     ctx = PassContext(dataflow=dict(dataflow or {}), dump_dir=dump_dir, lanes=machine.lanes,
-                      requant_inside=requant_inside)
+                      requant_inside=requant_inside, progress=progress)
     kg, graph = compile_graph(model, step_scales, ctx=ctx, dump_after=set(dump_after))
     timings["frontend+passes"] = time.perf_counter() - t
     progress(f"passes done: {len(kg.kernels)} kernels ({timings['frontend+passes']:.2f} s)")

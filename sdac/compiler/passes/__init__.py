@@ -32,6 +32,7 @@ class PassContext:
     timings: dict[str, float] = field(default_factory=dict)
     dumped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    progress: object | None = None         # callable(str): one line per pass (long compiles show progress)
 
     def warn(self, msg: str) -> None:
         self.warnings.append(msg)
@@ -80,6 +81,8 @@ def run_passes(graph: Graph, ctx: PassContext | None = None, dump_after: set[str
             raise type(e)(f"{e} [in pass {name}; passes already run: {ran}]") from e
         ctx.ran.append(name)
         ctx.timings[name] = time.perf_counter() - t0
+        if ctx.progress:
+            ctx.progress(f"pass {name}: {ctx.timings[name]:.2f} s")
         if name in dump_after:
             ctx.dumped.extend(dump_stage(graph, ctx, name))
         if name == stop_after:
