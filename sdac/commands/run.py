@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import SdacError
 
 ORDER = 40
-BACKENDS = ("golden",)
+BACKENDS = ("golden", "rtl", "fake", "board")
 
 
 def register(sub) -> None:
@@ -28,7 +28,10 @@ def register(sub) -> None:
     p.add_argument("--trace", metavar="TRACE.json",
                    help="also write per-instruction work records (index, op, queue, MACs, DRAM bytes, SFU "
                    "elements, buffer lines) for the performance model")
-    p.add_argument("--backend", choices=BACKENDS, default="golden", help="execution backend (default golden)")
+    p.add_argument("--backend", choices=BACKENDS, default="golden",
+                   help="golden: the golden model (default); rtl: the Verilator co-simulation of hw/ (builds it "
+                   "once, minutes); fake: the register-level driver against an in-process device; board: a PYNQ "
+                   "board (run on the board, see sdac deploy)")
     p.add_argument("--priority", metavar="Q,Q,Q,Q", default="ld,cmp,sfu,st",
                    help="queue order of the golden model's interleaving (default ld,cmp,sfu,st); outputs that "
                    "change with it reveal a missing dependency token")
@@ -73,6 +76,19 @@ def run(args: argparse.Namespace) -> int:
         if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
             raise SdacError(f"input {name!r}: contains NaN or infinity")
     t0 = time.perf_counter()
+    if args.backend != "golden":
+        if trace is not None or priority != ("ld", "cmp", "sfu", "st"):
+            raise SdacError("--trace and --priority are golden-model options")
+        from ..runtime.device import Device
+        dev = Device.open(bundle, args.backend)
+        outputs = dev.step(inputs, args.step)
+        info = dev.last_run
+        with open(out, "wb") as f:
+            np.savez(f, **outputs)
+        cycles = f", {info.cycles} cycles" if info.cycles is not None else ""
+        print(f"{args.bundle}: step {args.step}: {info.retired} instructions{cycles} in {info.seconds:.2f} s "
+              f"({args.backend}); wrote {out}")
+        return 0
     outputs, res = execute_bundle(bundle, inputs, args.step, trace=trace is not None, priority=priority)
     dt = time.perf_counter() - t0
     with open(out, "wb") as f:

@@ -204,3 +204,33 @@ def test_cli_priority_and_nan_inputs(tmp_path, capsys):
     x[0, 0, 0, 0] = np.nan
     with pytest.raises(SdacError, match="NaN"):
         run_bundle(b, {"x": x})
+
+
+def test_sdac_run_backends_agree(tmp_path):
+    """`sdac run --backend fake` (the register-level driver) writes the golden model's outputs."""
+    import numpy as np
+
+    from sdac.bundle import write_bundle
+    from sdac.cli import main
+    from sdac.compiler import kernels as K
+    from sdac.compiler.calibrate import calibrate_absmax
+    from sdac.compiler.lower import lower
+    from sdac.isa.machine import DEFAULT
+    rng = np.random.default_rng(0)
+    x = K.Act("x", (1, 40, 40), np.full(1, 0.05, np.float32))
+    y = K.Act("y", (1, 40, 20), np.full(1, 0.05, np.float32))
+    w = K.Weights(rng.integers(-7, 8, (40, 20)).astype(np.int8), np.full(20, 0.01, np.float32))
+    kg = K.KernelGraph([K.Kernel("m", "matmul", [x], [K.Emit(y)], weights=w)], [x], [y])
+    feeds = {"x": rng.normal(0, 1, x.shape).astype(np.float32)}
+    calibrate_absmax(kg, [feeds])
+    write_bundle(lower(kg, DEFAULT), tmp_path / "m.sdab")
+    np.savez(tmp_path / "in.npz", **feeds)
+    outs = {}
+    for backend in ("golden", "fake"):
+        o = tmp_path / f"{backend}.npz"
+        assert main(["run", str(tmp_path / "m.sdab"), "--inputs", str(tmp_path / "in.npz"), "--outputs", str(o),
+                     "--backend", backend]) == 0
+        outs[backend] = np.load(o)["y"]
+    assert np.array_equal(outs["golden"], outs["fake"])
+    assert main(["run", str(tmp_path / "m.sdab"), "--inputs", str(tmp_path / "in.npz"), "--outputs",
+                 str(tmp_path / "t.npz"), "--backend", "fake", "--trace", str(tmp_path / "t.json")]) == 2
