@@ -337,8 +337,13 @@ def main(argv=None) -> int:
         quantize()
     elif a.stage == "all":
         ensure("qdq")
-    if a.stage in ("all", "info"):
+    if a.stage == "info":
         print(json.dumps(read_info(), indent=1))
+    elif a.stage == "all":
+        i = read_info()
+        print(f"{FLOAT} ({i.get('float_weight_bytes', 0) / 1e9:.2f} GB of weights), {QDQ} "
+              f"({i.get('qdq_weight_bytes', 0) / 1e9:.2f} GB), {i.get('params', 0) / 1e6:.1f} M parameters "
+              f"(details: {sys.argv[0]} info)")
     return 0
 
 
