@@ -179,3 +179,17 @@ def test_compare_kernels_locates_a_wrong_kernel():
     k2.main_absmax = 1e-3           # a format that saturates: kernel b must stand out
     bad = compare_kernels(kg, inputs)
     assert bad[0].max_lsb <= 2 and bad[1].max_lsb > 5
+
+
+def test_conv_input_channels_in_chunks():
+    """Input rows wider than the input slot: channels in chunks that accumulate into the same outputs."""
+    import dataclasses
+    rng = RNG(8)
+    m = dataclasses.replace(DEFAULT, act_lines=960)       # a quarter holds 240 lines < 3 rows x 8 px x 12 lines
+    x = act("x", (1, 8, 8, 240), 0.05)
+    y = act("y", (1, 8, 8, 40), 0.03)
+    k = K.Kernel("conv", "conv3x3", [x], [K.Emit(y)], weights=weights(rng, (40, 240, 3, 3), 0))
+    kg = K.KernelGraph([k], [x], [y])
+    b, out = run_both(kg, {"x": rng.normal(0, 1.5, x.shape)}, machine=m)
+    check(out)
+    assert any(i.op == "conv" and i.acc for i in b.instrs)

@@ -308,19 +308,26 @@ def lower_conv3x3(low: Lowerer, k: Kernel) -> None:
     ws = WeightStream(low, k, _block_weights(wt, L), 9 * Cin)
     ws.start()
     act_quarter = m.act_lines // 4
-    row_in = Wd * cl_in
+    # Input channels in chunks of `cc` lines when three input rows of all channels do not fit the input slot
+    # (each chunk accumulates into the same outputs: conv acc=1).
+    cc = min(cl_in, max(1, act_quarter // (3 * Wd)))
+    if Cin % L and cc < cl_in:
+        raise CompileError(f"kernel {k.name}: {Cin} input channels (not a multiple of the {L} lanes) do not fit "
+                           f"the input buffer in one pass")
+    row_in = Wd * cc
     th = min((act_quarter // row_in - 3) // s + 1, m.acc_lines // (2 * Wo * cl_out), 0xFFF, Ho)
     out_lines = _tile_act_lines(low, plan)
     th = min(th, (m.act_lines // 2) // (2 * Wo * max(1, out_lines)))
     if th < 1:
         raise CompileError(f"kernel {k.name}: one output row does not fit the on-chip buffers")
-    wbytes = 0 if ws.resident else len(ws.blob)
+    chunks = [(c0, min(cc, cl_in - c0)) for c0 in range(0, cl_in, cc)]
+    wbytes = 0 if ws.resident else len(ws.blob) * len(chunks)
     sfu_ops = len(plan.ops)
 
     def work(r: int) -> TileWork:      # r output image rows
-        return TileWork(r * Wo, Cout, r * Wo * 9 * Cin * Cout, ((r - 1) * s + 3) * row_in * L + wbytes
+        return TileWork(r * Wo, Cout, r * Wo * 9 * Cin * Cout, ((r - 1) * s + 3) * Wd * cl_in * L + wbytes
                         + r * Wo * out_lines * L, r * Wo * Cout * sfu_ops,
-                        2 + len(ws.groups) * (1 + (not ws.resident)) + 2 * sfu_ops)
+                        2 + len(chunks) * len(ws.groups) * (1 + (not ws.resident)) + 2 * sfu_ops)
 
     th = choose_rows(m, th, Ho, work, 1)
     tm = th * Wo
@@ -333,14 +340,16 @@ def lower_conv3x3(low: Lowerer, k: Kernel) -> None:
         iy0 = oy0 * s - p
         iy1 = (oy0 + oh - 1) * s - p + 3
         y0, y1 = max(iy0, 0), min(iy1, H)
-        low.load_rows(x, a, t.image * H * Wd + y0 * Wd, (y1 - y0) * Wd)
-        for g0, nb, wa in ws.each_group():
-            ncols = min(Cout, (g0 + nb) * L) - g0 * L
-            low.emit("conv", [R("act", a, (y1 - y0) * row_in), R("wgt", wa, nb * 9 * Cin),
-                              W("acc", v + g0, t.rows * cl_out)],
-                     df=k.dataflow, i=a, ips=cl_in, irs=row_in, ih=y1 - y0, iw=Wd, w=wa, wbs=9 * Cin, wts=Cin,
-                     o=v + g0, ops=cl_out, ors=Wo * cl_out, oh=oh, ow=Wo, cin=Cin, cout=ncols, stride=s,
-                     pt=y0 - iy0, pl=p)
+        for c0, n in chunks:
+            low.load_rows(x, a, t.image * H * Wd + y0 * Wd, (y1 - y0) * Wd, line0=c0, lines=n)
+            cin = min(Cin - c0 * L, n * L)
+            for g0, nb, wa in ws.each_group():
+                ncols = min(Cout, (g0 + nb) * L) - g0 * L
+                low.emit("conv", [R("act", a, (y1 - y0) * Wd * n), R("wgt", wa, nb * 9 * Cin),
+                                  W("acc", v + g0, t.rows * cl_out)],
+                         df=k.dataflow, i=a, ips=n, irs=Wd * n, ih=y1 - y0, iw=Wd, w=wa + c0 * L, wbs=9 * Cin,
+                         wts=Cin, o=v + g0, ops=cl_out, ors=Wo * cl_out, oh=oh, ow=Wo, cin=cin, cout=ncols,
+                         stride=s, pt=y0 - iy0, pl=p, acc=int(c0 > 0))
         return None
 
     _run_tiles(low, k, plan, prm, tiles, image_rows, Cout, main, 2 * act_quarter, m.act_lines, tm)

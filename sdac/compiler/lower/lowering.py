@@ -140,8 +140,8 @@ class Lowerer:
         self.act_end = _align(top)
 
     # ------------------------------------------------------------ emission helpers
-    def emit(self, op: str, acc, **args) -> int:
-        return self.pb.emit(op, acc, **args)
+    def emit(self, op: str, accesses, /, **args) -> int:
+        return self.pb.emit(op, accesses, **args)
 
     def load_rows(self, a: Act, dst: int, r0: int, rows: int, line0: int = 0, lines: int | None = None) -> None:
         """Rows [r0, r0+rows) of tensor a (lines [line0, line0+lines) of each row) into act at dst, packed."""

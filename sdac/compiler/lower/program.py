@@ -61,7 +61,7 @@ class ProgramBuilder:
     def __len__(self) -> int:
         return len(self.ops)
 
-    def emit(self, op: str, accesses: list[Access] | tuple[Access, ...] = (), **args) -> int:
+    def emit(self, op: str, accesses: list[Access] | tuple[Access, ...] = (), /, **args) -> int:
         ins = Instr.make(op, **args)     # validates field names and defaults now, not at the end
         q = ins.queue
         idx = len(self.ops)
