@@ -38,28 +38,37 @@ PHASE = {"Bias": 0, "Add": 0, "Scale": 0, "GroupNorm": 1, "LayerNorm": 1, "Silu"
 
 def quantize_weights(graph: Graph, ctx, w_t: str, wf: np.ndarray, out_axis: int, where: str) -> K.Weights:
     """int4 symmetric per output channel, [-7, 7]; exact when the model already holds int4 weights."""
-    wf = np.asarray(wf, np.float64)
     qinfo = graph.node(graph.producer(w_t))["attrs"].get("qweight")
     n_out = wf.shape[out_axis]
     shape = [1] * wf.ndim
     shape[out_axis] = -1
+    others = tuple(i for i in range(wf.ndim) if i != out_axis)
     if qinfo is not None and qinfo["scale"].size == n_out and qinfo["dtype"] in ("int4", "int8"):
+        # fold_qdq built these weights as float32(q) * float32(scale): recover q exactly in float32 (cheap on
+        # 860M weights); anything else takes the tolerant float64 check
+        w32, s32 = np.asarray(wf, np.float32), qinfo["scale"].astype(np.float32).reshape(shape)
+        q = np.rint(w32 / s32)
+        exact = np.array_equal(q * s32, w32)
         s = qinfo["scale"].astype(np.float64)
-        q = np.round(wf / s.reshape(shape))
-        if np.allclose(q * s.reshape(shape), wf, rtol=1e-5, atol=1e-12 * float(s.max())):
-            over = np.abs(q).max(axis=tuple(i for i in range(wf.ndim) if i != out_axis)) > 7
+        if not exact:
+            wf = np.asarray(wf, np.float64)
+            q = np.round(wf / s.reshape(shape))
+        if exact or np.allclose(q * s.reshape(shape), wf, rtol=1e-5, atol=1e-12 * float(s.max())):
+            over = np.abs(q).max(axis=others) > 7
             if not over.any():   # int4, or int8 that already fits [-7, 7]: exact
                 return K.Weights(q.astype(np.int8), s.astype(np.float32))
             if qinfo["dtype"] == "int4":
                 ctx.warn(f"{graph.source}: {where}: int4 weights use -8 in {int(over.sum())} output channels; "
                          f"requantized those channels to [-7, 7]")
-                absmax = np.abs(wf).max(axis=tuple(i for i in range(wf.ndim) if i != out_axis))
+                wf = np.asarray(wf, np.float64)
+                absmax = np.abs(wf).max(axis=others)
                 s2 = np.where(over, absmax / 7.0, s)
                 q = np.clip(np.round(wf / s2.reshape(shape)), -7, 7)
                 return K.Weights(q.astype(np.int8), s2.astype(np.float32))
         if qinfo["dtype"] == "int8":
             ctx.warn(f"{graph.source}: {where}: int8 weights requantized to int4 [-7, 7] per output channel")
-    absmax = np.abs(wf).max(axis=tuple(i for i in range(wf.ndim) if i != out_axis))
+    wf = np.asarray(wf, np.float64)
+    absmax = np.abs(wf).max(axis=others)
     s = np.where(absmax > 0, absmax / 7.0, 1.0)
     q = np.clip(np.round(wf / s.reshape(shape)), -7, 7)
     return K.Weights(q.astype(np.int8), s.astype(np.float32))
