@@ -80,6 +80,8 @@ def compile_model(model, *, step_scales=None, machine: Machine = DEFAULT, datafl
     kg, graph = compile_graph(model, step_scales, ctx=ctx, dump_after=set(dump_after))
     timings["frontend+passes"] = time.perf_counter() - t
     progress(f"passes done: {len(kg.kernels)} kernels ({timings['frontend+passes']:.2f} s)")
+    explained = explain(kg, graph)
+    del graph           # the float weights of the graph are not needed past the kernels (GBs for SD-v1.5)
     if calib or _needs_calibration(kg):
         t = time.perf_counter()
         samples = load_samples(calib, kg) if calib else synthetic_samples(kg)
@@ -102,4 +104,4 @@ def compile_model(model, *, step_scales=None, machine: Machine = DEFAULT, datafl
         verify(bundle)
         timings["verify"] = time.perf_counter() - t
         progress(f"verified ({timings['verify']:.2f} s)")
-    return CompileResult(bundle, kg, explain(kg, graph), list(ctx.dumped), timings)
+    return CompileResult(bundle, kg, explained, list(ctx.dumped), timings)

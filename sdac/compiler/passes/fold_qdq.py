@@ -4,7 +4,7 @@
   the scale (replicated over the steps, unless the step-scale table already gave
   x per-step scales). Activations must be int8 with zero point 0.
 * DQ(constant): the constant becomes its float value, annotated with
-  ``qweight = {"q", "scale", "axis"}`` so that form_kernels can keep the exact
+  ``qweight = {"scale", "axis", "dtype"}`` so that form_kernels can keep the exact
   int4 values (int8 weights are requantized there, with a warning).
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _dequant_const(graph: Graph, n: str) -> None:
     graph.tensors[out].shape = tuple(val.shape)
     graph.tensors[out].dtype = "float32"
     graph.add_node("Constant", [], [out], name=out, value=val, sources=d["sources"],
-                   attrs={"qweight": {"q": qi, "scale": scale.astype(np.float32), "axis": axis % max(qi.ndim, 1),
+                   attrs={"qweight": {"scale": scale.astype(np.float32), "axis": axis % max(qi.ndim, 1),
                                       "dtype": qtype}})
     for c, port in users:
         graph.set_input(c, port, out)
