@@ -1,0 +1,82 @@
+"""The golden model's fast equivalents of isa/numerics.py functions give the spec's values exactly.
+
+Each fast path in runtime/golden.py is compared with the numerics.py function it replaces on random
+inputs and on edge inputs (extreme scores, all-equal rows, every scale shift, int32 limits).
+"""
+import numpy as np
+import pytest
+
+from sdac.isa import numerics as N
+from sdac.runtime import golden as G
+
+I32 = np.iinfo(np.int32)
+
+
+def _scales(rng, n):
+    """Scale entries: every shift 0..63, multipliers 0, 1, 2**24-1 and random, junk in bits 30-31."""
+    sh = np.concatenate([np.arange(64), rng.integers(0, 64, n)])
+    mul = np.concatenate([[0, 1, (1 << 24) - 1], rng.integers(0, 1 << 24, sh.size - 3)])
+    junk = rng.integers(0, 4, sh.size) << 30
+    return [int(j | (s << 24) | m) for s, m, j in zip(sh, mul, junk)]
+
+
+def _scores(rng, rows, cols):
+    kinds = [rng.integers(I32.min, I32.max, (rows, cols), dtype=np.int64, endpoint=True),
+             rng.integers(-1000, 1000, (rows, cols)),
+             np.full((rows, cols), I32.min), np.full((rows, cols), I32.max),
+             rng.choice([I32.min, I32.max, 0, -1, 1], (rows, cols))]
+    return [k.astype(np.int32) for k in kinds]
+
+
+def test_exp_table_matches_numerics():
+    u = np.arange(40 << N.EXP_FRAC, dtype=np.int64)
+    want = N.rshift_round(N.tables.EXP2[(u & 255)].astype(np.int64), np.minimum(u >> N.EXP_FRAC, 31))
+    assert np.array_equal(G._EXP[np.minimum(u, G._EXP.size - 1)], want)
+
+
+@pytest.mark.parametrize("cols", [1, 3, 64, 77, 320])
+def test_softmax_fast_equals_numerics(cols):
+    rng = np.random.default_rng(cols)
+    for e in _scales(rng, 40):
+        for x in _scores(rng, 5, cols):
+            want = N.softmax_q(x.astype(np.int64), e)
+            got = G.softmax_fast(x, e)
+            assert got.dtype == np.int64
+            assert np.array_equal(got, want), (cols, hex(e))
+
+
+def test_softmax_fast_realistic_scales():
+    # scores of a QK^T product and the compiler's typical scale range: probabilities spread over the row
+    rng = np.random.default_rng(7)
+    for sh in range(8, 40):
+        for mul in (1, 255, 4095, 1 << 20, (1 << 24) - 1):
+            x = rng.integers(-(1 << 20), 1 << 20, (16, 257)).astype(np.int32)
+            e = (sh << 24) | mul
+            assert np.array_equal(G.softmax_fast(x, e), N.softmax_q(x.astype(np.int64), e)), (sh, mul)
+
+
+@pytest.mark.parametrize("B", [10, 9, 16])
+def test_wgt_decode_equals_nibble_unpacking(B):
+    # every byte value, contiguous and strided (DRAM views), even and odd line widths
+    rng = np.random.default_rng(B)
+    raw = rng.integers(0, 256, (3, 4, 7, B), dtype=np.uint8)
+    raw[0, 0, :, :] = np.arange(7 * B).reshape(7, B) % 256
+    raw[0, 1].flat[:] = (np.arange(raw[0, 1].size) * 37) % 256
+    wide = rng.integers(0, 256, (3, 4, 7, B + 3), dtype=np.uint8)
+    for r in (raw, raw[:, ::2], wide[..., 1:B + 1], np.arange(256, dtype=np.uint8).reshape(1, 1, -1, 2)[..., :1]):
+        got = G._decode_lines("wgt", r, 2 * r.shape[-1])
+        lo = (r & 0xF).astype(np.int64)
+        hi = (r >> 4).astype(np.int64)
+        want = np.empty((*r.shape[:-1], 2 * r.shape[-1]), dtype=np.int64)
+        want[..., 0::2] = np.where(lo >= 8, lo - 16, lo)     # lane 2j: low nibble, two's complement
+        want[..., 1::2] = np.where(hi >= 8, hi - 16, hi)
+        assert got.dtype == np.int8 and np.array_equal(got, want)
+
+
+def test_act_and_acc_decode_are_views_of_the_bytes():
+    rng = np.random.default_rng(3)
+    raw = rng.integers(0, 256, (2, 3, 5, 40), dtype=np.uint8)
+    assert np.array_equal(G._decode_lines("act", raw[:, ::2], 40), raw[:, ::2].astype(np.int8))
+    acc = G._decode_lines("acc", raw[:, ::2], 10)
+    assert acc.dtype == np.int32
+    assert np.array_equal(acc, np.ascontiguousarray(raw[:, ::2]).view("<i4").astype(np.int64))
