@@ -168,6 +168,18 @@ def _tile_act_lines(low: Lowerer, plan: EpiloguePlan) -> int:
         low.cl(op.operand.channels) for op in plan.ops if op.operand is not None)
 
 
+def _max_rows(low: Lowerer, plan: EpiloguePlan, in_lines: int, acc_lines: int) -> tuple[int, int]:
+    """The most rows a tile can have: input slot (a quarter of act), two acc slots, LayerNorm statistics
+    registers, and double-buffered operand/result tiles in the other half of act. Also returns the act
+    lines per row of those operand/result tiles."""
+    m = low.m
+    tm = min((m.act_lines // 4) // in_lines, m.acc_lines // (2 * acc_lines), 0xFFFF)
+    if any(op.st is not None and op.st.mode == "row" for op in plan.ops):
+        tm = min(tm, m.stat_groups)
+    out_lines = _tile_act_lines(low, plan)
+    return min(tm, (m.act_lines // 2) // (2 * max(1, out_lines))), out_lines
+
+
 # ------------------------------------------------------------------ weights
 
 class WeightStream:
@@ -252,11 +264,7 @@ def lower_matmul(low: Lowerer, k: Kernel) -> None:
     ws = WeightStream(low, k, _block_weights(q, L), K)
     ws.start()
     act_quarter = m.act_lines // 4
-    tm = min(act_quarter // cl_in, m.acc_lines // (2 * cl_n), 0xFFFF)
-    if any(op.st is not None and op.st.mode == "row" for op in plan.ops):
-        tm = min(tm, m.stat_groups)
-    out_lines = _tile_act_lines(low, plan)
-    tm = min(tm, (m.act_lines // 2) // (2 * max(1, out_lines)))
+    tm, out_lines = _max_rows(low, plan, cl_in, cl_n)
     if tm < 1:
         raise CompileError(f"kernel {k.name}: a single row does not fit the on-chip buffers")
     wbytes = 0 if ws.resident else len(ws.blob)
@@ -367,12 +375,7 @@ def _act8_kernel(low: Lowerer, k: Kernel, x: Act, k_eff: Kernel) -> None:
     plan = plan_epilogue(k_eff, prm, "act8", None, C, image_rows, in_act=x)
     _place_prm(low, k, prm)
     act_quarter = m.act_lines // 4
-    tm = min(act_quarter // cl, m.acc_lines // (2 * cl), 0xFFFF)
-    if any(op.st is not None and op.st.mode == "row" for op in plan.ops):
-        tm = min(tm, m.stat_groups)
-    out_lines = _tile_act_lines(low, plan)
-    tm = min(tm, (m.act_lines // 2) // (2 * max(1, out_lines)))
-    tm = _round_tile(tm, image_rows, m.tile_m)
+    tm = _round_tile(_max_rows(low, plan, cl, cl)[0], image_rows, m.tile_m)
     tiles = _tiles(n_images, image_rows, tm)
 
     def main(t: Tile, v: int, slot: int):

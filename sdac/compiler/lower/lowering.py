@@ -231,26 +231,21 @@ class Lowerer:
                 acc = [R("acc", v, vlines), W("acc", v, vlines), prm_acc]
                 self.emit("act", acc, sbuf="acc", s=v, srs=vrs, out="acc", d=v, drs=vrs, rows=rows, cols=cols,
                           fn=op.fn, frac=op.frac, sc=op.sc.word, **st)
-        elif op.kind == "norm":
-            mode = dict(st_mode=op.group.mode, gsize=op.group.gsize, gbase=0)
+        elif op.kind in ("norm", "geglu"):
+            # int8 into an act tile, or int16 back in place
             if op.out_act is not None:
                 acc = [R("acc", v, vlines), W("act", out, rows * outrs), prm_acc]
                 dst = dict(out="act", d=out, drs=outrs)
             else:
                 acc = [R("acc", v, vlines), W("acc", v, vlines), prm_acc]
                 dst = dict(out="acc", d=v, drs=vrs)
-            self.emit("norm", acc, s=v, srs=vrs, rows=rows, cols=cols, nd=op.nd.word, gamma=op.gamma.line,
-                      beta=op.beta.line, fn=op.fn, frac=op.frac, sc=op.sc.word, **mode, **dst)
-        elif op.kind == "geglu":
-            half = self.cl(op.cols_out)
-            if op.out_act is not None:
-                acc = [R("acc", v, vlines), W("act", out, rows * outrs), prm_acc]
-                dst = dict(out="act", d=out, drs=outrs)
+            if op.kind == "norm":
+                self.emit("norm", acc, s=v, srs=vrs, rows=rows, cols=cols, nd=op.nd.word, gamma=op.gamma.line,
+                          beta=op.beta.line, fn=op.fn, frac=op.frac, sc=op.sc.word, st_mode=op.group.mode,
+                          gsize=op.group.gsize, gbase=0, **dst)
             else:
-                acc = [R("acc", v, vlines), W("acc", v, vlines), prm_acc]
-                dst = dict(out="acc", d=v, drs=vrs)
-            self.emit("geglu", acc, a=v, ars=vrs, b=v + half, brs=vrs, rows=rows, cols=op.cols_out, frac=op.frac,
-                      sc=op.sc.word, **dst)
+                self.emit("geglu", acc, a=v, ars=vrs, b=v + self.cl(op.cols_out), brs=vrs, rows=rows,
+                          cols=op.cols_out, frac=op.frac, sc=op.sc.word, **dst)
         else:
             raise AssertionError(op.kind)
 
