@@ -517,8 +517,10 @@ class Golden:
         Bc = self._read(d, "prm", a["bb"], [(1, 0)], cols, "the bias")[0].view(np.int32).astype(np.int64) \
             if a["bias"] else 0
 
-        def compute(r0, r1):
-            return N.sat16(N.apply_scale(S[r0:r1].astype(np.int64), E) + Bc)
+        def compute(r0, r1):        # N.sat16(N.apply_scale(S, E) + Bc)
+            v = scale_inplace(S[r0:r1].astype(np.int64), E)
+            v += Bc
+            return _clip(v, 16)
         self._sfu(d, a, rows, cols, "acc", compute, stats=True)
 
     def _op_add(self, d, a) -> None:
@@ -527,8 +529,10 @@ class Golden:
         B = self._read(d, a["bbuf"], a["b"], [(rows, a["brs"])], cols, "B")
         e = self._prmw(d, a["sc"], "the scale entry")
 
-        def compute(r0, r1):
-            return N.sat16(A[r0:r1].astype(np.int64) + N.apply_scale(B[r0:r1].astype(np.int64), e))
+        def compute(r0, r1):        # N.sat16(A + N.apply_scale(B, e))
+            v = scale_inplace(B[r0:r1].astype(np.int64), e)
+            v += A[r0:r1]
+            return _clip(v, 16)
         self._sfu(d, a, rows, cols, "acc", compute, stats=True)
 
     def _op_act(self, d, a) -> None:
@@ -539,6 +543,9 @@ class Golden:
         e = self._prmw(d, a["sc"], "the scale entry")
 
         def compute(r0, r1):
+            if a["fn"] == "none":   # the same values as below, in place
+                v = scale_inplace(_clip(S[r0:r1].astype(np.int64), 16), e)
+                return _clip(v, 8 if a["out"] == "act" else 16)
             Y = N.fn_q(a["fn"], N.sat16(S[r0:r1].astype(np.int64)), a["frac"])
             return self._sat_out(a, N.apply_scale(Y, e))
         self._sfu(d, a, rows, cols, a["out"], compute, stats=True)
@@ -623,6 +630,78 @@ def _exp_table() -> np.ndarray:
 _EXP = _exp_table()
 
 
+def _clip(v: np.ndarray, bits: int) -> np.ndarray:
+    """N.sat(v, bits) in place (v int64)."""
+    return np.clip(v, -(1 << (bits - 1)), (1 << (bits - 1)) - 1, out=v)
+
+
+def scale_inplace(v: np.ndarray, e) -> np.ndarray:
+    """v = N.apply_scale(v, e) in place: v int64 with |v| < 2**32; e a scale entry or a vector of them
+    (broadcast along the last axis). rshift_round's half is (1 << s) >> 1, i.e. 0 for s = 0."""
+    if np.ndim(e) == 0:
+        e = int(e) & 0xFFFFFFFF
+        v *= e & 0xFFFFFF
+        sh = min((e >> 24) & 63, 62)
+        if sh:
+            v += 1 << (sh - 1)
+            v >>= sh
+        return v
+    mul, sh = N.scale_fields(e)
+    sh = np.minimum(sh, 62)
+    v *= mul
+    v += (np.int64(1) << sh) >> 1
+    v >>= sh
+    return v
+
+
+def softmax_fast(x: np.ndarray, e: int) -> np.ndarray:
+    """N.softmax_q(x, e) (x int32 scores, rows along the last axis), int64 result."""
+    mul, sh = int(e) & 0xFFFFFF, (int(e) >> 24) & 63
+    v = np.empty(x.shape, dtype=np.int64)
+    np.subtract(x.max(axis=-1, keepdims=True), x, out=v, dtype=np.int64)     # z = mx - x >= 0
+    v *= mul
+    if sh > 0:
+        # u = -apply_scale(-z, e) = -((-z*mul + h) >> s) = (z*mul + h - 1) >> s  (h = 2**(s-1))
+        sh = min(sh, 62)
+        v += (1 << (sh - 1)) - 1
+        v >>= sh
+    # u >= 0; u past the table's end reads its last entry (0), as the table's docstring shows
+    ex = np.take(_EXP, v, mode="clip")
+    total = ex.sum(axis=-1, keepdims=True)       # >= 2**15, < 2**53 (exact in float64)
+    k = (np.frexp(total.astype(np.float64))[1] - 1).astype(np.int64)    # floor(log2 total) = N._bitlen - 1
+    rl = tables.RECIP[((total >> (k - 9)) - 512).astype(np.intp)].astype(np.int64)
+    s = np.minimum(15 + k, 62)
+    ex *= rl * N.SOFTMAX_ONE
+    ex += (np.int64(1) << s) >> 1
+    ex >>= s
+    np.minimum(ex, N.SOFTMAX_ONE, out=ex)
+    return ex
+
+
+def _clip(v: np.ndarray, bits: int) -> np.ndarray:
+    """N.sat(v, bits) in place (v int64)."""
+    return np.clip(v, -(1 << (bits - 1)), (1 << (bits - 1)) - 1, out=v)
+
+
+def scale_inplace(v: np.ndarray, e) -> np.ndarray:
+    """v = N.apply_scale(v, e) in place: v int64 with |v| < 2**32; e a scale entry or a vector of them
+    (broadcast along the last axis). rshift_round's half is (1 << s) >> 1, i.e. 0 for s = 0."""
+    if np.ndim(e) == 0:
+        e = int(e) & 0xFFFFFFFF
+        v *= e & 0xFFFFFF
+        sh = min((e >> 24) & 63, 62)
+        if sh:
+            v += 1 << (sh - 1)
+            v >>= sh
+        return v
+    mul, sh = N.scale_fields(e)
+    sh = np.minimum(sh, 62)
+    v *= mul
+    v += (np.int64(1) << sh) >> 1
+    v >>= sh
+    return v
+
+
 def softmax_fast(x: np.ndarray, e: int) -> np.ndarray:
     """N.softmax_q(x, e) (x int32 scores, rows along the last axis), int64 result."""
     mul, sh = int(e) & 0xFFFFFF, (int(e) >> 24) & 63
@@ -658,7 +737,9 @@ def _view(flat: np.ndarray, off: int, counts, strides, width: int, *, writeable:
 
 def _scatter(flat: np.ndarray, off: int, counts, strides, width: int, values) -> None:
     """flat[off + sum(idx*stride) + j] = values[*idx, j]; when rows overlap, the later row (C order) wins."""
-    values = np.broadcast_to(np.asarray(values), (*counts, width))
+    values = np.asarray(values)
+    if values.shape != (*counts, width):
+        values = np.broadcast_to(values, (*counts, width))
     if _disjoint(counts, strides, width):
         _view(flat, off, counts, strides, width, writeable=True)[...] = values
         return

@@ -80,3 +80,21 @@ def test_act_and_acc_decode_are_views_of_the_bytes():
     acc = G._decode_lines("acc", raw[:, ::2], 10)
     assert acc.dtype == np.int32
     assert np.array_equal(acc, np.ascontiguousarray(raw[:, ::2]).view("<i4").astype(np.int64))
+
+
+def _ints(rng, shape, bits):
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    v = rng.integers(lo, hi, shape, endpoint=True)
+    v.flat[:4] = [lo, hi, 0, -1]
+    return v.astype(np.int64)
+
+
+def test_scale_inplace_equals_apply_scale():
+    rng = np.random.default_rng(11)
+    x = _ints(rng, (6, 70), 33)               # |x| < 2**32 (the bound numerics.py states)
+    for e in _scales(rng, 30):
+        assert np.array_equal(G.scale_inplace(x.copy(), e), N.apply_scale(x, e)), hex(e)
+        assert np.array_equal(G.scale_inplace(x.copy(), np.uint32(e)), N.apply_scale(x, e)), hex(e)
+    vec = np.array(_scales(rng, 6)[:70], dtype=np.int64)
+    assert np.array_equal(G.scale_inplace(x.copy(), vec), N.apply_scale(x, vec))
+    assert np.array_equal(G._clip(x.copy(), 16), N.sat16(x)) and np.array_equal(G._clip(x.copy(), 8), N.sat8(x))
