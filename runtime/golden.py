@@ -96,14 +96,20 @@ class _Dec:
     a: dict
 
 
+def _widen(v: np.ndarray) -> np.ndarray:
+    """v in a signed type whose abs() cannot overflow: int16 for 1-byte values, else int64."""
+    return v.astype(np.int16 if v.dtype.itemsize == 1 else np.int64)
+
+
 def _sum_bound(x: np.ndarray, w: np.ndarray, xmax: int, wmax: int, k: int) -> int:
     """An upper bound on |partial sum| of any x @ w entry: the smaller of k*max|x|*max|w| and the
     largest row sum of |x| times max|w| (or column sum of |w| times max|x|). The second is what
     keeps softmax(QK^T) @ V (probabilities summing to ~127) on the float32 path."""
     bound = k * xmax * wmax
     if bound >= _F32_EXACT and x.size and w.size:
-        rows = int(np.abs(x.astype(np.int64)).sum(axis=1).max())
-        cols = int(np.abs(w.astype(np.int64)).sum(axis=0).max())
+        # int8 operands (the machine's): |v| <= 128 fits int16, a quarter of int64's traffic
+        rows = int(np.abs(_widen(x)).sum(axis=1, dtype=np.int64).max())
+        cols = int(np.abs(_widen(w)).sum(axis=0, dtype=np.int64).max())
         bound = min(bound, rows * wmax, cols * xmax)
     return bound
 
@@ -111,8 +117,8 @@ def _sum_bound(x: np.ndarray, w: np.ndarray, xmax: int, wmax: int, k: int) -> in
 def _imatmul(x: np.ndarray, w: np.ndarray, xmax: int, wmax: int, k: int) -> np.ndarray:
     """Exact integer x @ w as int64: BLAS in float32/float64 when the sum bound proves it exact."""
     bound = _sum_bound(x, w, xmax, wmax, k)
-    if bound < _F32_EXACT:
-        return _fmatmul(x.astype(np.float32), w.astype(np.float32)).astype(np.int64)
+    if bound < _F32_EXACT:       # |entries| < 2**24: int32 holds them (same values modulo 2**32)
+        return _fmatmul(x.astype(np.float32), w.astype(np.float32)).astype(np.int32)
     if bound < _F64_EXACT:
         return _fmatmul(x.astype(np.float64), w.astype(np.float64)).astype(np.int64)
     # int64 products wrap modulo 2**64, which keeps the result modulo 2**32 exact.
@@ -436,7 +442,8 @@ class Golden:
     def _accumulate(self, d, base, dims, cols, P, acc_flag, what) -> None:
         if acc_flag:
             P = P + self._read(d, "acc", base, dims, cols, what)
-        self._write(d, "acc", base, dims, cols, P.astype(np.int32), what)   # astype wraps modulo 2**32
+        # int32 + int32 and astype both wrap modulo 2**32: the accumulator's values
+        self._write(d, "acc", base, dims, cols, P.astype(np.int32, copy=False), what)
 
     def _op_conv(self, d, a) -> None:
         L = self.L
@@ -468,7 +475,7 @@ class Golden:
             bound = min(bound, int(np.abs(cols).sum(axis=1).max()) * wmax)
         # |sum| <= 9 * 4095 * 128 * 8 < 2**53: float64 always suffices
         S = _fmatmul(cols, Wf) if bound < _F32_EXACT else _fmatmul(cols.astype(np.float64), Wf.astype(np.float64))
-        S = S.astype(np.int64).reshape(oh, ow, cout)
+        S = S.astype(np.int32).reshape(oh, ow, cout)        # |sums| < 2**31 (the bound above)
         self._accumulate(d, a["o"], [(oh, a["ors"]), (ow, a["ops"])], cout, S, a["acc"], "O")
         self._work[0] += oh * ow * cout * 9 * cin
 
