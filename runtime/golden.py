@@ -25,6 +25,7 @@ from ..isa import numerics as N
 from ..isa import tables
 from ..isa.encoding import DecodeError, EncodeError, Instr, decode_program, encode_int
 from ..isa.machine import Machine
+from ..isa.spec import SPEC
 
 QUEUES = ("ld", "cmp", "sfu", "st")
 _QI = {q: i for i, q in enumerate(QUEUES)}
@@ -170,6 +171,57 @@ def _absmax(x: np.ndarray) -> int:
     return max(-int(x.min()), int(x.max()))
 
 
+_FAST_SPECS: dict = {}
+
+
+def _fast_spec(op: str):
+    """Per instruction: its field names, (name, min, max, enum names, enum codes) per field, its queue."""
+    ent = _FAST_SPECS.get(op)
+    if ent is None:
+        ispec = SPEC.by_name(op)
+        checks = []
+        for f in ispec.fields:
+            if f.kind == "enum":
+                members = SPEC.enums[f.enum]
+                checks.append((f.name, 0, 0, frozenset(members), frozenset(members.values())))
+            else:
+                checks.append((f.name, f.min, f.max, None, None))
+        ent = _FAST_SPECS[op] = (frozenset(f.name for f in ispec.fields), tuple(checks), ispec.queue)
+    return ent
+
+
+_QUEUE_NAMES = frozenset(SPEC.enums["queue"])
+
+
+def _surely_valid(ins: Instr) -> bool:
+    """True only when encode_int(ins) accepts ins: a stricter, cheaper form of its checks (plain int
+    or enum-name values in range, the exact field set, token queues that exist and are not the own
+    queue). False means "ask encode_int", which raises the precise error (or accepts)."""
+    try:
+        names, checks, q = _fast_spec(ins.op)
+    except (KeyError, TypeError):
+        return False
+    args = ins.args
+    if args.keys() != names:
+        return False
+    for name, lo, hi, enum_names, enum_codes in checks:
+        v = args[name]
+        if enum_names is None:
+            if type(v) is not int or not lo <= v <= hi:
+                return False
+        elif not ((type(v) is str and v in enum_names) or (type(v) is int and v in enum_codes)):
+            return False
+    if ins.pop or ins.push:
+        own = str(args[q[6:]]) if q.startswith("field:") else q
+        if own == "ctl":
+            return False
+        for t in (ins.pop, ins.push):
+            for x in t:
+                if type(x) is not str or x not in _QUEUE_NAMES or x == own:
+                    return False
+    return True
+
+
 @dataclass
 class Prepared:
     """A checked program, decoded once: reuse it to run several steps without re-checking."""
@@ -194,7 +246,7 @@ def prepare(instrs) -> Prepared:
     for i, ins in enumerate(instrs):
         if not isinstance(ins, Instr):
             raise DeviceError("BAD_OPCODE", f"not an instruction: {ins!r}", i)
-        if not checked:
+        if not checked and not _surely_valid(ins):
             try:
                 encode_int(ins)       # checks every field range, enum and token mask against the spec
             except EncodeError as e:

@@ -98,3 +98,49 @@ def test_scale_inplace_equals_apply_scale():
     vec = np.array(_scales(rng, 6)[:70], dtype=np.int64)
     assert np.array_equal(G.scale_inplace(x.copy(), vec), N.apply_scale(x, vec))
     assert np.array_equal(G._clip(x.copy(), 16), N.sat16(x)) and np.array_equal(G._clip(x.copy(), 8), N.sat8(x))
+
+
+def _mutations(rng, ins):
+    from sdac.isa.encoding import Instr
+    args = dict(ins.args)
+    yield ins
+    for name, v in args.items():
+        for bad in (-1, 1 << 40, True, 1.0, "x", None, str(v)):
+            yield Instr(ins.op, {**args, name: bad}, ins.pop, ins.push)
+    if args:
+        name = next(iter(args))
+        yield Instr(ins.op, {k: v for k, v in args.items() if k != name}, ins.pop, ins.push)
+    yield Instr(ins.op, {**args, "bogus": 0}, ins.pop, ins.push)
+    for toks in (frozenset({"ld"}), frozenset({"sfu"}), frozenset({"st", "cmp"}), frozenset({"nope"}), frozenset({1})):
+        yield Instr(ins.op, args, toks, ins.push)
+        yield Instr(ins.op, args, ins.pop, toks)
+    yield Instr("nope", args, ins.pop, ins.push)
+
+
+def test_surely_valid_implies_encode_int_accepts():
+    from sdac.isa.encoding import EncodeError, Instr, encode_int
+    from sdac.isa.spec import SPEC
+    rng = np.random.default_rng(2)
+    accepted = 0
+    for ispec in SPEC.instrs:
+        for _ in range(5):
+            vals = {}
+            for f in ispec.fields:
+                if f.kind == "enum":
+                    members = list(SPEC.enums[f.enum].items())
+                    n, c = members[rng.integers(len(members))]
+                    vals[f.name] = n if rng.random() < 0.7 else c
+                else:
+                    vals[f.name] = int(rng.integers(f.min, f.max, endpoint=True))
+            ins = Instr(ispec.name, vals)
+            for m in _mutations(rng, ins):
+                try:
+                    encode_int(m)
+                    ok = True
+                except (EncodeError, KeyError, TypeError, AttributeError):
+                    ok = False
+                if G._surely_valid(m):
+                    assert ok, m
+                    accepted += 1
+            assert G._surely_valid(ins), ins          # valid instructions take the fast path
+    assert accepted > len(SPEC.instrs) * 5
