@@ -97,6 +97,15 @@ class _Dec:
     a: dict
 
 
+def _unblock_f32(W: np.ndarray, n: int) -> np.ndarray:
+    """Weight blocks (nb, *rows, L) (block b holds columns b*L..b*L+L-1) -> the (prod(rows), n) matrix
+    in float32, converted and transposed in one pass (int4 values are exact in float32)."""
+    nb, L = W.shape[0], W.shape[-1]
+    out = np.empty((*W.shape[1:-1], nb, L), dtype=np.float32)
+    out[...] = np.moveaxis(W, 0, -2)
+    return out.reshape(-1, nb * L)[:, :n]
+
+
 def _widen(v: np.ndarray) -> np.ndarray:
     """v in a signed type whose abs() cannot overflow: int16 for 1-byte values, else int64."""
     return v.astype(np.int16 if v.dtype.itemsize == 1 else np.int64)
@@ -119,7 +128,7 @@ def _imatmul(x: np.ndarray, w: np.ndarray, xmax: int, wmax: int, k: int) -> np.n
     """Exact integer x @ w as int64: BLAS in float32/float64 when the sum bound proves it exact."""
     bound = _sum_bound(x, w, xmax, wmax, k)
     if bound < _F32_EXACT:       # |entries| < 2**24: int32 holds them (same values modulo 2**32)
-        return _fmatmul(x.astype(np.float32), w.astype(np.float32)).astype(np.int32)
+        return _fmatmul(x.astype(np.float32), w.astype(np.float32, copy=False)).astype(np.int32)
     if bound < _F64_EXACT:
         return _fmatmul(x.astype(np.float64), w.astype(np.float64)).astype(np.int64)
     # int64 products wrap modulo 2**64, which keeps the result modulo 2**32 exact.
@@ -458,9 +467,23 @@ class Golden:
         else:
             self._check_dram(d, dram, last)
             raw = _view(self.dram, dram, [nz, ny], [a["dz"], a["dy"]], run * B, writeable=False)
-            lines = _decode_lines(buf, raw.reshape(nz, ny, run, B), L)
+            raw = raw.reshape(nz, ny, run, B)
             self._work[1] += nz * ny * run * B
+            if buf == "wgt" and B % 2 == 0 and self._decode_wgt_into(d, a, dims, raw):
+                return
+            lines = _decode_lines(buf, raw, L)
         self._write(d, buf, a["sram"], dims, L, lines, "the destination")
+
+    def _decode_wgt_into(self, d, a, dims, raw) -> bool:
+        """Decode int4 weight lines straight into a contiguous destination (the common weight load):
+        the same values as _decode_lines + _write without the intermediate copy. False: not applicable."""
+        flat, off, strides = self._region(d, "wgt", a["sram"], dims, self.L, "the destination")
+        dest = _view(flat, off, [c for c, _ in dims], strides, self.L, writeable=True)
+        if not dest.flags.c_contiguous:
+            self._count("wgt", -dest.size // self.L)       # _write counts these lines again
+            return False
+        np.take(_NIBBLE_QUADS, raw.view(np.uint16), out=dest.view(np.uint32), mode="clip")
+        return True
 
     def _op_store(self, d, a) -> None:
         buf, L = a["buf"], self.L
@@ -482,7 +505,7 @@ class Golden:
         if wsrc == "wgt":
             nb = _cdiv(n, L)
             W = self._read(d, "wgt", a["w"], [(nb, a["ws"]), (k, 1)], L, "W")
-            W = W.transpose(1, 0, 2).reshape(k, nb * L)[:, :n]
+            W = _unblock_f32(W, n)
         elif wsrc == "act":
             W = self._read(d, "act", a["w"], [(k, a["ws"])], n, "W")
         else:
@@ -506,7 +529,7 @@ class Golden:
         nx = max(0, min(a["iw"], wp - pl))
         nb = _cdiv(cout, L)
         Wt = self._read(d, "wgt", a["w"], [(nb, a["wbs"]), (9, a["wts"]), (cin, 1)], L, "the weights")
-        Wt = Wt.transpose(1, 2, 0, 3).reshape(9, cin, nb * L)[:, :, :cout]
+        Wf = _unblock_f32(Wt, cout)       # (9*cin, cout), rows tap-major
         if ny and nx:
             I = self._read(d, "act", a["i"], [(ny, a["irs"]), (nx, a["ips"])], cin, "the input")
         else:
@@ -520,8 +543,7 @@ class Golden:
             ky, kx = divmod(t, 3)
             cols[:, :, t] = P[ky:ky + (oh - 1) * st + 1:st, kx:kx + (ow - 1) * st + 1:st]
         cols = cols.reshape(oh * ow, 9 * cin)
-        Wf = Wt.reshape(9 * cin, cout).astype(np.float32)
-        wmax = _absmax(Wt)
+        wmax = _absmax(Wf)
         bound = 9 * cin * _absmax(I) * wmax
         if bound >= _F32_EXACT:
             bound = min(bound, int(np.abs(cols).sum(axis=1).max()) * wmax)

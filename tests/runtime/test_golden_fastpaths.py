@@ -144,3 +144,30 @@ def test_surely_valid_implies_encode_int_accepts():
                     accepted += 1
             assert G._surely_valid(ins), ins          # valid instructions take the fast path
     assert accepted > len(SPEC.instrs) * 5
+
+
+@pytest.mark.parametrize("f", [dict(run=37, ny=1, nz=1), dict(run=5, ny=3, dy=77, sy=5, nz=2, dz=1001, sz=15),
+                               dict(run=4, ny=3, dy=50, sy=7, nz=1)])
+def test_wgt_load_decoded_in_place_matches_loops(f):
+    # contiguous destinations take the in-place decode, the last one falls back; same lines, same trace
+    import dataclasses
+    from sdac.isa import Instr
+    from sdac.isa.machine import DEFAULT
+    M = dataclasses.replace(DEFAULT, act_lines=64, wgt_lines=512, acc_lines=64, prm_lines=16, stat_groups=8)
+    L, B = M.lanes, M.lanes // 2
+    rng = np.random.default_rng(4)
+    g = G.Golden(M, 1 << 15, trace=True)
+    g.dram[:] = rng.integers(0, 256, g.dram.size)
+    g.wgt[:] = rng.integers(-8, 8, g.wgt.shape)
+    before = g.wgt.copy()
+    args = dict(buf="wgt", dram=301, sram=11, **f)
+    res = g.run([Instr.make("load", **args), Instr.make("halt")])
+    nz, ny, run = f.get("nz", 1), f.get("ny", 1), f["run"]
+    for z in range(nz):
+        for y in range(ny):
+            for i in range(run):
+                a = 301 + z * f.get("dz", 0) + y * f.get("dy", 0) + i * B
+                line = [v for byte in g.dram[a:a + B] for v in (int(byte) & 15, int(byte) >> 4)]
+                before[11 + z * f.get("sz", 0) + y * f.get("sy", 0) + i] = [v - 16 if v >= 8 else v for v in line]
+    assert np.array_equal(g.wgt, before)
+    assert res.trace[0].lines == {"wgt": nz * ny * run} and res.dram_read == nz * ny * run * B
