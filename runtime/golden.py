@@ -504,13 +504,16 @@ class Golden:
         wsrc = a["wsrc"]
         if wsrc == "wgt":
             nb = _cdiv(n, L)
-            W = self._read(d, "wgt", a["w"], [(nb, a["ws"]), (k, 1)], L, "W")
-            W = _unblock_f32(W, n)
-        elif wsrc == "act":
-            W = self._read(d, "act", a["w"], [(k, a["ws"])], n, "W")
+            Wb = self._read(d, "wgt", a["w"], [(nb, a["ws"]), (k, 1)], L, "W")
+            W = _unblock_f32(Wb, n)
+            wmax = _absmax(Wb if nb * L == n else W)     # the int8 blocks: a quarter of the traffic
         else:
-            W = self._read(d, "act", a["w"], [(n, a["ws"])], k, "W").T
-        P = _imatmul(A, W, _absmax(A), _absmax(W), k)
+            if wsrc == "act":
+                W = self._read(d, "act", a["w"], [(k, a["ws"])], n, "W")
+            else:
+                W = self._read(d, "act", a["w"], [(n, a["ws"])], k, "W").T
+            wmax = _absmax(W)
+        P = _imatmul(A, W, _absmax(A), wmax, k)
         self._accumulate(d, a["c"], [(m, a["crs"])], n, P, a["acc"], "C")
         self._work[0] += m * n * k
 
@@ -543,7 +546,7 @@ class Golden:
             ky, kx = divmod(t, 3)
             cols[:, :, t] = P[ky:ky + (oh - 1) * st + 1:st, kx:kx + (ow - 1) * st + 1:st]
         cols = cols.reshape(oh * ow, 9 * cin)
-        wmax = _absmax(Wf)
+        wmax = _absmax(Wt if nb * L == cout else Wf)
         bound = 9 * cin * _absmax(I) * wmax
         if bound >= _F32_EXACT:
             bound = min(bound, int(np.abs(cols).sum(axis=1).max()) * wmax)
@@ -750,54 +753,6 @@ def softmax_fast(x: np.ndarray, e: int) -> np.ndarray:
     ex = np.take(_EXP, v, mode="clip")
     total = ex.sum(axis=-1, keepdims=True)       # >= 2**15, < 2**53 (exact in float64)
     k = (np.frexp(total.astype(np.float64))[1] - 1).astype(np.int64)    # floor(log2 total) = N._bitlen - 1
-    rl = tables.RECIP[((total >> (k - 9)) - 512).astype(np.intp)].astype(np.int64)
-    s = np.minimum(15 + k, 62)
-    ex *= rl * N.SOFTMAX_ONE
-    ex += (np.int64(1) << s) >> 1
-    ex >>= s
-    np.minimum(ex, N.SOFTMAX_ONE, out=ex)
-    return ex
-
-
-def _clip(v: np.ndarray, bits: int) -> np.ndarray:
-    """N.sat(v, bits) in place (v int64)."""
-    return np.clip(v, -(1 << (bits - 1)), (1 << (bits - 1)) - 1, out=v)
-
-
-def scale_inplace(v: np.ndarray, e) -> np.ndarray:
-    """v = N.apply_scale(v, e) in place: v int64 with |v| < 2**32; e a scale entry or a vector of them
-    (broadcast along the last axis). rshift_round's half is (1 << s) >> 1, i.e. 0 for s = 0."""
-    if np.ndim(e) == 0:
-        e = int(e) & 0xFFFFFFFF
-        v *= e & 0xFFFFFF
-        sh = min((e >> 24) & 63, 62)
-        if sh:
-            v += 1 << (sh - 1)
-            v >>= sh
-        return v
-    mul, sh = N.scale_fields(e)
-    sh = np.minimum(sh, 62)
-    v *= mul
-    v += (np.int64(1) << sh) >> 1
-    v >>= sh
-    return v
-
-
-def softmax_fast(x: np.ndarray, e: int) -> np.ndarray:
-    """N.softmax_q(x, e) (x int32 scores, rows along the last axis), int64 result."""
-    mul, sh = int(e) & 0xFFFFFF, (int(e) >> 24) & 63
-    v = x.astype(np.int64)
-    v -= v.max(axis=-1, keepdims=True)
-    v *= mul
-    if sh > 0:                                   # apply_scale's rshift_round with a scalar shift
-        sh = min(sh, 62)
-        v += 1 << (sh - 1)
-        v >>= sh
-    np.negative(v, out=v)                        # u >= 0: x - mx <= 0 and mul >= 0
-    np.minimum(v, _EXP.size - 1, out=v)
-    ex = _EXP[v]
-    total = ex.sum(axis=-1, keepdims=True)       # >= 2**15
-    k = N._bitlen(total) - 1
     rl = tables.RECIP[((total >> (k - 9)) - 512).astype(np.intp)].astype(np.int64)
     s = np.minimum(15 + k, 62)
     ex *= rl * N.SOFTMAX_ONE
