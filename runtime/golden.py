@@ -137,7 +137,7 @@ def _imatmul(x: np.ndarray, w: np.ndarray, xmax: int, wmax: int, k: int) -> np.n
 
 # Large float products go through onnxruntime's MatMul (MLAS), about twice as fast as the
 # OpenBLAS numpy ships; any correct float GEMM is exact here (see docs/golden.md).
-# SDAC_GOLDEN_BLAS=numpy turns it off.
+# SDAC_GOLDEN_BLAS=numpy turns it off; SDAC_GOLDEN_THREADS=n sets its thread count (default: all cores).
 _ORT_MIN_MACS = 1 << 22
 _ort_sessions: dict = {}
 
@@ -158,6 +158,10 @@ def _ort_session(dtype):
                 model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
                 so = ort.SessionOptions()
                 so.log_severity_level = 3
+                # onnxruntime's default uses every physical core; SDAC_GOLDEN_THREADS=n pins the GEMM threads
+                threads = os.environ.get("SDAC_GOLDEN_THREADS", "")
+                if threads.isdigit():
+                    so.intra_op_num_threads = int(threads)
                 _ort_sessions[key] = ort.InferenceSession(model.SerializeToString(), so,
                                                           providers=["CPUExecutionProvider"])
             except Exception:          # onnxruntime missing or broken: numpy's BLAS is exact too
