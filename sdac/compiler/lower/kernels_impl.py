@@ -19,7 +19,7 @@ from .cost import TileWork, choose_rows
 from .fixed import scale_entries
 from .lowering import Lowerer, kernel_lowering, pack_int4
 from .params import PrmImage
-from .program import R, W
+from .program import Access, R, W
 
 
 @dataclass
@@ -69,7 +69,7 @@ def _run_tiles(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, tiles
                cols: int, main, act_base: int, act_limit: int, tm: int) -> None:
     """Main op + planned epilogue over the tiles. main(tile, v, slot) emits the array work into acc at v
     and returns the act address of the int8 source (for 'act8' mains) or None."""
-    m, L = low.m, low.L
+    m = low.m
     cl_v = low.cl(cols)
     # act slots for operands and outputs, double-buffered
     a = act_base
@@ -129,6 +129,14 @@ def _run_tiles(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, tiles
 
     scratch = low.scratch.get(k.name, 0)
     acc_line_bytes = m.line_bytes("acc")
+
+    def move_spill(op: str, t: Tile, v: int) -> None:
+        """A tile's pre-norm int16 values (int32 acc lines) to or from its place in the DRAM spill area."""
+        off = scratch + (t.r0 - t.image * image_rows) * cl_v * acc_line_bytes
+        n = t.rows * cl_v
+        load = op == "load"
+        acc = [Access("acc", v, v + n, load), Access("dram", off, off + n * acc_line_bytes, not load)]
+        low._chunked(op, acc, off, v, run=n, ny=1, dy=0, sy=0, buf="acc")
     by_image: dict[int, list[Tile]] = {}
     for t in tiles:
         by_image.setdefault(t.image, []).append(t)
@@ -142,10 +150,7 @@ def _run_tiles(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, tiles
             if plan.gn:
                 run_ops(range(plan.split), t, slot, v, src)
                 if spill:
-                    off = scratch + (t.r0 - b * image_rows) * cl_v * acc_line_bytes
-                    n = t.rows * cl_v
-                    low._chunked("store", [R("acc", v, n), W("dram", off, n * acc_line_bytes)], off, v,
-                                 run=n, ny=1, dy=0, sy=0, buf="acc")
+                    move_spill("store", t, v)
             else:
                 run_ops(range(len(plan.ops)), t, slot, v, src)
         if plan.gn:
@@ -154,10 +159,7 @@ def _run_tiles(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, tiles
                 slot_counter += 1
                 v = v_addr(t, slot)
                 if spill:
-                    off = scratch + (t.r0 - b * image_rows) * cl_v * acc_line_bytes
-                    n = t.rows * cl_v
-                    low._chunked("load", [W("acc", v, n), R("dram", off, n * acc_line_bytes)], off, v,
-                                 run=n, ny=1, dy=0, sy=0, buf="acc")
+                    move_spill("load", t, v)
                 run_ops(range(plan.split, len(plan.ops)), t, slot, v, None)
 
 
