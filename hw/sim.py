@@ -22,6 +22,7 @@ Public API::
     lint(sources, top, parameters) -> LintResult
     build_cosim(machine, mem_bytes) -> Path                          # sdac_top in hw/tb/sdac_tb_top.sv
     run_cosim(exe, dram, program, step=, max_cycles=) -> CosimResult # DRAM in, DRAM + CSRs out
+    build_rtl_port(machine) -> Path         # sdac_top + hw/tb/sdac_port_main.cpp (sdac.hw.cosim)
 """
 from __future__ import annotations
 
@@ -420,3 +421,21 @@ def run_cosim(exe: Path, dram: bytes, program: bytes, *, step: int = 0, max_cycl
         data = bytes(int(w, 16) for w in words)
     return CosimResult(data, int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5)),
                        bool(int(m.group(6))), dt, out.stdout)
+
+
+# ------------------------------------------------------- interactive register port (sdac.hw.cosim)
+
+def rtl_port_parameters(machine) -> dict[str, int]:
+    """sdac_top parameters for a Machine (the DRAM model's size is a run-time argument of the port)."""
+    p = cosim_parameters(machine)
+    del p["MEM_BYTES"]
+    return p
+
+
+def build_rtl_port(machine) -> Path:
+    """Compile sdac_top with the command-pipe harness hw/tb/sdac_port_main.cpp for `machine` (cached,
+    one build per machine whatever the DRAM size); returns the executable sdac.hw.cosim runs."""
+    sources, defines = cosim_sources()
+    return build_executable("sdac_top", sources, cpp=[TB_DIR / "sdac_port_main.cpp"],
+                            parameters=rtl_port_parameters(machine), name="sdac_port",
+                            args=[*defines, "-Wno-fatal", "-Wno-lint", "-Wno-style"])

@@ -13,8 +13,11 @@ Backends:
   fake    the register-level driver (runtime/board.py) against the in-process FakeDevice (CSR map on the
           golden model): the code path of the RTL and the board, without either.
   rtl     the RTL top level (hw/rtl/sdac_top.sv) in its Verilator testbench (sdac.hw.sim.run_cosim, one
-          simulation per run; options mem_bytes=, max_cycles=, allow_unsupported=); with ``port=`` a
-          RegisterPort instead, the register-level driver against it (an interactive co-simulation).
+          simulation per run; options mem_bytes=, max_cycles=, allow_unsupported=); with
+          ``interactive=True`` the register-level driver (runtime/board.py) against an interactive RTL
+          simulation (sdac.hw.cosim.open_rtl_port: CSR accesses are AXI-Lite transactions; options
+          timeout=, irq=, allow_unsupported=, slack=, max_run_cycles=, irq_timeout=, log=); with
+          ``port=`` the driver against that RegisterPort.
   board   the register-level driver on a PYNQ board (runtime/board.py: open_board options overlay=,
           ip=, csr_base=, irq=, timeout=).
 Hooks: ``dev.hooks.append(fn)``; fn(event, payload) is called with event "inputs" (dict, step),
@@ -184,6 +187,9 @@ def _register_backend(name: str, bundle, opts: dict):
         return _RegisterBackend(name, drv, getattr(drv.port, "close", None))
     port = opts.pop("port", None)
     use_irq = bool(opts.pop("irq", False))          # wait on port.interrupt instead of only polling
+    allow_unsupported = bool(opts.pop("allow_unsupported", False))
+    if name == "rtl":
+        opts.pop("interactive", None)
     if port is None and name == "fake":
         from .fake_device import FakeDevice
         port = FakeDevice(bundle.machine, image.device_bytes + slack, **opts)
@@ -194,12 +200,13 @@ def _register_backend(name: str, bundle, opts: dict):
         except ImportError:
             raise SdacError("backend 'rtl': no interactive RTL register port (sdac.hw.cosim.open_rtl_port); "
                             "pass port=<RegisterPort>, or open without port= for the batch co-simulation") from None
+        opts.setdefault("irq_timeout", timeout)
         port = open_rtl_port(bundle.machine, image.device_bytes + slack, **opts)
         opts = {}
     if opts:
         raise SdacError(f"backend {name!r}: unknown option(s) {', '.join(sorted(opts))}")
     irq = getattr(port, "interrupt", None) if use_irq else None
-    drv = B.Driver(port, timeout=timeout, irq=irq)
+    drv = B.Driver(port, timeout=timeout, irq=irq, allow_unsupported=allow_unsupported)
     drv.reset()
     drv.load(image)
     return _RegisterBackend(name, drv, getattr(port, "close", None))
@@ -223,7 +230,8 @@ class Device:
         b = bundle_or_path if isinstance(bundle_or_path, Bundle) else read_bundle(Path(bundle_or_path))
         if backend == "golden":
             impl = _GoldenBackend(b, **opts)
-        elif backend == "rtl" and "port" not in opts:
+        elif backend == "rtl" and "port" not in opts and not opts.get("interactive"):
+            opts.pop("interactive", None)
             impl = _RtlCosimBackend(b, **opts)
         elif backend in ("fake", "rtl", "board"):
             impl = _register_backend(backend, b, dict(opts))
