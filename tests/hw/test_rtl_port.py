@@ -205,6 +205,12 @@ def test_timeout_busy_and_reset(port_exe, conv_bundle):
         assert e.value.code == "BUSY"
         port.reset()
         assert port.read32(CSR.STATUS) == 0 and port.read32(CSR.INSTR_COUNT) == 0
+        assert not port.interrupt.wait()                      # nothing in flight: no interrupt will come
+        drv = B.Driver(port, timeout=0.3, irq=port.interrupt)  # the same hang, waiting on the interrupt
+        drv.load(image)
+        with pytest.raises(DeviceError) as e:
+            drv.run(0)
+        assert e.value.code == "TIMEOUT"
     with open_rtl_port(SMALL, image.device_bytes + 4096) as port, Device.open(conv_bundle, "golden") as gold:
         drv = B.Driver(port)
         drv.load(image)
