@@ -14,10 +14,24 @@
 //
 // Results: `idle` is high once no operand is in flight; then rd_data holds row
 // rd_row of C (combinational read mux, one row of 2Y accumulators).
+//
+// Weight-stationary mode (ws = 1, CONV-WS): PE (x, y) holds the weights of
+// input channel x for output channels 2y, 2y+1 (an X x 2Y block) and each
+// valid cycle brings two output pixels: a_col[2x] / a_col[2x+1] = input
+// channel x of pixel p0 / p1 (same edge skew as MM-OS). Partial sums flow
+// down the columns, so ws_out0 / ws_out1 (pixels p0 / p1, 2Y channels) are
+// sum_x a * W over the block, WS_LATENCY cycles after the operands, with
+// ws_valid. Block load: w_ld with w_row = weights of input channel w_ld_row
+// (one line, 2Y output channels) goes down the columns into the shadow weights
+// of row w_ld_row; in_clr on the first pixel pair of a block swaps them in.
+// Giving row x's line at cycle s + x, a block loaded from s may be swapped in
+// from s + X on, and loading the next block may begin in the cycle of the
+// swap: with shadow weights, one block per max(pixel pairs, X) cycles.
 module sdac_array #(
   parameter int X = 20,
   parameter int Y = 10,
-  parameter int ACC_W = 32
+  parameter int ACC_W = 32,
+  localparam int RW = X > 1 ? $clog2(X) : 1     // width of a row index
 ) (
   input  logic                         clk,
   input  logic                         rst,
@@ -27,7 +41,14 @@ module sdac_array #(
   input  logic signed [2*Y-1:0][4:0]   w_row,
   input  logic [$clog2(2*X)-1:0]       rd_row,
   output logic signed [2*Y-1:0][ACC_W-1:0] rd_data,
-  output logic                         idle
+  output logic                         idle,
+  // weight-stationary mode
+  input  logic                         ws,
+  input  logic                         w_ld,
+  input  logic [RW-1:0]                w_ld_row,
+  output logic                         ws_valid,
+  output logic signed [2*Y-1:0][ACC_W-1:0] ws_out0,
+  output logic signed [2*Y-1:0][ACC_W-1:0] ws_out1
 );
   localparam int PE_LATENCY = 6;               // sdac_pe: operands -> accumulators
   localparam int DEPTH = X + Y + PE_LATENCY;   // last operand in -> last accumulator written
@@ -74,38 +95,70 @@ module sdac_array #(
     end
   end
 
-  // Top edge: column pair y delayed by y cycles.
+  // Top edge: column pair y delayed by y cycles (with the WS load tag).
+  logic          v_ld [X][Y];
+  logic [RW-1:0] v_row [X][Y];
   for (genvar y = 0; y < Y; y++) begin : g_col_skew
     if (y == 0) begin : g_direct
       assign v_w0[0][y] = w_row[0];
       assign v_w1[0][y] = w_row[1];
+      assign v_ld[0][y] = w_ld;
+      assign v_row[0][y] = w_ld_row;
     end else begin : g_delay
       logic signed [4:0] d_w0 [y];
       logic signed [4:0] d_w1 [y];
+      logic d_ld [y];
+      logic [RW-1:0] d_row [y];
       always_ff @(posedge clk) begin
         d_w0[0] <= w_row[2*y];
         d_w1[0] <= w_row[2*y+1];
+        d_ld[0] <= w_ld;
+        d_row[0] <= w_ld_row;
         for (int s = 1; s < y; s++) begin
           d_w0[s] <= d_w0[s-1];
           d_w1[s] <= d_w1[s-1];
+          d_ld[s] <= d_ld[s-1];
+          d_row[s] <= d_row[s-1];
         end
+        if (rst) for (int s = 0; s < y; s++) d_ld[s] <= 1'b0;
       end
       assign v_w0[0][y] = d_w0[y-1];
       assign v_w1[0][y] = d_w1[y-1];
+      assign v_ld[0][y] = d_ld[y-1];
+      assign v_row[0][y] = d_row[y-1];
+    end
+  end
+  // The load tag follows the weights down a column (one row per cycle, as the PEs forward w).
+  for (genvar x = 1; x < X; x++) begin : g_ld_down
+    for (genvar y = 0; y < Y; y++) begin : g_y
+      always_ff @(posedge clk) begin
+        v_ld[x][y] <= v_ld[x-1][y];
+        v_row[x][y] <= v_row[x-1][y];
+        if (rst) v_ld[x][y] <= 1'b0;
+      end
     end
   end
 
-  logic unused_pe_valid [X][Y];
+  logic pe_valid [X][Y];
   for (genvar x = 0; x < X; x++) begin : g_x
     for (genvar y = 0; y < Y; y++) begin : g_y
+      // WS partial sums from the PE above (zero into the top row)
+      logic signed [ACC_W-1:0] ps [4];
+      if (x == 0) begin : g_top
+        assign ps = '{default: '0};
+      end else begin : g_below
+        assign ps = acc[x-1][y];
+      end
       sdac_pe #(.ACC_W(ACC_W)) u_pe (
         .clk, .rst,
         .en(h_en[x][y]), .clr(h_clr[x][y]),
         .a0(h_a0[x][y]), .a1(h_a1[x][y]), .w0(v_w0[x][y]), .w1(v_w1[x][y]),
+        .ws, .wcap(v_ld[x][y] && 32'(v_row[x][y]) == x),
+        .ps00(ps[0]), .ps01(ps[1]), .ps10(ps[2]), .ps11(ps[3]),
         .a0_out(h_a0[x][y+1]), .a1_out(h_a1[x][y+1]),
         .w0_out(v_w0[x+1][y]), .w1_out(v_w1[x+1][y]),
         .en_out(h_en[x][y+1]), .clr_out(h_clr[x][y+1]),
-        .acc_valid(unused_pe_valid[x][y]),
+        .acc_valid(pe_valid[x][y]),
         .acc00(acc[x][y][0]), .acc01(acc[x][y][1]), .acc10(acc[x][y][2]), .acc11(acc[x][y][3])
       );
     end
@@ -118,6 +171,45 @@ module sdac_array #(
       unused_edges ^= ^{h_a0[x][Y], h_a1[x][Y], h_en[x][Y], h_clr[x][Y]};
     for (int y = 0; y < Y; y++)
       unused_edges ^= ^{v_w0[X][y], v_w1[X][y]};
+  end
+
+  // WS results: the bottom row's sums; column pair y is ready y cycles after column pair 0, so it is
+  // delayed by Y - 1 - y cycles to present one whole output pixel pair per cycle.
+  logic ws_v [Y];
+  for (genvar y = 0; y < Y; y++) begin : g_ws_out
+    localparam int D = Y - 1 - y;
+    if (D == 0) begin : g_direct
+      assign ws_v[y] = pe_valid[X-1][y];
+      assign ws_out0[2*y] = acc[X-1][y][0];
+      assign ws_out0[2*y+1] = acc[X-1][y][1];
+      assign ws_out1[2*y] = acc[X-1][y][2];
+      assign ws_out1[2*y+1] = acc[X-1][y][3];
+    end else begin : g_delay
+      logic d_v [D];
+      logic signed [ACC_W-1:0] d_s [D][4];
+      always_ff @(posedge clk) begin
+        d_v[0] <= pe_valid[X-1][y];
+        d_s[0] <= acc[X-1][y];
+        for (int s = 1; s < D; s++) begin
+          d_v[s] <= d_v[s-1];
+          d_s[s] <= d_s[s-1];
+        end
+        if (rst) for (int s = 0; s < D; s++) d_v[s] <= 1'b0;
+      end
+      assign ws_v[y] = d_v[D-1];
+      assign ws_out0[2*y] = d_s[D-1][0];
+      assign ws_out0[2*y+1] = d_s[D-1][1];
+      assign ws_out1[2*y] = d_s[D-1][2];
+      assign ws_out1[2*y+1] = d_s[D-1][3];
+    end
+  end
+  assign ws_valid = ws && ws_v[Y-1];
+  logic unused_valid;
+  always_comb begin
+    unused_valid = 1'b0;
+    for (int x = 0; x < X - 1; x++)
+      for (int y = 0; y < Y; y++) unused_valid ^= pe_valid[x][y];
+    for (int y = 0; y < Y - 1; y++) unused_valid ^= ws_v[y];
   end
 
   // In-flight tracking: idle when no valid operand entered in the last DEPTH cycles.

@@ -21,6 +21,15 @@
 // update. The operands are also forwarded one cycle later on a_out / w_out /
 // en_out / clr_out for the systolic array (activations and their control travel
 // along a row, weights down a column).
+//
+// Weight-stationary mode (ws = 1, CONV-WS in sdac_array): the weights are not
+// taken from w0/w1 but from two registers held in the PE. `wcap` captures
+// w0/w1 into the shadow pair (the next block loads while this one streams);
+// an operand with `clr` swaps the shadow pair in (that operand already uses
+// it). The four accumulators then hold partial sums that flow down a column:
+// acc = ps_in + a_i * w_j, with ps_in the accumulators of the PE above (0 at
+// the top row), so the bottom row emits sum over the X input channels of the
+// column. Same DSP packing and latency as output-stationary mode.
 module sdac_pe #(
   parameter int ACC_W = 32,
   // Bits per product field. Exact for 9..11 with 5-bit weights (8..11 for int4)
@@ -36,6 +45,12 @@ module sdac_pe #(
   input  logic signed [7:0]       a1,
   input  logic signed [4:0]       w0,
   input  logic signed [4:0]       w1,
+  input  logic                    ws,        // weight-stationary mode (static while operands are in flight)
+  input  logic                    wcap,      // ws: capture w0 / w1 into the shadow weights
+  input  logic signed [ACC_W-1:0] ps00,      // ws: partial sums from the PE above
+  input  logic signed [ACC_W-1:0] ps01,
+  input  logic signed [ACC_W-1:0] ps10,
+  input  logic signed [ACC_W-1:0] ps11,
   output logic signed [7:0]       a0_out,
   output logic signed [7:0]       a1_out,
   output logic signed [4:0]       w0_out,
@@ -61,7 +76,21 @@ module sdac_pe #(
   // sign-extend (without it -8..-1 would become 8..15).
   assign ad_hi_d = 27'(signed'(a0[7:4]));
   assign ad_hi_a = 27'(signed'(a1[7:4])) <<< (2 * FIELD);
-  assign b_packed = 18'(w0) + (18'(w1) <<< FIELD);
+  // Weights: from the ports (output stationary) or held (weight stationary; clr takes the shadow pair).
+  logic signed [4:0] wsh0, wsh1, wact0, wact1, wb0, wb1;
+  assign wb0 = !ws ? w0 : clr ? wsh0 : wact0;
+  assign wb1 = !ws ? w1 : clr ? wsh1 : wact1;
+  always_ff @(posedge clk) begin
+    if (ws && wcap) begin
+      wsh0 <= w0;
+      wsh1 <= w1;
+    end
+    if (ws && en && clr) begin
+      wact0 <= wsh0;
+      wact1 <= wsh1;
+    end
+  end
+  assign b_packed = 18'(wb0) + (18'(wb1) <<< FIELD);
 
   logic signed [47:0] p_lo, p_hi;
   sdac_dsp48e2 u_dsp_lo (.clk, .ce(1'b1), .a(ad_lo_a), .d(ad_lo_d), .b(b_packed),
@@ -97,7 +126,12 @@ module sdac_pe #(
       en_d[s] <= en_d[s-1];
       clr_d[s] <= clr_d[s-1];
     end
-    if (en_d[LATENCY-2]) begin
+    if (en_d[LATENCY-2] && ws) begin
+      acc00 <= ps00 + ACC_W'(prod[0]);
+      acc01 <= ps01 + ACC_W'(prod[1]);
+      acc10 <= ps10 + ACC_W'(prod[2]);
+      acc11 <= ps11 + ACC_W'(prod[3]);
+    end else if (en_d[LATENCY-2]) begin
       acc00 <= (clr_d[LATENCY-2] ? '0 : acc00) + ACC_W'(prod[0]);
       acc01 <= (clr_d[LATENCY-2] ? '0 : acc01) + ACC_W'(prod[1]);
       acc10 <= (clr_d[LATENCY-2] ? '0 : acc10) + ACC_W'(prod[2]);

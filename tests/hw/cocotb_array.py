@@ -1,4 +1,5 @@
-"""cocotb bench for sdac_array.sv (MM-OS): output tiles against numpy int8 x int4 (and 5-bit) matmul.
+"""cocotb bench for sdac_array.sv: MM-OS output tiles against numpy int8 x int4 (and 5-bit) matmul, and
+CONV-WS (weight stationary) streams of pixel pairs through resident X x 2Y weight blocks against numpy.
 
 Shape from SDAC_ARRAY_X / SDAC_ARRAY_Y, random seed from SDAC_ARRAY_SEED.
 """
@@ -35,6 +36,9 @@ async def reset(dut):
     dut.a_col.value = 0
     dut.w_row.value = 0
     dut.rd_row.value = 0
+    dut.ws.value = 0
+    dut.w_ld.value = 0
+    dut.w_ld_row.value = 0
     for _ in range(3):
         await RisingEdge(dut.clk)
     dut.rst.value = 0
@@ -112,3 +116,115 @@ async def mm_os_tiles_match_numpy(dut):
     got = await read_tile(dut)
     want = a1 @ w1 + a2 @ w2
     assert np.array_equal(got, want), f"accumulate: {int((got != want).sum())} wrong outputs"
+
+
+# ------------------------------------------------------------------ weight stationary (CONV-WS)
+
+def edge_values(rng, shape, values, p=0.3):
+    """Random int8 / int4 data with the extreme values planted at a fraction p of the entries."""
+    a = rng.integers(min(values), max(values) + 1, shape)
+    mask = rng.random(shape) < p
+    a[mask] = rng.choice(values, int(mask.sum()))
+    return a
+
+
+async def ws_run(dut, blocks, rng, bubbles=0.0, gap_load=False):
+    """Stream each (A, W) block: A (pixels x X) int8, W (X x 2Y) weights. Block b+1 loads into the shadow
+    weights while block b streams (row x's line at period cycle x); a block occupies max(pairs, X) cycles
+    (more with bubbles). Returns the outputs in arrival order: a list of (p0 sums, p1 sums) per pair."""
+    out = []
+    done = False
+
+    async def monitor():
+        while not done:
+            await RisingEdge(dut.clk)
+            await ReadOnly()
+            if int(dut.ws_valid.value):
+                out.append((unpack32(int(dut.ws_out0.value)), unpack32(int(dut.ws_out1.value))))
+
+    mon = cocotb.start_soon(monitor())
+    dut.ws.value = 1
+
+    def drive_load(w, x):
+        dut.w_ld.value = 1
+        dut.w_ld_row.value = x
+        dut.w_row.value = pack(w[x], 5)
+
+    # first block: X load cycles, nothing streams
+    for x in range(X):
+        drive_load(blocks[0][1], x)
+        await RisingEdge(dut.clk)
+    dut.w_ld.value = 0
+    if gap_load:                            # an idle gap between loading and streaming is harmless
+        for _ in range(3):
+            await RisingEdge(dut.clk)
+    for b, (a, _) in enumerate(blocks):
+        nxt = blocks[b + 1][1] if b + 1 < len(blocks) else None
+        pairs = [(a[i], a[i + 1] if i + 1 < len(a) else np.zeros(X, np.int64)) for i in range(0, len(a), 2)]
+        c, q = 0, 0
+        while q < len(pairs) or c < X:
+            if nxt is not None and c < X:
+                drive_load(nxt, c)
+            else:
+                dut.w_ld.value = 0
+                dut.w_row.value = pack(rng.integers(-16, 16, N), 5)      # garbage without w_ld
+            if q < len(pairs) and not (q > 0 and bubbles and rng.random() < bubbles):
+                p0, p1 = pairs[q]
+                col = np.empty(M, np.int64)
+                col[0::2], col[1::2] = p0, p1
+                dut.a_col.value = pack(col, 8)
+                dut.in_valid.value = 1
+                dut.in_clr.value = int(q == 0)
+                q += 1
+            else:
+                dut.in_valid.value = 0
+                dut.in_clr.value = 0
+                dut.a_col.value = pack(rng.integers(-128, 128, M), 8)
+            await RisingEdge(dut.clk)
+            c += 1
+        dut.in_valid.value = 0
+        dut.in_clr.value = 0
+        dut.w_ld.value = 0
+    for _ in range(X + Y + 12):
+        await RisingEdge(dut.clk)
+    done = True
+    await mon
+    await RisingEdge(dut.clk)            # leave the read-only phase the monitor ended in
+    dut.ws.value = 0
+    return out
+
+
+@cocotb.test()
+async def conv_ws_blocks_match_numpy(dut):
+    rng = np.random.default_rng(int(os.environ.get("SDAC_ARRAY_SEED", "5")) + 1)
+    await reset(dut)
+    acts, wts = [-128, 127, -1, 0], [-7, 7, -8, 0]
+    cases = []
+    # (name, pixels per block, number of blocks, bubble rate, weight range)
+    for name, npix, nblk, bub in [("pairs >= X", 2 * X + 3, 4, 0.0), ("pairs < X (load bound)", 2, 5, 0.0),
+                                  ("one pixel", 1, 3, 0.0), ("long, bubbles", 6 * X, 3, 0.25),
+                                  ("pairs == X", 2 * X, 3, 0.0)]:
+        blocks = [(edge_values(rng, (npix, X), acts), edge_values(rng, (X, N), wts)) for _ in range(nblk)]
+        cases.append((name, blocks, bub, False))
+    extremes = [(np.full((5, X), -128), np.full((X, N), -8)), (np.full((4, X), 127), np.full((X, N), 7)),
+                (np.full((3, X), -128), np.full((X, N), 7))]
+    cases.append(("extremes", extremes, 0.0, True))
+    # 5-bit weights (the unsigned low nibble of int8 weights) work in WS too
+    cases.append(("w5", [(rng.integers(-128, 128, (7, X)), rng.integers(-16, 16, (X, N))) for _ in range(3)],
+                  0.1, False))
+    for name, blocks, bub, gap in cases:
+        got = await ws_run(dut, blocks, rng, bub, gap)
+        want = []
+        for a, w in blocks:
+            s = a.astype(np.int64) @ w.astype(np.int64)
+            for i in range(0, len(a), 2):
+                want.append((s[i], s[i + 1] if i + 1 < len(a) else np.zeros(N, np.int64)))
+        assert len(got) == len(want), f"{name}: {len(got)} pixel pairs out, {len(want)} expected"
+        for i, ((g0, g1), (w0, w1)) in enumerate(zip(got, want)):
+            assert np.array_equal(g0, w0) and np.array_equal(g1, w1), \
+                f"{name}: pair {i}: got {g0.tolist()} / {g1.tolist()} want {w0.tolist()} / {w1.tolist()}"
+    # back to output-stationary after WS: the MM-OS path is unaffected
+    a, w = rng.integers(-128, 128, (M, 9)), rng.integers(-8, 8, (9, N))
+    await stream(dut, a, w, True, rng)
+    got = await read_tile(dut)
+    assert np.array_equal(got, a @ w), "MM-OS after WS"
