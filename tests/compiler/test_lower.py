@@ -193,3 +193,38 @@ def test_conv_input_channels_in_chunks():
     b, out = run_both(kg, {"x": rng.normal(0, 1.5, x.shape)}, machine=m)
     check(out)
     assert any(i.op == "conv" and i.acc for i in b.instrs)
+
+
+def test_geglu_projection_in_column_chunks():
+    """Weights that do not fit a wgt slot: value and gate columns in matching chunks (a partial last one),
+    each chunk dequantized, gated and emitted on its own."""
+    import dataclasses
+    rng = RNG(9)
+    m = dataclasses.replace(DEFAULT, wgt_lines=320)       # a slot holds 4 blocks of 40 lines: 2 + 2 per chunk
+    x = act("x", (1, 90, 40), 0.05)
+    g = act("g", (1, 90, 100), 0.02)
+    k = K.Kernel("ff", "matmul", [x], [K.Bias(rng.normal(0, .1, 200).astype(np.float32)), K.GeGLU(), K.Emit(g)],
+                 weights=weights(rng, (40, 200), 1))
+    kg = K.KernelGraph([k], [x], [g])
+    b, out = run_both(kg, {"x": rng.normal(0, 2, x.shape)}, machine=m)
+    check(out, min_db=25)
+    per_tile = [i.args["cols"] for i in b.instrs if i.op == "geglu"]
+    assert per_tile[:3] == [40, 40, 20]                   # 5 output lines in chunks of 2, 2, 1
+
+
+def test_groupnorm_of_an_int8_tensor_larger_than_acc_recomputes():
+    """A GroupNorm kernel on an int8 input whose image exceeds acc: the second pass reloads the input
+    and dequantizes it again rather than spilling int32 values to DRAM."""
+    import dataclasses
+    rng = RNG(10)
+    m = dataclasses.replace(DEFAULT, acc_lines=256)
+    x = act("x", (1, 16, 16, 40), 0.05)
+    y = act("y", (1, 16, 16, 40), 0.03)
+    k = K.Kernel("gn", "norm", [x], [K.Norm("gn", 4, 1e-5, rng.uniform(.5, 1.5, 40), rng.normal(0, .2, 40)),
+                                     K.Activation("silu"), K.Emit(y)])
+    kg = K.KernelGraph([k], [x], [y])
+    b, out = run_both(kg, {"x": rng.normal(0, 1.5, x.shape)}, machine=m)
+    check(out)
+    assert not any(i.op == "store" and i.args["buf"] == "acc" for i in b.instrs)
+    deqs = [i for i in b.instrs if i.op == "deq"]
+    assert sum(i.args["st"] for i in deqs) == len(deqs) // 2      # statistics in the first pass only

@@ -23,3 +23,23 @@ def test_padding_of_partial_array_tiles_counts():
     full = TileWork(40, 20, 40 * 20 * 64, 0, 0, 1)
     ragged = TileWork(41, 20, 41 * 20 * 64, 0, 0, 1)
     assert tiling_cycles(M, [ragged]) > 1.9 * tiling_cycles(M, [full]) - 2 * M.dma_latency - M.sfu_pipeline
+
+
+def test_array_cycles_follow_the_cycle_model():
+    from sdac.compiler.lower.cost import conv_cycles, mm_cycles
+    # MM-OS: each 40x20 tile pays the fill (X + Y + 6) and its readout (40 rows) on top of passes x k
+    assert mm_cycles(M, 40, 20, 40, passes=2) == M.instr_overhead + 2 * 40 + 36 + 40
+    assert mm_cycles(M, 80, 40, 40) == M.instr_overhead + 4 * (40 + 36) + 2 * 80
+    assert mm_cycles(M, 40, 20, 1280) < 1.1 * 40 * 20 * 1280 / M.peak_macs_per_cycle
+    # CONV-WS: fewer than 2X pixels cannot hide a weight block's load: 32 pixels cost what 40 do
+    assert conv_cycles(M, 32, 320, 320, "ws") == conv_cycles(M, 40, 320, 320, "ws")
+    assert conv_cycles(M, 64, 320, 320, "ws") < 1.7 * conv_cycles(M, 32, 320, 320, "ws")
+
+
+def test_short_conv_tiles_lose_to_taller_ones():
+    from sdac.compiler.lower.cost import conv_cycles
+    # 32-pixel image rows, 1280 channels: one row per tile leaves the array waiting for weight blocks
+    def work(r):
+        return TileWork(r * 32, 1280, r * 32 * 9 * 1280 * 1280, (r + 2) * 32 * 1280 + 7_400_000, r * 32 * 1280,
+                        70, array=conv_cycles(M, r * 32, 1280, 1280, "ws"))
+    assert choose_rows(M, 4, 32, work, 1) >= 2

@@ -10,12 +10,52 @@ has to rank candidate tilings.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ...isa.machine import Machine
 
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
+
+
+@lru_cache(maxsize=8)
+def _timing(m: Machine):
+    from ...perf.timing import Timing      # the cycle model's table for this machine (default micro-architecture)
+    return Timing.from_machine(m)
+
+
+def mm_cycles(m: Machine, rows: int, n: int, k: int, passes: int = 1) -> int:
+    """Array cycles of one mm (MM-OS): 2X x 2Y output tiles, each streaming passes x k cycles after the
+    fill, then read out row by row (the cycle model's formula, docs/performance.md)."""
+    t = _timing(m)
+    col_tiles = _cdiv(n, t.tile_n)
+    row_tiles = _cdiv(rows, t.tile_m)
+    r = t.mm_drain_rows_per_cycle
+    drain = col_tiles * ((rows // t.tile_m) * _cdiv(t.tile_m, r) + _cdiv(rows % t.tile_m, r))
+    if t.mm_drain_overlap:
+        body = t.array_fill + row_tiles * col_tiles * max(passes * k, _cdiv(t.tile_m, r)) + _cdiv(t.tile_m, r)
+    elif t.mm_pass_refill:
+        body = row_tiles * col_tiles * passes * (k + t.array_fill) + passes * drain
+    else:
+        body = row_tiles * col_tiles * (passes * k + t.array_fill) + drain
+    return t.instr_overhead + t.array_start_cycles + body
+
+
+def conv_cycles(m: Machine, pixels: int, cin: int, cout: int, dataflow: str) -> int:
+    """Array cycles of one conv: CONV-WS streams two output pixels per cycle past each X x 2Y weight block
+    (and cannot go faster than a block loads); MM-OS is an mm with k = 9 cin."""
+    t = _timing(m)
+    if dataflow == "os" or t.conv_ws_as_os:
+        return mm_cycles(m, pixels, cout, 9 * cin)
+    blocks = 9 * _cdiv(cin, t.array_rows) * _cdiv(cout, 2 * t.array_cols)
+    wload = _cdiv(t.array_rows, t.ws_weight_lines_per_cycle)
+    stream = _cdiv(pixels, 2)
+    if t.ws_weight_overlap:
+        body = wload + blocks * max(stream, wload) + t.array_fill
+    else:
+        body = blocks * (stream + wload) + t.array_fill
+    return t.instr_overhead + t.array_start_cycles + body
 
 
 @dataclass
@@ -26,11 +66,15 @@ class TileWork:
     dma_bytes: int          # bytes loaded and stored for the tile (weights included when not resident)
     sfu_elems: int          # elements through the SFU
     instrs: int             # instructions emitted for the tile
+    array: float | None = None   # array cycles (mm_cycles / conv_cycles of its instructions), if known
 
 
 def tile_cycles(m: Machine, w: TileWork) -> tuple[float, float, float]:
-    eff = (w.rows / (_cdiv(w.rows, m.tile_m) * m.tile_m)) * (w.cols / (_cdiv(w.cols, m.tile_n) * m.tile_n))
-    array = w.macs / (m.peak_macs_per_cycle * max(eff, 1e-9))
+    if w.array is not None:
+        array = w.array
+    else:
+        eff = (w.rows / (_cdiv(w.rows, m.tile_m) * m.tile_m)) * (w.cols / (_cdiv(w.cols, m.tile_n) * m.tile_n))
+        array = w.macs / (m.peak_macs_per_cycle * max(eff, 1e-9))
     dma = w.dma_bytes / m.dma_bytes_per_cycle + m.dma_latency
     sfu = w.sfu_elems / (m.lanes * m.sfu_lines_per_cycle) + m.sfu_pipeline
     return dma, array, sfu

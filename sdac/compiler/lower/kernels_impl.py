@@ -7,6 +7,7 @@ queue can fetch tile t+1 while the array computes tile t.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ import numpy as np
 from ...errors import CompileError
 from ..kernels import Act, AddTensor, AddVec, Emit, Kernel
 from .epilogue import EpiloguePlan, plan_epilogue
-from .cost import TileWork, choose_rows
+from .cost import TileWork, choose_rows, conv_cycles, mm_cycles
 from .fixed import scale_entries
 from .lowering import Lowerer, kernel_lowering, pack_int4
 from .params import PrmImage
@@ -66,9 +67,11 @@ def _steps(a: Act, n_steps: int) -> np.ndarray:
 # ------------------------------------------------------------------ driver
 
 def _run_tiles(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, tiles: list[Tile], image_rows: int,
-               cols: int, main, act_base: int, act_limit: int, tm: int) -> None:
+               cols: int, main, act_base: int, act_limit: int, tm: int, recompute: bool = False) -> None:
     """Main op + planned epilogue over the tiles. main(tile, v, slot) emits the array work into acc at v
-    and returns the act address of the int8 source (for 'act8' mains) or None."""
+    and returns the act address of the int8 source (for 'act8' mains) or None.
+    recompute: when a GroupNorm image does not fit acc, the second pass runs main and the ops before the
+    norm again (cheap when main only loads an int8 tensor) instead of spilling int32 values to DRAM."""
     m = low.m
     cl_v = low.cl(cols)
     # act slots for operands and outputs, double-buffered
@@ -88,7 +91,7 @@ def _run_tiles(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, tiles
         raise CompileError(f"kernel {k.name}: tiles of {tm} rows need {a} act lines, the buffer has {act_limit}")
     # acc: the whole image resident (GroupNorm without spilling) or two tile slots
     resident = plan.gn and image_rows * cl_v <= m.acc_lines
-    spill = plan.gn and not resident
+    spill = plan.gn and not resident and not recompute
     if not resident and 2 * tm * cl_v > m.acc_lines:
         raise CompileError(f"kernel {k.name}: a tile of {tm} rows x {cols} columns does not fit the acc buffer")
 
@@ -97,9 +100,9 @@ def _run_tiles(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, tiles
             return (t.r0 - t.image * image_rows) * cl_v
         return slot * tm * cl_v
 
-    def run_ops(ops_range, t: Tile, slot: int, v: int, src) -> None:
+    def run_ops(ops_range, t: Tile, slot: int, v: int, src, stats: bool = True) -> None:
         for j in ops_range:
-            op = plan.ops[j]
+            op = plan.ops[j] if stats else dataclasses.replace(plan.ops[j], st=None)
             kw = {}
             if op.operand is not None:
                 dst = operand_slot[j][slot]
@@ -160,6 +163,8 @@ def _run_tiles(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, tiles
                 v = v_addr(t, slot)
                 if spill:
                     move_spill("load", t, v)
+                elif not resident:          # recompute the pre-norm values (the statistics are complete)
+                    run_ops(range(plan.split), t, slot, v, main(t, v, slot), stats=False)
                 run_ops(range(plan.split, len(plan.ops)), t, slot, v, None)
 
 
@@ -187,7 +192,10 @@ def _max_rows(low: Lowerer, plan: EpiloguePlan, in_lines: int, acc_lines: int) -
 class WeightStream:
     """Column blocks of L output channels, each `block_lines` wgt lines, loaded in groups that fit a slot."""
 
-    def __init__(self, low: Lowerer, k: Kernel, blocks: np.ndarray, block_lines: int):
+    def __init__(self, low: Lowerer, k: Kernel, blocks: np.ndarray, block_lines: int,
+                 groups: list[tuple[int, int]] | None = None):
+        """groups: the [first, end) block ranges that one pass over the columns visits (default: as many
+        blocks per group as fit a slot); when all blocks fit a slot they are loaded once (resident)."""
         self.low, self.k = low, k
         self.nblk, self.block_lines = blocks.shape[0], block_lines
         half = low.m.wgt_lines // 2
@@ -197,7 +205,14 @@ class WeightStream:
                                f"of {half} lines")
         self.half = half
         self.resident = self.nblk <= self.per_group
-        self.groups = [(g, min(g + self.per_group, self.nblk)) for g in range(0, self.nblk, self.per_group)]
+        if groups is None:
+            # groups of equal size: the load of group g+1 overlaps the array work of group g, and a short
+            # last group would leave the next tile's first (long) load exposed
+            per = -(-self.nblk // -(-self.nblk // self.per_group))
+            groups = [(g, min(g + per, self.nblk)) for g in range(0, self.nblk, per)]
+        if any(g1 - g0 > self.per_group for g0, g1 in groups):
+            raise CompileError(f"kernel {k.name}: a weight group exceeds the wgt slot of {half} lines")
+        self.groups = groups
         # DATA: all blocks contiguous; remember each group's offset
         self.blob = pack_int4(blocks.reshape(-1, low.L))
         self.counter = 0
@@ -227,7 +242,7 @@ class WeightStream:
         """Yield (first block, blocks, wgt address) for one pass over the columns, loading as needed."""
         for g0, g1 in self.groups:
             if self.resident:
-                yield g0, g1 - g0, (self.low.kernel_index % 2) * self.half
+                yield g0, g1 - g0, (self.low.kernel_index % 2) * self.half + g0 * self.block_lines
             else:
                 dst = (self.counter % 2) * self.half
                 self.counter += 1
@@ -263,6 +278,9 @@ def lower_matmul(low: Lowerer, k: Kernel) -> None:
     main_scale = _steps(x, n_steps)[:, None] * np.asarray(k.weights.scale, np.float64)[None, :]
     plan = plan_epilogue(k, prm, "acc32", main_scale, N, image_rows)
     _place_prm(low, k, prm)
+    if _geglu_in_chunks(plan):
+        _lower_geglu_matmul(low, k, plan, prm, q, n_images, image_rows)
+        return
     ws = WeightStream(low, k, _block_weights(q, L), K)
     ws.start()
     act_quarter = m.act_lines // 4
@@ -272,9 +290,12 @@ def lower_matmul(low: Lowerer, k: Kernel) -> None:
     wbytes = 0 if ws.resident else len(ws.blob)
     sfu_ops = len(plan.ops)
 
+    group_cols = [min(N, g1 * L) - g0 * L for g0, g1 in ws.groups]
+
     def work(r: int) -> TileWork:
         return TileWork(r, N, r * K * N, r * cl_in * L + wbytes + r * out_lines * L, r * N * sfu_ops,
-                        2 + len(ws.groups) * (1 + (not ws.resident)) + 2 * sfu_ops)
+                        2 + len(ws.groups) * (1 + (not ws.resident)) + 2 * sfu_ops,
+                        array=sum(mm_cycles(m, r, c, K) for c in group_cols))
 
     tm = choose_rows(m, tm, image_rows, work, m.tile_m)
     tiles = _tiles(n_images, image_rows, tm)
@@ -289,6 +310,84 @@ def lower_matmul(low: Lowerer, k: Kernel) -> None:
         return None
 
     _run_tiles(low, k, plan, prm, tiles, image_rows, N, main, 2 * act_quarter, m.act_lines, tm)
+
+
+def _geglu_in_chunks(plan: EpiloguePlan) -> bool:
+    """A GeGLU projection whose epilogue is dequantize, GeGLU, emit: every output column j needs only
+    columns j (value) and H + j (gate) of the product, so it runs in column chunks."""
+    ops = plan.ops
+    if len(ops) not in (2, 3) or plan.gn or ops[0].kind != "deq" or ops[1].kind != "geglu":
+        return False
+    if any(op.st is not None or op.operand is not None or op.src_act for op in ops):
+        return False
+    last = ops[-1]
+    if last.out_act is None or last.on_chip:
+        return False
+    return len(ops) == 2 or (ops[1].out_act is None and last.kind == "act")
+
+
+def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, q: np.ndarray,
+                        n_images: int, image_rows: int) -> None:
+    """matmul + bias + GeGLU + emit in column chunks: chunk c computes the value columns [j, j+n) and the
+    gate columns [H+j, H+j+n) (lines) with one mm (their weight blocks are stored next to each other), then
+    dequantizes both halves, applies GeGLU and emits n lines of the output. The acc tile holds one chunk,
+    not 2H columns, so tiles keep full array heights and weights are re-fetched for fewer row tiles."""
+    m, L = low.m, low.L
+    x = k.inputs[0]
+    K = x.channels
+    cl_in = low.cl(K)
+    deq, gg, *rest = plan.ops
+    out = plan.ops[-1].out_act
+    H = plan.out_cols
+    hl = H // L
+    blocks = _block_weights(q, L)                    # [2 hl, K, L]
+    half = m.wgt_lines // 2
+    cc = hl if 2 * hl * K <= half else max(1, half // (2 * K))
+    cc = -(-hl // -(-hl // cc))                      # chunks of equal width (see WeightStream)
+    chunks = [(j, min(cc, hl - j)) for j in range(0, hl, cc)]
+    order = [b for j, n in chunks for b in (*range(j, j + n), *range(hl + j, hl + j + n))]
+    ws = WeightStream(low, k, blocks[order], K, groups=[(2 * j, 2 * (j + n)) for j, n in chunks])
+    ws.start()
+    act_quarter = m.act_lines // 4
+    tm = min(act_quarter // cl_in, m.acc_lines // (4 * cc), (m.act_lines // 2) // (2 * cc), 0xFFFF)
+    if tm < 1:
+        raise CompileError(f"kernel {k.name}: a single row does not fit the on-chip buffers")
+    wbytes = 0 if ws.resident else len(ws.blob)
+
+    def work(r: int) -> TileWork:
+        return TileWork(r, 2 * H, r * K * 2 * H, r * cl_in * L + wbytes + r * hl * L, r * 4 * H,
+                        1 + len(chunks) * (5 + len(rest) + (not ws.resident)),
+                        array=sum(mm_cycles(m, r, 2 * n * L, K) for _, n in chunks))
+
+    tm = choose_rows(m, tm, image_rows, work, m.tile_m)
+    prm_acc = R("prm", prm.base, prm.lines)
+    n_chunk = 0
+    for ti, t in enumerate(_tiles(n_images, image_rows, tm)):
+        a = (ti % 2) * act_quarter
+        low.load_rows(x, a, t.r0, t.rows)
+        for (j, n), (g0, nb, wa) in zip(chunks, ws.each_group()):
+            slot = n_chunk % 2
+            n_chunk += 1
+            v, vrs = slot * tm * 2 * cc, 2 * n
+            o = 2 * act_quarter + slot * tm * cc
+            vlines = t.rows * vrs
+            low.emit("mm", [R("act", a, t.rows * cl_in), R("wgt", wa, nb * K), W("acc", v, vlines)],
+                     a=a, ars=cl_in, wsrc="wgt", w=wa, ws=K, c=v, crs=vrs, m=t.rows, n=2 * n * L, k=K)
+            for off, line0 in ((0, j), (n, hl + j)):      # value half, gate half: their columns' scales
+                args = dict(sc=deq.sc.line + line0, per_ch=1) if deq.per_ch else dict(sc=deq.sc.word)
+                if deq.bias is not None:
+                    args.update(bias=1, bb=deq.bias.line + line0)
+                low.emit("deq", [R("acc", v, vlines), W("acc", v + off, vlines - off), prm_acc], sbuf="acc",
+                         s=v + off, srs=vrs, d=v + off, drs=vrs, rows=t.rows, cols=n * L, **args)
+            if rest:
+                dst, acc_out = dict(out="acc", d=v, drs=vrs), W("acc", v, vlines)
+            else:
+                dst, acc_out = dict(out="act", d=o, drs=n), W("act", o, t.rows * n)
+            low.emit("geglu", [R("acc", v, vlines), acc_out, prm_acc], a=v, ars=vrs, b=v + n, brs=vrs,
+                     rows=t.rows, cols=n * L, frac=gg.frac, sc=gg.sc.word, **dst)
+            for op in rest:
+                low.sfu(op, prm, v=v, vrs=vrs, rows=t.rows, cols=n * L, st_first=False, out=o, outrs=n)
+            low.store_rows(out, o, t.r0, t.rows, line0=j, lines=n)
 
 
 # ------------------------------------------------------------------ conv3x3
@@ -334,10 +433,14 @@ def lower_conv3x3(low: Lowerer, k: Kernel) -> None:
     wbytes = 0 if ws.resident else len(ws.blob) * len(chunks)
     sfu_ops = len(plan.ops)
 
+    group_cols = [min(Cout, g1 * L) - g0 * L for g0, g1 in ws.groups]
+    chunk_cin = [min(Cin - c0 * L, n * L) for c0, n in chunks]
+
     def work(r: int) -> TileWork:      # r output image rows
         return TileWork(r * Wo, Cout, r * Wo * 9 * Cin * Cout, ((r - 1) * s + 3) * Wd * cl_in * L + wbytes
                         + r * Wo * out_lines * L, r * Wo * Cout * sfu_ops,
-                        2 + len(chunks) * len(ws.groups) * (1 + (not ws.resident)) + 2 * sfu_ops)
+                        2 + len(chunks) * len(ws.groups) * (1 + (not ws.resident)) + 2 * sfu_ops,
+                        array=sum(conv_cycles(m, r * Wo, ci, c, k.dataflow) for ci in chunk_cin for c in group_cols))
 
     th = choose_rows(m, th, Ho, work, 1)
     tm = th * Wo
@@ -385,7 +488,7 @@ def _act8_kernel(low: Lowerer, k: Kernel, x: Act, k_eff: Kernel) -> None:
         low.load_rows(x, a, t.r0, t.rows)
         return a
 
-    _run_tiles(low, k, plan, prm, tiles, image_rows, C, main, 2 * act_quarter, m.act_lines, tm)
+    _run_tiles(low, k, plan, prm, tiles, image_rows, C, main, 2 * act_quarter, m.act_lines, tm, recompute=True)
 
 
 @kernel_lowering("norm")

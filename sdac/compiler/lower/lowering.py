@@ -253,8 +253,8 @@ class Lowerer:
     def spill_bytes(self, k: Kernel) -> int:
         """DRAM for a GroupNorm kernel whose pre-norm image does not fit the acc buffer (second pass)."""
         from ..kernels import Norm
-        if not any(isinstance(e, Norm) and e.kind == "gn" for e in k.epilogue):
-            return 0
+        if k.kind in ("norm", "add") or not any(isinstance(e, Norm) and e.kind == "gn" for e in k.epilogue):
+            return 0        # (kernels reading an int8 tensor recompute their pre-norm values instead)
         x = k.inputs[0]
         if k.kind == "conv3x3":
             s, p = k.stride, k.pad
