@@ -208,7 +208,12 @@ def _register_backend(name: str, bundle, opts: dict):
     irq = getattr(port, "interrupt", None) if use_irq else None
     drv = B.Driver(port, timeout=timeout, irq=irq, allow_unsupported=allow_unsupported)
     drv.reset()
-    drv.load(image)
+    try:
+        drv.load(image)
+    except BaseException:
+        if hasattr(port, "close"):              # e.g. the RTL simulation process of open_rtl_port
+            port.close()
+        raise
     return _RegisterBackend(name, drv, getattr(port, "close", None))
 
 

@@ -255,6 +255,23 @@ def test_device_open_options(port_exe, conv_bundle):
     assert port.proc.poll() is not None                       # close() ended the simulation
 
 
+def test_device_open_failure_ends_simulation(port_exe, conv_bundle, monkeypatch):
+    from sdac.hw import cosim
+    ports, real = [], cosim.open_rtl_port
+
+    def opener(*a, **k):
+        ports.append(real(*a, **k))
+        return ports[-1]
+
+    def failing_load(self, image):
+        raise DeviceError("MISMATCH", "planted")
+    monkeypatch.setattr(cosim, "open_rtl_port", opener)
+    monkeypatch.setattr(B.Driver, "load", failing_load)
+    with pytest.raises(DeviceError, match="planted"):
+        Device.open(conv_bundle, "rtl", interactive=True)
+    assert len(ports) == 1 and ports[0].proc.poll() is not None
+
+
 # ------------------------------------------------------------------ slow: the default 20x10 machine
 
 @pytest.mark.slow
