@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import CompileError, SdacError
 from .ir import Graph
+from .weights import LazyArray, ProtoData, external_source
 
 # ONNX ops some pass knows how to fold, canonicalize, move to the host or map to a kernel.
 SUPPORTED_ONNX_OPS = {
@@ -36,18 +37,40 @@ SUPPORTED_ONNX_OPS = {
 
 def _load_proto(model, where: str):
     import onnx
+    from onnx import external_data_helper
     if isinstance(model, onnx.ModelProto):
         return model
     path = os.fspath(model)
     if not os.path.exists(path):
         raise SdacError(f"{path}: no such file")
     try:
-        proto = onnx.load(path, load_external_data=True)
+        # weights in external data stay on disk (read per kernel, sdac/compiler/weights.py); small
+        # tensors (shapes, scales) are loaded now
+        proto = onnx.load(path, load_external_data=False)
+        base_dir = os.path.dirname(os.path.abspath(path))
+        for init in proto.graph.initializer:
+            if init.data_location == onnx.TensorProto.EXTERNAL and _external_length(init) <= SMALL_EXTERNAL:
+                external_data_helper.load_external_data_for_tensor(init, base_dir)
+                init.ClearField("data_location")
+                del init.external_data[:]
     except Exception as e:  # onnx raises several unrelated types for bad files
         raise SdacError(f"{path}: cannot read ONNX model ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
     if not proto.graph.node:
         raise SdacError(f"{path}: not an ONNX model (no graph nodes)")
     return proto
+
+
+SMALL_EXTERNAL = 1 << 16    # bytes: external tensors up to this size are read at load time
+
+
+def _external_length(init) -> int:
+    info = {e.key: e.value for e in init.external_data}
+    if info.get("length"):
+        return int(info["length"])
+    n = 1
+    for d in init.dims:
+        n *= d
+    return n * 8
 
 
 def _fix_dynamic_inputs(proto, where: str) -> None:
@@ -93,30 +116,48 @@ def _for_inference(proto):
     return p
 
 
-def _host_part(proto):
+def _host_part(proto, base_dir: str):
     """The nodes (and their initializers) that depend only on rank <= 1 inputs (the timestep) and
     constants: all split_host may cut the host prologue from; the rest of the model is not kept."""
     import onnx
+    import onnx.external_data_helper
     inits = {i.name for i in proto.graph.initializer}
     host = {vi.name for vi in proto.graph.input if vi.name not in inits and len(vi.type.tensor_type.shape.dim) <= 1}
     const = set(inits)
-    nodes = []
+    kinds = []
     for nd in proto.graph.node:
         ins = [t for t in nd.input if t]
         if nd.op_type == "Constant" or all(t in const for t in ins):
             const.update(nd.output)
-            nodes.append(nd)
+            kinds.append("const")
         elif all(t in host or t in const for t in ins):
             host.update(nd.output)
-            nodes.append(nd)
-    used = {t for nd in nodes for t in nd.input}
+            kinds.append("host")
+        else:
+            kinds.append(None)
+    # keep the host nodes and only the constant subgraphs that feed them (not every weight's DQ)
+    used = {t for nd, k in zip(proto.graph.node, kinds) if k == "host" for t in nd.input}
+    keep = [k == "host" for k in kinds]
+    for i in reversed(range(len(kinds))):
+        nd = proto.graph.node[i]
+        if kinds[i] == "const" and any(o in used for o in nd.output):
+            keep[i] = True
+            used.update(nd.input)
+    nodes = [nd for nd, k in zip(proto.graph.node, keep) if k]
     p = onnx.ModelProto()
     p.ir_version = proto.ir_version
     p.opset_import.extend(proto.opset_import)
     p.graph.name = proto.graph.name
     p.graph.node.extend(nodes)
     p.graph.input.extend(vi for vi in proto.graph.input if vi.name in host)
-    p.graph.initializer.extend(i for i in proto.graph.initializer if i.name in used)
+    for init in proto.graph.initializer:
+        if init.name in used:
+            p.graph.initializer.append(init)
+            if init.data_location == onnx.TensorProto.EXTERNAL:   # the host model is serialized standalone
+                t = p.graph.initializer[-1]
+                onnx.external_data_helper.load_external_data_for_tensor(t, base_dir)
+                t.ClearField("data_location")
+                del t.external_data[:]
     p.graph.value_info.extend(vi for vi in proto.graph.value_info if vi.name in host)
     return p
 
@@ -140,6 +181,25 @@ def _to_array(tp) -> np.ndarray:
     if tp.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
         arr = np.asarray(arr).astype(np.int8 if tp.data_type == onnx.TensorProto.INT4 else np.uint8)
     return np.asarray(arr)
+
+
+def _initializer_value(init, base_dir: str, where: str):
+    """Small tensors as arrays; weights as LazyArrays on the external-data file or the proto's bytes (read
+    when a pass needs the values, never all at once)."""
+    n = 1
+    for d in init.dims:
+        n *= d
+    try:
+        ext = external_source(init, base_dir) if base_dir else None
+    except ValueError as e:
+        raise SdacError(f"{where}: initializer {init.name!r}: {e}") from None
+    if ext is not None:
+        if not os.path.exists(ext.path):
+            raise SdacError(f"{where}: initializer {init.name!r}: external data file {ext.path} not found")
+        return LazyArray.of(ext)
+    if n > 64 and init.raw_data:
+        return LazyArray.of(ProtoData(init))
+    return _to_array(init)
 
 
 _DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
@@ -179,7 +239,8 @@ def load_model(model, step_scales: str | dict | None = None) -> Graph:
     gp = inferred.graph
     opset = max([o.version for o in inferred.opset_import if o.domain in ("", "ai.onnx")] or [17])
     graph = Graph(source=base, opset=opset)
-    graph.meta["proto"] = _host_part(proto)   # the host prologue is cut from it (with its QDQ nodes)
+    base_dir = "" if isinstance(model, onnx.ModelProto) else os.path.dirname(os.path.abspath(where))
+    graph.meta["proto"] = _host_part(proto, base_dir)   # the host prologue is cut from it (with its QDQ nodes)
 
     types: dict[str, tuple[tuple[int, ...], str]] = {}
     for vi in list(gp.input) + list(gp.value_info) + list(gp.output):
@@ -196,11 +257,8 @@ def load_model(model, step_scales: str | dict | None = None) -> Graph:
         shape, dtype = types[vi.name]
         graph.add_tensor(vi.name, shape, dtype)
         graph.add_node("Input", [], [vi.name], name=f"input:{vi.name}", attrs={"onnx_name": vi.name})
-    owned = not isinstance(model, onnx.ModelProto)
     for init in proto.graph.initializer:   # the original (int4) values, not the inference copy
-        v = _to_array(init)
-        if owned and v.size > 64:   # we loaded it: drop the proto's copy, so the weights are held once
-            init.ClearField("raw_data")
+        v = _initializer_value(init, base_dir, where)
         graph.add_tensor(init.name, v.shape, _DTYPES.get(init.data_type, str(v.dtype)))
         graph.add_node("Constant", [], [init.name], name=init.name, value=v)
 

@@ -162,7 +162,8 @@ class Graph:
         return nid
 
     def add_const(self, value: np.ndarray, base: str = "const", sources: tuple[str, ...] = ()) -> str:
-        value = np.asarray(value)
+        from .weights import LazyArray
+        value = value if isinstance(value, LazyArray) else np.asarray(value)
         t = self.new_name(base)
         self.add_tensor(t, value.shape, str(value.dtype))
         self.add_node("Constant", [], [t], name=t, value=value, sources=sources)

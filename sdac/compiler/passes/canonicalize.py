@@ -22,6 +22,7 @@ import numpy as np
 
 from ...errors import CompileError
 from ..ir import CANONICAL_OPS, Graph
+from ..weights import QuantWeight
 
 
 def _only_consumer(graph: Graph, t: str) -> str | None:
@@ -31,7 +32,7 @@ def _only_consumer(graph: Graph, t: str) -> str | None:
 
 def _scalar(graph: Graph, t: str) -> float | None:
     v = graph.const(t)
-    if v is None or np.asarray(v).size != 1:
+    if v is None or np.size(v) != 1:      # np.size: a weight (LazyArray) is not read
         return None
     return float(np.asarray(v).reshape(()))
 
@@ -157,7 +158,7 @@ def _per_channel(graph: Graph, t: str, c: int, x_rank: int, ch_axis: int | None 
 
     The channel axis of x is 1 for rank 4 (NCHW) and the last axis otherwise, unless given."""
     v = graph.const(t)
-    if v is None:
+    if v is None or np.size(v) not in (1, c):
         return None
     v = np.asarray(v, np.float32)
     if v.size == 1:
@@ -290,7 +291,7 @@ def layer_norm_decomposed(graph: Graph) -> bool:
 def _weight_const(graph: Graph, w_t: str, w: np.ndarray, base: str) -> str:
     """A new constant for a rearranged weight, keeping the int4 annotation (with its out-channel scale)."""
     old = graph.node(graph.producer(w_t))
-    c = graph.add_const(w.astype(np.float32), base=base)
+    c = graph.add_const(w if isinstance(w, QuantWeight) else np.asarray(w, np.float32), base=base)
     if "qweight" in old["attrs"]:
         graph.node(graph.producer(c))["attrs"]["qweight"] = old["attrs"]["qweight"]
     return c
@@ -305,7 +306,8 @@ def linear(graph: Graph) -> bool:
         a = d["attrs"]
         if w is None or a.get("transA", 0):
             _fail(graph, n, "Gemm needs a constant weight and no transposed activation")
-        w = np.asarray(w, np.float32) * float(a.get("alpha", 1.0))
+        if float(a.get("alpha", 1.0)) != 1.0 or not isinstance(w, QuantWeight):
+            w = np.asarray(w, np.float32) * float(a.get("alpha", 1.0))
         if a.get("transB", 0):
             w = w.T
         ins = [x, _weight_const(graph, w_t, w, "linear_w")]

@@ -70,9 +70,9 @@ def refresh_shapes(graph: Graph) -> None:
     for n in graph.nodes():
         d = graph.node(n)
         if d["op"] == "Constant":
-            v = np.asarray(d["value"])
-            if v.size <= 64:   # shape data; weights only need their type
-                inits.append(numpy_helper.from_array(v, d["outputs"][0]))
+            v = d["value"]     # may be a LazyArray (sdac/compiler/weights.py): do not read weights here
+            if np.size(v) <= 64:   # shape data; weights only need their type
+                inits.append(numpy_helper.from_array(np.asarray(v), d["outputs"][0]))
             else:
                 weights.append(helper.make_tensor_value_info(d["outputs"][0], onnx.helper.np_dtype_to_tensor_dtype(
                     v.dtype), list(v.shape)))

@@ -3,9 +3,10 @@
 * Q(x) -> DQ on an activation: the consumers of the DQ output read x, and x gets
   the scale (replicated over the steps, unless the step-scale table already gave
   x per-step scales). Activations must be int8 with zero point 0.
-* DQ(constant): the constant becomes its float value, annotated with
-  ``qweight = {"scale", "axis", "dtype"}`` so that form_kernels can keep the exact
-  int4 values (int8 weights are requantized there, with a warning).
+* DQ(constant): the constant becomes a ``QuantWeight`` (codes and scale, not read:
+  sdac/compiler/weights.py) whose value is the float weight, annotated with
+  ``qweight = {"scale", "axis", "dtype"}``; form_kernels keeps the exact int4 codes
+  (int8 weights are requantized there, with a warning).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from ...errors import CompileError
 from ..ir import Graph
+from ..weights import LazyArray, QuantWeight
 
 
 def _scalar_const(graph: Graph, t: str, n: str, what: str) -> np.ndarray:
@@ -34,28 +36,23 @@ def _dequant_const(graph: Graph, n: str) -> None:
     axis = int(d["attrs"].get("axis", 1))
     if d["attrs"].get("block_size", 0):
         raise CompileError(f"{graph.source}: {graph.describe(n)}: blocked quantization is not supported")
-    # int8 holds int4 and int8 codes; float32 products: SD-v1.5 has 860M weights, so every byte per
-    # weight kept here is 0.86 GB (int64 codes and float64 products took the compile past 12 GB)
-    qi = np.asarray(q)
-    narrow = {"int8": np.int8, "int4": np.int8, "uint4": np.int8, "uint8": np.int16}.get(qi.dtype.name, np.int32)
-    qi = qi.astype(narrow, copy=False)                 # int32: quantized biases
-    scale32 = scale.astype(np.float32)
-    if scale.ndim == 1 and scale.size > 1:
-        shape = [1] * qi.ndim
-        shape[axis % qi.ndim] = -1
-        val = qi.astype(np.float32) * scale32.reshape(shape)
-    else:
-        val = qi.astype(np.float32) * scale32.reshape(())
+    # kept as codes + scale (a QuantWeight, read when a pass needs it): SD-v1.5 has 860M weights, so every
+    # byte per weight held here is 0.86 GB
+    qi = q if isinstance(q, LazyArray) else LazyArray.of(np.asarray(q))
+    narrow = {"int8": np.int8, "uint8": np.int16}.get(qi.dtype.name, np.int32)   # int4 arrive as int8
+    if qi.dtype != narrow:
+        qi = qi.cast(narrow)                           # int32: quantized biases
+    axis = axis % max(qi.ndim, 1)
+    val = QuantWeight(qi, scale.astype(np.float32).reshape(-1) if scale.size > 1 else scale.astype(np.float32),
+                      axis, graph.tensors[ins[0]].dtype)
     out = d["outputs"][0]
-    qtype = str(np.asarray(q).dtype) if graph.tensors[ins[0]].dtype not in ("int4", "uint4") \
-        else graph.tensors[ins[0]].dtype
+    qtype = graph.tensors[ins[0]].dtype
     users = graph.consumers(out)
     graph.remove_node(n, fate="folded (quantized constant)")
     graph.tensors[out].shape = tuple(val.shape)
     graph.tensors[out].dtype = "float32"
     graph.add_node("Constant", [], [out], name=out, value=val, sources=d["sources"],
-                   attrs={"qweight": {"scale": scale.astype(np.float32), "axis": axis % max(qi.ndim, 1),
-                                      "dtype": qtype}})
+                   attrs={"qweight": {"scale": scale.astype(np.float32), "axis": axis, "dtype": qtype}})
     for c, port in users:
         graph.set_input(c, port, out)
 

@@ -16,11 +16,14 @@ Every emitted tensor needs a scale; absorbed intermediates give the absmax field
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ...errors import CompileError
 from .. import kernels as K
 from ..ir import Graph
+from ..weights import QuantWeight
 
 ACT_FNS = {"Silu": "silu", "Gelu": "gelu"}
 # which canonical ops may join the epilogue of each kernel kind
@@ -36,6 +39,27 @@ EPILOGUE_OPS = {
 PHASE = {"Bias": 0, "Add": 0, "Scale": 0, "GroupNorm": 1, "LayerNorm": 1, "Silu": 2, "Gelu": 2, "GeGLU": 2}
 
 
+def _channel_values(q: np.ndarray, scale: np.ndarray, chans: np.ndarray, axis: int) -> np.ndarray:
+    """float64(float32(q) * float32(scale)) of some output channels, channel axis first."""
+    sub = np.moveaxis(np.take(q, chans, axis=axis), axis, 0)
+    return (sub.astype(np.float32) * scale[chans].reshape((-1,) + (1,) * (sub.ndim - 1))).astype(np.float64)
+
+
+def _requant_scales(q, scale, chans, axis) -> np.ndarray:
+    w = _channel_values(q, scale, chans, axis)
+    return np.abs(w).reshape(len(chans), -1).max(axis=1) / 7.0
+
+
+def _requant_channels(q: np.ndarray, *, scale, chans, axis) -> np.ndarray:
+    """Codes with the channels ``chans`` requantized to [-7, 7] at scale absmax / 7."""
+    w = _channel_values(q, scale, chans, axis)
+    s2 = _requant_scales(q, scale, chans, axis)
+    new = np.clip(np.round(w / s2.reshape((-1,) + (1,) * (w.ndim - 1))), -7, 7).astype(np.int8)
+    out = np.array(q, np.int8)
+    np.moveaxis(out, axis, 0)[chans] = new
+    return out
+
+
 def quantize_weights(graph: Graph, ctx, w_t: str, wf: np.ndarray, out_axis: int, where: str) -> K.Weights:
     """int4 symmetric per output channel, [-7, 7]; exact when the model already holds int4 weights."""
     qinfo = graph.node(graph.producer(w_t))["attrs"].get("qweight")
@@ -43,6 +67,29 @@ def quantize_weights(graph: Graph, ctx, w_t: str, wf: np.ndarray, out_axis: int,
     shape = [1] * wf.ndim
     shape[out_axis] = -1
     others = tuple(i for i in range(wf.ndim) if i != out_axis)
+    if isinstance(wf, QuantWeight) and wf.scale.size == n_out and wf.axis == out_axis and \
+            wf.qtype in ("int4", "int8"):
+        # the model's codes, read once here to check the range and left where they are (the lowering reads
+        # them again): the same results as recovering them from float32(q) * float32(scale)
+        q = np.asarray(wf.codes)
+        over = np.zeros(n_out, bool)
+        if q.min() < -7 or q.max() > 7:      # rare (int4 -8): only then per channel
+            over = (q.max(axis=others) > 7) | (q.min(axis=others) < -7)
+        if not over.any():
+            return K.Weights(wf.codes if wf.codes.dtype == np.int8 else wf.codes.cast(np.int8), wf.scale)
+        if wf.qtype == "int8":
+            ctx.warn(f"{graph.source}: {where}: int8 weights requantized to int4 [-7, 7] per output channel")
+            wf, qinfo = np.asarray(wf, np.float64), None
+        else:
+            ctx.warn(f"{graph.source}: {where}: int4 weights use -8 in {int(over.sum())} output channels; "
+                     f"requantized those channels to [-7, 7]")
+            chans = np.flatnonzero(over)
+            s2 = wf.scale.astype(np.float64)
+            s2[chans] = _requant_scales(q, wf.scale, chans, out_axis)
+            # only those channels change: the codes stay lazy, the fix is applied when they are read
+            fix = functools.partial(_requant_channels, scale=wf.scale, chans=chans, axis=out_axis)
+            return K.Weights(wf.codes.map(fix, np.int8), s2.astype(np.float32))
+    wf = np.asarray(wf)
     if qinfo is not None and qinfo["scale"].size == n_out and qinfo["dtype"] in ("int4", "int8"):
         # fold_qdq built these weights as float32(q) * float32(scale): recover q exactly in float32 (cheap on
         # 860M weights); anything else takes the tolerant float64 check
@@ -115,7 +162,7 @@ class _Former:
         kw: dict = {}
         epi: list = []
         if op == "Conv":
-            w = np.asarray(g.const(ins[1]), np.float64)
+            w = g.const(ins[1])      # a QuantWeight or LazyArray stays unread (sdac/compiler/weights.py)
             if d["attrs"]["kernel"] == 3:
                 kind = "conv3x3"
                 kw.update(weights=quantize_weights(g, self.ctx, ins[1], w, 0, where), stride=d["attrs"]["stride"],
@@ -127,7 +174,7 @@ class _Former:
             bias = g.const(ins[2]) if len(ins) > 2 and ins[2] else None
         elif op == "Linear":
             kind = "matmul"
-            kw.update(weights=quantize_weights(g, self.ctx, ins[1], np.asarray(g.const(ins[1])), 1, where))
+            kw.update(weights=quantize_weights(g, self.ctx, ins[1], g.const(ins[1]), 1, where))
             inputs = [ins[0]]
             bias = g.const(ins[2]) if len(ins) > 2 and ins[2] else None
         elif op == "Attention":

@@ -67,17 +67,19 @@ def run(graph: Graph, ctx) -> bool:
     for t in sorted(produced, key=lambda t: graph.node(graph.producer(t))["order"]):
         if any(c not in hset for c, _ in graph.consumers(t)):
             boundary.append(t)
-    consts = sorted({t for n in hn for t in graph.inputs(n) if t and graph.const(t) is not None})
-    nodes = [onnx_node(graph.node(n)) for n in hn]
-    inits = [numpy_helper.from_array(np.asarray(graph.const(t)), t) for t in consts]
-    elem = {"float32": onnx.TensorProto.FLOAT, "int64": onnx.TensorProto.INT64, "int32": onnx.TensorProto.INT32,
-            "float16": onnx.TensorProto.FLOAT16, "float64": onnx.TensorProto.DOUBLE}
-    ins = [helper.make_tensor_value_info(t, elem.get(graph.tensors[t].dtype, onnx.TensorProto.FLOAT),
-                                         list(graph.shape(t))) for t in hin]
-    outs = [helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, list(graph.shape(t))) for t in boundary]
-    gp = helper.make_graph(nodes, "sdac_host_prologue", ins, outs, inits)
-    model = helper.make_model(gp, opset_imports=[helper.make_opsetid("", graph.opset)], producer_name="sdac")
-    if graph.meta.get("proto") is not None:
+    if graph.meta.get("proto") is None:   # a graph built in memory: the host model from its IR nodes
+        consts = sorted({t for n in hn for t in graph.inputs(n) if t and graph.const(t) is not None})
+        nodes = [onnx_node(graph.node(n)) for n in hn]
+        inits = [numpy_helper.from_array(np.asarray(graph.const(t)), t) for t in consts]
+        elem = {"float32": onnx.TensorProto.FLOAT, "int64": onnx.TensorProto.INT64,
+                "int32": onnx.TensorProto.INT32, "float16": onnx.TensorProto.FLOAT16,
+                "float64": onnx.TensorProto.DOUBLE}
+        ins = [helper.make_tensor_value_info(t, elem.get(graph.tensors[t].dtype, onnx.TensorProto.FLOAT),
+                                             list(graph.shape(t))) for t in hin]
+        outs = [helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, list(graph.shape(t))) for t in boundary]
+        gp = helper.make_graph(nodes, "sdac_host_prologue", ins, outs, inits)
+        model = helper.make_model(gp, opset_imports=[helper.make_opsetid("", graph.opset)], producer_name="sdac")
+    else:
         # cut from the original model instead, so the host computes exactly what the model says
         # (including the Q/DQ pairs on the time-embedding path)
         src = onnx.ModelProto()

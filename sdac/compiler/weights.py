@@ -1,0 +1,260 @@
+"""Constants held out of memory until a pass needs their values.
+
+SD-v1.5 has 860 M weights: as float32 they are 3.4 GB, as int4 codes in the model's external-data
+file 0.43 GB. The compiler keeps them where they are and reads them when a stage needs the numbers:
+
+* ``LazyArray``   an array whose values are read on demand (``np.asarray(x)``) from a ``source`` — an
+                  ONNX external-data file region, a TensorProto's raw bytes, or an in-memory array —
+                  through a recorded chain of cheap views (transpose, indexing, cast). ``shape``,
+                  ``dtype``, ``ndim``, ``size`` need no read. Nothing is cached: every read costs a
+                  file read (page cache) and an int4 unpack, and leaves nothing behind.
+* ``QuantWeight`` a dequantized weight ``codes * scale`` (per output channel along ``axis``) that
+                  fold_qdq makes of DequantizeLinear(constant). Views keep it quantized (the axis
+                  follows a transpose); ``form_kernels`` takes ``codes`` and ``scale`` without ever
+                  forming the float values.
+
+Both behave as numpy arrays for any other use (arithmetic, ufuncs, methods): they read and
+compute then, so a pass that does not know about them stays correct, only slower.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+# ONNX TensorProto data types -> numpy (int4/uint4 are unpacked to int8/uint8)
+_ONNX_NP = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
+            9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64, 21: np.uint8, 22: np.int8}
+INT4, UINT4 = 22, 21
+
+
+def unpack_int4(packed: np.ndarray, n: int, signed: bool) -> np.ndarray:
+    """ONNX int4/uint4 storage (two per byte, the first element in the low nibble) -> int8/uint8."""
+    b = np.asarray(packed, np.uint8).reshape(-1)
+    out = np.empty(2 * b.size, np.int8 if signed else np.uint8)
+    if signed:   # arithmetic shifts of int8 sign-extend the nibbles (a lookup table is 5x slower)
+        bi = b.view(np.int8)
+        np.right_shift(np.left_shift(bi, 4), 4, out=out[0::2])
+        np.right_shift(bi, 4, out=out[1::2])
+    else:
+        np.bitwise_and(b, 0x0F, out=out[0::2])
+        np.right_shift(b, 4, out=out[1::2])
+    return out[:n]
+
+
+@dataclass(frozen=True)
+class ExternalData:
+    """A tensor stored in an ONNX external-data file."""
+    path: str
+    offset: int
+    length: int
+    data_type: int
+    dims: tuple[int, ...]
+
+    def read(self) -> np.ndarray:
+        n = int(np.prod(self.dims, dtype=np.int64))
+        if self.data_type in (INT4, UINT4):
+            raw = np.fromfile(self.path, np.uint8, count=(n + 1) // 2, offset=self.offset)
+            if raw.size != (n + 1) // 2:
+                raise OSError(f"{self.path}: {raw.size} bytes at offset {self.offset}, expected {(n + 1) // 2}")
+            return unpack_int4(raw, n, self.data_type == INT4).reshape(self.dims)
+        dt = np.dtype(_ONNX_NP[self.data_type]).newbyteorder("<")
+        arr = np.fromfile(self.path, dt, count=n, offset=self.offset)
+        if arr.size != n:
+            raise OSError(f"{self.path}: {arr.size} elements at offset {self.offset}, expected {n}")
+        return arr.astype(dt.newbyteorder("="), copy=False).reshape(self.dims)
+
+
+@dataclass(frozen=True)
+class ProtoData:
+    """A tensor in a TensorProto's raw_data (kept packed; int4 stays 2 per byte)."""
+    tensor: object      # onnx.TensorProto
+
+    def read(self) -> np.ndarray:
+        t = self.tensor
+        dims = tuple(t.dims)
+        if t.data_type in (INT4, UINT4) and t.raw_data:
+            n = int(np.prod(dims, dtype=np.int64))
+            return unpack_int4(np.frombuffer(t.raw_data, np.uint8), n, t.data_type == INT4).reshape(dims)
+        from onnx import numpy_helper
+        arr = np.asarray(numpy_helper.to_array(t))
+        if t.data_type in (INT4, UINT4):
+            arr = arr.astype(np.int8 if t.data_type == INT4 else np.uint8)
+        return arr
+
+
+def _shape_of(shape, op, arg) -> tuple[int, ...]:
+    probe = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), shape=shape, strides=(0,) * len(shape))
+    if op == "transpose":
+        return probe.transpose(arg).shape
+    if op == "getitem":
+        return probe[arg].shape
+    if op == "reshape":
+        return probe.reshape(arg).shape
+    return tuple(shape)
+
+
+_NO_READ = {
+    np.shape: lambda a: a.shape,
+    np.ndim: lambda a: a.ndim,
+    np.size: lambda a, axis=None: a.size if axis is None else a.shape[axis],
+}
+
+
+class LazyArray(np.lib.mixins.NDArrayOperatorsMixin):
+    """See the module docstring. ``source`` has ``read() -> np.ndarray`` or is an ndarray."""
+
+    __array_priority__ = 100
+
+    def __init__(self, source, shape, dtype, ops: tuple = ()):
+        self.source = source
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.ops = ops
+
+    @staticmethod
+    def of(source) -> "LazyArray":
+        if isinstance(source, np.ndarray):
+            return LazyArray(source, source.shape, source.dtype)
+        if isinstance(source, ProtoData):
+            return LazyArray(source, tuple(source.tensor.dims), _ONNX_NP[source.tensor.data_type])
+        return LazyArray(source, source.dims, _ONNX_NP[source.data_type])
+
+    # -------------------------------------------------- cheap properties and views
+    ndim = property(lambda self: len(self.shape))
+    size = property(lambda self: int(np.prod(self.shape, dtype=np.int64)))
+    nbytes = property(lambda self: self.size * self.dtype.itemsize)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _view(self, op, arg, shape=None, dtype=None) -> "LazyArray":
+        return LazyArray(self.source, shape if shape is not None else _shape_of(self.shape, op, arg),
+                         dtype or self.dtype, self.ops + ((op, arg),))
+
+    def transpose(self, *axes) -> "LazyArray":
+        axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+        return self._view("transpose", axes or tuple(reversed(range(self.ndim))))
+
+    T = property(lambda self: self.transpose())
+
+    def __getitem__(self, idx) -> "LazyArray":
+        return self._view("getitem", idx)
+
+    def reshape(self, *shape) -> "LazyArray":
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return self._view("reshape", shape)
+
+    def astype(self, dtype, copy=True):
+        if np.dtype(dtype) == self.dtype and not copy:
+            return self
+        return np.asarray(self).astype(dtype)
+
+    def cast(self, dtype) -> "LazyArray":
+        """A lazy cast (``astype`` reads)."""
+        return self._view("cast", np.dtype(dtype), self.shape, np.dtype(dtype))
+
+    def map(self, fn, dtype=None) -> "LazyArray":
+        """A lazy ``fn(values)`` that keeps the shape (``fn`` must be deterministic)."""
+        return self._view("map", fn, self.shape, np.dtype(dtype or self.dtype))
+
+    # -------------------------------------------------- reading
+    def read(self) -> np.ndarray:
+        a = self.source if isinstance(self.source, np.ndarray) else self.source.read()
+        for op, arg in self.ops:
+            if op == "transpose":
+                a = a.transpose(arg)
+            elif op == "getitem":
+                a = a[arg]
+            elif op == "reshape":
+                a = a.reshape(arg)
+            elif op == "cast":
+                a = a.astype(arg)
+            else:   # a deterministic function of the array
+                a = arg(a)
+        return a
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.read()
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        inputs = tuple(np.asarray(x) if isinstance(x, LazyArray) else x for x in inputs)
+        return getattr(ufunc, method)(*inputs, **kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        if func in _NO_READ and len(args) == 1 and args[0] is self:   # np.shape(w), np.size(w): no read
+            return _NO_READ[func](self, **kwargs)
+
+        def conv(x):
+            if isinstance(x, LazyArray):
+                return np.asarray(x)
+            if isinstance(x, (list, tuple)):
+                return type(x)(conv(y) for y in x)
+            return x
+        return func(*conv(args), **{k: conv(v) for k, v in kwargs.items()})
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name in ("source", "shape", "dtype", "ops"):
+            raise AttributeError(name)
+        return getattr(np.asarray(self), name)   # any other ndarray method: read, then apply
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype})"
+
+
+class QuantWeight(LazyArray):
+    """``codes * scale`` along ``axis`` as float32; ``qtype`` is the model's code type (int4, int8, ...)."""
+
+    def __init__(self, codes, scale, axis: int, qtype: str):
+        codes = codes if isinstance(codes, LazyArray) else LazyArray.of(np.asarray(codes))
+        super().__init__(codes, codes.shape, np.float32)
+        self.codes = codes
+        self.scale = np.asarray(scale, np.float32)
+        self.axis = axis
+        self.qtype = qtype
+
+    def read(self) -> np.ndarray:
+        q = np.asarray(self.codes).astype(np.float32)
+        if self.scale.size > 1:
+            shape = [1] * q.ndim
+            shape[self.axis] = -1
+            return q * self.scale.reshape(shape)
+        return q * self.scale.reshape(())
+
+    def transpose(self, *axes) -> "QuantWeight":
+        axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+        axes = axes or tuple(reversed(range(self.ndim)))
+        return QuantWeight(self.codes.transpose(axes), self.scale, list(axes).index(self.axis), self.qtype)
+
+    T = property(lambda self: self.transpose())
+
+    def __getitem__(self, idx):
+        """Basic indexing that keeps the channel axis whole (e.g. ``w[:, :, 0, 0]``) stays quantized."""
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        if Ellipsis not in idx and all(isinstance(i, (int, np.integer, slice)) for i in idx) and \
+                (len(idx) <= self.axis or idx[self.axis] == slice(None)):
+            dropped = sum(1 for i in idx[:self.axis] if not isinstance(i, slice))
+            return QuantWeight(self.codes[idx], self.scale, self.axis - dropped, self.qtype)
+        return np.asarray(self)[idx]
+
+    def reshape(self, *shape):
+        return np.asarray(self).reshape(*shape)
+
+    def cast(self, dtype):
+        return np.asarray(self).astype(dtype)
+
+
+def external_source(tensor, base_dir: str) -> ExternalData | None:
+    """The external-data location of a TensorProto (None if its data is inline)."""
+    from onnx import TensorProto
+    if tensor.data_location != TensorProto.EXTERNAL:
+        return None
+    info = {e.key: e.value for e in tensor.external_data}
+    loc = info.get("location", "")
+    path = os.path.normpath(os.path.join(base_dir, loc))
+    if os.path.isabs(loc) or os.path.relpath(path, base_dir).startswith(".."):
+        raise ValueError(f"external data location {loc!r} lies outside the model's directory")
+    return ExternalData(path, int(info.get("offset", 0)), int(info.get("length", 0) or 0), tensor.data_type,
+                        tuple(int(d) for d in tensor.dims))
