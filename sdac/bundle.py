@@ -137,41 +137,54 @@ def _pad(n: int) -> int:
     return -n % ALIGN
 
 
-def bundle_bytes(b: Bundle) -> bytes:
-    """Serialize a bundle (checks it for consistency first; raises BundleError)."""
+def _layout(b: Bundle) -> tuple[bytes, list]:
+    """The header + section table + padding, and the section payloads (not copied: the DATA image of a large
+    model is hundreds of MB)."""
     _check(b, "bundle")
     try:
         text = encode_program(b.instrs)
     except SdacError as e:
         raise BundleError(f"bundle: TEXT: {e}") from None
-    sections = [(b"META", _canonical_json(_meta_json(b))), (b"TEXT", text), (b"DATA", bytes(b.data)),
-                (b"STEP", bytes(b.step_table))]
+    sections = [(b"META", _canonical_json(_meta_json(b))), (b"TEXT", text), (b"DATA", memoryview(b.data)),
+                (b"STEP", memoryview(b.step_table))]
     if b.host is not None:
-        sections.append((b"HOST", bytes(b.host)))
+        sections.append((b"HOST", memoryview(b.host)))
     table_size = ENTRY_SIZE * len(sections)
     offset = HEADER_SIZE + table_size + _pad(HEADER_SIZE + table_size)
-    entries, body = [], []
+    entries = []
     for kind, payload in sections:
         entries.append(_ENTRY.pack(kind, 0, offset, len(payload), zlib.crc32(payload), 0))
-        body.append(payload + bytes(_pad(len(payload))))
         offset += len(payload) + _pad(len(payload))
     table = b"".join(entries)
     head = _HEADER.pack(MAGIC, FORMAT_VERSION, HEADER_SIZE, len(sections), 0, HEADER_SIZE, offset,
                         SPEC.version, zlib.crc32(table))
     head += _HEADER_CRC.pack(zlib.crc32(head))
     head += bytes(HEADER_SIZE - len(head))
-    out = head + table + bytes(_pad(HEADER_SIZE + table_size)) + b"".join(body)
-    assert len(out) == offset
-    return out
+    return head + table + bytes(_pad(HEADER_SIZE + table_size)), [p for _, p in sections]
+
+
+def bundle_bytes(b: Bundle) -> bytes:
+    """Serialize a bundle (checks it for consistency first; raises BundleError)."""
+    head, payloads = _layout(b)
+    return head + b"".join(bytes(p) + bytes(_pad(len(p))) for p in payloads)
 
 
 def write_bundle(bundle: Bundle, path: str | os.PathLike) -> None:
-    """Write atomically (temporary file + rename) so a crash never leaves a half-written bundle."""
+    """Write atomically (temporary file + rename) so a crash never leaves a half-written bundle; the sections
+    are written one by one (the same bytes as ``bundle_bytes``, without a second copy of the DATA image)."""
     path = Path(path)
-    blob = bundle_bytes(bundle)
+    head, payloads = _layout(bundle)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(blob)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(head)
+            for p in payloads:
+                f.write(p)
+                f.write(bytes(_pad(len(p))))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # ------------------------------------------------------------------ reading

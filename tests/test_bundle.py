@@ -234,6 +234,7 @@ def test_writer_refuses_inconsistent_bundles(tmp_path):
         sample_bundle(instrs=[Instr("load", {"buf": "act"})], debug=[]).to_bytes()
     with pytest.raises(BundleError):
         write_bundle(sample_bundle(dram_size=0), tmp_path / "x.sdab")
+    assert not list(tmp_path.iterdir())         # nothing half-written left behind
     assert not (tmp_path / "x.sdab").exists()
 
 
