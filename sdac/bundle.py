@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import numbers
 import os
 import struct
+import tempfile
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -74,6 +76,62 @@ class IOTensor:
         return {"name": self.name, "shape": [int(v) for v in self.shape], "dtype": self.dtype,
                 "layout": self.layout, "dram": int(self.dram), "rows": int(self.rows), "cols": int(self.cols),
                 "scales": [float(s) for s in self.scales]}
+
+
+class SpilledData(mmap.mmap):
+    """A DATA image that lives in an (unlinked) temporary file: bytes-like for readers (a read-only mapping,
+    pages read on access), copied to a bundle file by the kernel (``copy_to``) with its CRC computed as it was
+    written, so writing a 0.4 GB SD-v1.5 image costs no memory."""
+
+    def __new__(cls, file, size: int, crc: int):
+        self = super().__new__(cls, file.fileno(), size, access=mmap.ACCESS_READ)
+        self.file, self.crc = file, crc
+        return self
+
+    def copy_to(self, out) -> None:
+        out.flush()
+        done = 0
+        while done < len(self):
+            done += os.sendfile(out.fileno(), self.file.fileno(), done, len(self) - done)
+        out.seek(0, os.SEEK_END)
+
+    def __eq__(self, other) -> bool:
+        return bytes(self) == bytes(other) if isinstance(other, (bytes, bytearray, memoryview, mmap.mmap)) \
+            else NotImplemented
+
+    __hash__ = None
+
+
+class DataImage:
+    """The DATA image as the lowering appends to it (``+=``): in memory up to ``spill`` bytes, then in a
+    temporary file. ``finish()`` gives ``bytes`` or a ``SpilledData``."""
+
+    def __init__(self, spill: int = 64 << 20):
+        self.spill, self.size, self.crc = spill, 0, 0
+        self.buf: bytearray | None = bytearray()
+        self.file = None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iadd__(self, blob) -> "DataImage":
+        self.size += len(blob)
+        self.crc = zlib.crc32(blob, self.crc)
+        if self.file is None:
+            self.buf += blob
+            if len(self.buf) > self.spill:
+                self.file = tempfile.TemporaryFile(prefix="sdac-data-")
+                self.file.write(self.buf)
+                self.buf = None
+        else:
+            self.file.write(blob)
+        return self
+
+    def finish(self):
+        if self.file is None:
+            return bytes(self.buf)
+        self.file.flush()
+        return SpilledData(self.file, self.size, self.crc)
 
 
 @dataclass
@@ -145,15 +203,16 @@ def _layout(b: Bundle) -> tuple[bytes, list]:
         text = encode_program(b.instrs)
     except SdacError as e:
         raise BundleError(f"bundle: TEXT: {e}") from None
-    sections = [(b"META", _canonical_json(_meta_json(b))), (b"TEXT", text), (b"DATA", memoryview(b.data)),
-                (b"STEP", memoryview(b.step_table))]
+    sections = [(b"META", _canonical_json(_meta_json(b))), (b"TEXT", text), (b"DATA", b.data),
+                (b"STEP", b.step_table)]
     if b.host is not None:
-        sections.append((b"HOST", memoryview(b.host)))
+        sections.append((b"HOST", b.host))
     table_size = ENTRY_SIZE * len(sections)
     offset = HEADER_SIZE + table_size + _pad(HEADER_SIZE + table_size)
     entries = []
     for kind, payload in sections:
-        entries.append(_ENTRY.pack(kind, 0, offset, len(payload), zlib.crc32(payload), 0))
+        crc = payload.crc if isinstance(payload, SpilledData) else zlib.crc32(payload)
+        entries.append(_ENTRY.pack(kind, 0, offset, len(payload), crc, 0))
         offset += len(payload) + _pad(len(payload))
     table = b"".join(entries)
     head = _HEADER.pack(MAGIC, FORMAT_VERSION, HEADER_SIZE, len(sections), 0, HEADER_SIZE, offset,
@@ -179,7 +238,10 @@ def write_bundle(bundle: Bundle, path: str | os.PathLike) -> None:
         with open(tmp, "wb") as f:
             f.write(head)
             for p in payloads:
-                f.write(p)
+                if isinstance(p, SpilledData):
+                    p.copy_to(f)        # file to file: the image is never mapped into this process
+                else:
+                    f.write(p)
                 f.write(bytes(_pad(len(p))))
         os.replace(tmp, path)
     except BaseException:

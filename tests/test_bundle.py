@@ -252,3 +252,20 @@ def test_numpy_integers_are_accepted():
     np = pytest.importorskip("numpy")
     b = sample_bundle(dram_size=np.int64(0x4000), data_base=np.int32(0))
     assert Bundle.from_bytes(b.to_bytes()) == sample_bundle()
+
+
+@pytest.mark.parametrize("spill", [1 << 20, 100])
+def test_data_image_spills_to_a_file_and_writes_the_same_bundle(tmp_path, spill):
+    blobs = [bytes([i % 251]) * (37 * i + 1) for i in range(40)]
+    img = bmod.DataImage(spill=spill)
+    for blob in blobs:
+        img += blob
+    data = img.finish()
+    assert len(data) == len(img) == sum(map(len, blobs))
+    assert isinstance(data, bmod.SpilledData) == (spill == 100)
+    ref = sample_bundle(data=b"".join(blobs), dram_size=0x10000, data_base=0x4000)
+    b = replace(ref, data=data)
+    assert bytes(data) == ref.data and data[5:9] == ref.data[5:9]
+    write_bundle(b, tmp_path / "s.sdab")
+    assert (tmp_path / "s.sdab").read_bytes() == ref.to_bytes() == b.to_bytes()
+    assert read_bundle(tmp_path / "s.sdab") == ref
