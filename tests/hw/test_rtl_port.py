@@ -68,11 +68,17 @@ def _dram(dev):
     return dev.backend.driver.port.dram_read(0, n)
 
 
-def _same_as_golden(bundle, name, steps, irq=False, seed=1):
+def _same_as_golden(bundle, name, steps, irq=False, seed=1, exe=None):
     """Run `steps` on one loaded interactive RTL device and on the golden model: every output and every
-    DRAM byte must agree after each step; returns the RTL RunInfos."""
+    DRAM byte must agree after each step; returns the RTL RunInfos. With `exe` (a build_rtl_port
+    executable) the port is opened on it instead of through Device.open(interactive=True)."""
     infos = []
-    with Device.open(bundle, "golden") as gold, Device.open(bundle, "rtl", interactive=True, irq=irq) as rtl:
+    if exe is None:
+        opts = {"interactive": True}
+    else:
+        from sdac.hw.cosim import RtlPort
+        opts = {"port": RtlPort(exe, B.Image.from_bundle(bundle).device_bytes + 4096)}
+    with Device.open(bundle, "golden") as gold, Device.open(bundle, "rtl", irq=irq, **opts) as rtl:
         assert type(rtl.backend.driver.port).__name__ == "RtlPort"
         for k, step in enumerate(steps):
             x = models.sample_inputs(name, seed=seed + k)
@@ -274,18 +280,24 @@ def test_device_open_failure_ends_simulation(port_exe, conv_bundle, monkeypatch)
 
 # ------------------------------------------------------------------ slow: the default 20x10 machine
 
+@pytest.fixture(scope="module")
+def default_port_exe():
+    _needs_sfu()
+    return sim.build_rtl_port(DEFAULT)        # 20x10: minutes cold
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["conv3x3", "resnet", "attention"])
-def test_driver_on_rtl_default_machine(name):
-    _needs_sfu()
-    sim.build_rtl_port(DEFAULT)
+def test_driver_on_rtl_default_machine(default_port_exe, name):
     if name == "conv3x3":
         bundle = _stepped_bundle(name, DEFAULT)
         steps = [0, 1, 2]
     else:
         bundle = compile_model(models.build(name)[0]).bundle
         steps = [0]
-    _same_as_golden(bundle, name, steps)
+    infos = _same_as_golden(bundle, name, steps, exe=default_port_exe)
+    print(f"\n{name} on 20x10 through the driver: {infos[0].cycles} cycles, "
+          f"{infos[0].cycles / infos[0].seconds / 1e3:.0f} k cycles/s")
 
 
 @pytest.mark.slow
@@ -294,7 +306,9 @@ def test_rtl_port_cycles_equal_batch_cosim(port_exe):
     path, _ = models.build("resnet")
     bundle = compile_model(path, machine=SMALL).bundle
     x = models.sample_inputs("resnet", seed=1)
-    with Device.open(bundle, "rtl", interactive=True) as a, Device.open(bundle, "rtl") as b:
+    from sdac.hw.cosim import RtlPort
+    port = RtlPort(port_exe, B.Image.from_bundle(bundle).device_bytes + 4096)
+    with Device.open(bundle, "rtl", port=port) as a, Device.open(bundle, "rtl") as b:
         oa, ob = a.step(x, 0), b.step(x, 0)
         assert a.last_run.cycles == b.last_run.cycles
         assert all(np.array_equal(oa[t], ob[t]) for t in oa)
