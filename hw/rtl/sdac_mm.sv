@@ -24,12 +24,14 @@
 // shadow weights while the previous block streams) and stream the chunk's
 // pixels two per cycle: a block takes max(ceil(pixels / 2), X) cycles. The
 // array's sums over the X channels are added into a partial-sum memory of the
-// job (int32, wrapping: the golden model's sums modulo 2^32), bank job % 2;
-// after the job's 9 * ceil(cin / X) blocks the bank drains into acc, one
-// pixel (line) per cycle (lanes >= cout keep their value, acc = 1 adds) while
-// the next job streams into the other bank. Chunks are balanced
-// (ceil(P / ceil(P / PT)) pixels) so that each streams at least PT / 4 >= X
-// cycles per block once P > PT.
+// job (int32, wrapping: the golden model's sums modulo 2^32), bank job % 2.
+// The bank drains into acc one pixel (line) per cycle (lanes >= cout keep
+// their value, acc = 1 adds) as soon as the job's last block has written the
+// pixel, overlapping that block and the next job, which streams into the
+// other bank; what remains after the last job's stream is about half its
+// pixels. Chunks are balanced (ceil(P / ceil(P / PT)) pixels) so that each
+// streams at least PT / 4 = X cycles per block once P > PT: the weight loads
+// stay hidden.
 // `unsup` is kept for instruction kinds this unit may not cover (none now).
 module sdac_mm
   import sdac_isa_pkg::*;
@@ -65,7 +67,7 @@ module sdac_mm
 );
 `define SDAC_F(INSTR, FIELD) word[F_``INSTR``_``FIELD``_LO +: F_``INSTR``_``FIELD``_W]
   localparam int TM = 2 * X;
-  localparam int PT = 8 * X;                 // WS: output pixels per job (partial-sum memory depth per bank)
+  localparam int PT = 4 * X;                 // WS: output pixels per job (partial-sum memory depth per bank)
   initial begin
     if (2 * Y != LANES) $error("sdac_mm needs 2*Y == lanes (one acc line per tile row)");
   end
@@ -247,7 +249,9 @@ module sdac_mm
   // Drain side: pixel d_k of job d_job = (d_nb, d_ch) into acc.
   logic [63:0] d_nb, d_ch, d_k, d_pix, d_y, d_x;
   logic draining;
-  assign draining = ws_mode && d_job < o_job;
+  // A pixel drains once its sum is final: its job is complete, or the job's last block has written it
+  // (the drain, one pixel per cycle, then follows the last block's two pixels per cycle).
+  assign draining = ws_mode && (d_job < o_job || (d_job == o_job && o_blk + 64'd1 == nblk && d_k < 2 * o_q));
   assign d_pix = d_ch * pc + d_k;
   assign d_y = d_pix / vow;
   assign d_x = d_pix % vow;
