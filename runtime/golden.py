@@ -26,6 +26,7 @@ from ..isa import tables
 from ..isa.encoding import DecodeError, EncodeError, Instr, decode_program, encode_int
 from ..isa.machine import Machine
 from ..isa.spec import SPEC
+from .golden_wgt import WeightLines
 
 QUEUES = ("ld", "cmp", "sfu", "st")
 _QI = {q: i for i, q in enumerate(QUEUES)}
@@ -35,6 +36,9 @@ _DTYPES = {"act": np.int8, "wgt": np.int8, "acc": np.int32, "prm": np.uint32}
 _F32_EXACT = 1 << 24
 _F64_EXACT = 1 << 53
 _SFU_BLOCK = 1 << 16        # elements per block of an SFU instruction (see Golden._sfu)
+# Fast paths that tests switch off to compare with the plain ones (tests/runtime/test_golden_fastpaths.py):
+_LAZY_WGT = True            # contiguous weight loads decoded when first needed (runtime/golden_wgt.py)
+_SFU_DIRECT = True          # SFU results written straight into the buffer when no operand aliases D
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -126,9 +130,16 @@ def _sum_bound(x: np.ndarray, w: np.ndarray, xmax: int, wmax: int, k: int) -> in
 
 def _imatmul(x: np.ndarray, w: np.ndarray, xmax: int, wmax: int, k: int) -> np.ndarray:
     """Exact integer x @ w as int64: BLAS in float32/float64 when the sum bound proves it exact."""
+    P = _imatmul_any(x, w, xmax, wmax, k)
+    # float32 products: |entries| < 2**24, int32 holds them (same values modulo 2**32)
+    return P.astype(np.int32) if P.dtype == np.float32 else P
+
+
+def _imatmul_any(x: np.ndarray, w: np.ndarray, xmax: int, wmax: int, k: int) -> np.ndarray:
+    """Exact integer x @ w: float32 holding integers of magnitude < 2**24 (the float32 path), else int64."""
     bound = _sum_bound(x, w, xmax, wmax, k)
-    if bound < _F32_EXACT:       # |entries| < 2**24: int32 holds them (same values modulo 2**32)
-        return _fmatmul(x.astype(np.float32), w.astype(np.float32, copy=False)).astype(np.int32)
+    if bound < _F32_EXACT:
+        return _fmatmul(x.astype(np.float32), w.astype(np.float32, copy=False))
     if bound < _F64_EXACT:
         return _fmatmul(x.astype(np.float64), w.astype(np.float64)).astype(np.int64)
     # int64 products wrap modulo 2**64, which keeps the result modulo 2**32 exact.
@@ -293,6 +304,8 @@ class Golden:
         self._bufs = {"act": self.act, "wgt": self.wgt, "acc": self.acc, "prm": self.prm}
         self._rec: TraceRecord | None = None
         self._csr_step = 0
+        # lazy weight loads and the float32 weight-matrix cache (runtime/golden_wgt.py)
+        self._wl = WeightLines(machine.line_bytes("wgt"), self._decode_wgt_lines)
 
     @property
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
@@ -326,6 +339,15 @@ class Golden:
         tok = self.tokens = [[0] * 4 for _ in range(4)]
         fifos = [deque() for _ in range(4)]
         depth, tmax = m.queue_depth, m.token_max
+        n = len(prog)
+        self._wl.reset()
+        try:
+            self._schedule(prog, res, order, fifos, tok, depth, tmax)
+        finally:
+            self._wl.finish()        # every lazily loaded weight line decoded, also after an error
+        return res
+
+    def _schedule(self, prog, res, order, fifos, tok, depth, tmax) -> None:
         n = len(prog)
         pc = 0
         halted = False
@@ -367,7 +389,6 @@ class Golden:
             raise DeviceError("TOKEN_LEAK", f"halt with non-zero token counters: {', '.join(leaks)}", halt_index)
         res.instructions += 1
         res.by_op["halt"] = res.by_op.get("halt", 0) + 1
-        return res
 
     def _deadlock(self, fifos, prog, pc, halted) -> DeviceError:
         tok = self.tokens
@@ -416,11 +437,18 @@ class Golden:
         if self._rec is not None:
             self._rec.lines[buf] = self._rec.lines.get(buf, 0) + n
 
-    def _region(self, d: _Dec, buf: str, base: int, dims: Sequence[tuple[int, int]], cols: int, what: str):
-        """Bounds-check a region of rows; returns (flat buffer, element offset, element strides)."""
+    def _region(self, d: _Dec, buf: str, base: int, dims: Sequence[tuple[int, int]], cols: int, what: str,
+                access: str = "r"):
+        """Bounds-check a region of rows; returns (flat buffer, element offset, element strides).
+        ``access`` ("r", "w", or "" for the lazy weight load) tells the weight-line tracker what comes."""
         L = self.L
         last = base + sum((c - 1) * s for c, s in dims) + _cdiv(cols, L) - 1
         self._check_lines(d, buf, base, last, what)
+        if buf == "wgt" and access and self._wl.segs:
+            if access == "r":
+                self._wl.before_read(base, last)
+            else:
+                self._wl.before_write(base, last)
         n = 1
         for c, _ in dims:
             n *= c
@@ -433,7 +461,7 @@ class Golden:
         return _view(flat, off, [c for c, _ in dims], strides, cols, writeable=False)
 
     def _write(self, d, buf, base, dims, cols, values, what) -> None:
-        flat, off, strides = self._region(d, buf, base, dims, cols, what)
+        flat, off, strides = self._region(d, buf, base, dims, cols, what, "w")
         _scatter(flat, off, [c for c, _ in dims], strides, cols, values)
 
     def _prmw(self, d: _Dec, x: int, what: str) -> int:
@@ -473,6 +501,11 @@ class Golden:
             raw = _view(self.dram, dram, [nz, ny], [a["dz"], a["dy"]], run * B, writeable=False)
             raw = raw.reshape(nz, ny, run, B)
             self._work[1] += nz * ny * run * B
+            if buf == "wgt" and _LAZY_WGT and _contiguous(dims[:2], run) and _contiguous([(nz, a["dz"]), (ny, a["dy"])], run * B):
+                # lines [sram, sram + nz*ny*run) from consecutive DRAM bytes: decoded when first needed
+                self._region(d, "wgt", a["sram"], dims, L, "the destination", "")
+                self._wl.load(a["sram"], a["sram"] + nz * ny * run, dram)
+                return
             if buf == "wgt" and B % 2 == 0 and self._decode_wgt_into(d, a, dims, raw):
                 return
             lines = _decode_lines(buf, raw, L)
@@ -481,13 +514,41 @@ class Golden:
     def _decode_wgt_into(self, d, a, dims, raw) -> bool:
         """Decode int4 weight lines straight into a contiguous destination (the common weight load):
         the same values as _decode_lines + _write without the intermediate copy. False: not applicable."""
-        flat, off, strides = self._region(d, "wgt", a["sram"], dims, self.L, "the destination")
+        flat, off, strides = self._region(d, "wgt", a["sram"], dims, self.L, "the destination", "w")
         dest = _view(flat, off, [c for c, _ in dims], strides, self.L, writeable=True)
         if not dest.flags.c_contiguous:
             self._count("wgt", -dest.size // self.L)       # _write counts these lines again
             return False
         np.take(_NIBBLE_QUADS, raw.view(np.uint16), out=dest.view(np.uint32), mode="clip")
         return True
+
+    def _decode_wgt_lines(self, lo: int, hi: int, dram: int) -> None:
+        """wgt lines [lo, hi) = the int4 lines of DRAM bytes [dram, dram + (hi-lo)*B) (a lazy load)."""
+        B = self.machine.line_bytes("wgt")
+        raw = self.dram[dram:dram + (hi - lo) * B].reshape(hi - lo, B)
+        if B % 2 == 0:
+            np.take(_NIBBLE_QUADS, raw.view(np.uint16), out=self.wgt[lo:hi].view(np.uint32), mode="clip")
+        else:
+            self.wgt[lo:hi] = _decode_lines("wgt", raw, self.L)
+
+    def _wgt_matrix(self, d, key, first: int, last: int, what: str, build):
+        """(float32 matrix, max|w|) of the weight lines first..last as mm/conv use them: from the cache
+        when those lines hold a known DRAM source (runtime/golden_wgt.py), else build() from the buffer."""
+        wl = self._wl
+        src = wl.source(first, last) if wl.segs and wl.budget else None
+        if src is not None:
+            key = (src, *key)
+            hit = wl.get(key)
+            if hit is not None:
+                self._check_lines(d, "wgt", first, last, what)     # what _read would check and count
+                self._count("wgt", key[-1])
+                return hit
+        Wf, wmax = build()
+        if src is not None:
+            Wf = np.ascontiguousarray(Wf)
+            Wf.flags.writeable = False
+            wl.put(key, (Wf, wmax), src, src + (last - first + 1) * wl.B, Wf.nbytes)
+        return Wf, wmax
 
     def _op_store(self, d, a) -> None:
         buf, L = a["buf"], self.L
@@ -497,6 +558,8 @@ class Golden:
         lines = self._read(d, buf, a["sram"], dims, L, "the source")
         self._check_dram(d, dram, last)
         raw = _encode_lines(buf, lines).reshape(nz, ny, run * B)
+        if self._wl.segs or self._wl.cache:
+            self._wl.before_dram_write(dram, last)
         _scatter(self.dram, dram, [nz, ny], [a["dz"], a["dy"]], run * B, raw)
         self._work[2] += nz * ny * run * B
 
@@ -508,24 +571,46 @@ class Golden:
         wsrc = a["wsrc"]
         if wsrc == "wgt":
             nb = _cdiv(n, L)
-            Wb = self._read(d, "wgt", a["w"], [(nb, a["ws"]), (k, 1)], L, "W")
-            W = _unblock_f32(Wb, n)
-            wmax = _absmax(Wb if nb * L == n else W)     # the int8 blocks: a quarter of the traffic
+
+            def build():
+                Wb = self._read(d, "wgt", a["w"], [(nb, a["ws"]), (k, 1)], L, "W")
+                W = _unblock_f32(Wb, n)
+                return W, _absmax(Wb if nb * L == n else W)     # the int8 blocks: a quarter of the traffic
+            first = a["w"]
+            W, wmax = self._wgt_matrix(d, ("mm", nb, a["ws"], k, n, nb * k), first,
+                                       first + (nb - 1) * a["ws"] + k - 1, "W", build)
         else:
             if wsrc == "act":
                 W = self._read(d, "act", a["w"], [(k, a["ws"])], n, "W")
             else:
                 W = self._read(d, "act", a["w"], [(n, a["ws"])], k, "W").T
             wmax = _absmax(W)
-        P = _imatmul(A, W, _absmax(A), wmax, k)
+        # |A| <= 128 (int8): the static bound spares a pass over A when it already proves float32 exact
+        amax = 128 if k * 128 * wmax < _F32_EXACT else _absmax(A)
+        P = _imatmul_any(A, W, amax, wmax, k)
         self._accumulate(d, a["c"], [(m, a["crs"])], n, P, a["acc"], "C")
         self._work[0] += m * n * k
 
     def _accumulate(self, d, base, dims, cols, P, acc_flag, what) -> None:
+        """C = P (+ C when acc_flag), modulo 2**32. P: exact products, float32 holding integers of
+        magnitude < 2**24 (converted exactly) or an integer array (wrapped modulo 2**32)."""
+        if P.dtype != np.int32 and (P.dtype != np.float32 or acc_flag):
+            P = P.astype(np.int32)
+        counts = [c for c, _ in dims]
         if acc_flag:
-            P = P + self._read(d, "acc", base, dims, cols, what)
-        # int32 + int32 and astype both wrap modulo 2**32: the accumulator's values
-        self._write(d, "acc", base, dims, cols, P.astype(np.int32, copy=False), what)
+            C = self._read(d, "acc", base, dims, cols, what)
+            flat, off, strides = self._region(d, "acc", base, dims, cols, what, "w")
+            if _disjoint(counts, strides, cols):     # in place: every element read before it is written
+                np.add(C, P, out=_view(flat, off, counts, strides, cols, writeable=True))
+                return
+            # int32 + int32 wraps modulo 2**32: the accumulator's values
+            _scatter(flat, off, counts, strides, cols, P + C)
+            return
+        flat, off, strides = self._region(d, "acc", base, dims, cols, what, "w")
+        if P.dtype == np.float32 and _disjoint(counts, strides, cols):
+            np.copyto(_view(flat, off, counts, strides, cols, writeable=True), P, casting="unsafe")
+            return
+        _scatter(flat, off, counts, strides, cols, P.astype(np.int32, copy=False))
 
     def _op_conv(self, d, a) -> None:
         L = self.L
@@ -535,8 +620,13 @@ class Golden:
         ny = max(0, min(a["ih"], hp - pt))                       # input rows / columns actually read
         nx = max(0, min(a["iw"], wp - pl))
         nb = _cdiv(cout, L)
-        Wt = self._read(d, "wgt", a["w"], [(nb, a["wbs"]), (9, a["wts"]), (cin, 1)], L, "the weights")
-        Wf = _unblock_f32(Wt, cout)       # (9*cin, cout), rows tap-major
+        def build():
+            Wt = self._read(d, "wgt", a["w"], [(nb, a["wbs"]), (9, a["wts"]), (cin, 1)], L, "the weights")
+            Wf = _unblock_f32(Wt, cout)       # (9*cin, cout), rows tap-major
+            return Wf, _absmax(Wt if nb * L == cout else Wf)
+        first = a["w"]
+        Wf, wmax = self._wgt_matrix(d, ("conv", nb, a["wbs"], a["wts"], cin, cout, nb * 9 * cin), first,
+                                    first + (nb - 1) * a["wbs"] + 8 * a["wts"] + cin - 1, "the weights", build)
         if ny and nx:
             I = self._read(d, "act", a["i"], [(ny, a["irs"]), (nx, a["ips"])], cin, "the input")
         else:
@@ -550,13 +640,15 @@ class Golden:
             ky, kx = divmod(t, 3)
             cols[:, :, t] = P[ky:ky + (oh - 1) * st + 1:st, kx:kx + (ow - 1) * st + 1:st]
         cols = cols.reshape(oh * ow, 9 * cin)
-        wmax = _absmax(Wt if nb * L == cout else Wf)
         bound = 9 * cin * _absmax(I) * wmax
         if bound >= _F32_EXACT:
             bound = min(bound, int(np.abs(cols).sum(axis=1).max()) * wmax)
         # |sum| <= 9 * 4095 * 128 * 8 < 2**53: float64 always suffices
-        S = _fmatmul(cols, Wf) if bound < _F32_EXACT else _fmatmul(cols.astype(np.float64), Wf.astype(np.float64))
-        S = S.astype(np.int32).reshape(oh, ow, cout)        # |sums| < 2**31 (the bound above)
+        if bound < _F32_EXACT:
+            S = _fmatmul(cols, Wf).reshape(oh, ow, cout)    # exact integers < 2**24 (_accumulate converts)
+        else:
+            S = _fmatmul(cols.astype(np.float64), Wf.astype(np.float64))
+            S = S.astype(np.int32).reshape(oh, ow, cout)    # |sums| < 2**31 (the bound above)
         self._accumulate(d, a["o"], [(oh, a["ors"]), (ow, a["ops"])], cout, S, a["acc"], "O")
         self._work[0] += oh * ow * cout * 9 * cin
 
@@ -566,9 +658,15 @@ class Golden:
     # function is element- or row-wise, so blocking changes no value. The result is assembled
     # and written once, after all operands were read.
 
-    def _sfu(self, d, a, rows, cols, out_buf, compute, stats=False) -> None:
-        """D[r0:r1] = compute(r0, r1) (int64, already saturated) over row blocks; statistics; write D."""
-        self._check_lines(d, out_buf, a["d"], a["d"] + (rows - 1) * a["drs"] + _cdiv(cols, self.L) - 1, "D")
+    def _sfu(self, d, a, rows, cols, out_buf, compute, stats=False, srcs=(), into=None) -> None:
+        """D[r0:r1] = compute(r0, r1) (int64, already saturated) over row blocks; statistics; write D.
+        ``srcs``: the (buffer, first line, row count, row stride) of every buffer operand; when none
+        shares a line with D and D's rows do not overlap, the blocks go straight into the buffer (each
+        block is computed from operands D does not touch, so nothing is read after being written).
+        ``into(r0, r1, out)`` (no statistics) may replace compute: it writes the block into ``out``."""
+        L = self.L
+        dlast = a["d"] + (rows - 1) * a["drs"] + _cdiv(cols, L) - 1
+        self._check_lines(d, out_buf, a["d"], dlast, "D")
         if stats and a["st"]:
             gmax = a["gbase"] + (rows - 1 if a["st_mode"] == "row" else (cols - 1) // a["gsize"])
             if gmax >= self.machine.stat_groups:
@@ -578,17 +676,28 @@ class Golden:
             self.stat_sum[:] = 0
             self.stat_sq[:] = 0
         accumulate = stats and a["st"]
-        D = np.empty((rows, cols), dtype=_DTYPES[out_buf])
+        direct = _SFU_DIRECT and _disjoint([rows], [a["drs"] * L], cols) and not any(
+            b == out_buf and first <= dlast and a["d"] <= first + (n - 1) * rs + _cdiv(cols, L) - 1
+            for b, first, n, rs in srcs)
+        if direct:
+            flat, off, strides = self._region(d, out_buf, a["d"], [(rows, a["drs"])], cols, "D", "w")
+            D = _view(flat, off, [rows], strides, cols, writeable=True)
+        else:
+            D = np.empty((rows, cols), dtype=_DTYPES[out_buf])
         step = max(1, _SFU_BLOCK // cols)
         for r0 in range(0, rows, step):
             r1 = min(rows, r0 + step)
+            if into is not None and not accumulate:
+                into(r0, r1, D[r0:r1])
+                continue
             blk = compute(r0, r1)
             if accumulate:
                 row_mode = a["st_mode"] == "row"
                 g = N.group_index(r1 - r0, cols, a["st_mode"], a["gsize"], a["gbase"] + (r0 if row_mode else 0))
                 N.stats_accumulate(self.stat_sum, self.stat_sq, blk, g)
             D[r0:r1] = blk
-        self._write(d, out_buf, a["d"], [(rows, a["drs"])], cols, D, "D")
+        if not direct:
+            self._write(d, out_buf, a["d"], [(rows, a["drs"])], cols, D, "D")
         self._work[3] += rows * cols
 
     def _sat_out(self, a, x):
@@ -609,7 +718,7 @@ class Golden:
             v = scale_inplace(S[r0:r1].astype(np.int64), E)
             v += Bc
             return _clip(v, 16)
-        self._sfu(d, a, rows, cols, "acc", compute, stats=True)
+        self._sfu(d, a, rows, cols, "acc", compute, stats=True, srcs=[(a["sbuf"], a["s"], rows, a["srs"])])
 
     def _op_add(self, d, a) -> None:
         rows, cols = a["rows"], a["cols"]
@@ -621,7 +730,8 @@ class Golden:
             v = scale_inplace(B[r0:r1].astype(np.int64), e)
             v += A[r0:r1]
             return _clip(v, 16)
-        self._sfu(d, a, rows, cols, "acc", compute, stats=True)
+        self._sfu(d, a, rows, cols, "acc", compute, stats=True,
+                  srcs=[("acc", a["a"], rows, a["ars"]), (a["bbuf"], a["b"], rows, a["brs"])])
 
     def _op_act(self, d, a) -> None:
         rows, cols = a["rows"], a["cols"]
@@ -636,7 +746,7 @@ class Golden:
                 return _clip(v, 8 if a["out"] == "act" else 16)
             Y = N.fn_q(a["fn"], N.sat16(S[r0:r1].astype(np.int64)), a["frac"])
             return self._sat_out(a, N.apply_scale(Y, e))
-        self._sfu(d, a, rows, cols, a["out"], compute, stats=True)
+        self._sfu(d, a, rows, cols, a["out"], compute, stats=True, srcs=[(a["sbuf"], a["s"], rows, a["srs"])])
 
     def _op_geglu(self, d, a) -> None:
         rows, cols = a["rows"], a["cols"]
@@ -647,7 +757,8 @@ class Golden:
         def compute(r0, r1):
             Y = N.geglu_q(N.sat16(A[r0:r1].astype(np.int64)), N.sat16(B[r0:r1].astype(np.int64)), a["frac"])
             return self._sat_out(a, N.apply_scale(Y, e))
-        self._sfu(d, a, rows, cols, a["out"], compute)
+        self._sfu(d, a, rows, cols, a["out"], compute,
+                  srcs=[("acc", a["a"], rows, a["ars"]), ("acc", a["b"], rows, a["brs"])])
 
     def _op_norm(self, d, a) -> None:
         rows, cols = a["rows"], a["cols"]
@@ -679,13 +790,14 @@ class Golden:
                 m_, r_, e_ = mu, rm, re
             Z = N.norm_q(N.sat16(X[r0:r1].astype(np.int64)), m_, r_, e_, gamma, beta, nsh)
             return self._sat_out(a, N.apply_scale(N.fn_q(a["fn"], Z, a["frac"]), e))
-        self._sfu(d, a, rows, cols, a["out"], compute)
+        self._sfu(d, a, rows, cols, a["out"], compute, srcs=[("acc", a["s"], rows, a["srs"])])
 
     def _op_softmax(self, d, a) -> None:
         rows, cols = a["rows"], a["cols"]
         S = self._read(d, "acc", a["s"], [(rows, a["srs"])], cols, "the scores")
         e = self._prmw(d, a["sc"], "the scale entry")
-        self._sfu(d, a, rows, cols, "act", lambda r0, r1: softmax_fast(S[r0:r1], e))
+        self._sfu(d, a, rows, cols, "act", lambda r0, r1: softmax_fast(S[r0:r1], e),
+                  srcs=[("acc", a["s"], rows, a["srs"])], into=lambda r0, r1, out: softmax_fast(S[r0:r1], e, out))
 
     def _op_transpose(self, d, a) -> None:
         rows, cols, L = a["rows"], a["cols"], self.L
@@ -742,8 +854,67 @@ def scale_inplace(v: np.ndarray, e) -> np.ndarray:
     return v
 
 
-def softmax_fast(x: np.ndarray, e: int) -> np.ndarray:
-    """N.softmax_q(x, e) (x int32 scores, rows along the last axis), int64 result."""
+_SOFTMAX_TABLE_MAX = 1 << 22       # entries of a per-scale exp table (int32: 16 MiB at most)
+_softmax_tables: dict = {}
+_EXP_ZERO_FROM = int(np.flatnonzero(_EXP)[-1]) + 1     # _EXP[u] = 0 for every u >= this (clamped too)
+
+
+def softmax_exp_table(e: int) -> np.ndarray | None:
+    """T[z] = the SoftMax exponent term of a score z below the row maximum, for scale entry e:
+    _EXP[u(z)] with u(z) = -apply_scale(-z, e); the last entry and every z beyond it give 0.
+    None when that takes more than _SOFTMAX_TABLE_MAX entries (tiny multipliers). Cached per e."""
+    e = int(e) & 0xFFFFFFFF
+    t = _softmax_tables.get(e, False)
+    if t is not False:
+        return t
+    mul, sh = e & 0xFFFFFF, min((e >> 24) & 63, 62)
+    zero_at = _EXP_ZERO_FROM
+    # the first z with u(z) >= zero_at: u(z) = (z*mul + 2**(sh-1) - 1) >> sh is non-decreasing in z
+    n = None if mul == 0 else _cdiv((zero_at << sh) - (((1 << sh) >> 1) - 1 if sh else 0), mul) + 1
+    if n is None or n > _SOFTMAX_TABLE_MAX:
+        t = None
+    else:
+        z = np.arange(n, dtype=np.int64)
+        z *= mul
+        if sh:
+            z += (1 << (sh - 1)) - 1
+            z >>= sh
+        t = np.take(_EXP, z, mode="clip").astype(np.int32)
+        assert t[-1] == 0
+    if sum(v.size for v in _softmax_tables.values() if v is not None) > 2 * _SOFTMAX_TABLE_MAX:
+        _softmax_tables.clear()         # (a program uses a few dozen scales; keep the memory bounded)
+    _softmax_tables[e] = t
+    return t
+
+
+def softmax_fast(x: np.ndarray, e: int, out: np.ndarray | None = None) -> np.ndarray:
+    """N.softmax_q(x, e) (x int32 scores, rows along the last axis): an int64 result, or written into
+    ``out`` (any integer array of x's shape; the values are in [0, 127]) and returned."""
+    table = softmax_exp_table(e)
+    if table is None:
+        r = _softmax_shift(x, e)
+        if out is None:
+            return r
+        out[...] = r
+        return out
+    v = np.empty(x.shape, dtype=np.int64)
+    np.subtract(x.max(axis=-1, keepdims=True), x, out=v, dtype=np.int64)     # z = mx - x >= 0
+    ex = np.take(table, v, mode="clip")          # z past the table's end reads its last entry, 0
+    total = ex.sum(axis=-1, keepdims=True, dtype=np.int64)     # >= 2**15, < 2**53 (exact in float64)
+    k = (np.frexp(total.astype(np.float64))[1] - 1).astype(np.int64)    # floor(log2 total) = N._bitlen - 1
+    rl = tables.RECIP[((total >> (k - 9)) - 512).astype(np.intp)].astype(np.int64)
+    s = np.minimum(15 + k, 62)
+    np.multiply(ex, rl * N.SOFTMAX_ONE, out=v)
+    v += (np.int64(1) << s) >> 1
+    v >>= s
+    if out is None:
+        return np.minimum(v, N.SOFTMAX_ONE, out=v)
+    np.minimum(v, N.SOFTMAX_ONE, out=out, casting="unsafe")
+    return out
+
+
+def _softmax_shift(x: np.ndarray, e: int) -> np.ndarray:
+    """N.softmax_q(x, e) without a per-scale table (any e), int64 result."""
     mul, sh = int(e) & 0xFFFFFF, (int(e) >> 24) & 63
     v = np.empty(x.shape, dtype=np.int64)
     np.subtract(x.max(axis=-1, keepdims=True), x, out=v, dtype=np.int64)     # z = mx - x >= 0
@@ -806,6 +977,17 @@ def _scatter(flat: np.ndarray, off: int, counts, strides, width: int, values) ->
     _, first_rev = np.unique(idx[::-1], return_index=True)
     keep = idx.size - 1 - first_rev
     flat[idx[keep]] = vals[keep]
+
+
+def _contiguous(outer, inner: int) -> bool:
+    """True when rows of ``inner`` consecutive units, repeated over the (count, stride) dimensions
+    ``outer`` (outermost first), are consecutive: each stride is the extent of everything inside it."""
+    extent = inner
+    for c, s in reversed(outer):
+        if c > 1 and s != extent:
+            return False
+        extent *= c
+    return True
 
 
 def _disjoint(counts, strides, width: int) -> bool:

@@ -171,3 +171,40 @@ def test_wgt_load_decoded_in_place_matches_loops(f):
                 before[11 + z * f.get("sz", 0) + y * f.get("sy", 0) + i] = [v - 16 if v >= 8 else v for v in line]
     assert np.array_equal(g.wgt, before)
     assert res.trace[0].lines == {"wgt": nz * ny * run} and res.dram_read == nz * ny * run * B
+
+
+def _exp_term(z, e):
+    """The SoftMax exponent term of scores z below the row maximum, by numerics.py's own steps."""
+    u = -N.apply_scale(-np.asarray(z, dtype=np.int64), e)
+    return N.rshift_round(N.tables.EXP2[(u & 255).astype(np.intp)].astype(np.int64), np.minimum(u >> N.EXP_FRAC, 31))
+
+
+def test_softmax_exp_table_matches_numerics():
+    rng = np.random.default_rng(12)
+    built = 0
+    for e in _scales(rng, 60) + [(28 << 24) | 8799346, (29 << 24) | 15375158, (1 << 24) | 1, 5]:
+        t = G.softmax_exp_table(e)
+        if t is None:        # multiplier 0, or so small that the table would exceed its size limit
+            mul, sh = e & 0xFFFFFF, min((e >> 24) & 63, 62)
+            assert mul == 0 or ((G._EXP_ZERO_FROM << sh) // mul) > G._SOFTMAX_TABLE_MAX - 2
+            continue
+        built += 1
+        n = t.size
+        z = np.concatenate([np.arange(min(n, 5000)), np.arange(max(0, n - 5000), n + 50),
+                            rng.integers(0, n + 1000, 2000), [2**31 - 1, 2**32 - 1]])
+        assert t[-1] == 0 and np.array_equal(t[np.minimum(z, n - 1)], _exp_term(z, e)), hex(e)
+        if n > 1:
+            assert t[-2] != 0 or _exp_term(n - 2, e) == 0     # (the table ends where the terms reach 0)
+    assert built > 20
+
+
+@pytest.mark.parametrize("e", [(28 << 24) | 8799346, (40 << 24) | 3, 0, (20 << 24) | 1])
+def test_softmax_fast_into_int8_out(e):
+    # the table path (first), the shift path (tiny multipliers: no table) and multiplier 0
+    rng = np.random.default_rng(13)
+    for x in _scores(rng, 7, 300) + [rng.integers(-40000, 40000, (7, 300)).astype(np.int32)]:
+        want = N.softmax_q(x.astype(np.int64), e)
+        out = np.full(x.shape, -5, dtype=np.int8)
+        assert G.softmax_fast(x, e, out) is out and np.array_equal(out, want)
+        assert np.array_equal(G.softmax_fast(x, e), want)
+    assert (G.softmax_exp_table(e) is None) == (e != (28 << 24) | 8799346)
