@@ -268,6 +268,11 @@ class Driver:
         if image.device_bytes > self.port.dram_size:
             raise DeviceError("NO_MEMORY", f"the bundle needs {image.device_bytes} bytes of device DRAM "
                               f"(program included), the device buffer has {self.port.dram_size}")
+        # The RW registers take writes while a run is in flight (the fetch reads INSTR_COUNT live) and
+        # its DMA would read the new image half-written: never load under a running (or hung) program.
+        if self.port.read32(CSR.STATUS) & CSR.STATUS_BUSY:
+            raise DeviceError("BUSY", "the accelerator is still running a program (a hung run needs the PL "
+                              "reset or the bitstream reloaded before a new load)")
         self.port.dram_write(image.data_base, image.data)
         self.port.dram_write(image.step_base, image.step_table)
         self.port.dram_write(image.prog_addr, image.text)

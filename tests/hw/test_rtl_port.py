@@ -209,6 +209,10 @@ def test_timeout_busy_and_reset(port_exe, conv_bundle):
         with pytest.raises(DeviceError) as e:
             drv.run(0)
         assert e.value.code == "BUSY"
+        base = port.read32(CSR.INSTR_BASE)
+        with pytest.raises(DeviceError) as e:                 # no new image under a running program
+            drv.load(dataclasses.replace(image, dram_size=image.dram_size + 4096))
+        assert e.value.code == "BUSY" and port.read32(CSR.INSTR_BASE) == base
         port.reset()
         assert port.read32(CSR.STATUS) == 0 and port.read32(CSR.INSTR_COUNT) == 0
         assert not port.interrupt.wait()                      # nothing in flight: no interrupt will come
