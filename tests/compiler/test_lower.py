@@ -228,3 +228,29 @@ def test_groupnorm_of_an_int8_tensor_larger_than_acc_recomputes():
     assert not any(i.op == "store" and i.args["buf"] == "acc" for i in b.instrs)
     deqs = [i for i in b.instrs if i.op == "deq"]
     assert sum(i.args["st"] for i in deqs) == len(deqs) // 2      # statistics in the first pass only
+
+
+@pytest.mark.parametrize("K_, N_, geglu", [(320, 60, False), (100, 40, False), (320, 80, True)])
+def test_matmul_as_weight_stationary_conv(K_, N_, geglu):
+    """A matmul forced to CONV-WS runs as a 3x3 conv of stride 3 over a one-column image (nine taps of
+    ceil(K/9L) lines, zero-padded weights); the results match the float reference like MM-OS's do."""
+    rng = RNG(11)
+    x = act("x", (1, 50, K_), 0.05)
+    if geglu:
+        y = act("y", (1, 50, N_ // 2), 0.02)
+        ep = [K.Bias(rng.normal(0, .1, N_).astype(np.float32)), K.GeGLU(), K.Emit(y)]
+    else:
+        y = act("y", (1, 50, N_), 0.03)
+        ep = [K.Bias(rng.normal(0, .1, N_).astype(np.float32)), K.Emit(y)]
+    k = K.Kernel("mm", "matmul", [x], ep, weights=weights(rng, (K_, N_), 1))
+    k.dataflow, k.dataflow_reason = "ws", "overridden by option (mm)"
+    kg = K.KernelGraph([k], [x], [y])
+    b, out = run_both(kg, {"x": rng.normal(0, 2, x.shape)})
+    check(out, min_db=25)
+    convs = [i for i in b.instrs if i.op == "conv"]
+    assert convs and not any(i.op == "mm" for i in b.instrs)
+    cinl = -(-(-(-K_ // DEFAULT.lanes)) // 9)          # lines per tap: ceil(lines of K / 9)
+    assert all(i.args["stride"] == 3 and i.args["ow"] == 1 and i.args["ips"] == cinl for i in convs)
+    assert b.debug[0]["dataflow"] == "ws" and b.debug[0]["linear_k"] == K_
+    from sdac.perf.model import estimate
+    assert estimate(b).macs == 50 * K_ * N_                # the padded taps' zero weights are not work

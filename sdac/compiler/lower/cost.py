@@ -93,6 +93,11 @@ def tiling_cycles(m: Machine, tiles: list[TileWork], setup_bytes: int = 0) -> fl
 
 def choose_rows(m: Machine, limit: int, total_rows: int, work_of, granule: int) -> int:
     """The tile height (rows) with the lowest estimated cycles among multiples of granule up to limit."""
+    return best_rows(m, limit, total_rows, work_of, granule)[0]
+
+
+def best_rows(m: Machine, limit: int, total_rows: int, work_of, granule: int) -> tuple[int, float]:
+    """choose_rows and the estimated cycles of that tiling."""
     limit = max(1, min(limit, total_rows))
     cands = {limit}
     cands.update(r for r in range(granule, limit + 1, granule))
@@ -102,4 +107,4 @@ def choose_rows(m: Machine, limit: int, total_rows: int, work_of, granule: int) 
         c = tiling_cycles(m, tiles)
         if best is None or c < best[0] - 1e-9:
             best = (c, r)
-    return best[1]
+    return best[1], best[0]

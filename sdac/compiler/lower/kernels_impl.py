@@ -16,7 +16,7 @@ import numpy as np
 from ...errors import CompileError
 from ..kernels import Act, AddTensor, AddVec, Emit, Kernel
 from .epilogue import EpiloguePlan, plan_epilogue
-from .cost import TileWork, choose_rows, conv_cycles, mm_cycles
+from .cost import TileWork, best_rows, choose_rows, conv_cycles, mm_cycles
 from .fixed import scale_entries
 from .lowering import Lowerer, kernel_lowering, pack_int4
 from .params import PrmImage
@@ -213,10 +213,15 @@ class WeightStream:
         if any(g1 - g0 > self.per_group for g0, g1 in groups):
             raise CompileError(f"kernel {k.name}: a weight group exceeds the wgt slot of {half} lines")
         self.groups = groups
-        # DATA: all blocks contiguous; remember each group's offset
-        self.blob = pack_int4(blocks.reshape(-1, low.L))
+        # DATA: all blocks contiguous (packed when first loaded)
+        self.blocks = blocks
+        self.nbytes = blocks.size // 2
         self.counter = 0
         self.offsets = None
+
+    @property
+    def blob(self) -> bytes:
+        return pack_int4(self.blocks.reshape(-1, self.low.L))
 
     def _load(self, g0: int, g1: int, dst: int) -> None:
         low = self.low
@@ -224,6 +229,7 @@ class WeightStream:
         if self.offsets is None:
             self.offsets = len(low.data)
             low.data += self.blob
+            self.blocks = None
             low.data += bytes(-len(low.data) % 64)
         lines = (g1 - g0) * self.block_lines
         i = 0
@@ -281,35 +287,85 @@ def lower_matmul(low: Lowerer, k: Kernel) -> None:
     if _geglu_in_chunks(plan):
         _lower_geglu_matmul(low, k, plan, prm, q, n_images, image_rows)
         return
-    ws = WeightStream(low, k, _block_weights(q, L), K)
+    # MM-OS, or CONV-WS as a stride-3 3x3 conv (no per-tile fill and readout; the reduction padded to nine
+    # taps of whole lines): whichever the cost model finds faster, unless an option forces the dataflow
+    forced = k.dataflow_reason.startswith("overridden")
+    forms = [f for f in (_matmul_form(low, k, plan, q, df, image_rows)
+                         for df in ([k.dataflow] if forced else ["os", "ws"])) if f is not None]
+    if not forms:
+        raise CompileError(f"kernel {k.name}: a single row does not fit the on-chip buffers")
+    f = min(forms, key=lambda f: f.cycles)
+    low.debug_extra["dataflow"] = f.df
+    ws, R_in, cinl = f.ws, f.in_lines, f.cinl
     ws.start()
     act_quarter = m.act_lines // 4
-    tm, out_lines = _max_rows(low, plan, cl_in, cl_n)
-    if tm < 1:
-        raise CompileError(f"kernel {k.name}: a single row does not fit the on-chip buffers")
-    wbytes = 0 if ws.resident else len(ws.blob)
-    sfu_ops = len(plan.ops)
-
-    group_cols = [min(N, g1 * L) - g0 * L for g0, g1 in ws.groups]
-
-    def work(r: int) -> TileWork:
-        return TileWork(r, N, r * K * N, r * cl_in * L + wbytes + r * out_lines * L, r * N * sfu_ops,
-                        2 + len(ws.groups) * (1 + (not ws.resident)) + 2 * sfu_ops,
-                        array=sum(mm_cycles(m, r, c, K) for c in group_cols))
-
-    tm = choose_rows(m, tm, image_rows, work, m.tile_m)
-    tiles = _tiles(n_images, image_rows, tm)
+    tiles = _tiles(n_images, image_rows, f.tm)
 
     def main(t: Tile, v: int, slot: int):
         a = slot * act_quarter
-        low.load_rows(x, a, t.r0, t.rows)
+        low.load_rows(x, a, t.r0, t.rows, sram_stride=R_in)
         for g0, nb, wa in ws.each_group():
             ncols = min(N, (g0 + nb) * L) - g0 * L
-            low.emit("mm", [R("act", a, t.rows * cl_in), R("wgt", wa, nb * K), W("acc", v + g0, t.rows * cl_n)],
-                     a=a, ars=cl_in, wsrc="wgt", w=wa, ws=K, c=v + g0, crs=cl_n, m=t.rows, n=ncols, k=K)
+            _emit_linear(low, f.df, a, R_in, cl_in, cinl, wa, nb, ws.block_lines, v + g0, cl_n, t.rows, ncols, K)
         return None
 
-    _run_tiles(low, k, plan, prm, tiles, image_rows, N, main, 2 * act_quarter, m.act_lines, tm)
+    _run_tiles(low, k, plan, prm, tiles, image_rows, N, main, 2 * act_quarter, m.act_lines, f.tm)
+
+
+@dataclass
+class _MatmulForm:
+    df: str
+    ws: "WeightStream"
+    in_lines: int       # act lines per input row in the tile (CONV-WS: nine taps of cinl lines)
+    cinl: int           # CONV-WS: lines per tap
+    tm: int
+    cycles: float
+
+
+def _matmul_form(low: Lowerer, k: Kernel, plan: EpiloguePlan, q: np.ndarray, df: str,
+                 image_rows: int) -> _MatmulForm | None:
+    """The weights, tile height and estimated cycles of a matmul run as MM-OS or as CONV-WS.
+
+    CONV-WS computes Y = X W as a 3x3 convolution of stride 3 over a one-column image: token r is input
+    rows 3r..3r+2, each tap reads cinl = ceil(K_lines / 9) lines of the token's row (laid out with a row
+    stride of 9 cinl lines) and W is padded with zero rows to 9 cinl L. Lines past K read whatever the slot
+    holds, times zero weights."""
+    m, L = low.m, low.L
+    K, N = q.shape
+    cl_in, cl_n = low.cl(K), low.cl(N)
+    cinl = 0
+    if df == "ws":
+        cinl = -(-cl_in // 9)
+        kp = 9 * cinl * L
+        if cinl > 0xFF or cinl * L > 0xFFF:
+            return None
+        qp = np.zeros((kp, N), np.int8)
+        qp[:K] = q
+        ws = WeightStream(low, k, _block_weights(qp, L), kp)
+        in_lines = 9 * cinl
+    else:
+        ws = WeightStream(low, k, _block_weights(q, L), K)
+        in_lines = cl_in
+    tm, out_lines = _max_rows(low, plan, in_lines, cl_n)
+    if df == "ws":
+        tm = min(tm, 0xFFF // 3)                # ih = 3 rows per token
+    if tm < 1:
+        return None
+    wbytes = 0 if ws.resident else ws.nbytes
+    sfu_ops = len(plan.ops)
+    group_cols = [min(N, g1 * L) - g0 * L for g0, g1 in ws.groups]
+
+    def work(r: int) -> TileWork:
+        if df == "ws":
+            array = sum(conv_cycles(m, r, cinl * L, c, "ws") for c in group_cols)
+        else:
+            array = sum(mm_cycles(m, r, c, K) for c in group_cols)
+        return TileWork(r, N, r * K * N, r * cl_in * L + wbytes + r * out_lines * L, r * N * sfu_ops,
+                        2 + len(ws.groups) * (1 + (not ws.resident)) + 2 * sfu_ops, array=array)
+
+    tm, cycles = best_rows(m, tm, image_rows, work, m.tile_m)
+    cycles += (ws.nbytes if ws.resident else 0) / m.dma_bytes_per_cycle
+    return _MatmulForm(df, ws, in_lines, cinl, tm, cycles)
 
 
 def _geglu_in_chunks(plan: EpiloguePlan) -> bool:
@@ -331,7 +387,8 @@ def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmIma
     """matmul + bias + GeGLU + emit in column chunks: chunk c computes the value columns [j, j+n) and the
     gate columns [H+j, H+j+n) (lines) with one mm (their weight blocks are stored next to each other), then
     dequantizes both halves, applies GeGLU and emits n lines of the output. The acc tile holds one chunk,
-    not 2H columns, so tiles keep full array heights and weights are re-fetched for fewer row tiles."""
+    not 2H columns, so tiles keep full array heights and weights are re-fetched for fewer row tiles.
+    The product runs as MM-OS or CONV-WS (see _matmul_form), whichever the cost model prefers."""
     m, L = low.m, low.L
     x = k.inputs[0]
     K = x.channels
@@ -340,39 +397,62 @@ def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmIma
     out = plan.ops[-1].out_act
     H = plan.out_cols
     hl = H // L
-    blocks = _block_weights(q, L)                    # [2 hl, K, L]
-    half = m.wgt_lines // 2
-    cc = hl if 2 * hl * K <= half else max(1, half // (2 * K))
-    cc = -(-hl // -(-hl // cc))                      # chunks of equal width (see WeightStream)
-    chunks = [(j, min(cc, hl - j)) for j in range(0, hl, cc)]
-    order = [b for j, n in chunks for b in (*range(j, j + n), *range(hl + j, hl + j + n))]
-    ws = WeightStream(low, k, blocks[order], K, groups=[(2 * j, 2 * (j + n)) for j, n in chunks])
-    ws.start()
     act_quarter = m.act_lines // 4
-    tm = min(act_quarter // cl_in, m.acc_lines // (4 * cc), (m.act_lines // 2) // (2 * cc), 0xFFFF)
-    if tm < 1:
+    forced = k.dataflow_reason.startswith("overridden")
+    best = None
+    for df in ([k.dataflow] if forced else ["os", "ws"]):
+        cinl = -(-cl_in // 9) if df == "ws" else 0
+        kp = 9 * cinl * L if df == "ws" else K
+        if df == "ws" and (cinl > 0xFF or cinl * L > 0xFFF):
+            continue
+        in_lines = 9 * cinl if df == "ws" else cl_in
+        half = m.wgt_lines // 2
+        cc = hl if 2 * hl * kp <= half else max(1, half // (2 * kp))
+        cc = -(-hl // -(-hl // cc))                      # chunks of equal width (see WeightStream)
+        chunks = [(j, min(cc, hl - j)) for j in range(0, hl, cc)]
+        tm = min(act_quarter // in_lines, m.acc_lines // (4 * cc), (m.act_lines // 2) // (2 * cc), 0xFFFF)
+        if df == "ws":
+            tm = min(tm, 0xFFF // 3)
+        if tm < 1:
+            continue
+        resident = 2 * hl * kp <= half
+        wbytes = 0 if resident else 2 * hl * kp * L // 2
+
+        def work(r: int, df=df, chunks=chunks, cinl=cinl, resident=resident, wbytes=wbytes) -> TileWork:
+            if df == "ws":
+                array = sum(conv_cycles(m, r, cinl * L, 2 * n * L, "ws") for _, n in chunks)
+            else:
+                array = sum(mm_cycles(m, r, 2 * n * L, K) for _, n in chunks)
+            return TileWork(r, 2 * H, r * K * 2 * H, r * cl_in * L + wbytes + r * hl * L, r * 4 * H,
+                            1 + len(chunks) * (5 + len(rest) + (not resident)), array=array)
+
+        tm, cycles = best_rows(m, tm, image_rows, work, m.tile_m)
+        if best is None or cycles < best[0]:
+            best = (cycles, df, cinl, kp, in_lines, cc, chunks, tm)
+    if best is None:
         raise CompileError(f"kernel {k.name}: a single row does not fit the on-chip buffers")
-    wbytes = 0 if ws.resident else len(ws.blob)
-
-    def work(r: int) -> TileWork:
-        return TileWork(r, 2 * H, r * K * 2 * H, r * cl_in * L + wbytes + r * hl * L, r * 4 * H,
-                        1 + len(chunks) * (5 + len(rest) + (not ws.resident)),
-                        array=sum(mm_cycles(m, r, 2 * n * L, K) for _, n in chunks))
-
-    tm = choose_rows(m, tm, image_rows, work, m.tile_m)
+    _, df, cinl, kp, in_lines, cc, chunks, tm = best
+    low.debug_extra["dataflow"] = df
+    qp = q
+    if kp != K:
+        qp = np.zeros((kp, q.shape[1]), np.int8)
+        qp[:K] = q
+    blocks = _block_weights(qp, L)                   # [2 hl, kp, L]
+    order = [b for j, n in chunks for b in (*range(j, j + n), *range(hl + j, hl + j + n))]
+    ws = WeightStream(low, k, blocks[order], kp, groups=[(2 * j, 2 * (j + n)) for j, n in chunks])
+    ws.start()
     prm_acc = R("prm", prm.base, prm.lines)
     n_chunk = 0
     for ti, t in enumerate(_tiles(n_images, image_rows, tm)):
         a = (ti % 2) * act_quarter
-        low.load_rows(x, a, t.r0, t.rows)
+        low.load_rows(x, a, t.r0, t.rows, sram_stride=in_lines)
         for (j, n), (g0, nb, wa) in zip(chunks, ws.each_group()):
             slot = n_chunk % 2
             n_chunk += 1
             v, vrs = slot * tm * 2 * cc, 2 * n
             o = 2 * act_quarter + slot * tm * cc
             vlines = t.rows * vrs
-            low.emit("mm", [R("act", a, t.rows * cl_in), R("wgt", wa, nb * K), W("acc", v, vlines)],
-                     a=a, ars=cl_in, wsrc="wgt", w=wa, ws=K, c=v, crs=vrs, m=t.rows, n=2 * n * L, k=K)
+            _emit_linear(low, df, a, in_lines, cl_in, cinl, wa, nb, kp, v, vrs, t.rows, 2 * n * L, K)
             for off, line0 in ((0, j), (n, hl + j)):      # value half, gate half: their columns' scales
                 args = dict(sc=deq.sc.line + line0, per_ch=1) if deq.per_ch else dict(sc=deq.sc.word)
                 if deq.bias is not None:
@@ -388,6 +468,23 @@ def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmIma
             for op in rest:
                 low.sfu(op, prm, v=v, vrs=vrs, rows=t.rows, cols=n * L, st_first=False, out=o, outrs=n)
             low.store_rows(out, o, t.r0, t.rows, line0=j, lines=n)
+
+
+def _emit_linear(low: Lowerer, df: str, a: int, in_lines: int, cl_in: int, cinl: int, wa: int, nblk: int,
+                 block_lines: int, c: int, crs: int, rows: int, ncols: int, K: int) -> None:
+    """acc[c..] = X W for `rows` input rows at act a (in_lines apart) and the nblk weight blocks at wa:
+    an mm (MM-OS) or the stride-3 conv of _matmul_form (CONV-WS)."""
+    L = low.L
+    acc = [R("act", a, rows * in_lines), R("wgt", wa, nblk * block_lines), W("acc", c, rows * crs)]
+    if df == "ws":
+        # token r, tap t = 3 ky + kx reads lines [9 r cinl + t cinl, + cinl): input pixel (3 r + ky, kx)
+        low.emit("conv", acc, df="ws", i=a, ips=cinl, irs=3 * cinl, ih=3 * rows, iw=3, w=wa, wbs=block_lines,
+                 wts=cinl * L, o=c, ops=crs, ors=crs, oh=rows, ow=1, cin=cinl * L, cout=ncols, stride=3, pt=0,
+                 pl=0, acc=0)
+        low.debug_extra["linear_k"] = K     # the cycle model counts oh x cout x K useful MACs per conv
+    else:
+        low.emit("mm", acc, a=a, ars=in_lines, wsrc="wgt", w=wa, ws=block_lines, c=c, crs=crs, m=rows, n=ncols,
+                 k=K)
 
 
 # ------------------------------------------------------------------ conv3x3
@@ -430,7 +527,7 @@ def lower_conv3x3(low: Lowerer, k: Kernel) -> None:
     if th < 1:
         raise CompileError(f"kernel {k.name}: one output row does not fit the on-chip buffers")
     chunks = [(c0, min(cc, cl_in - c0)) for c0 in range(0, cl_in, cc)]
-    wbytes = 0 if ws.resident else len(ws.blob) * len(chunks)
+    wbytes = 0 if ws.resident else ws.nbytes * len(chunks)
     sfu_ops = len(plan.ops)
 
     group_cols = [min(Cout, g1 * L) - g0 * L for g0, g1 in ws.groups]

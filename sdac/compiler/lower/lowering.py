@@ -56,6 +56,7 @@ class Lowerer:
     scratch: dict = field(default_factory=dict)       # kernel name -> DRAM address of its spill area
     act_end: int = 0
     debug: list = field(default_factory=list)
+    debug_extra: dict = field(default_factory=dict)   # what a kernel's lowering chose (into its debug entry)
     kernel_index: int = 0
 
     @property
@@ -143,25 +144,29 @@ class Lowerer:
     def emit(self, op: str, accesses, /, **args) -> int:
         return self.pb.emit(op, accesses, **args)
 
-    def load_rows(self, a: Act, dst: int, r0: int, rows: int, line0: int = 0, lines: int | None = None) -> None:
-        """Rows [r0, r0+rows) of tensor a (lines [line0, line0+lines) of each row) into act at dst, packed."""
-        self._rows("load", a, dst, r0, rows, line0, lines)
+    def load_rows(self, a: Act, dst: int, r0: int, rows: int, line0: int = 0, lines: int | None = None,
+                  sram_stride: int | None = None) -> None:
+        """Rows [r0, r0+rows) of tensor a (lines [line0, line0+lines) of each row) into act at dst, packed
+        (or sram_stride lines apart)."""
+        self._rows("load", a, dst, r0, rows, line0, lines, sram_stride)
 
     def store_rows(self, a: Act, src: int, r0: int, rows: int, line0: int = 0, lines: int | None = None) -> None:
         """The packed rows at act src into rows [r0, r0+rows) of tensor a (the inverse of load_rows)."""
         self._rows("store", a, src, r0, rows, line0, lines)
 
-    def _rows(self, op: str, a: Act, sram: int, r0: int, rows: int, line0: int, lines: int | None) -> None:
+    def _rows(self, op: str, a: Act, sram: int, r0: int, rows: int, line0: int, lines: int | None,
+              sram_stride: int | None = None) -> None:
         cl = self.cl(a.channels)
         lines = cl if lines is None else lines
+        sy = lines if sram_stride is None else sram_stride
         dram = self.addr[a.name] + (r0 * cl + line0) * self.L
         nbytes = ((rows - 1) * cl + lines) * self.L
         load = op == "load"
-        acc = [Access("act", sram, sram + rows * lines, load), Access("dram", dram, dram + nbytes, not load)]
-        if lines == cl and rows * cl <= 0xFFFF:
+        acc = [Access("act", sram, sram + (rows - 1) * sy + lines, load), Access("dram", dram, dram + nbytes, not load)]
+        if lines == cl and sy == cl and rows * cl <= 0xFFFF:
             self.emit(op, acc, buf="act", dram=dram, sram=sram, run=rows * cl)
         else:
-            self._chunked(op, acc, dram, sram, lines, rows, cl * self.L, lines)
+            self._chunked(op, acc, dram, sram, lines, rows, cl * self.L, sy)
 
     def _chunked(self, op, acc, dram, sram, run, ny, dy, sy, buf="act"):
         if run > 0xFFFF:
@@ -275,13 +280,14 @@ class Lowerer:
         pb.emit("setstep", (), src="csr", step=0, bank=0)   # bank patched in finish()
         for i, k in enumerate(kg.kernels):
             self.kernel_index = i
+            self.debug_extra = {}
             first = len(pb)
             lower_kernel = KERNELS.get(k.kind)
             if lower_kernel is None:
                 raise CompileError(f"kernel {k.name}: kind {k.kind!r} has no lowering")
             lower_kernel(self, k)
             self.debug.append({"kernel": k.name, "kind": k.kind, "first": first, "last": len(pb) - 1,
-                               "sources": list(k.sources)})
+                               "sources": list(k.sources), **self.debug_extra})
             if progress and (time.perf_counter() - last_report > 2.0 or i + 1 == len(kg.kernels)):
                 last_report = time.perf_counter()
                 progress(f"lowering: kernel {i + 1}/{len(kg.kernels)} ({k.name}), {len(pb)} instructions")

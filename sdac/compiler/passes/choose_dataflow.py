@@ -5,6 +5,12 @@ which is what a GroupNorm epilogue needs, and is the conv dataflow of the machin
 MM-OS (output stationary) emits whole output rows, which SoftMax, LayerNorm and
 GeGLU need. ``ctx.dataflow`` maps a kernel name (or any ONNX node name fused
 into it) to "os" or "ws".
+
+A matmul marked "os" here may still run as CONV-WS: the lowering times both forms with its cost model
+(a matmul as a stride-3 3x3 conv has no per-tile fill and readout, at the price of padding the reduction
+to nine taps of whole lines) and records the choice in the bundle's kernel map (``debug[i]["dataflow"]``).
+Only an override (``ctx.dataflow``) pins a matmul to one dataflow. Whole output rows are available either
+way: the SFU epilogue runs after the array instruction has written every column of its rows.
 """
 from __future__ import annotations
 
@@ -23,7 +29,8 @@ def default_dataflow(k: K.Kernel) -> tuple[str, str]:
             return "os", "matmul, LayerNorm consumer needs whole output rows"
         if any(isinstance(e, K.GeGLU) for e in k.epilogue):
             return "os", "matmul, GeGLU consumer needs whole output rows (both halves)"
-        return "os", "matmul / 1x1 conv: output-stationary tiles, whole rows out"
+        return "os", ("matmul / 1x1 conv: output-stationary tiles, whole rows out (the lowering runs it as "
+                      "CONV-WS instead where its cost model finds that faster)")
     if k.kind == "attention":
         return "os", "attention: SoftMax needs whole rows of QK^T"
     return "os", f"{k.kind}: no array work (SFU and DMA only)"
