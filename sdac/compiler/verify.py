@@ -14,12 +14,11 @@ A violation is a compiler bug: VerifyError names the instruction index.
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from ..errors import SdacError
 from ..isa.spec import QUEUES
-
-PAGE = {"act": 1024, "wgt": 1024, "acc": 1024, "prm": 256, "dram": 1 << 16}
 
 
 class VerifyError(SdacError):
@@ -232,14 +231,35 @@ def simulate_queues(instrs, depth: int, token_max: int, priority: tuple[str, ...
         raise VerifyError(n - 1, f"tokens left at halt: {', '.join(leaks)}")
 
 
-def check_races(instrs, L: int) -> None:
-    """Conflicting accesses of different queues must be ordered by tokens (vector clocks)."""
+class _Shadow:
+    """Shadow memory of one space as sorted segments [starts[j], starts[j+1]), each with its last writer and,
+    per queue, its latest reader since that write (entries (queue index, position in queue, instruction))."""
+
+    def __init__(self):
+        self.starts = [0]
+        self.info: list = [(None, {})]
+
+    def split(self, x: int) -> int:
+        j = bisect.bisect_right(self.starts, x) - 1
+        if self.starts[j] != x:
+            j += 1
+            self.starts.insert(j, x)
+            self.info.insert(j, self.info[j - 1])
+        return j
+
+
+def check_races(instrs, L: int, readonly: tuple[tuple[int, int], ...] = ()) -> None:
+    """Conflicting accesses of different queues must be ordered by tokens (vector clocks).
+
+    A write must happen after the last write and every read since it; a read after the last write (earlier
+    accesses are ordered before those, or were reported). ``readonly``: DRAM ranges no instruction may write
+    (the static data, the step table); reads of them cannot race and are not tracked."""
     qi = {q: j for j, q in enumerate(QUEUES)}
     last_vc = {q: (0, 0, 0, 0) for q in QUEUES}
     push_vcs: dict[tuple[str, str], list] = {}
     pop_count: dict[tuple[str, str], int] = {}
     qpos = {q: 0 for q in QUEUES}
-    pages: dict[tuple[str, int], list] = {}
+    shadow: dict[str, _Shadow] = {}
     for i, ins in enumerate(instrs):
         q = ins.queue
         if q == "ctl":
@@ -260,23 +280,34 @@ def check_races(instrs, L: int) -> None:
         me = (qi[q], qpos[q], i)
         qpos[q] += 1
         for s in footprint(ins, L):
-            size = PAGE[s.space]
-            seen = set()
-            for pg in range(s.lo // size, (max(s.hi, s.lo + 1) - 1) // size + 1):
-                lst = pages.setdefault((s.space, pg), [])
-                for e in lst:
-                    lo, hi, write, (oq, opos, oi) = e
-                    if id(e) in seen or hi <= s.lo or s.hi <= lo or not (write or s.write):
-                        continue
-                    seen.add(id(e))
+            if s.hi <= s.lo:
+                continue
+            if s.space == "dram" and readonly:
+                inside = [(lo, hi) for lo, hi in readonly if s.lo < hi and lo < s.hi]
+                if inside and s.write:
+                    lo, hi = inside[0]
+                    raise VerifyError(i, f"{ins.op} writes DRAM [{max(lo, s.lo)}, {min(hi, s.hi)}) of the "
+                                         f"read-only static data or step table")
+                if any(lo <= s.lo and s.hi <= hi for lo, hi in inside):
+                    continue
+            sh = shadow.get(s.space) or shadow.setdefault(s.space, _Shadow())
+            a = sh.split(s.lo)
+            b = sh.split(s.hi)
+            for j in range(a, b):
+                writer, readers = sh.info[j]
+                others = ([writer] if writer else []) + (list(readers.values()) if s.write else [])
+                for oq, opos, oi in others:
                     if oq != me[0] and vc[oq] <= opos:
+                        lo, hi = max(sh.starts[j], s.lo), min(sh.starts[j + 1], s.hi)
                         raise VerifyError(i, f"{ins.op} ({q}) and instruction {oi} ({instrs[oi].op}, "
-                                             f"{QUEUES[oq]}) race on {s.space} [{max(lo, s.lo)}, {min(hi, s.hi)})"
-                                             f": no token orders them")
-                # drop what this access covers and supersedes (as the builder does; see program.py)
-                lst[:] = [e for e in lst if not (s.lo <= e[0] and e[1] <= s.hi
-                                                 and (s.write or (not e[2] and e[3][0] == me[0])))]
-                lst.append((s.lo, s.hi, s.write, me))
+                                             f"{QUEUES[oq]}) race on {s.space} [{lo}, {hi}): no token orders them")
+            if s.write:
+                sh.starts[a:b] = [s.lo]
+                sh.info[a:b] = [(me, {})]
+            else:
+                for j in range(a, b):
+                    writer, readers = sh.info[j]
+                    sh.info[j] = (writer, {**readers, me[0]: me})
 
 
 def verify(bundle) -> None:
@@ -285,4 +316,6 @@ def verify(bundle) -> None:
     check_bounds(bundle)
     for prio in (("ld", "cmp", "sfu", "st"), ("st", "sfu", "cmp", "ld"), ("cmp", "sfu", "st", "ld")):
         simulate_queues(bundle.instrs, m.queue_depth, m.token_max, prio)
-    check_races(bundle.instrs, m.lanes)
+    readonly = tuple((lo, lo + n) for lo, n in ((bundle.data_base, len(bundle.data)),
+                                                 (bundle.step_base, len(bundle.step_table))) if n)
+    check_races(bundle.instrs, m.lanes, readonly)

@@ -96,3 +96,92 @@ def test_sfu_partial_overlap_is_rejected_in_place_and_disjoint_are_fine(bundle):
     bad = replace(bundle, i, bundle.instrs[i].replace(d=bundle.instrs[i].s + 1))
     with pytest.raises(VerifyError, match=f"instruction {i}: deq"):
         verify(bad)
+
+
+# ------------------------------------------------- race checker against a brute-force reference
+
+@dataclasses.dataclass
+class _FakeIns:
+    queue: str
+    op: str
+    pop: frozenset
+    push: frozenset
+    spans: list
+
+
+def _random_program(rng, n=14):
+    from sdac.compiler.verify import Span
+    queues = ("ld", "cmp", "sfu", "st")
+    pushed = {}           # channel -> pushes not yet popped
+    prog = []
+    for _ in range(n):
+        q = queues[rng.integers(4)]
+        pop = frozenset(p for p in queues if p != q and pushed.get((p, q), 0) and rng.random() < 0.9)
+        for p in pop:
+            pushed[(p, q)] -= 1
+        push = frozenset(r for r in queues if r != q and rng.random() < 0.5)
+        for r in push:
+            pushed[(q, r)] = pushed.get((q, r), 0) + 1
+        spans = []
+        for _ in range(rng.integers(1, 3)):
+            lo = int(rng.integers(0, 120))
+            spans.append(Span(("act", "dram")[rng.integers(2)], lo, lo + int(rng.integers(1, 12)),
+                              bool(rng.random() < 0.4)))
+        prog.append(_FakeIns(q, "op", pop, push, spans))
+    return prog
+
+
+def _has_race_brute_force(prog) -> bool:
+    """Happens-before as reachability over queue order and FIFO-matched tokens; every conflicting pair."""
+    n = len(prog)
+    succ = [set() for _ in range(n)]
+    last, pushes, pops = {}, {}, {}
+    for i, ins in enumerate(prog):
+        if ins.queue in last:
+            succ[last[ins.queue]].add(i)
+        last[ins.queue] = i
+        for p in sorted(ins.pop):
+            k = pops.get((p, ins.queue), 0)
+            pops[(p, ins.queue)] = k + 1
+            succ[pushes[(p, ins.queue)][k]].add(i)
+        for r in ins.push:
+            pushes.setdefault((ins.queue, r), []).append(i)
+    reach = [set() for _ in range(n)]
+    for i in reversed(range(n)):
+        for j in succ[i]:
+            reach[i] |= {j} | reach[j]
+    for j in range(n):
+        for i in range(j):
+            if prog[i].queue == prog[j].queue or j in reach[i]:
+                continue
+            for a in prog[i].spans:
+                for b in prog[j].spans:
+                    if a.space == b.space and a.lo < b.hi and b.lo < a.hi and (a.write or b.write):
+                        return True
+    return False
+
+
+def test_race_checker_agrees_with_brute_force(monkeypatch):
+    from sdac.compiler import verify as V
+    monkeypatch.setattr(V, "footprint", lambda ins, L: ins.spans)
+    rng = np.random.default_rng(3)
+    found = {True: 0, False: 0}
+    for _ in range(400):
+        prog = _random_program(rng)
+        expect = _has_race_brute_force(prog)
+        try:
+            V.check_races(prog, 20)
+            got = False
+        except VerifyError as e:
+            assert "race" in str(e)
+            got = True
+        assert got == expect
+        found[got] += 1
+    assert min(found.values()) > 40          # both outcomes were exercised
+
+
+def test_write_to_static_data_is_rejected(bundle):
+    st = next(i for i, ins in enumerate(bundle.instrs) if ins.op == "store")
+    bad = dataclasses.replace(bundle.instrs[st], args={**bundle.instrs[st].args, "dram": bundle.data_base})
+    with pytest.raises(VerifyError, match=f"instruction {st}: store writes DRAM .* read-only"):
+        verify(replace(bundle, st, bad))
