@@ -32,6 +32,10 @@ def register(sub) -> None:
                    help="golden: the golden model (default); rtl: the Verilator co-simulation of hw/ (builds it "
                    "once, minutes); fake: the register-level driver against an in-process device; board: a PYNQ "
                    "board (run on the board, see sdac deploy)")
+    p.add_argument("--interactive", action="store_true",
+                   help="with --backend rtl: run the board driver (runtime/board.py) on the RTL through its "
+                   "register port (sdac.hw.cosim: AXI-Lite CSR accesses, DRAM buffers, the irq line) instead of "
+                   "the batch co-simulation")
     p.add_argument("--priority", metavar="Q,Q,Q,Q", default="ld,cmp,sfu,st",
                    help="queue order of the golden model's interleaving (default ld,cmp,sfu,st); outputs that "
                    "change with it reveal a missing dependency token")
@@ -76,11 +80,13 @@ def run(args: argparse.Namespace) -> int:
         if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
             raise SdacError(f"input {name!r}: contains NaN or infinity")
     t0 = time.perf_counter()
+    if args.interactive and args.backend != "rtl":
+        raise SdacError("--interactive applies to --backend rtl only")
     if args.backend != "golden":
         if trace is not None or priority != ("ld", "cmp", "sfu", "st"):
             raise SdacError("--trace and --priority are golden-model options")
         from ..runtime.device import Device
-        dev = Device.open(bundle, args.backend)
+        dev = Device.open(bundle, args.backend, **({"interactive": True} if args.interactive else {}))
         outputs = dev.step(inputs, args.step)
         info = dev.last_run
         with open(out, "wb") as f:

@@ -316,3 +316,19 @@ def test_rtl_port_cycles_equal_batch_cosim(port_exe):
         oa, ob = a.step(x, 0), b.step(x, 0)
         assert a.last_run.cycles == b.last_run.cycles
         assert all(np.array_equal(oa[t], ob[t]) for t in oa)
+
+
+def test_cli_run_interactive_equals_golden(port_exe, conv_bundle, tmp_path):
+    """`sdac run --backend rtl --interactive` (the user's command) gives the golden model's outputs."""
+    from sdac.bundle import write_bundle
+    from sdac.cli import main
+    write_bundle(conv_bundle, tmp_path / "c.sdab")
+    x = np.random.default_rng(5).normal(0, 1, conv_bundle.inputs[0].shape).astype(np.float32)
+    np.savez(tmp_path / "in.npz", **{conv_bundle.inputs[0].name: x})
+    for backend, extra in (("golden", []), ("rtl", ["--interactive"])):
+        assert main(["run", str(tmp_path / "c.sdab"), "--inputs", str(tmp_path / "in.npz"), "--step", "1",
+                     "--outputs", str(tmp_path / f"{backend}.npz"), "--backend", backend, *extra]) == 0
+    a, b = np.load(tmp_path / "golden.npz"), np.load(tmp_path / "rtl.npz")
+    assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
+    assert main(["run", str(tmp_path / "c.sdab"), "--inputs", str(tmp_path / "in.npz"), "--outputs",
+                 str(tmp_path / "x.npz"), "--interactive"]) == 2
