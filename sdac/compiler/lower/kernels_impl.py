@@ -95,9 +95,16 @@ def _run_tiles(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, tiles
     if not resident and 2 * tm * cl_v > m.acc_lines:
         raise CompileError(f"kernel {k.name}: a tile of {tm} rows x {cols} columns does not fit the acc buffer")
 
+    # a GroupNorm image that does not fit: the acc beyond the two slots keeps the image's last tiles, which
+    # the second pass then normalizes first (no spill or recompute) while the others come back
+    keep_n = (m.acc_lines - 2 * tm * cl_v) // (tm * cl_v) if plan.gn and not resident else 0
+    kept: dict[int, int] = {}       # tile r0 -> acc address
+
     def v_addr(t: Tile, slot: int) -> int:
         if resident:
             return (t.r0 - t.image * image_rows) * cl_v
+        if t.r0 in kept:
+            return kept[t.r0]
         return slot * tm * cl_v
 
     def run_ops(ops_range, t: Tile, slot: int, v: int, src, stats: bool = True) -> None:
@@ -145,6 +152,9 @@ def _run_tiles(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, tiles
         by_image.setdefault(t.image, []).append(t)
     slot_counter = 0
     for b, image_tiles in by_image.items():
+        last = image_tiles[len(image_tiles) - min(keep_n, len(image_tiles) - 1):] if keep_n else []
+        kept.clear()
+        kept.update((t.r0, (2 + j) * tm * cl_v) for j, t in enumerate(last))
         for t in image_tiles:
             slot = slot_counter % 2
             slot_counter += 1
@@ -152,18 +162,20 @@ def _run_tiles(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, tiles
             src = main(t, v, slot)
             if plan.gn:
                 run_ops(range(plan.split), t, slot, v, src)
-                if spill:
+                if spill and t.r0 not in kept:
                     move_spill("store", t, v)
             else:
                 run_ops(range(len(plan.ops)), t, slot, v, src)
         if plan.gn:
-            for t in image_tiles:
+            for t in last + [t for t in image_tiles if t.r0 not in kept]:
                 slot = slot_counter % 2
                 slot_counter += 1
                 v = v_addr(t, slot)
-                if spill:
+                if t.r0 in kept or resident:
+                    pass
+                elif spill:
                     move_spill("load", t, v)
-                elif not resident:          # recompute the pre-norm values (the statistics are complete)
+                else:                       # recompute the pre-norm values (the statistics are complete)
                     run_ops(range(plan.split), t, slot, v, main(t, v, slot), stats=False)
                 run_ops(range(plan.split, len(plan.ops)), t, slot, v, None)
 
@@ -654,11 +666,10 @@ def lower_attention(low: Lowerer, k: Kernel) -> None:
         return dict(b=b, hh=hh, t0=t0, n=min(tq, T - t0), kbase=kv, vbase=kv + S * dl, qs=qs, ps=qs + tq * dl,
                     os=qs + tq * dl + tq * cs, sc_acc=sc_acc, o_acc=sc_acc + tq * cs)
 
-    def scores(i):      # load Q (and this head's K, V), Q.K^T on the array, SoftMax on the SFU
+    def scores(i):      # load Q (and this head's K), Q.K^T on the array, SoftMax on the SFU
         a = addrs(i)
         if a["t0"] == 0:
             low.load_rows(ka, a["kbase"], a["b"] * S, S, line0=a["hh"] * dl, lines=dl)
-            low.load_rows(va, a["vbase"], a["b"] * S, S, line0=a["hh"] * dl, lines=dl)
         n, qs, sc_acc, ps = a["n"], a["qs"], a["sc_acc"], a["ps"]
         low.load_rows(qa, qs, a["b"] * T + a["t0"], n, line0=a["hh"] * dl, lines=dl)
         low.emit("mm", [R("act", qs, n * dl), R("act", a["kbase"], S * dl), W("acc", sc_acc, n * cs)],
@@ -666,8 +677,12 @@ def lower_attention(low: Lowerer, k: Kernel) -> None:
         low.emit("softmax", [R("acc", sc_acc, n * cs), W("act", ps, n * cs), R("prm", prm.base, prm.lines)],
                  s=sc_acc, srs=cs, d=ps, drs=cs, rows=n, cols=S, sc=sm.word)
 
-    def values(i):      # P.V on the array, dequantize and emit the head's columns, store
+    def values(i):      # (this head's V,) P.V on the array, dequantize and emit the head's columns, store
         a = addrs(i)
+        if a["t0"] == 0:
+            # loaded here, not with K: the load waits for the previous head's last P.V (same V slot), and
+            # in the load queue it would hold back the next Q tiles behind it
+            low.load_rows(va, a["vbase"], a["b"] * S, S, line0=a["hh"] * dl, lines=dl)
         n, o_acc = a["n"], a["o_acc"]
         low.emit("mm", [R("act", a["ps"], n * cs), R("act", a["vbase"], S * dl), W("acc", o_acc, n * dl)],
                  a=a["ps"], ars=cs, wsrc="act", w=a["vbase"], ws=dl, c=o_acc, crs=dl, m=n, n=d, k=S)
