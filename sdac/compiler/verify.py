@@ -14,11 +14,11 @@ A violation is a compiler bug: VerifyError names the instruction index.
 """
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 
 from ..errors import SdacError
 from ..isa.spec import QUEUES
+from .shadow import Segments
 
 
 class VerifyError(SdacError):
@@ -231,23 +231,6 @@ def simulate_queues(instrs, depth: int, token_max: int, priority: tuple[str, ...
         raise VerifyError(n - 1, f"tokens left at halt: {', '.join(leaks)}")
 
 
-class _Shadow:
-    """Shadow memory of one space as sorted segments [starts[j], starts[j+1]), each with its last writer and,
-    per queue, its latest reader since that write (entries (queue index, position in queue, instruction))."""
-
-    def __init__(self):
-        self.starts = [0]
-        self.info: list = [(None, {})]
-
-    def split(self, x: int) -> int:
-        j = bisect.bisect_right(self.starts, x) - 1
-        if self.starts[j] != x:
-            j += 1
-            self.starts.insert(j, x)
-            self.info.insert(j, self.info[j - 1])
-        return j
-
-
 def check_races(instrs, L: int, readonly: tuple[tuple[int, int], ...] = ()) -> None:
     """Conflicting accesses of different queues must be ordered by tokens (vector clocks).
 
@@ -259,7 +242,7 @@ def check_races(instrs, L: int, readonly: tuple[tuple[int, int], ...] = ()) -> N
     push_vcs: dict[tuple[str, str], list] = {}
     pop_count: dict[tuple[str, str], int] = {}
     qpos = {q: 0 for q in QUEUES}
-    shadow: dict[str, _Shadow] = {}
+    shadow: dict[str, Segments] = {}
     for i, ins in enumerate(instrs):
         q = ins.queue
         if q == "ctl":
@@ -290,24 +273,20 @@ def check_races(instrs, L: int, readonly: tuple[tuple[int, int], ...] = ()) -> N
                                          f"read-only static data or step table")
                 if any(lo <= s.lo and s.hi <= hi for lo, hi in inside):
                     continue
-            sh = shadow.get(s.space) or shadow.setdefault(s.space, _Shadow())
-            a = sh.split(s.lo)
-            b = sh.split(s.hi)
-            for j in range(a, b):
+            sh = shadow.get(s.space) or shadow.setdefault(s.space, Segments())
+            for j in sh.covering(s.lo, s.hi):
                 writer, readers = sh.info[j]
                 others = ([writer] if writer else []) + (list(readers.values()) if s.write else [])
                 for oq, opos, oi in others:
                     if oq != me[0] and vc[oq] <= opos:
-                        lo, hi = max(sh.starts[j], s.lo), min(sh.starts[j + 1], s.hi)
+                        lo = max(sh.starts[j], s.lo)
+                        hi = min(sh.starts[j + 1], s.hi) if j + 1 < len(sh.starts) else s.hi
                         raise VerifyError(i, f"{ins.op} ({q}) and instruction {oi} ({instrs[oi].op}, "
                                              f"{QUEUES[oq]}) race on {s.space} [{lo}, {hi}): no token orders them")
             if s.write:
-                sh.starts[a:b] = [s.lo]
-                sh.info[a:b] = [(me, {})]
+                sh.write(s.lo, s.hi, me)
             else:
-                for j in range(a, b):
-                    writer, readers = sh.info[j]
-                    sh.info[j] = (writer, {**readers, me[0]: me})
+                sh.read(s.lo, s.hi, me[0], me)
 
 
 def verify(bundle) -> None:

@@ -1,10 +1,12 @@
 """Emission of an instruction stream with dependency tokens derived from access sets.
 
 Every emitted instruction declares what it reads and writes (buffer lines,
-DRAM bytes). ``ProgramBuilder`` records those accesses and, for each new
-instruction, finds the latest conflicting instruction (read-after-write,
-write-after-read, write-after-write) in every *other* queue; instructions of
-the same queue are ordered by the queue itself. A dependency becomes a token
+DRAM bytes). ``ProgramBuilder`` records those accesses in shadow memory
+(sdac/compiler/shadow.py: per address range the last writer and the latest
+reader of each queue since it) and, for each new instruction, finds the latest
+conflicting instruction (read-after-write, write-after-read, write-after-write)
+in every *other* queue; instructions of the same queue are ordered by the queue
+itself, and older accesses are ordered before the ones kept. A dependency becomes a token
 on the channel producer-queue -> consumer-queue unless an earlier token on that
 channel already orders the two (tokens are FIFO: the k-th pop consumes the
 k-th push). This is tinygrad's RAW/WAR edge construction with VTA's tokens.
@@ -15,9 +17,7 @@ from dataclasses import dataclass, field
 
 from ...isa.encoding import Instr
 from ...isa.spec import QUEUES
-
-PAGE = {"act": 1024, "wgt": 1024, "acc": 1024, "prm": 256, "dram": 1 << 16}
-
+from ..shadow import Segments
 
 @dataclass(frozen=True)
 class Access:
@@ -36,16 +36,6 @@ def W(space: str, lo: int, n: int) -> Access:
 
 
 @dataclass
-class _Entry:
-    lo: int
-    hi: int
-    write: bool
-    queue: str
-    qpos: int
-    alive: bool = True
-
-
-@dataclass
 class ProgramBuilder:
     """Collects instructions, their accesses and tokens; ``finish()`` returns the program."""
 
@@ -56,7 +46,7 @@ class ProgramBuilder:
     pushes: list[set] = field(default_factory=list)
     by_queue: dict = field(default_factory=lambda: {q: [] for q in QUEUES})
     _last_push: dict = field(default_factory=dict)
-    _pages: dict = field(default_factory=dict)
+    _shadow: dict = field(default_factory=dict)      # space -> Segments (last writer, latest readers)
 
     def __len__(self) -> int:
         return len(self.ops)
@@ -76,9 +66,19 @@ class ProgramBuilder:
         self.by_queue[q].append(idx)
         need: dict[str, int] = {}
         for a in accesses:
-            for e in self._overlapping(a):
-                if e.queue != q and (a.write or e.write):
-                    need[e.queue] = max(need.get(e.queue, -1), e.qpos)
+            if a.hi <= a.lo:
+                continue
+            sh = self._shadow.get(a.space)
+            if sh is None:
+                continue
+            for j in sh.covering(a.lo, a.hi):
+                writer, readers = sh.info[j]
+                if writer is not None and writer[0] != q and writer[1] > need.get(writer[0], -1):
+                    need[writer[0]] = writer[1]
+                if a.write:
+                    for rq, rpos in readers.items():
+                        if rq != q and rpos > need.get(rq, -1):
+                            need[rq] = rpos
         for p, xpos in sorted(need.items()):
             if self._last_push.get((p, q), -1) >= xpos:
                 continue
@@ -86,36 +86,13 @@ class ProgramBuilder:
             self.pops[idx].add(p)
             self._last_push[(p, q)] = xpos
         for a in accesses:
-            self._record(a, q, qpos)
+            if a.hi > a.lo:
+                sh = self._shadow.get(a.space) or self._shadow.setdefault(a.space, Segments())
+                if a.write:
+                    sh.write(a.lo, a.hi, (q, qpos))
+                else:
+                    sh.read(a.lo, a.hi, q, qpos)
         return idx
-
-    # Access history, bucketed by page so that lookups stay local.
-    def _pages_of(self, a: Access):
-        size = PAGE[a.space]
-        return range(a.lo // size, (max(a.hi, a.lo + 1) - 1) // size + 1)
-
-    def _overlapping(self, a: Access):
-        seen = set()
-        for p in self._pages_of(a):
-            for e in self._pages.get((a.space, p), ()):
-                if e.alive and id(e) not in seen and e.lo < a.hi and a.lo < e.hi:
-                    seen.add(id(e))
-                    yield e
-
-    def _record(self, a: Access, q: str, qpos: int) -> None:
-        if a.hi <= a.lo:
-            return
-        e = _Entry(a.lo, a.hi, a.write, q, qpos)
-        for p in self._pages_of(a):
-            lst = self._pages.setdefault((a.space, p), [])
-            # Forget what this access covers and makes redundant: a write is ordered after everything it
-            # overlaps; a read supersedes earlier reads of the same queue (a later writer that waits for it
-            # waits for them too).
-            for old in lst:
-                if a.lo <= old.lo and old.hi <= a.hi and (a.write or (not old.write and old.queue == q)):
-                    old.alive = False
-            lst[:] = [o for o in lst if o.alive]
-            lst.append(e)
 
     def finish(self) -> list[Instr]:
         return [Instr(op, args, frozenset(self.pops[i]), frozenset(self.pushes[i]))
