@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ... import __version__
-from ...bundle import Bundle, IOTensor
+from ...bundle import Bundle, DataImage, IOTensor
 from ...errors import CompileError
 from ...isa.machine import Machine
 from ..kernels import Act, Kernel, KernelGraph
@@ -48,7 +48,7 @@ class Lowerer:
     kg: KernelGraph
     m: Machine
     pb: ProgramBuilder = field(default_factory=ProgramBuilder)
-    data: bytearray = field(default_factory=bytearray)
+    data: DataImage = field(default_factory=DataImage)   # spills to a temporary file when large
     step_parts: list = field(default_factory=list)    # (offset, PrmImage)
     step_size: int = 0
     relocs: list = field(default_factory=list)
@@ -324,7 +324,7 @@ class Lowerer:
                             rows=math.prod(shape[:-1]), cols=shape[-1],
                             scales=tuple(float(s) for s in np.broadcast_to(a.scales, (n_steps,))))
 
-        return Bundle(machine=m, instrs=instrs, dram_size=dram_size, data=bytes(self.data), data_base=data_base,
+        return Bundle(machine=m, instrs=instrs, dram_size=dram_size, data=self.data.finish(), data_base=data_base,
                       n_steps=n_steps, step_base=step_base, step_bank=bank, step_table=bytes(table),
                       inputs=[io(a, "in") for a in kg.inputs], outputs=[io(a, "out") for a in kg.outputs],
                       host=kg.host_prologue, debug=self.debug,
