@@ -7,7 +7,7 @@ and where the remaining time goes.
 With a compiled SD-v1.5 bundle (sdac compile of the quantized ONNX model; by default
 build/sd15/unet.qdq.sdab, which benchmarks/compile_sd15.py writes, if it exists) it times that. Without
 one (or with --stand-in) it builds the stand-in of sdac.perf.sd15 (a KernelGraph with the shapes of SD-v1.5: 64x64 latent, 77x768
-context, batch 1, random int4 weights; about 2 minutes and 2.5 GB to lower) and says so. The issue's
+context, batch 1, random int4 weights; about 30 s and 1.2 GB to lower) and says so. The issue's
 target is 90% of the compute roofline; the SDA paper measured 0.389 iter/s.
 """
 from __future__ import annotations
