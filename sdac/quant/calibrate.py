@@ -1,8 +1,8 @@
 """Calibration along real DDIM sampling trajectories (onnxruntime on the float model).
 
-Every float activation tensor of the graph is exposed as an extra output; the model is run
-step after step of DDIM sampling from seeded noise, and the absolute maximum of every tensor
-is recorded per denoising step (max over the calibration images).
+Every float activation tensor of the graph gets a max(|x|) output computed in the graph; the
+model is run step after step of DDIM sampling from seeded noise, and the absolute maximum of
+every tensor is recorded per denoising step (max over the calibration images).
 
 Which tensors are activations (what the device holds as int8): the ``sample`` input and
 everything computed from it, plus the host tensors the device reads. Host tensors (computed
@@ -12,6 +12,7 @@ Constants (computed from initializers only) and non-float tensors are never acti
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -44,14 +45,31 @@ def load(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
         raise SdacError(f"{model}: not a readable ONNX model ({e})") from None
 
 
+def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph with its large initializers as typed inputs: shape inference needs only their types, and a
+    model over 2 GB (SD-v1.5 in float32) cannot be serialized for it."""
+    p = onnx.ModelProto()
+    p.ir_version = model.ir_version
+    p.opset_import.extend(model.opset_import)
+    p.graph.node.extend(model.graph.node)
+    p.graph.input.extend(model.graph.input)
+    p.graph.output.extend(model.graph.output)
+    for init in model.graph.initializer:
+        if np.prod(init.dims, dtype=np.int64) <= 64:
+            p.graph.initializer.append(init)
+        else:
+            p.graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    return p
+
+
 def float_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every typed tensor (after shape inference)."""
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = onnx.shape_inference.infer_shapes(_without_weights(model))
     g = inferred.graph
     types = {}
     for vi in list(g.input) + list(g.output) + list(g.value_info):
         types[vi.name] = vi.type.tensor_type.elem_type
-    for init in g.initializer:
+    for init in model.graph.initializer:
         types[init.name] = init.data_type
     return types
 
@@ -129,6 +147,36 @@ def expose(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return m
 
 
+ABSMAX_PREFIX = "sdac_absmax/"
+
+
+def expose_absmax(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of the model with a scalar output max(|x|) per tensor (``ABSMAX_PREFIX + name``), computed in
+    the graph: onnxruntime then frees every activation as usual (exposing SD-v1.5's 2000 tensors whole would
+    keep a step's activations alive at once)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for n in names:
+        a, out = f"{ABSMAX_PREFIX}{n}/abs", f"{ABSMAX_PREFIX}{n}"
+        m.graph.node.append(onnx.helper.make_node("Abs", [n], [a], name=a))
+        m.graph.node.append(onnx.helper.make_node("ReduceMax", [a], [out], name=out, keepdims=0))
+        m.graph.output.append(onnx.helper.make_tensor_value_info(out, TensorProto.FLOAT, []))
+    return m
+
+
+MAX_INLINE_BYTES = 1 << 30    # larger instrumented models go to onnxruntime as a file with external data
+
+
+def session_model(model: onnx.ModelProto, workdir: str) -> bytes | str:
+    """Serialized bytes, or for a large model a path (protobuf cannot serialize more than 2 GB)."""
+    if model.ByteSize() <= MAX_INLINE_BYTES:
+        return model.SerializeToString()
+    path = str(Path(workdir) / "calibrate.onnx")
+    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="calibrate.data",
+              size_threshold=1024)
+    return path
+
+
 @dataclass
 class Calibration:
     names: list[str]                 # activation tensors
@@ -159,9 +207,10 @@ def calibrate(model: str | Path | onnx.ModelProto, *, steps: int, samples: int, 
     if not roles.activations:
         raise SdacError("the model has no float activation tensors to calibrate")
     first = proto.graph.output[0].name
-    unet = OrtUNet(expose(proto, roles.activations).SerializeToString(), extra=extra)
     names = roles.activations
-    out_names = [o.name for o in unet.sess.get_outputs()]
+    with tempfile.TemporaryDirectory(prefix="sdac-calib-") as work:
+        unet = OrtUNet(session_model(expose_absmax(proto, names), work), extra=extra)
+    out_names = [first] + [ABSMAX_PREFIX + n for n in names]
     pair = unet.batch == 2
     sample_in = next(i for i in unet.sess.get_inputs() if i.name == "sample")
     shape = tuple(d if isinstance(d, int) else 1 for d in sample_in.shape[1:])
@@ -175,10 +224,8 @@ def calibrate(model: str | Path | onnx.ModelProto, *, steps: int, samples: int, 
             xk = x[k:k + 1].astype(np.float32)
             feed = {"sample": np.concatenate([xk, xk]) if pair else xk,
                     "timestep": np.full(unet.t_shape, t, unet.t_dtype), **unet.extra}
-            res = dict(zip(out_names, unet.sess.run(out_names, feed)))
-            row = np.array([float(np.max(np.abs(res[n]))) if res[n].size else 0.0 for n in names])
-            absmax[step] = np.maximum(absmax[step], row)
-            e = res[first]
+            e, *row = unet.sess.run(out_names, feed)
+            absmax[step] = np.maximum(absmax[step], np.nan_to_num(np.array(row, np.float64), neginf=0.0))
             eps.append(e[0:1] + guidance * (e[1:2] - e[0:1]) if pair else e)
         return np.concatenate(eps).astype(np.float32)
 

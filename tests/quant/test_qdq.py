@@ -205,3 +205,43 @@ def test_conditional_batch2_model_calibrates(tmp_path):
     assert min(table["scales"]["cond"]) == pytest.approx(5.0 / 127, rel=1e-6)
     assert max(table["scales"]["out_float"]) >= 5.0 / 127   # the conditional row (out >= 5 - |conv|) was seen
     assert main(["quantize", str(tmp_path / "c.onnx"), "-o", str(tmp_path / "d.onnx"), "--steps", "2"]) == 2
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (4, 3, 3, 3), (7,)])
+def test_int4_initializer_packing_equals_onnx_helper(shape):
+    from onnx import TensorProto, helper
+
+    from sdac.quant.qdq import _int_tensor
+    q = np.random.default_rng(2).integers(-7, 8, shape).astype(np.int8)
+    ours = _int_tensor("w", q, 4)
+    ref = helper.make_tensor("w", TensorProto.INT4, q.shape, q.flatten().tolist())
+    assert ours.data_type == TensorProto.INT4 and list(ours.dims) == list(shape)
+    assert np.array_equal(numpy_helper.to_array(ours).astype(np.int8), q)
+    assert np.array_equal(numpy_helper.to_array(ours).astype(np.int8), numpy_helper.to_array(ref).astype(np.int8))
+
+
+def test_in_graph_absmax_equals_exposed_tensors(tmp_path, monkeypatch):
+    """Calibration's in-graph max|x| outputs equal numpy on the whole exposed tensors, also when the
+    instrumented model goes to onnxruntime as a file with external data (as SD-v1.5 in float32 must)."""
+    from sdac.quant import calibrate as C
+    proto = onnx.load(str(DIGITS_ONNX))
+    names = tensor_roles(proto).activations
+    rng = np.random.default_rng(4)
+    feed = {"sample": rng.normal(0, 1, (1, 1, 8, 8)).astype(np.float32), "timestep": np.array([300], np.float32)}
+    whole = _run_feed(C.expose(proto, names).SerializeToString(), feed, names)
+    ref = np.array([np.max(np.abs(whole[n])) for n in names])
+    small = _run_feed(C.expose_absmax(proto, names).SerializeToString(), feed,
+                      [C.ABSMAX_PREFIX + n for n in names])
+    assert np.array_equal(np.array([small[C.ABSMAX_PREFIX + n] for n in names]), ref)
+    monkeypatch.setattr(C, "MAX_INLINE_BYTES", 0)
+    path = C.session_model(C.expose_absmax(proto, names), str(tmp_path))
+    assert isinstance(path, str) and (tmp_path / "calibrate.data").exists()
+    big = _run_feed(path, feed, [C.ABSMAX_PREFIX + n for n in names])
+    assert all(big[k] == small[k] for k in small)
+
+
+def _run_feed(model, feed, names):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    s = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    return dict(zip(names, s.run(names, feed)))
