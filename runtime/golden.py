@@ -101,11 +101,11 @@ class _Dec:
     a: dict
 
 
-def _unblock_f32(W: np.ndarray, n: int) -> np.ndarray:
+def _unblock_f32(W: np.ndarray, n: int, dtype=np.float32) -> np.ndarray:
     """Weight blocks (nb, *rows, L) (block b holds columns b*L..b*L+L-1) -> the (prod(rows), n) matrix
-    in float32, converted and transposed in one pass (int4 values are exact in float32)."""
+    in float32 (or dtype), converted and transposed in one pass (int4 values are exact in float32)."""
     nb, L = W.shape[0], W.shape[-1]
-    out = np.empty((*W.shape[1:-1], nb, L), dtype=np.float32)
+    out = np.empty((*W.shape[1:-1], nb, L), dtype=dtype)
     out[...] = np.moveaxis(W, 0, -2)
     return out.reshape(-1, nb * L)[:, :n]
 
@@ -187,6 +187,85 @@ def _fmatmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
         if sess is not None:
             return sess.run(None, {"a": np.ascontiguousarray(x), "b": np.ascontiguousarray(w)})[0]
     return x @ w
+
+
+# Exact int8 products through an integer GEMM (torch._int_mm: oneDNN's int8 kernels, ~5x faster
+# than the float32 GEMM here). Used only where every intermediate is provably exact: the CPU has
+# VNNI (vpdpbusd: groups of four u8 x s8 products summed into int32 without the int16 saturation
+# of the older vpmaddubsw kernels) and k * 255 * 255 < 2**31, so no int32 partial sum wraps even
+# when a kernel shifts an int8 operand by +128 to make it unsigned and compensates afterwards.
+# A self-test of worst-case operands at first use is the second guard. docs/golden.md has the
+# argument; SDAC_GOLDEN_INT=0 turns this path off (then the float path above does everything).
+_INT_MIN_MACS = 1 << 20       # smaller products stay on the float path (small programs never import torch)
+_INT_MAX_K = ((1 << 31) - 1) // (255 * 255)     # 33025
+_int_backend_fn: list = []    # [] not decided yet, [None] unavailable, [fn] available
+
+
+def _cpu_has_vnni() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    except OSError:
+        pass
+    return False
+
+
+def _int_selftest(fn) -> bool:
+    """fn(x, w) against exact int64 products on worst-case and random int8 operands of several shapes."""
+    rng = np.random.default_rng(0)
+    for m, k, n in ((1, 64, 8), (17, 300, 33), (40, 768, 840), (256, 4608, 64), (64, 20000, 24)):
+        for fill in ((-128, -128), (-128, 127), (127, -128), (127, 127), None, "large"):
+            if fill is None:
+                x = rng.integers(-128, 128, (m, k), dtype=np.int8)
+                w = rng.integers(-128, 128, (k, n), dtype=np.int8)
+            elif fill == "large":           # large odd sums: what a float32 GEMM would round
+                x = rng.integers(100, 128, (m, k), dtype=np.int8)
+                w = rng.integers(100, 128, (k, n), dtype=np.int8)
+            else:
+                x, w = np.full((m, k), fill[0], np.int8), np.full((k, n), fill[1], np.int8)
+            want = x.astype(np.float64) @ w.astype(np.float64)     # |sums| < 2**53: exact
+            got = fn(x, w)
+            if got.dtype != np.int32 or got.shape != want.shape or not np.array_equal(got, want):
+                return False
+    return True
+
+
+def _int_backend():
+    """The exact int8 x int8 -> int32 GEMM, or None (no VNNI, no torch, turned off, self-test failed)."""
+    if not _int_backend_fn:
+        fn = None
+        if os.environ.get("SDAC_GOLDEN_INT", "1") != "0" and os.environ.get("SDAC_GOLDEN_BLAS") != "numpy" \
+                and _cpu_has_vnni():
+            try:
+                import torch
+                threads = os.environ.get("SDAC_GOLDEN_THREADS", "")
+                if threads.isdigit():
+                    torch.set_num_threads(int(threads))
+
+                def fn(x, w):
+                    return torch._int_mm(torch.from_numpy(_plain(x)), torch.from_numpy(_plain(w))).numpy()
+                if not _int_selftest(fn):
+                    fn = None
+            except Exception:          # torch missing or without _int_mm: the float path is exact too
+                fn = None
+        _int_backend_fn.append(fn)
+    return _int_backend_fn[0]
+
+
+def _plain(x: np.ndarray) -> np.ndarray:
+    """x as a writeable C-ordered matrix with its canonical strides (torch wants writeable memory,
+    though it only reads it, and misreads the stride-0 rows numpy calls contiguous)."""
+    x = np.ascontiguousarray(x)
+    if not x.flags.writeable or x.strides != (x.shape[1] * x.itemsize, x.itemsize):
+        x = x.copy()
+    return x
+
+
+def _int_path(macs: int, k: int) -> bool:
+    return macs >= _INT_MIN_MACS and k <= _INT_MAX_K and _int_backend() is not None
 
 
 def _absmax(x: np.ndarray) -> int:
@@ -455,10 +534,11 @@ class Golden:
         self._count(buf, n * _cdiv(cols, L))
         return self._bufs[buf].reshape(-1), base * L, [s * L for _, s in dims]
 
-    def _read(self, d, buf, base, dims, cols, what) -> np.ndarray:
-        """Element [*idx, c] = buf line (base + sum(idx*stride) + c//L), lane c%L; a read-only view."""
+    def _read(self, d, buf, base, dims, cols, what, writeable=False) -> np.ndarray:
+        """Element [*idx, c] = buf line (base + sum(idx*stride) + c//L), lane c%L; a read-only view
+        (writeable=True only for operands handed to code that reads them but wants writeable memory)."""
         flat, off, strides = self._region(d, buf, base, dims, cols, what)
-        return _view(flat, off, [c for c, _ in dims], strides, cols, writeable=False)
+        return _view(flat, off, [c for c, _ in dims], strides, cols, writeable=writeable)
 
     def _write(self, d, buf, base, dims, cols, values, what) -> None:
         flat, off, strides = self._region(d, buf, base, dims, cols, what, "w")
@@ -545,8 +625,7 @@ class Golden:
                 return hit
         Wf, wmax = build()
         if src is not None:
-            Wf = np.ascontiguousarray(Wf)
-            Wf.flags.writeable = False
+            Wf = np.ascontiguousarray(Wf)      # (writeable for torch, which only reads it; nothing writes it)
             wl.put(key, (Wf, wmax), src, src + (last - first + 1) * wl.B, Wf.nbytes)
         return Wf, wmax
 
@@ -567,27 +646,32 @@ class Golden:
     def _op_mm(self, d, a) -> None:
         L = self.L
         m, n, k = a["m"], a["n"], a["k"]
-        A = self._read(d, "act", a["a"], [(m, a["ars"])], k, "A")
+        exact_int = _int_path(m * n * k, k)
+        A = self._read(d, "act", a["a"], [(m, a["ars"])], k, "A", writeable=exact_int)
         wsrc = a["wsrc"]
         if wsrc == "wgt":
             nb = _cdiv(n, L)
+            form = np.int8 if exact_int else np.float32
 
             def build():
                 Wb = self._read(d, "wgt", a["w"], [(nb, a["ws"]), (k, 1)], L, "W")
-                W = _unblock_f32(Wb, n)
+                W = _unblock_f32(Wb, n, form)
                 return W, _absmax(Wb if nb * L == n else W)     # the int8 blocks: a quarter of the traffic
             first = a["w"]
-            W, wmax = self._wgt_matrix(d, ("mm", nb, a["ws"], k, n, nb * k), first,
+            W, wmax = self._wgt_matrix(d, ("mm", exact_int, nb, a["ws"], k, n, nb * k), first,
                                        first + (nb - 1) * a["ws"] + k - 1, "W", build)
         else:
             if wsrc == "act":
-                W = self._read(d, "act", a["w"], [(k, a["ws"])], n, "W")
+                W = self._read(d, "act", a["w"], [(k, a["ws"])], n, "W", writeable=exact_int)
             else:
-                W = self._read(d, "act", a["w"], [(n, a["ws"])], k, "W").T
-            wmax = _absmax(W)
-        # |A| <= 128 (int8): the static bound spares a pass over A when it already proves float32 exact
-        amax = 128 if k * 128 * wmax < _F32_EXACT else _absmax(A)
-        P = _imatmul_any(A, W, amax, wmax, k)
+                W = self._read(d, "act", a["w"], [(n, a["ws"])], k, "W", writeable=exact_int).T
+            wmax = None if exact_int else _absmax(W)
+        if exact_int:
+            P = _int_backend()(A, W)
+        else:
+            # |A| <= 128 (int8): the static bound spares a pass over A when it already proves float32 exact
+            amax = 128 if k * 128 * wmax < _F32_EXACT else _absmax(A)
+            P = _imatmul_any(A, W, amax, wmax, k)
         self._accumulate(d, a["c"], [(m, a["crs"])], n, P, a["acc"], "C")
         self._work[0] += m * n * k
 
@@ -607,7 +691,7 @@ class Golden:
             _scatter(flat, off, counts, strides, cols, P + C)
             return
         flat, off, strides = self._region(d, "acc", base, dims, cols, what, "w")
-        if P.dtype == np.float32 and _disjoint(counts, strides, cols):
+        if P.dtype in (np.float32, np.int32) and _disjoint(counts, strides, cols):
             np.copyto(_view(flat, off, counts, strides, cols, writeable=True), P, casting="unsafe")
             return
         _scatter(flat, off, counts, strides, cols, P.astype(np.int32, copy=False))
@@ -620,12 +704,15 @@ class Golden:
         ny = max(0, min(a["ih"], hp - pt))                       # input rows / columns actually read
         nx = max(0, min(a["iw"], wp - pl))
         nb = _cdiv(cout, L)
+        exact_int = _int_path(oh * ow * cout * 9 * cin, 9 * cin)
+        form = np.int8 if exact_int else np.float32
+
         def build():
             Wt = self._read(d, "wgt", a["w"], [(nb, a["wbs"]), (9, a["wts"]), (cin, 1)], L, "the weights")
-            Wf = _unblock_f32(Wt, cout)       # (9*cin, cout), rows tap-major
+            Wf = _unblock_f32(Wt, cout, form)       # (9*cin, cout), rows tap-major
             return Wf, _absmax(Wt if nb * L == cout else Wf)
         first = a["w"]
-        Wf, wmax = self._wgt_matrix(d, ("conv", nb, a["wbs"], a["wts"], cin, cout, nb * 9 * cin), first,
+        Wf, wmax = self._wgt_matrix(d, ("conv", exact_int, nb, a["wbs"], a["wts"], cin, cout, nb * 9 * cin), first,
                                     first + (nb - 1) * a["wbs"] + 8 * a["wts"] + cin - 1, "the weights", build)
         if ny and nx:
             I = self._read(d, "act", a["i"], [(ny, a["irs"]), (nx, a["ips"])], cin, "the input")
@@ -633,13 +720,18 @@ class Golden:
             I = np.zeros((0, 0, cin), dtype=np.int8)
         # im2col: one product of (oh*ow) x (9*cin) by (9*cin) x cout; the same sums as nine taps.
         # int8 values and sums of up to 9*4095*128 < 2**24 of them are exact in float32.
-        P = np.zeros((hp, wp, cin), dtype=np.float32)
+        P = np.zeros((hp, wp, cin), dtype=form)
         P[pt:pt + ny, pl:pl + nx] = I
-        cols = np.empty((oh, ow, 9, cin), dtype=np.float32)
+        cols = np.empty((oh, ow, 9, cin), dtype=form)
         for t in range(9):
             ky, kx = divmod(t, 3)
             cols[:, :, t] = P[ky:ky + (oh - 1) * st + 1:st, kx:kx + (ow - 1) * st + 1:st]
         cols = cols.reshape(oh * ow, 9 * cin)
+        if exact_int:
+            S = _int_backend()(cols, Wf).reshape(oh, ow, cout)
+            self._accumulate(d, a["o"], [(oh, a["ors"]), (ow, a["ops"])], cout, S, a["acc"], "O")
+            self._work[0] += oh * ow * cout * 9 * cin
+            return
         bound = 9 * cin * _absmax(I) * wmax
         if bound >= _F32_EXACT:
             bound = min(bound, int(np.abs(cols).sum(axis=1).max()) * wmax)
@@ -831,8 +923,9 @@ _EXP = _exp_table()
 
 
 def _clip(v: np.ndarray, bits: int) -> np.ndarray:
-    """N.sat(v, bits) in place (v int64)."""
-    return np.clip(v, -(1 << (bits - 1)), (1 << (bits - 1)) - 1, out=v)
+    """N.sat(v, bits) in place (v int64). (np.clip costs ~10 us of overhead per call; this does not.)"""
+    np.minimum(v, (1 << (bits - 1)) - 1, out=v)
+    return np.maximum(v, -(1 << (bits - 1)), out=v)
 
 
 def scale_inplace(v: np.ndarray, e) -> np.ndarray:
