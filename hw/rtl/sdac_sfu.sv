@@ -26,6 +26,7 @@ module sdac_sfu
   parameter int ACT_DEPTH = ACT_LINES,
   parameter int PRM_DEPTH = PRM_LINES,
   parameter int NSTAT = STAT_GROUPS,
+  parameter int PCACHE_LINES = 64,   // prm vector cache (lines per vector), see the pipeline below
   localparam int ACCW = $clog2(ACC_DEPTH),
   localparam int ACTW = $clog2(ACT_DEPTH),
   localparam int PRMW = $clog2(PRM_DEPTH),
@@ -359,11 +360,11 @@ module sdac_sfu
   // ---------------------------------------------------------------- state
   typedef enum logic [5:0] {
     S_IDLE, S_CHECK, S_OVL, S_SCAL, S_SCALW, S_NP0, S_NP1, S_NP2, S_NP3,
-    S_FETCH, S_NGRP,
-    S_DQ0, S_DQ1, S_AD0, S_AD1, S_X, S_F0, S_F1, S_F2, S_F3, S_F4, S_GG,
+    S_STREAM, S_FETCH, S_NGRP,
+    S_F0, S_F1, S_F2, S_F3, S_F4,
     S_N0, S_N1, S_N2, S_N3, S_O0, S_O1,
     S_SMAX, S_SM0, S_SM1, S_SM2, S_SM3, S_SMK,
-    S_STAT, S_WRITE,
+    S_WRITE,
     S_TTILE, S_TRD, S_TRW, S_TWR, S_DONE
   } state_t;
   state_t state;
@@ -387,7 +388,6 @@ module sdac_sfu
   logic [1:0]  scal_k;
   // per-lane registers
   s64 opa [LANES];
-  s64 opb [LANES];
   logic [31:0] pv1 [LANES];
   logic [31:0] pv2 [LANES];
   s64 x [LANES];
@@ -420,6 +420,53 @@ module sdac_sfu
   logic [47:0] oa_lo, ob_lo;        // overlap walk: current runs of S and D
   logic [31:0] oa_i, ob_i, oa_n, ob_n;
 
+  // ---------------------------------------------------------------- element-wise pipeline
+  // deq, add, act and geglu stream their lines through NSTG compute stages, one line per cycle
+  // when the ports allow. Operand slots 0 A, 1 B, 2 prm vector 1 (deq per_ch scale), 3 prm vector
+  // 2 (deq bias); each enabled slot has a read walker (its lines in row-major order) and a FIFO of
+  // FD lines. A port takes turns between its (at most two) slots and requests one line per cycle
+  // while the slot whose turn it is has a credit (reads granted + lines held < FD); responses
+  // arrive in order, so they go to the slots in the same turns. A line enters the stages once
+  // every slot it needs holds a line; the stages advance together, holding while the last stage
+  // (the op's tail) waits for its write grant or walks its statistics groups.
+  localparam int FD = 4;            // operand FIFO depth (lines per slot; 2-bit pointers)
+  localparam int NSTG = 9;          // compute stages (geglu uses all; deq / add the first two)
+  // The prm vectors (deq scale and bias) are the same for every row: when a row has at most PCL
+  // lines, they are read for the first row only and kept in a cache of PCL lines per vector.
+  localparam int PCL = PCACHE_LINES;
+  typedef struct packed {
+    s64 a, b, x, t, w;              // operands, activation temporaries, result
+    logic [31:0] e, bias;           // per-lane scale entry and bias (deq)
+  } lane_t;
+  typedef struct packed {
+    logic [31:0] daddr;             // result line address
+    logic [16:0] cl;                // cols - j*L (valid lanes: l < cl)
+    logic [15:0] r;                 // row (row-mode statistics group)
+    logic [15:0] cg0;               // chan mode: group of lane 0 and its column within the group
+    logic [11:0] crem0;
+  } line_t;
+
+  logic        stream_op;
+  logic [32:0] slines;              // rows * ceil(cols / L)
+  logic [16:0] wj [4];              // read walkers: line within the row of the next read
+  logic [31:0] wrow [4];            //   line address of that row
+  logic [32:0] wleft [4];           //   reads left
+  logic [2:0]  wcnt [4];            //   credits in use: granted, not yet entered the stages
+  logic [2:0]  fcnt [4];            // FIFO: lines held
+  logic [1:0]  fwp [4];
+  logic [1:0]  frp [4];
+  logic [32*LANES-1:0] fq [4][FD];  // lines as 32-bit lanes (act lines sign-extended)
+  logic [2:0]  tturn, rturn;        // per port: which of its slots requests / receives next
+  line_t       hl;                  // the next line to enter the stages
+  logic [16:0] hj;                  //   its line within the row
+  logic [31:0] hdrow;               //   its result row address
+  logic [32:0] hleft, tleft;        // lines still to enter / to leave the tail
+  logic [NSTG-1:0] sv;              // stage holds a line
+  line_t       sinfo [NSTG];
+  lane_t       sl [NSTG][LANES];
+  logic        twr_done;            // the tail's line is written (its statistics may still walk)
+  logic [32*LANES-1:0] pcache [2][PCL];
+
   assign busy = state != S_IDLE;
 
   // ---------------------------------------------------------------- per-lane combinational
@@ -430,19 +477,21 @@ module sdac_sfu
   s64 ma [LANES];
   s64 mb [LANES];
   s64 prod [LANES];
-  logic [31:0] ee [LANES];          // per-lane scale entry (deq per_ch) or the scalar one
   s64 line_max, ex_sum, sum1, sum2;
   s64 sm_ex [LANES];
 
+  // lanes and groups of the FSM's line, or of the pipeline's tail line while streaming
   always_comb begin
     logic [15:0] g;
     logic [11:0] rem;
     logic found;
-    g = cg0;
-    rem = crem0;
+    logic stream;
+    stream = state == S_STREAM;
+    g = stream ? sinfo[s_t].cg0 : cg0;
+    rem = stream ? sinfo[s_t].crem0 : crem0;
     for (int l = 0; l < LANES; l++) begin
-      vmask[l] = 17'(l) < cols_left;
-      lgrp[l] = q.st_chan ? g : r;
+      vmask[l] = 17'(l) < (stream ? sinfo[s_t].cl : cols_left);
+      lgrp[l] = q.st_chan ? g : (stream ? sinfo[s_t].r : r);
       if (rem + 12'd1 == q.gsize) begin
         rem = 12'd0;
         g = g + 16'd1;
@@ -461,35 +510,20 @@ module sdac_sfu
     for (int l = 0; l < LANES; l++) gmatch[l] = pend[l] && lgrp[l] == gsel;
   end
 
-  // chan-mode group state of the next line (lane L continues the ripple above)
+  // chan-mode group state of the next line
   logic [15:0] cg_next;
   logic [11:0] crem_next;
-  always_comb begin
-    cg_next = cg0;
-    crem_next = crem0;
-    for (int l = 0; l < LANES; l++) begin
-      if (crem_next + 12'd1 == q.gsize) begin
-        crem_next = 12'd0;
-        cg_next = cg_next + 16'd1;
-      end else begin
-        crem_next = crem_next + 12'd1;
-      end
-    end
-  end
+  assign {cg_next, crem_next} = next_gpos(cg0, crem0);
 
   // One 64 x 64 -> 64 multiplier per lane, operands selected by the state.
   always_comb begin
     for (int l = 0; l < LANES; l++) begin
-      ee[l] = (q.kind == K_DEQ && q.p1_en) ? pv1[l] : sc_e;
       ma[l] = 64'sd0;
       mb[l] = 64'sd0;
       unique case (state)
-        S_DQ0: begin ma[l] = opa[l]; mb[l] = e_mul(ee[l]); end
-        S_AD0: begin ma[l] = opb[l]; mb[l] = e_mul(sc_e); end
         S_F0:  begin ma[l] = x[l]; mb[l] = 64'(GELU_ALPHA_Q10); end
         S_F2:  begin ma[l] = x[l]; mb[l] = t[l]; end
         S_F3:  begin ma[l] = w[l]; mb[l] = 64'(INV6_Q16); end
-        S_GG:  begin ma[l] = opa[l]; mb[l] = w[l]; end
         S_O0:  begin ma[l] = w[l]; mb[l] = e_mul(sc_e); end
         S_N1:  begin ma[l] = w[l]; mb[l] = s64'({47'd0, rm_l[l]}); end
         S_N2:  begin ma[l] = w[l]; mb[l] = s64'(signed'(pv1[l])); end
@@ -523,9 +557,9 @@ module sdac_sfu
     for (int l = 0; l < LANES; l++) begin
       if (vmask[l] && opa[l] > line_max) line_max = opa[l];
       if (vmask[l]) ex_sum = ex_sum + sm_ex[l];
-      if (gmatch[l]) begin
-        sum1 = sum1 + w[l];
-        sum2 = sum2 + w[l] * w[l];
+      if (gmatch[l]) begin   // statistics of the pipeline's tail line (only the stream has st)
+        sum1 = sum1 + sl[s_t][l].w;
+        sum2 = sum2 + sl[s_t][l].w * sl[s_t][l].w;
       end
     end
   end
@@ -609,6 +643,151 @@ module sdac_sfu
     pm = (pe >= 8'sd0) ? (pvv >>> pe) : (pvv <<< (-pe));
   end
 
+  // ---------------------------------------------------------------- element-wise pipeline logic
+  // one stage of one lane: the numerics.py expressions in the steps of the line-sequential FSM
+  function automatic lane_t stage_fn(input int k, input lane_t i);
+    lane_t o;
+    o = i;
+    unique case (k)
+      0: unique case (q.kind)
+           K_DEQ: o.w = rsr(i.a * e_mul(i.e), e_sh(i.e));                  // apply_scale(S, E_c)
+           K_ADD: o.w = rsr(i.b * e_mul(sc_e), e_sh(sc_e));                // apply_scale(B, e)
+           K_ACT: begin o.x = sat16(i.a); o.w = o.x; end
+           default: begin o.x = sat16(i.b); o.w = o.x; o.a = sat16(i.a); end   // geglu: gate B
+         endcase
+      1: if (q.kind == K_DEQ) o.w = sat16(i.w + (q.p2_en ? s64'(signed'(i.bias)) : 64'sd0));
+         else if (q.kind == K_ADD) o.w = sat16(i.a + i.w);
+         else if (q.fn == FN_SILU) o.t = clip(i.x + (64'sd3 <<< q.frac), 64'sd0, 64'sd6 <<< q.frac);
+         else o.w = rsr(i.x * s64'(GELU_ALPHA_Q10), 40'sd10);
+      2: if (q.fn != FN_SILU) o.t = clip(i.w + (64'sd3 <<< q.frac), 64'sd0, 64'sd6 <<< q.frac);
+      3: o.w = i.x * i.t;
+      4: o.w = i.w * s64'(INV6_Q16);
+      5: o.w = rsr(i.w, 40'(q.frac) + 40'sd16);
+      6: if (q.kind == K_GEGLU) o.w = rsr(i.a * i.w, 40'(q.frac));             // A * gelu(B)
+         else if (q.fn == FN_NONE) o.w = sat16(i.a);                          // act, fn none: enters here
+      7: o.w = rsr(i.w * e_mul(sc_e), e_sh(sc_e));                            // output scale
+      default: o.w = q.d_act ? sat8(i.w) : sat16(i.w);
+    endcase
+    return o;
+  endfunction
+
+  // chan-mode (group, column in group) of lane 0 of the next line (lane L continues the ripple)
+  function automatic logic [27:0] next_gpos(input logic [15:0] g0, input logic [11:0] rem0);
+    logic [15:0] g;
+    logic [11:0] rem;
+    g = g0;
+    rem = rem0;
+    for (int l = 0; l < LANES; l++) begin
+      if (rem + 12'd1 == q.gsize) begin
+        rem = 12'd0;
+        g = g + 16'd1;
+      end else begin
+        rem = rem + 12'd1;
+      end
+    end
+    return {g, rem};
+  endfunction
+
+  function automatic logic [LANES-1:0] lane_mask(input logic [16:0] cl);
+    logic [LANES-1:0] m;
+    for (int l = 0; l < LANES; l++) m[l] = 17'(l) < cl;
+    return m;
+  endfunction
+
+  logic [3:0]  s_e, s_t;            // entry and tail stage of the running op
+  logic [1:0]  ps0 [3];             // per port: its first and second slot, and how many
+  logic [1:0]  ps1 [3];
+  logic [1:0]  pn [3];
+  logic [1:0]  scur [3];            // slot whose turn it is to request / to receive
+  logic [1:0]  rcur [3];
+  logic [2:0]  sreq, svalid, sgnt;
+  logic [31:0] saddr [3];
+  logic [3:0]  sinc, swr, spk;      // per slot: a read granted / a line arriving / a line taken
+  logic [32*LANES-1:0] sdata [3];   // arriving line per port as 32-bit lanes
+  logic        spop, sadv, sleave, swreq, swr_ok, sstat_ok;
+  logic        pc_en, pc_hit;       // prm vectors cached; the next line takes them from the cache
+  logic [32*LANES-1:0] hp [2];      // the next line's prm vectors
+  lane_t       sin [NSTG][LANES];
+  lane_t       sout [NSTG][LANES];
+  line_t       sinfo_in [NSTG];
+  logic [NSTG-1:0] sv_in;
+  logic [31:0] tdaddr;              // the tail line's result address
+  logic [27:0] hgpos;
+  assign stream_op = q.kind == K_DEQ || q.kind == K_ADD || q.kind == K_ACT || q.kind == K_GEGLU;
+  assign slines = 33'(q.rows) * 33'(nl);
+  assign pc_en = 32'(nl) <= 32'(PCL);
+  assign s_t = (q.kind == K_DEQ || q.kind == K_ADD) ? 4'd1 : 4'(NSTG - 1);
+  assign s_e = (q.kind == K_ACT && q.fn == FN_NONE) ? 4'd6 : 4'd0;
+  assign tdaddr = sinfo[s_t].daddr;
+  always_comb begin
+    for (int p = 0; p < 3; p++) begin
+      ps0[p] = 2'd0;
+      ps1[p] = 2'd0;
+      pn[p] = 2'd0;
+      for (int k = 0; k < 4; k++) begin
+        if (need[k] && slot_port(2'(k)) == 2'(p)) begin
+          if (pn[p] == 2'd0) ps0[p] = 2'(k);
+          else ps1[p] = 2'(k);
+          pn[p] = pn[p] + 2'd1;
+        end
+      end
+      scur[p] = tturn[p] ? ps1[p] : ps0[p];
+      rcur[p] = rturn[p] ? ps1[p] : ps0[p];
+      sreq[p] = stream_op && pn[p] != 2'd0 && wleft[scur[p]] != 33'd0 && wcnt[scur[p]] < 3'(FD) &&
+                (state == S_STREAM || (p != 2 && (state == S_SCAL || state == S_SCALW)));
+      saddr[p] = wrow[scur[p]] + 32'(wj[scur[p]]);
+    end
+    swreq = state == S_STREAM && sv[s_t] && !twr_done;
+  end
+
+  // (separate blocks: the requests above are functions of registered state only; grants may be
+  // combinational from them)
+  always_comb begin
+    sgnt = {prm_rd_gnt, act_rd_gnt, acc_rd_gnt} & sreq;
+    svalid[0] = acc_rd_valid && stream_op && (state == S_STREAM || state == S_SCAL || state == S_SCALW);
+    svalid[1] = act_rd_valid && stream_op && (state == S_STREAM || state == S_SCAL || state == S_SCALW);
+    svalid[2] = prm_rd_valid && stream_op && state == S_STREAM;
+    sdata[0] = acc_rd_data;
+    sdata[2] = prm_rd_data;
+    for (int l = 0; l < LANES; l++) sdata[1][32 * l +: 32] = 32'(signed'(act_rd_data[8 * l +: 8]));
+    for (int k = 0; k < 4; k++) begin
+      sinc[k] = sgnt[slot_port(2'(k))] && scur[slot_port(2'(k))] == 2'(k);
+      swr[k] = svalid[slot_port(2'(k))] && rcur[slot_port(2'(k))] == 2'(k);
+    end
+
+    // the tail: write its line, walk its statistics groups (one per cycle), then leave
+    swr_ok = twr_done || (swreq && (q.d_act ? act_wr_gnt : acc_wr_gnt));
+    sstat_ok = (pend & ~gmatch) == '0;
+    sleave = sv[s_t] && swr_ok && sstat_ok;
+    sadv = !sv[s_t] || sleave;
+    spop = state == S_STREAM && hleft != 33'd0 && sadv;
+    pc_hit = pc_en && hl.r != 16'd0;
+    for (int k = 0; k < 4; k++) if (need[k] && fcnt[k] == 3'd0 && !(k >= 2 && pc_hit)) spop = 1'b0;
+    spk = need & {4{spop}} & {!pc_hit, !pc_hit, 2'b11};
+    for (int k = 0; k < 2; k++) hp[k] = pc_hit ? pcache[k][$clog2(PCL)'(hj)] : fq[k + 2][frp[k + 2]];
+    hgpos = next_gpos(hl.cg0, hl.crem0);
+  end
+
+  always_comb begin
+
+    for (int k = 0; k < NSTG; k++) begin
+      for (int l = 0; l < LANES; l++) begin
+        if (k == 32'(s_e)) begin
+          sin[k][l] = '0;
+          sin[k][l].a = s64'(signed'(fq[0][frp[0]][32 * l +: 32]));
+          sin[k][l].b = s64'(signed'(fq[1][frp[1]][32 * l +: 32]));
+          sin[k][l].e = q.p1_en ? hp[0][32 * l +: 32] : sc_e;
+          sin[k][l].bias = hp[1][32 * l +: 32];
+        end else begin
+          sin[k][l] = sl[(k + NSTG - 1) % NSTG][l];
+        end
+        sout[k][l] = stage_fn(k, sin[k][l]);
+      end
+      sinfo_in[k] = (k == 32'(s_e)) ? hl : sinfo[(k + NSTG - 1) % NSTG];
+      sv_in[k] = (k == 32'(s_e)) ? spop : (k > 32'(s_e) && k <= 32'(s_t) && sv[(k + NSTG - 1) % NSTG]);
+    end
+  end
+
   // ---------------------------------------------------------------- outputs to the buffers
   function automatic logic [31:0] slot_addr(input logic [1:0] k);
     unique case (k)
@@ -622,20 +801,22 @@ module sdac_sfu
   logic [2:0] freq;                 // fetch request per port
   always_comb begin
     for (int p = 0; p < 3; p++) freq[p] = state == S_FETCH && req_any[p] && !pbusy[p];
-    acc_rd_req = freq[0];
-    acc_rd_addr = ACCW'(slot_addr(req_slot[0]));
-    act_rd_req = freq[1] || state == S_TRD;
-    act_rd_addr = ACTW'((state == S_TRD) ? tsrc : slot_addr(req_slot[1]));
-    prm_rd_req = freq[2] || state == S_SCAL;
-    prm_rd_addr = PRMW'((state == S_SCAL) ? 32'(scal_line) : slot_addr(req_slot[2]));
+    acc_rd_req = freq[0] || sreq[0];
+    acc_rd_addr = ACCW'(sreq[0] ? saddr[0] : slot_addr(req_slot[0]));
+    act_rd_req = freq[1] || sreq[1] || state == S_TRD;
+    act_rd_addr = ACTW'((state == S_TRD) ? tsrc : sreq[1] ? saddr[1] : slot_addr(req_slot[1]));
+    prm_rd_req = freq[2] || sreq[2] || state == S_SCAL;
+    prm_rd_addr = PRMW'((state == S_SCAL) ? 32'(scal_line) : sreq[2] ? saddr[2] : slot_addr(req_slot[2]));
 
-    acc_wr_req = state == S_WRITE && !q.d_act;
-    acc_wr_addr = ACCW'(rd + 32'(j));
-    act_wr_req = (state == S_WRITE && q.d_act) || state == S_TWR;
-    act_wr_addr = ACTW'((state == S_TWR) ? tdst : rd + 32'(j));
+    acc_wr_req = (state == S_WRITE && !q.d_act) || (swreq && !q.d_act);
+    acc_wr_addr = ACCW'((state == S_STREAM) ? tdaddr : rd + 32'(j));
+    act_wr_req = (state == S_WRITE && q.d_act) || (swreq && q.d_act) || state == S_TWR;
+    act_wr_addr = ACTW'((state == S_TWR) ? tdst : (state == S_STREAM) ? tdaddr : rd + 32'(j));
     for (int l = 0; l < LANES; l++) begin
-      acc_wr_data[32 * l +: 32] = w[l][31:0];
-      act_wr_data[8 * l +: 8] = (state == S_TWR) ? tile[l][LW'(tcc)] : w[l][7:0];
+      logic [31:0] v;
+      v = (state == S_STREAM) ? sl[s_t][l].w[31:0] : w[l][31:0];
+      acc_wr_data[32 * l +: 32] = v[31:0];
+      act_wr_data[8 * l +: 8] = (state == S_TWR) ? tile[l][LW'(tcc)] : v[7:0];
       act_wr_be[l] = (state == S_TWR) ? 16'(l) < tnr : vmask[l];
     end
     acc_wr_be = vmask;
@@ -649,18 +830,10 @@ module sdac_sfu
   assign advance = (state == S_WRITE && (q.d_act ? act_wr_gnt : acc_wr_gnt)) || state == S_SMAX ||
                    (state == S_SM1 && pass == 2'd2);
 
+  // first compute state of a fetched line (norm, softmax; the element-wise ops stream)
   function automatic state_t first_compute(input logic [1:0] p);
-    unique case (q.kind)
-      K_DEQ: return S_DQ0;
-      K_ADD: return S_AD0;
-      K_NORM: return S_NGRP;
-      K_SOFTMAX: return (p == 2'd1) ? S_SMAX : S_SM0;
-      default: return S_X;   // act, geglu
-    endcase
-  endfunction
-
-  function automatic state_t after_fn();
-    return (q.kind == K_GEGLU) ? S_GG : S_O0;
+    if (q.kind == K_NORM) return S_NGRP;
+    return (p == 2'd1) ? S_SMAX : S_SM0;
   endfunction
 
   always_ff @(posedge clk) begin
@@ -673,6 +846,7 @@ module sdac_sfu
       pend <= '0;
       pbusy <= '0;
       got <= '0;
+      sv <= '0;
     end else begin
       unique case (state)
         S_IDLE: begin
@@ -689,6 +863,28 @@ module sdac_sfu
         end
 
         S_CHECK: begin
+          for (int k = 0; k < 4; k++) begin
+            wj[k] <= 17'd0;
+            wleft[k] <= !need[k] ? 33'd0 : (k >= 2 && pc_en) ? 33'(nl) : slines;
+            wcnt[k] <= 3'd0;
+            fcnt[k] <= 3'd0;
+            fwp[k] <= 2'd0;
+            frp[k] <= 2'd0;
+          end
+          wrow[0] <= 32'(q.a_base);
+          wrow[1] <= 32'(q.b_base);
+          wrow[2] <= 32'(q.p1_base);
+          wrow[3] <= 32'(q.p2_base);
+          tturn <= 3'd0;
+          rturn <= 3'd0;
+          hl <= '{daddr: 32'(q.d_base), cl: 17'(q.cols), r: 16'd0, cg0: 16'd0, crem0: 12'd0};
+          hj <= 17'd0;
+          hdrow <= 32'(q.d_base);
+          hleft <= slines;
+          tleft <= slines;
+          sv <= '0;
+          twr_done <= 1'b0;
+          pend <= '0;
           r <= 16'd0;
           j <= 17'd0;
           cols_left <= 17'(q.cols);
@@ -726,7 +922,7 @@ module sdac_sfu
             else if (q.kind == K_NORM) begin
               scal_k <= 2'd1;
               state <= S_SCAL;
-            end else state <= S_FETCH;
+            end else state <= stream_op ? S_STREAM : S_FETCH;
           end
         end
 
@@ -761,7 +957,7 @@ module sdac_sfu
               scal_k <= 2'(next_scal);
               state <= S_SCAL;
             end else if (q.kind == K_NORM) state <= S_NP0;
-            else state <= S_FETCH;
+            else state <= stream_op ? S_STREAM : S_FETCH;
           end
         end
 
@@ -795,12 +991,10 @@ module sdac_sfu
           if (freq[2] && prm_rd_gnt) begin pbusy[2] <= 1'b1; pslot[2] <= req_slot[2]; end
           for (int l = 0; l < LANES; l++) begin
             if (pbusy[0] && acc_rd_valid) begin
-              if (pslot[0] == 2'd0) opa[l] <= s64'(signed'(acc_rd_data[32 * l +: 32]));
-              else opb[l] <= s64'(signed'(acc_rd_data[32 * l +: 32]));
+              opa[l] <= s64'(signed'(acc_rd_data[32 * l +: 32]));   // norm / softmax: slot A only
             end
             if (pbusy[1] && act_rd_valid) begin
-              if (pslot[1] == 2'd0) opa[l] <= s64'(signed'(act_rd_data[8 * l +: 8]));
-              else opb[l] <= s64'(signed'(act_rd_data[8 * l +: 8]));
+              opa[l] <= s64'(signed'(act_rd_data[8 * l +: 8]));
             end
             if (pbusy[2] && prm_rd_valid) begin
               if (pslot[2] == 2'd2) pv1[l] <= prm_rd_data[32 * l +: 32];
@@ -831,39 +1025,6 @@ module sdac_sfu
           if ((pend & ~gmatch) == '0) state <= S_N0;
         end
 
-        // deq: D = sat16(apply_scale(S, E_c) + bias_c)
-        S_DQ0: begin
-          for (int l = 0; l < LANES; l++) w[l] <= rsr(prod[l], e_sh(ee[l]));
-          state <= S_DQ1;
-        end
-        S_DQ1: begin
-          for (int l = 0; l < LANES; l++)
-            w[l] <= sat16(w[l] + (q.p2_en ? s64'(signed'(pv2[l])) : 64'sd0));
-          pend <= vmask;
-          state <= q.st ? S_STAT : S_WRITE;
-        end
-
-        // add: D = sat16(A + apply_scale(B, e))
-        S_AD0: begin
-          for (int l = 0; l < LANES; l++) w[l] <= rsr(prod[l], e_sh(sc_e));
-          state <= S_AD1;
-        end
-        S_AD1: begin
-          for (int l = 0; l < LANES; l++) w[l] <= sat16(opa[l] + w[l]);
-          pend <= vmask;
-          state <= q.st ? S_STAT : S_WRITE;
-        end
-
-        // act / geglu input: X = sat16(S) (geglu: the gate B; A saturated in place)
-        S_X: begin
-          for (int l = 0; l < LANES; l++) begin
-            x[l] <= sat16(q.kind == K_GEGLU ? opb[l] : opa[l]);
-            w[l] <= sat16(q.kind == K_GEGLU ? opb[l] : opa[l]);
-            if (q.kind == K_GEGLU) opa[l] <= sat16(opa[l]);
-          end
-          state <= (q.fn == FN_NONE) ? after_fn() : S_F0;
-        end
-
         // hard SiLU / GeLU of x (frac fractional bits) into w
         S_F0: begin
           for (int l = 0; l < LANES; l++) begin
@@ -888,12 +1049,6 @@ module sdac_sfu
         end
         S_F4: begin
           for (int l = 0; l < LANES; l++) w[l] <= rsr(w[l], 40'(q.frac) + 40'sd16);
-          state <= after_fn();
-        end
-
-        // geglu: Y = rshift_round(XA * gelu(XB), frac)
-        S_GG: begin
-          for (int l = 0; l < LANES; l++) w[l] <= rsr(prod[l], 40'(q.frac));
           state <= S_O0;
         end
 
@@ -926,7 +1081,7 @@ module sdac_sfu
         S_O1: begin
           for (int l = 0; l < LANES; l++) w[l] <= q.d_act ? sat8(w[l]) : sat16(w[l]);
           pend <= vmask;
-          state <= (q.st && !q.d_act) ? S_STAT : S_WRITE;
+          state <= S_WRITE;
         end
 
         // softmax passes: 1 max, 2 sum of exponentials, 3 probabilities
@@ -962,18 +1117,50 @@ module sdac_sfu
           state <= S_FETCH;
         end
 
-        // statistics of the result line, one group per cycle
-        S_STAT: begin
-          logic [SW-1:0] g;
-          g = SW'(32'(q.gbase) + 32'(gsel));
-          st_s1[g] <= (st_valid[g] ? st_s1[g] : 64'sd0) + sum1;
-          st_s2[g] <= (st_valid[g] ? st_s2[g] : 64'sd0) + sum2;
-          st_valid[g] <= 1'b1;
-          pend <= pend & ~gmatch;
-          if ((pend & ~gmatch) == '0) state <= S_WRITE;
-        end
-
         S_WRITE: ;   // the line advance below once granted
+
+        // element-wise pipeline: stages, next line to enter, tail (statistics, write, leave)
+        S_STREAM: begin
+          if (sadv) begin
+            sv <= sv_in;
+            for (int k = 0; k < NSTG; k++) begin
+              sinfo[k] <= sinfo_in[k];
+              for (int l = 0; l < LANES; l++) sl[k][l] <= sout[k][l];
+            end
+          end
+          if (spop) begin
+            if (!pc_hit) for (int k = 0; k < 2; k++) pcache[k][$clog2(PCL)'(hj)] <= hp[k];
+            hleft <= hleft - 33'd1;
+            if (32'(hj) + 32'd1 < 32'(nl)) begin
+              hj <= hj + 17'd1;
+              hl.cl <= hl.cl - 17'(LANES);
+              {hl.cg0, hl.crem0} <= hgpos;
+              hl.daddr <= hl.daddr + 32'd1;
+            end else begin
+              hj <= 17'd0;
+              hl.cl <= 17'(q.cols);
+              hl.r <= hl.r + 16'd1;
+              hl.cg0 <= 16'd0;
+              hl.crem0 <= 12'd0;
+              hl.daddr <= hdrow + 32'(q.d_rs);
+              hdrow <= hdrow + 32'(q.d_rs);
+            end
+          end
+          if (sv[s_t] && pend != '0) begin
+            logic [SW-1:0] g;
+            g = SW'(32'(q.gbase) + 32'(gsel));
+            st_s1[g] <= (st_valid[g] ? st_s1[g] : 64'sd0) + sum1;
+            st_s2[g] <= (st_valid[g] ? st_s2[g] : 64'sd0) + sum2;
+            st_valid[g] <= 1'b1;
+            pend <= pend & ~gmatch;
+          end
+          if (sadv) pend <= (sv_in[s_t] && q.st) ? lane_mask(sinfo_in[s_t].cl) : '0;
+          if (sleave) begin
+            twr_done <= 1'b0;
+            tleft <= tleft - 33'd1;
+            if (tleft == 33'd1) state <= S_DONE;
+          end else if (swr_ok) twr_done <= 1'b1;
+        end
 
 
         // transpose: tiles of L source rows x L columns; column blocks ascending, row blocks
@@ -1022,6 +1209,28 @@ module sdac_sfu
         end
         default: state <= S_IDLE;
       endcase
+      // element-wise pipeline: read walkers (their ports run from S_SCAL on) and operand FIFOs
+      for (int p = 0; p < 3; p++) begin
+        if (sgnt[p]) tturn[p] <= (pn[p] == 2'd2) ? !tturn[p] : 1'b0;
+        if (svalid[p]) rturn[p] <= (pn[p] == 2'd2) ? !rturn[p] : 1'b0;
+      end
+      for (int k = 0; k < 4; k++) begin
+        if (sinc[k]) begin
+          wleft[k] <= wleft[k] - 33'd1;
+          if (32'(wj[k]) + 32'd1 < 32'(nl)) wj[k] <= wj[k] + 17'd1;
+          else begin
+            wj[k] <= 17'd0;
+            wrow[k] <= wrow[k] + ((k == 0) ? 32'(q.a_rs) : (k == 1) ? 32'(q.b_rs) : 32'd0);
+          end
+        end
+        if (sinc[k] || spk[k]) wcnt[k] <= wcnt[k] + 3'(sinc[k]) - 3'(spk[k]);
+        if (swr[k] || spk[k]) fcnt[k] <= fcnt[k] + 3'(swr[k]) - 3'(spk[k]);
+        if (swr[k]) begin
+          fq[k][fwp[k]] <= sdata[slot_port(2'(k))];
+          fwp[k] <= fwp[k] + 2'd1;
+        end
+        if (spk[k]) frp[k] <= frp[k] + 2'd1;
+      end
       // line advance: next line, next softmax pass, next row, or done
       if (advance) begin
         if (32'(j) + 32'd1 < 32'(nl)) begin

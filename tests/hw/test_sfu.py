@@ -12,8 +12,10 @@ HERE = Path(__file__).resolve().parent
 
 # Small buffers keep the Python model and the out-of-bounds cases cheap; the RTL takes the
 # sizes as parameters (defaults: the package's machine).
-SMALL = {"LANES": 20, "ACC_DEPTH": 1024, "ACT_DEPTH": 1024, "PRM_DEPTH": 256, "NSTAT": 64}
-LANES8 = {"LANES": 8, "ACC_DEPTH": 512, "ACT_DEPTH": 512, "PRM_DEPTH": 128, "NSTAT": 32}
+# PCACHE_LINES: prm vectors of rows up to that many lines are read once per instruction; 3 (random
+# rows have 1..4 lines) tests both the cached and the re-read path.
+SMALL = {"LANES": 20, "ACC_DEPTH": 1024, "ACT_DEPTH": 1024, "PRM_DEPTH": 256, "NSTAT": 64, "PCACHE_LINES": 3}
+LANES8 = {"LANES": 8, "ACC_DEPTH": 512, "ACT_DEPTH": 512, "PRM_DEPTH": 128, "NSTAT": 32, "PCACHE_LINES": 2}
 PACKAGE = {"LANES": 20, "ACC_DEPTH": 20480, "ACT_DEPTH": 49152, "PRM_DEPTH": 4096, "NSTAT": 1024}
 
 
