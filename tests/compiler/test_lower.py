@@ -256,3 +256,28 @@ def test_matmul_as_weight_stationary_conv(K_, N_, geglu):
     assert b.debug[0]["dataflow"] == "ws" and b.debug[0]["linear_k"] == K_
     from sdac.perf.model import estimate
     assert estimate(b).macs == 50 * K_ * N_                # the padded taps' zero weights are not work
+
+
+def test_cost_model_picks_the_faster_matmul_dataflow():
+    """Unforced, the lowering times MM-OS and CONV-WS and keeps the faster: never slower than either."""
+    from sdac.perf.model import estimate
+    rng = RNG(12)
+    cycles = {}
+    for K_, T_ in ((320, 400), (1280, 120)):
+        for df in ("auto", "os", "ws"):
+            x = act("x", (1, T_, K_), 0.05)
+            y = act("y", (1, T_, 320), 0.03)
+            k = K.Kernel("mm", "matmul", [x], [K.Emit(y)], weights=weights(rng, (K_, 320), 1))
+            if df != "auto":
+                k.dataflow, k.dataflow_reason = df, "overridden by option (mm)"
+            kg = K.KernelGraph([k], [x], [y])
+            calibrate_absmax(kg, [{"x": rng.normal(0, 2, x.shape)}])
+            b = lower(kg, DEFAULT)
+            cycles[df] = estimate(b).total_cycles
+            if df == "auto":
+                chosen = b.debug[0]["dataflow"]
+        assert cycles["auto"] <= min(cycles["os"], cycles["ws"]) * 1.01, (K_, cycles)
+        assert cycles["auto"] == cycles[chosen]
+        # K = 320: CONV-WS's 18 of 16 lines beat MM-OS's k / (k + 76)
+        if K_ == 320:
+            assert chosen == "ws"

@@ -67,6 +67,7 @@ class TileWork:
     sfu_elems: int          # elements through the SFU
     instrs: int             # instructions emitted for the tile
     array: float | None = None   # array cycles (mm_cycles / conv_cycles of its instructions), if known
+    lead_bytes: int | None = None    # bytes the array needs before it can start (input, first weight group)
 
 
 def tile_cycles(m: Machine, w: TileWork) -> tuple[float, float, float]:
@@ -88,7 +89,8 @@ def tiling_cycles(m: Machine, tiles: list[TileWork], setup_bytes: int = 0) -> fl
     for w in tiles:
         total += max(tile_cycles(m, w)) + w.instrs * m.instr_overhead
     first, last = tile_cycles(m, tiles[0]), tile_cycles(m, tiles[-1])
-    return total + first[0] + last[2]
+    lead = first[0] if tiles[0].lead_bytes is None else tiles[0].lead_bytes / m.dma_bytes_per_cycle + m.dma_latency
+    return total + lead + last[2]
 
 
 def choose_rows(m: Machine, limit: int, total_rows: int, work_of, granule: int) -> int:

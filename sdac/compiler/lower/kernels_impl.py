@@ -373,7 +373,8 @@ def _matmul_form(low: Lowerer, k: Kernel, plan: EpiloguePlan, q: np.ndarray, df:
         else:
             array = sum(mm_cycles(m, r, c, K) for c in group_cols)
         return TileWork(r, N, r * K * N, r * cl_in * L + wbytes + r * out_lines * L, r * N * sfu_ops,
-                        2 + len(ws.groups) * (1 + (not ws.resident)) + 2 * sfu_ops, array=array)
+                        2 + len(ws.groups) * (1 + (not ws.resident)) + 2 * sfu_ops, array=array,
+                        lead_bytes=r * cl_in * L + wbytes // len(ws.groups))
 
     tm, cycles = best_rows(m, tm, image_rows, work, m.tile_m)
     cycles += (ws.nbytes if ws.resident else 0) / m.dma_bytes_per_cycle
@@ -436,7 +437,8 @@ def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmIma
             else:
                 array = sum(mm_cycles(m, r, 2 * n * L, K) for _, n in chunks)
             return TileWork(r, 2 * H, r * K * 2 * H, r * cl_in * L + wbytes + r * hl * L, r * 4 * H,
-                            1 + len(chunks) * (5 + len(rest) + (not resident)), array=array)
+                            1 + len(chunks) * (5 + len(rest) + (not resident)), array=array,
+                            lead_bytes=r * cl_in * L + wbytes // len(chunks))
 
         tm, cycles = best_rows(m, tm, image_rows, work, m.tile_m)
         if best is None or cycles < best[0]:
@@ -549,7 +551,8 @@ def lower_conv3x3(low: Lowerer, k: Kernel) -> None:
         return TileWork(r * Wo, Cout, r * Wo * 9 * Cin * Cout, ((r - 1) * s + 3) * Wd * cl_in * L + wbytes
                         + r * Wo * out_lines * L, r * Wo * Cout * sfu_ops,
                         2 + len(chunks) * len(ws.groups) * (1 + (not ws.resident)) + 2 * sfu_ops,
-                        array=sum(conv_cycles(m, r * Wo, ci, c, k.dataflow) for ci in chunk_cin for c in group_cols))
+                        array=sum(conv_cycles(m, r * Wo, ci, c, k.dataflow) for ci in chunk_cin for c in group_cols),
+                        lead_bytes=((r - 1) * s + 3) * Wd * cc * L + wbytes // (len(chunks) * len(ws.groups)))
 
     th = choose_rows(m, th, Ho, work, 1)
     tm = th * Wo
