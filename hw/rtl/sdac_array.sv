@@ -14,6 +14,11 @@
 //
 // Results: `idle` is high once no operand is in flight; then rd_data holds row
 // rd_row of C (combinational read mux, one row of 2Y accumulators).
+// Two accumulator sets: in_bank (with each operand) picks the set a tile
+// accumulates in, rd_bank the set rd_data reads, so a finished tile can be
+// read out while the next streams. last_out rises Y + 4 cycles after an
+// operand given with in_last: from the next cycle on, rows read one per cycle
+// in order are final (row pair x is final x + 1 cycles after last_out).
 //
 // Weight-stationary mode (ws = 1, CONV-WS): PE (x, y) holds the weights of
 // input channel x for output channels 2y, 2y+1 (an X x 2Y block) and each
@@ -37,6 +42,10 @@ module sdac_array #(
   input  logic                         rst,
   input  logic                         in_valid,
   input  logic                         in_clr,
+  input  logic                         in_bank,
+  input  logic                         in_last,
+  output logic                         last_out,
+  input  logic                         rd_bank,
   input  logic signed [2*X-1:0][7:0]   a_col,
   input  logic signed [2*Y-1:0][4:0]   w_row,
   input  logic [$clog2(2*X)-1:0]       rd_row,
@@ -59,9 +68,11 @@ module sdac_array #(
   logic signed [7:0] h_a1 [X][Y+1];
   logic              h_en [X][Y+1];
   logic              h_clr [X][Y+1];
+  logic              h_bank [X][Y+1];
   logic signed [4:0] v_w0 [X+1][Y];
   logic signed [4:0] v_w1 [X+1][Y];
   logic signed [ACC_W-1:0] acc [X][Y][4];
+  logic signed [ACC_W-1:0] acc_b1 [X][Y][4];
 
   // Left edge: row pair x delayed by x cycles.
   for (genvar x = 0; x < X; x++) begin : g_row_skew
@@ -70,21 +81,25 @@ module sdac_array #(
       assign h_a1[x][0] = a_col[1];
       assign h_en[x][0] = in_valid;
       assign h_clr[x][0] = in_clr;
+      assign h_bank[x][0] = in_bank;
     end else begin : g_delay
       logic signed [7:0] d_a0 [x];
       logic signed [7:0] d_a1 [x];
       logic d_en [x];
       logic d_clr [x];
+      logic d_bank [x];
       always_ff @(posedge clk) begin
         d_a0[0] <= a_col[2*x];
         d_a1[0] <= a_col[2*x+1];
         d_en[0] <= in_valid;
         d_clr[0] <= in_clr;
+        d_bank[0] <= in_bank;
         for (int s = 1; s < x; s++) begin
           d_a0[s] <= d_a0[s-1];
           d_a1[s] <= d_a1[s-1];
           d_en[s] <= d_en[s-1];
           d_clr[s] <= d_clr[s-1];
+          d_bank[s] <= d_bank[s-1];
         end
         if (rst) for (int s = 0; s < x; s++) d_en[s] <= 1'b0;
       end
@@ -92,6 +107,7 @@ module sdac_array #(
       assign h_a1[x][0] = d_a1[x-1];
       assign h_en[x][0] = d_en[x-1];
       assign h_clr[x][0] = d_clr[x-1];
+      assign h_bank[x][0] = d_bank[x-1];
     end
   end
 
@@ -151,7 +167,7 @@ module sdac_array #(
       end
       sdac_pe #(.ACC_W(ACC_W)) u_pe (
         .clk, .rst,
-        .en(h_en[x][y]), .clr(h_clr[x][y]),
+        .en(h_en[x][y]), .clr(h_clr[x][y]), .bank(h_bank[x][y]), .bank_out(h_bank[x][y+1]),
         .a0(h_a0[x][y]), .a1(h_a1[x][y]), .w0(v_w0[x][y]), .w1(v_w1[x][y]),
         .ws, .wcap(v_ld[x][y] && 32'(v_row[x][y]) == x),
         .ps00(ps[0]), .ps01(ps[1]), .ps10(ps[2]), .ps11(ps[3]),
@@ -159,7 +175,8 @@ module sdac_array #(
         .w0_out(v_w0[x+1][y]), .w1_out(v_w1[x+1][y]),
         .en_out(h_en[x][y+1]), .clr_out(h_clr[x][y+1]),
         .acc_valid(pe_valid[x][y]),
-        .acc00(acc[x][y][0]), .acc01(acc[x][y][1]), .acc10(acc[x][y][2]), .acc11(acc[x][y][3])
+        .acc00(acc[x][y][0]), .acc01(acc[x][y][1]), .acc10(acc[x][y][2]), .acc11(acc[x][y][3]),
+        .acc00_b1(acc_b1[x][y][0]), .acc01_b1(acc_b1[x][y][1]), .acc10_b1(acc_b1[x][y][2]), .acc11_b1(acc_b1[x][y][3])
       );
     end
   end
@@ -168,7 +185,7 @@ module sdac_array #(
   always_comb begin
     unused_edges = 1'b0;
     for (int x = 0; x < X; x++)
-      unused_edges ^= ^{h_a0[x][Y], h_a1[x][Y], h_en[x][Y], h_clr[x][Y]};
+      unused_edges ^= ^{h_a0[x][Y], h_a1[x][Y], h_en[x][Y], h_clr[x][Y], h_bank[x][Y]};
     for (int y = 0; y < Y; y++)
       unused_edges ^= ^{v_w0[X][y], v_w1[X][y]};
   end
@@ -213,11 +230,21 @@ module sdac_array #(
   end
 
   // In-flight tracking: idle when no valid operand entered in the last DEPTH cycles.
+  // last_out: an operand given in cycle T reaches PE (x, y) in cycle T + x + y, whose sum is visible from
+  // T + x + y + PE_LATENCY; row 2x + i, read in cycle T + READ_LAT + 1 + 2x + i, is then final in every
+  // column (T + READ_LAT + 1 >= T + Y - 1 + PE_LATENCY): the rows become final faster than they are read.
+  localparam int READ_LAT = Y + PE_LATENCY - 2;
   logic [DEPTH-1:0] inflight;
+  logic [READ_LAT-1:0] lastflight;
   always_ff @(posedge clk) begin
     inflight <= {inflight[DEPTH-2:0], in_valid};
-    if (rst) inflight <= '0;
+    lastflight <= {lastflight[READ_LAT-2:0], in_valid && in_last};
+    if (rst) begin
+      inflight <= '0;
+      lastflight <= '0;
+    end
   end
+  assign last_out = lastflight[READ_LAT-1];
   assign idle = inflight == '0 && !in_valid;
 
   // Read mux: row r = 2x + i comes from PE row x, accumulators i*2 + j.
@@ -226,12 +253,12 @@ module sdac_array #(
     for (int x = 0; x < X; x++) begin
       for (int y = 0; y < Y; y++) begin
         if (32'(rd_row) == 2 * x) begin
-          rd_data[2*y] = acc[x][y][0];
-          rd_data[2*y+1] = acc[x][y][1];
+          rd_data[2*y] = rd_bank ? acc_b1[x][y][0] : acc[x][y][0];
+          rd_data[2*y+1] = rd_bank ? acc_b1[x][y][1] : acc[x][y][1];
         end
         if (32'(rd_row) == 2 * x + 1) begin
-          rd_data[2*y] = acc[x][y][2];
-          rd_data[2*y+1] = acc[x][y][3];
+          rd_data[2*y] = rd_bank ? acc_b1[x][y][2] : acc[x][y][2];
+          rd_data[2*y+1] = rd_bank ? acc_b1[x][y][3] : acc[x][y][3];
         end
       end
     end

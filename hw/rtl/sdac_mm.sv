@@ -2,9 +2,13 @@
 //
 // The output is cut into 2X-row x L-column tiles (this unit needs 2Y == L, so
 // one tile column is one acc line). Per tile it streams k cycles into
-// sdac_array (A column kk: one lane of 2X act lines; W row kk: one wgt line),
-// waits until the array is idle, then writes the tile row by row into acc
-// (read-modify-write: lanes n' >= n keep their value, acc=1 adds).
+// sdac_array (A column kk: one lane of 2X act lines; W row kk: one wgt line)
+// into one of the array's two accumulator sets (tile j: set j % 2) and goes
+// on with the next tile; once a tile's sums are final (the array's last_out)
+// its rows are written into acc, one per cycle, while the next tile streams
+// (read-modify-write: lanes n' >= n keep their value, acc=1 adds). Tile j + 2
+// reuses the set of tile j: it starts once tile j's write-out is X - 5 rows
+// ahead of its clear wave (see set_free).
 // Bounds are checked first in the golden model's order (A, W, C): an
 // out-of-range instruction finishes with OOB_BUF and changes nothing.
 // int8 W (wsrc = act: W row kk is one act line; act_t: W[kk, c] is lane kk%L
@@ -151,16 +155,36 @@ module sdac_mm
   assign w_limit = wsrc == WSRC_WGT ? 64'(WGT_N) : 64'(ACT_N);
   assign last_c = fc + (fm - 64'd1) * fcrs + n_blocks - 64'd1;
 
-  typedef enum logic [2:0] {M_IDLE, M_CHECK, M_STREAM, M_DRAIN, M_WRITE, M_WS} state_t;
+  typedef enum logic [2:0] {M_IDLE, M_CHECK, M_STREAM, M_SWAIT, M_FLUSH, M_WS} state_t;
   state_t state;
   logic [63:0] i0, nb, kk, k_line, k_lane, r;
   logic [63:0] tap, ci;   // conv: kernel tap (0..8) and input channel of step kk
   logic pass_hi;      // int8 W: first pass (high nibble); the second pass takes the low nibble
+  // Output-stationary pipeline: tiles (passes) streamed, final (last_out seen) and written out; the
+  // tile being written is the oldest not written, n_read, with the fields saved when it streamed.
+  logic [63:0] n_str, n_final, n_read;
+  // Saved fields of tiles streamed and not yet written: at most three (j - 2 being written, j - 1, j).
+  logic [63:0] t_i0 [4];
+  logic [63:0] t_nb [4];
+  logic t_hi [4];
+  logic [63:0] h_i0, h_nb;
+  logic h_hi, writing;
+  assign h_i0 = t_i0[n_read[1:0]];
+  assign h_nb = t_nb[n_read[1:0]];
+  assign h_hi = t_hi[n_read[1:0]];
+  assign writing = (state == M_STREAM || state == M_SWAIT || state == M_FLUSH) && n_final > n_read;
+  // May tile j stream from the next cycle on? It reuses the accumulator set of tile j - 2: that tile is
+  // written, or its write-out is far enough that tile j's clear, passing PE row x in cycle s + x + 5
+  // (s: tile j's first cycle), stays behind the reads of row pair x (cycles c0 + 2x, c0 + 2x + 1; c0: the
+  // write-out's first cycle): s >= c0 + X - 5, i.e. row r = s - 1 - c0 >= X - 6 now (one cycle spare).
+  function automatic logic set_free(input logic [63:0] j);
+    return j - n_read < 64'd2 || (j - n_read == 64'd2 && writing && r + 64'd5 >= 64'(X));
+  endfunction
   logic two_pass;
   assign two_pass = ewsrc != WSRC_WGT;
 
   // Array
-  logic in_valid, in_clr, idle;
+  logic in_valid, in_clr, idle, in_last, last_out;
   logic signed [TM-1:0][7:0] a_col;
   logic signed [2*Y-1:0][4:0] w_row;
   logic [$clog2(TM)-1:0] rd_row;
@@ -169,7 +193,8 @@ module sdac_mm
   logic [(X > 1 ? $clog2(X) : 1)-1:0] w_ld_row;
   logic signed [2*Y-1:0][31:0] ws_out0, ws_out1;
   sdac_array #(.X(X), .Y(Y), .ACC_W(32)) u_array (
-    .clk, .rst, .in_valid, .in_clr, .a_col, .w_row, .rd_row, .rd_data, .idle,
+    .clk, .rst, .in_valid, .in_clr, .in_bank(n_str[0]), .in_last, .last_out, .rd_bank(n_read[0]),
+    .a_col, .w_row, .rd_row, .rd_data, .idle,
     .ws(ws_mode), .w_ld, .w_ld_row, .ws_valid, .ws_out0, .ws_out1
   );
 
@@ -257,6 +282,9 @@ module sdac_mm
   assign d_x = d_pix % vow;
 
   assign in_valid = state == M_STREAM || ws_streaming;
+  assign in_last = state == M_STREAM && kk + 64'd1 == ek;
+  logic unused_idle;
+  assign unused_idle = idle;           // tiles complete by last_out (the array may already hold the next)
   assign in_clr = ws_mode ? s_c == 64'd0 : kk == 64'd0;
   // conv: pixel of each array row and of the write-back row
   function automatic logic [63:0] pix_y(input logic [63:0] p);
@@ -329,10 +357,10 @@ module sdac_mm
   // Write-back of tile row r: lanes beyond n keep their old value.
   assign rd_row = $clog2(TM)'(r);
   assign acc_raddr = ws_mode ? $clog2(ACC_N)'(vo + d_y * vors + d_x * vops + d_nb)
-                    : is_conv ? $clog2(ACC_N)'(vo + pix_y(i0 + r) * vors + pix_x(i0 + r) * vops + nb)
-                              : $clog2(ACC_N)'(fc + (i0 + r) * fcrs + nb);
+                    : is_conv ? $clog2(ACC_N)'(vo + pix_y(h_i0 + r) * vors + pix_x(h_i0 + r) * vops + h_nb)
+                              : $clog2(ACC_N)'(fc + (h_i0 + r) * fcrs + h_nb);
   assign acc_waddr = acc_raddr;
-  assign acc_we = (state == M_WRITE && i0 + r < em) || draining;
+  assign acc_we = writing || draining;
   always_comb begin
     for (int j = 0; j < LANES; j++) begin
       logic [31:0] old_v;
@@ -341,16 +369,16 @@ module sdac_mm
       if (ws_mode)
         acc_wdata[32 * j +: 32] = d_nb * 64'(LANES) + 64'(j) < vcout
                                   ? (vacc ? old_v : 32'd0) + psum[d_job[0]][d_k[$clog2(PT)-1:0]][j] : old_v;
-      else if (nb * 64'(LANES) + 64'(j) < en)
-        acc_wdata[32 * j +: 32] = (eacc || (two_pass && !pass_hi) ? old_v : 32'd0)
-                                  + (two_pass && pass_hi ? rd_data[j] <<< 4 : rd_data[j]);
+      else if (h_nb * 64'(LANES) + 64'(j) < en)
+        acc_wdata[32 * j +: 32] = (eacc || (two_pass && !h_hi) ? old_v : 32'd0)
+                                  + (two_pass && h_hi ? rd_data[j] <<< 4 : rd_data[j]);
       else
         acc_wdata[32 * j +: 32] = old_v;
     end
   end
 
   logic tile_last_row, last_tile;
-  assign tile_last_row = r == 64'(TM - 1) || i0 + r + 64'd1 >= em;
+  assign tile_last_row = r == 64'(TM - 1) || h_i0 + r + 64'd1 >= em;
   assign last_tile = nb + 64'd1 >= n_blocks && i0 + 64'(TM) >= em;
   assign busy = state != M_IDLE;
 
@@ -370,6 +398,9 @@ module sdac_mm
         pass_hi <= 1'b1;
         tap <= '0;
         ci <= '0;
+        n_str <= '0;
+        n_final <= '0;
+        n_read <= '0;
         if (is_conv) begin
           if (last_cw >= 64'(WGT_N) || (ny_in != 64'd0 && nx_in != 64'd0 && last_ci >= 64'(ACT_N))
               || last_co >= 64'(ACC_N)) begin
@@ -404,28 +435,22 @@ module sdac_mm
             k_line <= k_line + 64'd1;
           end else k_lane <= k_lane + 64'd1;
         end
-        if (kk + 64'd1 == ek) state <= M_DRAIN;
-      end
-      M_DRAIN: if (idle) begin
-        r <= '0;
-        state <= M_WRITE;
-      end
-      M_WRITE: begin
-        r <= r + 64'd1;
-        if (tile_last_row) begin
+        if (kk + 64'd1 == ek) begin                    // tile (pass) streamed: save it, go on
+          t_i0[n_str[1:0]] <= i0;
+          t_nb[n_str[1:0]] <= nb;
+          t_hi[n_str[1:0]] <= pass_hi;
+          n_str <= n_str + 64'd1;
           kk <= '0;
           k_line <= '0;
           k_lane <= '0;
           tap <= '0;
           ci <= '0;
+          state <= set_free(n_str + 64'd1) ? M_STREAM : M_SWAIT;
           if (two_pass && pass_hi) begin
             pass_hi <= 1'b0;            // same tile again, low nibble
-            state <= M_STREAM;
           end else if (last_tile) begin
-            fin <= 1'b1;
-            state <= M_IDLE;
+            state <= M_FLUSH;
           end else begin
-            state <= M_STREAM;
             pass_hi <= 1'b1;
             if (nb + 64'd1 < n_blocks) nb <= nb + 64'd1;
             else begin
@@ -435,6 +460,23 @@ module sdac_mm
           end
         end
       end
+      M_SWAIT: if (set_free(n_str)) state <= M_STREAM;
+      default: ;                                         // M_FLUSH: the writes below finish
+    endcase
+    // Write-out of the oldest finished tile, one row per cycle, overlapping the streaming of the next.
+    if (last_out && state != M_WS) n_final <= n_final + 64'd1;
+    if (writing) begin
+      r <= r + 64'd1;
+      if (tile_last_row) begin
+        r <= '0;
+        n_read <= n_read + 64'd1;
+        if (state == M_FLUSH && n_read + 64'd1 == n_str) begin
+          fin <= 1'b1;
+          state <= M_IDLE;
+        end
+      end
+    end
+    unique case (state)
       M_WS: begin
         // stream side
         unique case (wst)
@@ -520,7 +562,7 @@ module sdac_mm
           end
         end
       end
-      default: state <= M_IDLE;
+      default: ;
     endcase
     if (rst) begin
       state <= M_IDLE;

@@ -30,6 +30,11 @@
 // acc = ps_in + a_i * w_j, with ps_in the accumulators of the PE above (0 at
 // the top row), so the bottom row emits sum over the X input channels of the
 // column. Same DSP packing and latency as output-stationary mode.
+//
+// Output stationary, two accumulator sets: `bank` (travelling with its
+// operand like clr) selects the set an operand adds into, so one tile can be
+// read out of one set (acc00.. = set 0, acc00_b1.. = set 1) while the next
+// tile accumulates in the other. Weight-stationary mode uses set 0.
 module sdac_pe #(
   parameter int ACC_W = 32,
   // Bits per product field. Exact for 9..11 with 5-bit weights (8..11 for int4)
@@ -45,6 +50,7 @@ module sdac_pe #(
   input  logic signed [7:0]       a1,
   input  logic signed [4:0]       w0,
   input  logic signed [4:0]       w1,
+  input  logic                    bank,      // output stationary: accumulator set of this operand
   input  logic                    ws,        // weight-stationary mode (static while operands are in flight)
   input  logic                    wcap,      // ws: capture w0 / w1 into the shadow weights
   input  logic signed [ACC_W-1:0] ps00,      // ws: partial sums from the PE above
@@ -57,11 +63,16 @@ module sdac_pe #(
   output logic signed [4:0]       w1_out,
   output logic                    en_out,    // en / clr forwarded along the row with the activations
   output logic                    clr_out,
+  output logic                    bank_out,
   output logic                    acc_valid,
   output logic signed [ACC_W-1:0] acc00,   // sum of a0 * w0
   output logic signed [ACC_W-1:0] acc01,   // sum of a0 * w1
   output logic signed [ACC_W-1:0] acc10,   // sum of a1 * w0
-  output logic signed [ACC_W-1:0] acc11    // sum of a1 * w1
+  output logic signed [ACC_W-1:0] acc11,   // sum of a1 * w1
+  output logic signed [ACC_W-1:0] acc00_b1,   // accumulator set 1
+  output logic signed [ACC_W-1:0] acc01_b1,
+  output logic signed [ACC_W-1:0] acc10_b1,
+  output logic signed [ACC_W-1:0] acc11_b1
 );
   localparam int DSP_LATENCY = 4;
   localparam int LATENCY = DSP_LATENCY + 2;   // + product register + accumulator
@@ -115,6 +126,7 @@ module sdac_pe #(
   logic signed [12:0] prod [4];
   logic en_d [LATENCY-1];
   logic clr_d [LATENCY-1];
+  logic bank_d [LATENCY-1];
 
   always_ff @(posedge clk) begin
     for (int f = 0; f < 4; f++) begin
@@ -122,15 +134,22 @@ module sdac_pe #(
     end
     en_d[0] <= en;
     clr_d[0] <= clr;
+    bank_d[0] <= bank;
     for (int s = 1; s < LATENCY - 1; s++) begin
       en_d[s] <= en_d[s-1];
       clr_d[s] <= clr_d[s-1];
+      bank_d[s] <= bank_d[s-1];
     end
     if (en_d[LATENCY-2] && ws) begin
       acc00 <= ps00 + ACC_W'(prod[0]);
       acc01 <= ps01 + ACC_W'(prod[1]);
       acc10 <= ps10 + ACC_W'(prod[2]);
       acc11 <= ps11 + ACC_W'(prod[3]);
+    end else if (en_d[LATENCY-2] && bank_d[LATENCY-2]) begin
+      acc00_b1 <= (clr_d[LATENCY-2] ? '0 : acc00_b1) + ACC_W'(prod[0]);
+      acc01_b1 <= (clr_d[LATENCY-2] ? '0 : acc01_b1) + ACC_W'(prod[1]);
+      acc10_b1 <= (clr_d[LATENCY-2] ? '0 : acc10_b1) + ACC_W'(prod[2]);
+      acc11_b1 <= (clr_d[LATENCY-2] ? '0 : acc11_b1) + ACC_W'(prod[3]);
     end else if (en_d[LATENCY-2]) begin
       acc00 <= (clr_d[LATENCY-2] ? '0 : acc00) + ACC_W'(prod[0]);
       acc01 <= (clr_d[LATENCY-2] ? '0 : acc01) + ACC_W'(prod[1]);
@@ -144,6 +163,7 @@ module sdac_pe #(
     w1_out <= w1;
     en_out <= en;
     clr_out <= clr;
+    bank_out <= bank;
     if (rst) begin
       for (int s = 0; s < LATENCY - 1; s++) en_d[s] <= 1'b0;
       acc_valid <= 1'b0;

@@ -155,7 +155,7 @@ PROFILES: dict[str, dict] = {
     "rtl-cosim": dict(instr_overhead=3, fetch_latency=1, fetch_interval_cycles=3, halt_cycles=3, dma_shared=True,
                       dma_latency=0, dma_bytes_per_cycle=1 << 10, dma_burst_gap=0,
                       dma_load_line_cycles=2, dma_store_line_cycles=1, zero_lines_per_cycle=1,
-                      pe_latency=7, array_start_cycles=1, mm_pass_refill=True, conv_ws_as_os=False,
+                      pe_latency=1, array_start_cycles=0, mm_drain_overlap=True, conv_ws_as_os=False,
                       sfu_costs=(("deq", 5, 0, 4), ("act", 6, 0, 4), ("add", 5, 0, 4), ("geglu", 14, 0, 4),
                                  ("softmax", 14.2, 0, 8), ("norm", 12, 4, 10), ("transpose", 1.65, 0, 0)),
                       sfu_extra=(("silu", 4), ("gelu", 5), ("st", 1), ("bias", 2))),

@@ -39,6 +39,9 @@ async def reset(dut):
     dut.ws.value = 0
     dut.w_ld.value = 0
     dut.w_ld_row.value = 0
+    dut.in_bank.value = 0
+    dut.in_last.value = 0
+    dut.rd_bank.value = 0
     for _ in range(3):
         await RisingEdge(dut.clk)
     dut.rst.value = 0
@@ -116,6 +119,69 @@ async def mm_os_tiles_match_numpy(dut):
     got = await read_tile(dut)
     want = a1 @ w1 + a2 @ w2
     assert np.array_equal(got, want), f"accumulate: {int((got != want).sum())} wrong outputs"
+
+
+@cocotb.test()
+async def mm_os_two_accumulator_sets(dut):
+    """Tiles alternate between the two accumulator sets; a tile is read out (after last_out) while the
+    next streams into the other set, with in_clr starting each tile."""
+    rng = np.random.default_rng(int(os.environ.get("SDAC_ARRAY_SEED", "5")) + 2)
+    await reset(dut)
+    tiles = [(edge_values(rng, (M, k), [-128, 127]), edge_values(rng, (k, N), [-8, 7, -7]))
+             for k in (12, 3, 30, 1, 17, 2)]
+    got, finals = [], []
+
+    async def watch_last():
+        while True:
+            await RisingEdge(dut.clk)
+            await ReadOnly()
+            if int(dut.last_out.value):
+                finals.append(1)
+
+    watcher = cocotb.start_soon(watch_last())
+    prev, rows = None, None          # the tile being read out (index) and its rows so far
+
+    async def read_row():
+        nonlocal prev, rows
+        if prev is None or len(finals) <= prev:
+            return
+        dut.rd_bank.value = prev % 2
+        dut.rd_row.value = len(rows)
+        await Timer(1, unit="ns")
+        rows.append(unpack32(int(dut.rd_data.value)))
+        if len(rows) == M:
+            got.append(np.array(rows))
+            prev, rows = None, None
+
+    for t, (a, w) in enumerate(tiles):
+        k = a.shape[1]
+        for kk in range(k):
+            dut.in_valid.value = 1
+            dut.in_clr.value = int(kk == 0)
+            dut.in_bank.value = t % 2
+            dut.in_last.value = int(kk == k - 1)
+            dut.a_col.value = pack(a[:, kk], 8)
+            dut.w_row.value = pack(w[kk, :], 5)
+            await read_row()                      # the previous tile's rows, while this one streams
+            await RisingEdge(dut.clk)
+        dut.in_valid.value = 0
+        dut.in_last.value = 0
+        for _ in range(20 * (X + Y + 10)):        # tile t + 1 may only start once tile t - 1 is read
+            if prev is None:
+                break
+            await read_row()
+            await RisingEdge(dut.clk)
+        assert prev is None, f"tile {t - 1} never became final"
+        prev, rows = t, []
+    for _ in range(20 * (X + Y + 10)):
+        if prev is None:
+            break
+        await read_row()
+        await RisingEdge(dut.clk)
+    watcher.cancel()
+    for t, ((a, w), g) in enumerate(zip(tiles, got)):
+        want = wrap32(a.astype(np.int64) @ w.astype(np.int64))
+        assert np.array_equal(g, want), f"tile {t} (set {t % 2}): {int((g != want).sum())} wrong outputs"
 
 
 # ------------------------------------------------------------------ weight stationary (CONV-WS)

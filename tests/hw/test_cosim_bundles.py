@@ -153,8 +153,10 @@ def ws_conv_program(m, seed):
     i_lines = (ih - 1) * irs + (iw - 1) * ips + cl
     w_lines = (ol - 1) * wbs + 9 * wts
     o_lines = (oh - 1) * ors + (ow - 1) * ops + ol
-    wbase, abase, obase = 1 << 14, 1 << 15, 1 << 16
-    dram = bytearray(np.random.default_rng(seed).integers(0, 256, 1 << 17, dtype=np.uint8).tobytes())
+    wbase = 1024
+    abase = -(-(wbase + w_lines * L // 2) // 1024) * 1024
+    obase = -(-(abase + i_lines * L) // 1024) * 1024
+    dram = bytearray(np.random.default_rng(seed).integers(0, 256, obase + o_lines * 4 * L + 1024, dtype=np.uint8))
     acts = rng.integers(-128, 128, (i_lines, L))
     edge = rng.random(acts.shape) < 0.3
     acts[edge] = rng.choice([-128, 127], int(edge.sum()))
