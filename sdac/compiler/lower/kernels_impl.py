@@ -204,12 +204,15 @@ def _max_rows(low: Lowerer, plan: EpiloguePlan, in_lines: int, acc_lines: int) -
 class WeightStream:
     """Column blocks of L output channels, each `block_lines` wgt lines, loaded in groups that fit a slot."""
 
-    def __init__(self, low: Lowerer, k: Kernel, blocks: np.ndarray, block_lines: int,
-                 groups: list[tuple[int, int]] | None = None):
-        """groups: the [first, end) block ranges that one pass over the columns visits (default: as many
+    def __init__(self, low: Lowerer, k: Kernel, blocks, block_lines: int,
+                 groups: list[tuple[int, int]] | None = None, nblk: int | None = None):
+        """blocks: [nblk, block_lines, L] int4 values, or a function making them when first loaded (then
+        nblk is given: candidate tilings are compared without building every candidate's weights).
+        groups: the [first, end) block ranges that one pass over the columns visits (default: as many
         blocks per group as fit a slot); when all blocks fit a slot they are loaded once (resident)."""
         self.low, self.k = low, k
-        self.nblk, self.block_lines = blocks.shape[0], block_lines
+        self.nblk = blocks.shape[0] if nblk is None else nblk
+        self.block_lines = block_lines
         half = low.m.wgt_lines // 2
         self.per_group = half // block_lines
         if self.per_group == 0:
@@ -227,13 +230,14 @@ class WeightStream:
         self.groups = groups
         # DATA: all blocks contiguous (packed when first loaded)
         self.blocks = blocks
-        self.nbytes = blocks.size // 2
+        self.nbytes = self.nblk * block_lines * low.L // 2
         self.counter = 0
         self.offsets = None
 
     @property
     def blob(self) -> bytes:
-        return pack_int4(self.blocks.reshape(-1, self.low.L))
+        blocks = self.blocks() if callable(self.blocks) else self.blocks
+        return pack_int4(blocks.reshape(-1, self.low.L))
 
     def _load(self, g0: int, g1: int, dst: int) -> None:
         low = self.low
@@ -351,12 +355,15 @@ def _matmul_form(low: Lowerer, k: Kernel, plan: EpiloguePlan, q: np.ndarray, df:
         kp = 9 * cinl * L
         if cinl > 0xFF or cinl * L > 0xFFF:
             return None
-        qp = np.zeros((kp, N), np.int8)
-        qp[:K] = q
-        ws = WeightStream(low, k, _block_weights(qp, L), kp)
+
+        def padded() -> np.ndarray:
+            qp = np.zeros((kp, N), np.int8)
+            qp[:K] = q
+            return _block_weights(qp, L)
+        ws = WeightStream(low, k, padded, kp, nblk=cl_n)
         in_lines = 9 * cinl
     else:
-        ws = WeightStream(low, k, _block_weights(q, L), K)
+        ws = WeightStream(low, k, lambda: _block_weights(q, L), K, nblk=cl_n)
         in_lines = cl_in
     tm, out_lines = _max_rows(low, plan, in_lines, cl_n)
     if df == "ws":
