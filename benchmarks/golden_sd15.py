@@ -100,7 +100,9 @@ def main(argv=None) -> int:
         bu.emit(child_ort(a.path, a.out, a.threads))
         return 0
 
-    env = {k: str(a.threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    # the same thread count for every BLAS, torch (OMP) and the golden model's own GEMM sessions
+    env = {k: str(a.threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                       "SDAC_GOLDEN_THREADS")}
     qdq = sd15_model.ensure("qdq")
     C = sd15_model.CACHE
     res: dict = {"threads": a.threads, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}

@@ -39,6 +39,7 @@ _SFU_BLOCK = 1 << 16        # elements per block of an SFU instruction (see Gold
 # Fast paths that tests switch off to compare with the plain ones (tests/runtime/test_golden_fastpaths.py):
 _LAZY_WGT = True            # contiguous weight loads decoded when first needed (runtime/golden_wgt.py)
 _SFU_DIRECT = True          # SFU results written straight into the buffer when no operand aliases D
+_FLOAT_SCALE = True         # deq / add scale in float64 where FloatScale proves it exact
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -784,9 +785,8 @@ class Golden:
                 continue
             blk = compute(r0, r1)
             if accumulate:
-                row_mode = a["st_mode"] == "row"
-                g = N.group_index(r1 - r0, cols, a["st_mode"], a["gsize"], a["gbase"] + (r0 if row_mode else 0))
-                N.stats_accumulate(self.stat_sum, self.stat_sq, blk, g)
+                stats_add(self.stat_sum, self.stat_sq, blk, a["st_mode"], a["gsize"],
+                          a["gbase"] + (r0 if a["st_mode"] == "row" else 0))
             D[r0:r1] = blk
         if not direct:
             self._write(d, out_buf, a["d"], [(rows, a["drs"])], cols, D, "D")
@@ -805,25 +805,56 @@ class Golden:
             E = self._prmw(d, a["sc"], "the scale entry")
         Bc = self._read(d, "prm", a["bb"], [(1, 0)], cols, "the bias")[0].view(np.int32).astype(np.int64) \
             if a["bias"] else 0
+        fs = FloatScale.of(E, _absmax_int(S))
 
-        def compute(r0, r1):        # N.sat16(N.apply_scale(S, E) + Bc)
-            v = scale_inplace(S[r0:r1].astype(np.int64), E)
-            v += Bc
-            return _clip(v, 16)
-        self._sfu(d, a, rows, cols, "acc", compute, stats=True, srcs=[(a["sbuf"], a["s"], rows, a["srs"])])
+        if fs is None:
+            def compute(r0, r1):        # N.sat16(N.apply_scale(S, E) + Bc)
+                v = scale_inplace(S[r0:r1].astype(np.int64), E)
+                v += Bc
+                return _clip(v, 16)
+            into = None
+        else:
+            Bf = np.asarray(Bc, dtype=np.float64)
+
+            def scaled(r0, r1):         # the same values in float64 (FloatScale says why exact)
+                f = fs.apply(S[r0:r1])
+                f += Bf
+                return _uclip(f, -32768.0, 32767.0, out=f)
+
+            def compute(r0, r1):
+                return scaled(r0, r1).astype(np.int64)
+
+            def into(r0, r1, out):
+                np.copyto(out, scaled(r0, r1), casting="unsafe")
+        self._sfu(d, a, rows, cols, "acc", compute, stats=True, srcs=[(a["sbuf"], a["s"], rows, a["srs"])],
+                  into=into)
 
     def _op_add(self, d, a) -> None:
         rows, cols = a["rows"], a["cols"]
         A = self._read(d, "acc", a["a"], [(rows, a["ars"])], cols, "A")
         B = self._read(d, a["bbuf"], a["b"], [(rows, a["brs"])], cols, "B")
         e = self._prmw(d, a["sc"], "the scale entry")
+        fs = FloatScale.of(e, _absmax_int(B))
 
-        def compute(r0, r1):        # N.sat16(A + N.apply_scale(B, e))
-            v = scale_inplace(B[r0:r1].astype(np.int64), e)
-            v += A[r0:r1]
-            return _clip(v, 16)
+        if fs is None:
+            def compute(r0, r1):        # N.sat16(A + N.apply_scale(B, e))
+                v = scale_inplace(B[r0:r1].astype(np.int64), e)
+                v += A[r0:r1]
+                return _clip(v, 16)
+            into = None
+        else:
+            def scaled(r0, r1):         # the same values in float64 (FloatScale says why exact)
+                f = fs.apply(B[r0:r1])
+                f += A[r0:r1]           # |A| < 2**31: exact
+                return _uclip(f, -32768.0, 32767.0, out=f)
+
+            def compute(r0, r1):
+                return scaled(r0, r1).astype(np.int64)
+
+            def into(r0, r1, out):
+                np.copyto(out, scaled(r0, r1), casting="unsafe")
         self._sfu(d, a, rows, cols, "acc", compute, stats=True,
-                  srcs=[("acc", a["a"], rows, a["ars"]), (a["bbuf"], a["b"], rows, a["brs"])])
+                  srcs=[("acc", a["a"], rows, a["ars"]), (a["bbuf"], a["b"], rows, a["brs"])], into=into)
 
     def _op_act(self, d, a) -> None:
         rows, cols = a["rows"], a["cols"]
@@ -831,14 +862,20 @@ class Golden:
             raise DeviceError("BAD_FIELD", "act: statistics (st=1) need out=acc", d.index)
         S = self._read(d, a["sbuf"], a["s"], [(rows, a["srs"])], cols, "S")
         e = self._prmw(d, a["sc"], "the scale entry")
+        # the result depends on sat16(S) only: one lookup in the spec's values over all 65536 inputs
+        T = act_table(a["fn"], a["frac"], e, a["out"])
+
+        def index(r0, r1):          # sat16(S) (int8 inputs need no saturation); T is in wrapped order
+            blk = S[r0:r1]
+            return blk if blk.dtype == np.int8 else _uclip(blk, -32768, 32767)
 
         def compute(r0, r1):
-            if a["fn"] == "none":   # the same values as below, in place
-                v = scale_inplace(_clip(S[r0:r1].astype(np.int64), 16), e)
-                return _clip(v, 8 if a["out"] == "act" else 16)
-            Y = N.fn_q(a["fn"], N.sat16(S[r0:r1].astype(np.int64)), a["frac"])
-            return self._sat_out(a, N.apply_scale(Y, e))
-        self._sfu(d, a, rows, cols, a["out"], compute, stats=True, srcs=[(a["sbuf"], a["s"], rows, a["srs"])])
+            return np.take(T, index(r0, r1), mode="wrap").astype(np.int64)
+
+        def into(r0, r1, out):
+            np.take(T, index(r0, r1), mode="wrap", out=out)
+        self._sfu(d, a, rows, cols, a["out"], compute, stats=True, srcs=[(a["sbuf"], a["s"], rows, a["srs"])],
+                  into=into)
 
     def _op_geglu(self, d, a) -> None:
         rows, cols = a["rows"], a["cols"]
@@ -922,10 +959,91 @@ def _exp_table() -> np.ndarray:
 _EXP = _exp_table()
 
 
+try:                        # the clip ufunc itself: np.clip adds ~10 us of Python checks per call
+    from numpy._core.umath import clip as _uclip
+except ImportError:          # numpy < 2
+    _uclip = np.clip
+
+
+def _absmax_int(x: np.ndarray) -> int:
+    """max |x| of an integer array (int8 needs no pass: 128 bounds it)."""
+    if x.dtype == np.int8:
+        return 128
+    return _absmax(x)
+
+
+@dataclass
+class FloatScale:
+    """apply_scale(x, e) = rshift_round(x * mul, sh) in float64: floor(x * c + h) with
+    c = mul * 2**-sh and h = 0.5 (0 where sh = 0). Exact when |x| * mul + 2**(sh-1) < 2**53:
+    c is exact (a power-of-two scaling of mul < 2**24), x * c = (x*mul) * 2**-sh exactly (|x*mul|
+    < 2**53), and + h gives (x*mul + 2**(sh-1)) * 2**-sh with an integer numerator below 2**53,
+    exact; floor of that is the arithmetic shift. ``of`` returns None when the bound fails."""
+
+    c: np.ndarray | float
+    h: np.ndarray | float
+
+    @staticmethod
+    def of(e, xmax: int) -> "FloatScale | None":
+        if not _FLOAT_SCALE:
+            return None
+        mul, sh = N.scale_fields(e)
+        sh = np.minimum(sh, 62)
+        mmax, smax = int(np.max(mul)), int(np.max(sh))
+        if xmax * mmax + ((1 << smax) >> 1) >= 1 << 53:
+            return None
+        c = np.ldexp(np.asarray(mul, dtype=np.float64), -np.asarray(sh))
+        h = np.where(np.asarray(sh) > 0, 0.5, 0.0)
+        if np.ndim(e) == 0:
+            c, h = float(c), float(h)
+        return FloatScale(c, h)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        f = np.multiply(x, self.c, dtype=np.float64)
+        f += self.h
+        return np.floor(f, out=f)
+
+
+def stats_add(s1: np.ndarray, s2: np.ndarray, d: np.ndarray, mode: str, gsize: int, gbase: int) -> None:
+    """N.stats_accumulate(s1, s2, d, N.group_index(rows, cols, mode, gsize, gbase)) with reductions
+    instead of np.add.at: per row (mode "row") or per group of gsize columns. Integer sums: any order
+    gives the same values (d int16-ranged int64; the registers cannot overflow, numerics.py)."""
+    d = np.asarray(d, dtype=np.int64)
+    sq = d * d
+    if mode == "row":
+        n = d.shape[0]
+        s1[gbase:gbase + n] += d.sum(axis=1)
+        s2[gbase:gbase + n] += sq.sum(axis=1)
+        return
+    starts = np.arange(0, d.shape[1], gsize)
+    n = starts.size
+    s1[gbase:gbase + n] += np.add.reduceat(d.sum(axis=0), starts)
+    s2[gbase:gbase + n] += np.add.reduceat(sq.sum(axis=0), starts)
+
+
+_act_tables: dict = {}
+
+
+def act_table(fn: str, frac: int, e: int, out: str) -> np.ndarray:
+    """act's result for every int16 input x (after sat16), by the spec's own functions:
+    sat_out(apply_scale(fn_q(fn, x, frac), e)), stored at index x mod 65536 (np.take mode="wrap"
+    reads it with x itself as the index), in the output buffer's type. Cached per (fn, frac, e, out)."""
+    key = (fn, int(frac), int(e) & 0xFFFFFFFF, out)
+    t = _act_tables.get(key)
+    if t is None:
+        x = np.arange(-32768, 32768, dtype=np.int64)
+        y = N.apply_scale(N.fn_q(fn, x, frac), key[2])
+        y = N.sat8(y) if out == "act" else N.sat16(y)
+        t = np.roll(y, 32768).astype(_DTYPES[out])        # t[x mod 65536] = value at x
+        if len(_act_tables) >= 512:
+            _act_tables.clear()          # (a program has a few hundred scales; bounded memory)
+        _act_tables[key] = t
+    return t
+
+
 def _clip(v: np.ndarray, bits: int) -> np.ndarray:
-    """N.sat(v, bits) in place (v int64). (np.clip costs ~10 us of overhead per call; this does not.)"""
-    np.minimum(v, (1 << (bits - 1)) - 1, out=v)
-    return np.maximum(v, -(1 << (bits - 1)), out=v)
+    """N.sat(v, bits) in place (v int64)."""
+    return _uclip(v, -(1 << (bits - 1)), (1 << (bits - 1)) - 1, out=v)
 
 
 def scale_inplace(v: np.ndarray, e) -> np.ndarray:
@@ -955,7 +1073,8 @@ _EXP_ZERO_FROM = int(np.flatnonzero(_EXP)[-1]) + 1     # _EXP[u] = 0 for every u
 def softmax_exp_table(e: int) -> np.ndarray | None:
     """T[z] = the SoftMax exponent term of a score z below the row maximum, for scale entry e:
     _EXP[u(z)] with u(z) = -apply_scale(-z, e); the last entry and every z beyond it give 0.
-    None when that takes more than _SOFTMAX_TABLE_MAX entries (tiny multipliers). Cached per e."""
+    float64 (exact: integers <= 2**15). None when that takes more than _SOFTMAX_TABLE_MAX entries
+    (tiny multipliers). Cached per e."""
     e = int(e) & 0xFFFFFFFF
     t = _softmax_tables.get(e, False)
     if t is not False:
@@ -972,7 +1091,7 @@ def softmax_exp_table(e: int) -> np.ndarray | None:
         if sh:
             z += (1 << (sh - 1)) - 1
             z >>= sh
-        t = np.take(_EXP, z, mode="clip").astype(np.int32)
+        t = np.take(_EXP, z, mode="clip").astype(np.float64)
         assert t[-1] == 0
     if sum(v.size for v in _softmax_tables.values() if v is not None) > 2 * _SOFTMAX_TABLE_MAX:
         _softmax_tables.clear()         # (a program uses a few dozen scales; keep the memory bounded)
@@ -982,27 +1101,46 @@ def softmax_exp_table(e: int) -> np.ndarray | None:
 
 def softmax_fast(x: np.ndarray, e: int, out: np.ndarray | None = None) -> np.ndarray:
     """N.softmax_q(x, e) (x int32 scores, rows along the last axis): an int64 result, or written into
-    ``out`` (any integer array of x's shape; the values are in [0, 127]) and returned."""
+    ``out`` (any integer array of x's shape; the values are in [0, 127]) and returned.
+
+    The exponent terms come from the per-scale table; the normalization runs in float64, exactly:
+    p = rshift_round(ex * c, s) with c = RECIP[.] * 127 < 2**22, ex <= 2**15 and s = 15 + k <= 53
+    is floor(ex * (c * 2**-s) + 0.5): c * 2**-s is exact (a power-of-two scaling), ex * that is
+    (ex*c) * 2**-s exactly (ex*c < 2**37), and adding 0.5 gives (ex*c + 2**(s-1)) * 2**-s with a
+    numerator below 2**53, exact; the float -> int conversion truncates, i.e. floors (values >= 0).
+    Rows whose sum needs s > 53 (more than 2**23 terms) take the integer path."""
     table = softmax_exp_table(e)
-    if table is None:
+    if table is None or x.shape[-1] >= 1 << 23:
         r = _softmax_shift(x, e)
         if out is None:
             return r
         out[...] = r
         return out
-    v = np.empty(x.shape, dtype=np.int64)
-    np.subtract(x.max(axis=-1, keepdims=True), x, out=v, dtype=np.int64)     # z = mx - x >= 0
-    ex = np.take(table, v, mode="clip")          # z past the table's end reads its last entry, 0
-    total = ex.sum(axis=-1, keepdims=True, dtype=np.int64)     # >= 2**15, < 2**53 (exact in float64)
-    k = (np.frexp(total.astype(np.float64))[1] - 1).astype(np.int64)    # floor(log2 total) = N._bitlen - 1
-    rl = tables.RECIP[((total >> (k - 9)) - 512).astype(np.intp)].astype(np.int64)
-    s = np.minimum(15 + k, 62)
-    np.multiply(ex, rl * N.SOFTMAX_ONE, out=v)
-    v += (np.int64(1) << s) >> 1
-    v >>= s
+    mx = x.max(axis=-1, keepdims=True)
+    if x.size and int(mx.max()) - int(x.min()) < 1 << 31:
+        v = np.subtract(mx, x)                  # z = mx - x in [0, 2**31): int32 holds it
+    else:
+        v = np.subtract(mx, x, dtype=np.int64)
+    ex = np.take(table, v, mode="clip")         # z past the table's end reads its last entry, 0
+    total = ex.sum(axis=-1, keepdims=True)      # integers, >= 2**15 and < 2**38: exact in float64
+    k = (np.frexp(total)[1] - 1).astype(np.int64)     # floor(log2 total) = N._bitlen - 1
+    rl = tables.RECIP[((total.astype(np.int64) >> (k - 9)) - 512).astype(np.intp)].astype(np.int64)
+    cs = np.ldexp((rl * N.SOFTMAX_ONE).astype(np.float64), -(15 + k))
+    if ex.ndim == 2 and ex.shape[1] >= 1024:    # wide rows: a scalar multiply per row is ~2x faster
+        for r, c in enumerate(cs[:, 0].tolist()):
+            ex[r] *= c
+    else:
+        ex *= cs
+    ex += 0.5
+    # only rows whose largest possible term (2**15) could round above 127 need the clamp
+    big = (cs * float(1 << 15) + 0.5 >= N.SOFTMAX_ONE + 1).reshape(-1)
+    if big.any():
+        rows = ex.reshape(-1, ex.shape[-1])
+        for r in np.flatnonzero(big).tolist():
+            np.minimum(rows[r], float(N.SOFTMAX_ONE), out=rows[r])
     if out is None:
-        return np.minimum(v, N.SOFTMAX_ONE, out=v)
-    np.minimum(v, N.SOFTMAX_ONE, out=out, casting="unsafe")
+        return ex.astype(np.int64)
+    np.copyto(out, ex, casting="unsafe")
     return out
 
 

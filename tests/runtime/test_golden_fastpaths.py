@@ -208,3 +208,54 @@ def test_softmax_fast_into_int8_out(e):
         assert G.softmax_fast(x, e, out) is out and np.array_equal(out, want)
         assert np.array_equal(G.softmax_fast(x, e), want)
     assert (G.softmax_exp_table(e) is None) == (e != (28 << 24) | 8799346)
+
+
+@pytest.mark.parametrize("fn", ["none", "silu", "gelu"])
+@pytest.mark.parametrize("out", ["act", "acc"])
+def test_act_table_read_with_wrap_equals_numerics(fn, out):
+    rng = np.random.default_rng(14)
+    x16 = np.arange(-32768, 32768, dtype=np.int64)
+    for e in _scales(rng, 4)[60:] + [N.make_scale(3000, 12), N.make_scale(1, 0)]:
+        for frac in (0, 8, 12):
+            t = G.act_table(fn, frac, e, out)
+            assert t.dtype == (np.int8 if out == "act" else np.int32)
+            want = N.apply_scale(N.fn_q(fn, x16, frac), e)
+            want = N.sat8(want) if out == "act" else N.sat16(want)
+            assert np.array_equal(np.take(t, x16.astype(np.int32), mode="wrap"), want)
+            x8 = np.arange(-128, 128, dtype=np.int64)
+            assert np.array_equal(np.take(t, x8.astype(np.int8), mode="wrap"), want[x8 + 32768])
+
+
+@pytest.mark.parametrize("mode,gsize", [("row", 1), ("chan", 1), ("chan", 7), ("chan", 40), ("chan", 64)])
+def test_stats_add_equals_stats_accumulate(mode, gsize):
+    rng = np.random.default_rng(15)
+    for rows, cols in ((1, 1), (3, 40), (5, 77), (2, 64)):
+        d = _ints(rng, (rows, cols), 16)
+        s1, s2 = rng.integers(-1000, 1000, 128), rng.integers(0, 10**6, 128)
+        w1, w2 = s1.copy(), s2.copy()
+        N.stats_accumulate(w1, w2, d, N.group_index(rows, cols, mode, gsize, 5))
+        G.stats_add(s1, s2, d, mode, gsize, 5)
+        assert np.array_equal(s1, w1) and np.array_equal(s2, w2)
+
+
+def test_float_scale_equals_apply_scale_or_declines():
+    rng = np.random.default_rng(16)
+    used = declined = 0
+    for bits in (8, 16, 24, 30, 32):
+        x = _ints(rng, (5, 64), bits)
+        xmax = int(np.abs(x).max())
+        for e in _scales(rng, 40):
+            fs = G.FloatScale.of(e, xmax)
+            mul, sh = e & 0xFFFFFF, min((e >> 24) & 63, 62)
+            assert (fs is None) == (xmax * mul + ((1 << sh) >> 1) >= 2**53)
+            if fs is None:
+                declined += 1
+                continue
+            used += 1
+            assert np.array_equal(fs.apply(x).astype(np.int64), N.apply_scale(x, e)), hex(e)
+            assert np.array_equal(fs.apply(x.astype(np.int32 if bits <= 32 else np.int64)), N.apply_scale(x, e))
+        vec = np.array(_scales(rng, 64)[:64], dtype=np.int64)      # per-channel entries
+        fs = G.FloatScale.of(vec, xmax)
+        if fs is not None:
+            assert np.array_equal(fs.apply(x).astype(np.int64), N.apply_scale(x, vec))
+    assert used > 100 and declined > 20

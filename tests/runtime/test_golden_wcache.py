@@ -55,6 +55,7 @@ def run_both(seed, prog, monkeypatch, budget=None, host_change=False):
     for plain in (False, True):
         monkeypatch.setattr(G, "_LAZY_WGT", not plain)
         monkeypatch.setattr(G, "_SFU_DIRECT", not plain)
+        monkeypatch.setattr(G, "_FLOAT_SCALE", not plain)
         g = machine(seed, plain)
         if budget is not None and not plain:
             g._wl.budget = budget
