@@ -42,9 +42,12 @@ class OrtUNet:
     """
 
     def __init__(self, model: str | Path | bytes, extra: dict[str, np.ndarray] | None = None,
-                 step_models: list | None = None):
+                 step_models: list | None = None, external_data_dir: str | None = None,
+                 priority_order: bool = False):
         import onnxruntime as ort
         self._ort = ort
+        self.external_data_dir = external_data_dir   # where a model given as bytes keeps its external data
+        self.priority_order = priority_order         # run nodes in graph order (calibration probes early)
         self.path = model if not isinstance(model, bytes) else "<bytes>"
         self.sess = self._session(model)
         ins = {i.name: i for i in self.sess.get_inputs()}
@@ -68,6 +71,11 @@ class OrtUNet:
         so.intra_op_num_threads = 1
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
+        if self.priority_order:
+            so.execution_order = self._ort.ExecutionOrder.PRIORITY_BASED
+        if self.external_data_dir and isinstance(model, bytes):
+            so.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                        self.external_data_dir)
         src = model if isinstance(model, bytes) else str(model)
         return self._ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 

@@ -12,6 +12,7 @@ Constants (computed from initializers only) and non-float tensors are never acti
 """
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,14 +36,47 @@ class TensorRoles:
 
 
 def load(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
+    """The model; from a file, the graph with its external data left on disk (``base_dir_of`` says where):
+    SD-v1.5 in float32 is 3.4 GB, which onnxruntime loads itself."""
     if isinstance(model, onnx.ModelProto):
         return model
     try:
-        return onnx.load(str(model))
+        proto = onnx.load(str(model), load_external_data=False)
+        base_dir = base_dir_of(model)
+        for i, init in enumerate(proto.graph.initializer):      # small ones (shapes, scales) in memory
+            if init.data_location == TensorProto.EXTERNAL and np.prod(init.dims, dtype=np.int64) <= 4096:
+                proto.graph.initializer[i].CopyFrom(inline_tensor(init, base_dir))
+        return proto
     except FileNotFoundError:
         raise
     except Exception as e:  # onnx raises DecodeError & co.
         raise SdacError(f"{model}: not a readable ONNX model ({e})") from None
+
+
+def base_dir_of(model: str | Path | onnx.ModelProto) -> str:
+    return "" if isinstance(model, onnx.ModelProto) else os.path.dirname(os.path.abspath(str(model)))
+
+
+def external_files(model: onnx.ModelProto) -> set[str]:
+    """The external-data files the initializers refer to (relative locations)."""
+    out = set()
+    for init in model.graph.initializer:
+        if init.data_location == TensorProto.EXTERNAL:
+            out.update(e.value for e in init.external_data if e.key == "location")
+    return out
+
+
+def inline_tensor(t: TensorProto, base_dir: str) -> TensorProto:
+    """A copy of an initializer with its external data read in (itself if it has none)."""
+    if t.data_location != TensorProto.EXTERNAL:
+        return t
+    from onnx.external_data_helper import load_external_data_for_tensor
+    c = TensorProto()
+    c.CopyFrom(t)
+    load_external_data_for_tensor(c, base_dir)
+    c.ClearField("data_location")
+    del c.external_data[:]
+    return c
 
 
 def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -156,11 +190,22 @@ def expose_absmax(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     keep a step's activations alive at once)."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    for n in names:
+
+    def probe(n: str) -> list:
         a, out = f"{ABSMAX_PREFIX}{n}/abs", f"{ABSMAX_PREFIX}{n}"
-        m.graph.node.append(onnx.helper.make_node("Abs", [n], [a], name=a))
-        m.graph.node.append(onnx.helper.make_node("ReduceMax", [a], [out], name=out, keepdims=0))
         m.graph.output.append(onnx.helper.make_tensor_value_info(out, TensorProto.FLOAT, []))
+        return [onnx.helper.make_node("Abs", [n], [a], name=a),
+                onnx.helper.make_node("ReduceMax", [a], [out], name=out, keepdims=0)]
+    # each probe right after its tensor's producer, and the session runs nodes in this order (PRIORITY_BASED;
+    # onnxruntime's default order ran the probes last and kept a whole step's activations: 12+ GB on SD-v1.5)
+    want = set(names)
+    produced = {o for nd in model.graph.node for o in nd.output}
+    nodes = [p for n in names if n not in produced for p in probe(n)]       # graph inputs first
+    for nd in model.graph.node:
+        nodes.append(nd)
+        nodes += [p for o in nd.output if o in want for p in probe(o)]
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
     return m
 
 
@@ -168,8 +213,12 @@ MAX_INLINE_BYTES = 1 << 30    # larger instrumented models go to onnxruntime as 
 
 
 def session_model(model: onnx.ModelProto, workdir: str) -> bytes | str:
-    """Serialized bytes, or for a large model a path (protobuf cannot serialize more than 2 GB)."""
-    if model.ByteSize() <= MAX_INLINE_BYTES:
+    """What onnxruntime opens: serialized bytes (a model whose weights are external stays small: onnxruntime
+    reads them from the model's directory, see ``calibrate``), or a path in ``workdir`` for a model over
+    ``MAX_INLINE_BYTES`` held in memory (protobuf cannot serialize more than 2 GB)."""
+    weights = sum(len(i.raw_data) + 4 * (len(i.float_data) + len(i.int32_data)) + 8 * len(i.int64_data)
+                  for i in model.graph.initializer)       # ByteSize() itself fails past 2 GB
+    if weights <= MAX_INLINE_BYTES:
         return model.SerializeToString()
     path = str(Path(workdir) / "calibrate.onnx")
     onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="calibrate.data",
@@ -193,7 +242,8 @@ class Calibration:
 
 def calibrate(model: str | Path | onnx.ModelProto, *, steps: int, samples: int, seed: int,
               scheduler: dict, eta: float = 0.0, extra: dict[str, np.ndarray] | None = None,
-              guidance: float = 1.0, progress: Callable[[int, int], None] | None = None) -> Calibration:
+              guidance: float = 1.0, progress: Callable[[int, int], None] | None = None,
+              base_dir: str | None = None) -> Calibration:
     """Run DDIM sampling with the float model, recording |x|max of every activation per step.
 
     ``extra``: the other inputs of a conditional model (e.g. text embeddings), batched like the
@@ -208,8 +258,10 @@ def calibrate(model: str | Path | onnx.ModelProto, *, steps: int, samples: int, 
         raise SdacError("the model has no float activation tensors to calibrate")
     first = proto.graph.output[0].name
     names = roles.activations
+    base_dir = base_dir_of(model) if base_dir is None else base_dir
     with tempfile.TemporaryDirectory(prefix="sdac-calib-") as work:
-        unet = OrtUNet(session_model(expose_absmax(proto, names), work), extra=extra)
+        unet = OrtUNet(session_model(expose_absmax(proto, names), work), extra=extra,
+                       external_data_dir=base_dir if external_files(proto) else None, priority_order=True)
     out_names = [first] + [ABSMAX_PREFIX + n for n in names]
     pair = unet.batch == 2
     sample_in = next(i for i in unet.sess.get_inputs() if i.name == "sample")

@@ -9,7 +9,7 @@ from typing import Callable
 import onnx
 
 from ..errors import SdacError
-from .calibrate import Calibration, calibrate, load
+from .calibrate import Calibration, base_dir_of, calibrate, load
 from .qdq import make_qdq, step_table, table_path, write_table
 
 
@@ -55,12 +55,13 @@ def quantize_file(model_path: str | Path, out_path: str | Path, *, steps: int = 
                 raise SdacError(f"{p} exists (use --force to overwrite)")
     if steps < 1 or samples < 1:
         raise SdacError("--steps and --samples must be >= 1")
-    proto = load(model_path)
+    proto = load(model_path)             # external data stays on disk (onnxruntime reads it)
+    base_dir = base_dir_of(model_path)
     sched = scheduler if scheduler is not None else scheduler_for(model_path)
     calib = calibration or calibrate(proto, steps=steps, samples=samples, seed=seed, scheduler=sched, eta=eta,
-                                     extra=extra, guidance=guidance, progress=progress)
+                                     extra=extra, guidance=guidance, progress=progress, base_dir=base_dir)
     static_absmax = {n: float(calib.absmax[:, i].max()) for i, n in enumerate(calib.names)}
-    qdq, names = make_qdq(proto, static_absmax, wbits=wbits)
+    qdq, names = make_qdq(proto, static_absmax, wbits=wbits, base_dir=base_dir)
     table = step_table(calib, names, static=static)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(qdq, str(out_path))

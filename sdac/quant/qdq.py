@@ -23,7 +23,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import SdacError
-from .calibrate import WEIGHTED_OPS, Calibration, tensor_roles
+from .calibrate import WEIGHTED_OPS, Calibration, inline_tensor, tensor_roles
 
 QDQ_OPSET = 21
 TABLE_FORMAT = "sdac-step-scales"
@@ -70,8 +70,10 @@ def _int_tensor(name: str, q: np.ndarray, bits: int) -> TensorProto:
 
 # --------------------------------------------------------------- QDQ model
 
-def make_qdq(model: onnx.ModelProto, act_absmax: dict[str, float], wbits: int = 4) -> tuple[onnx.ModelProto, dict]:
-    """Build the QDQ model. ``act_absmax``: the static |x|max of every activation to quantize.
+def make_qdq(model: onnx.ModelProto, act_absmax: dict[str, float], wbits: int = 4,
+             base_dir: str = "") -> tuple[onnx.ModelProto, dict]:
+    """Build the QDQ model. ``act_absmax``: the static |x|max of every activation to quantize; ``base_dir``:
+    where the model's external data lies (weights are read one at a time; the QDQ model holds its data).
 
     Returns (model, names) where names maps each calibrated tensor to the name the QuantizeLinear
     quantizes in the new graph (equal except for graph outputs).
@@ -93,10 +95,10 @@ def make_qdq(model: onnx.ModelProto, act_absmax: dict[str, float], wbits: int = 
         axis = _weight_axis(node)
         if weight_axis.setdefault(name, axis) != axis:
             raise SdacError(f"weight {name} is used with two output-channel axes (node {node.name})")
-    new_inits = [i for i in g.initializer if i.name not in weight_axis]
+    new_inits = [inline_tensor(i, base_dir) for i in g.initializer if i.name not in weight_axis]
     w_nodes = []
     for name, axis in weight_axis.items():
-        w = numpy_helper.to_array(inits[name])
+        w = numpy_helper.to_array(inits[name], base_dir)
         q, scale = quantize_weight(w, axis, wbits)
         new_inits.append(_int_tensor(f"{name}_q{wbits}", q, wbits))
         new_inits.append(numpy_helper.from_array(scale, f"{name}_wscale"))

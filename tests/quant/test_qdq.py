@@ -245,3 +245,23 @@ def _run_feed(model, feed, names):
     so.intra_op_num_threads = 1
     s = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     return dict(zip(names, s.run(names, feed)))
+
+
+def test_external_data_model_quantizes_like_the_inline_one(tmp_path):
+    """A float model whose weights are in an external-data file: calibration runs onnxruntime on the file
+    (linked, not loaded here), the QDQ model holds its data, and both outputs equal the inline model's."""
+    m = onnx.load(str(DIGITS_ONNX))
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    onnx.save(m, str(tmp_path / "a" / "m.onnx"))
+    onnx.save(m, str(tmp_path / "b" / "m.onnx"), save_as_external_data=True, location="w.bin", size_threshold=0)
+    sched = scheduler_for(DIGITS_ONNX)
+    ra = quantize_file(tmp_path / "a" / "m.onnx", tmp_path / "a" / "q.onnx", steps=2, samples=1, scheduler=sched)
+    rb = quantize_file(tmp_path / "b" / "m.onnx", tmp_path / "b" / "q.onnx", steps=2, samples=1, scheduler=sched)
+    assert np.array_equal(ra.calibration.absmax, rb.calibration.absmax)
+    assert read_table(ra.table_path)["scales"] == read_table(rb.table_path)["scales"]
+    qa, qb = onnx.load(str(ra.model_path)), onnx.load(str(rb.model_path))
+    assert not any(i.data_location == onnx.TensorProto.EXTERNAL for i in qb.graph.initializer)
+    ia = {i.name: numpy_helper.to_array(i) for i in qa.graph.initializer}
+    ib = {i.name: numpy_helper.to_array(i) for i in qb.graph.initializer}
+    assert ia.keys() == ib.keys() and all(np.array_equal(ia[k], ib[k]) for k in ia)
