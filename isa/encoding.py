@@ -7,6 +7,7 @@ invalid word with a ``DecodeError`` naming the instruction index.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -30,6 +31,20 @@ class EncodeError(SdacError):
     """A field value does not fit the instruction's spec."""
 
 
+@functools.lru_cache(maxsize=None)
+def _defaults(op: str) -> dict[str, int | str]:
+    """Every field of ``op`` with its default (0, or the first enum member), in spec order."""
+    out: dict[str, int | str] = {}
+    for f in SPEC.by_name(op).fields:
+        if f.kind == "enum":
+            out[f.name] = SPEC.enum_name(f.enum, 0)
+        elif f.kind == "bool":
+            out[f.name] = 0
+        else:
+            out[f.name] = f.min
+    return out
+
+
 @dataclass(frozen=True)
 class Instr:
     op: str
@@ -40,19 +55,11 @@ class Instr:
     @staticmethod
     def make(op: str, pop: Iterable[str] = (), push: Iterable[str] = (), **args: int | str) -> "Instr":
         """Build an instruction; omitted fields take their default (0, or the first enum member)."""
-        spec = SPEC.by_name(op)
-        full: dict[str, int | str] = {}
-        for f in spec.fields:
-            if f.name in args:
-                full[f.name] = args.pop(f.name)
-            elif f.kind == "enum":
-                full[f.name] = SPEC.enum_name(f.enum, 0)
-            elif f.kind == "bool":
-                full[f.name] = 0
-            else:
-                full[f.name] = f.min
-        if args:
-            raise EncodeError(f"{op}: unknown field(s) {', '.join(sorted(args))}")
+        defaults = _defaults(op)
+        full = dict(defaults)         # spec field order
+        full.update(args)
+        if len(full) != len(defaults):
+            raise EncodeError(f"{op}: unknown field(s) {', '.join(sorted(set(args) - set(defaults)))}")
         return Instr(op, full, frozenset(pop), frozenset(push))
 
     @property
