@@ -17,7 +17,7 @@ The machine state never differs from the plain interpreter's at any point a read
   a DRAM address; equal keys mean the same bytes (sources are unchanged while a segment lives, and
   a DRAM write drops every cache entry whose source range it touches), so the same matrix.
 
-Budget: SDAC_GOLDEN_WCACHE_MB (default 512; 0 turns the cache off) bounds the cached matrices
+Budget: SDAC_GOLDEN_WCACHE_MB (default 256; 0 turns the cache off) bounds the cached matrices
 (least recently used evicted first).
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 
 def _budget_bytes() -> int:
     v = os.environ.get("SDAC_GOLDEN_WCACHE_MB", "")
-    return (int(v) if v.isdigit() else 512) << 20
+    return (int(v) if v.isdigit() else 256) << 20
 
 
 class WeightLines:

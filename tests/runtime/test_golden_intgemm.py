@@ -143,3 +143,16 @@ def test_backend_reads_degenerate_strides():
         x = np.ndarray(shape, np.int8, buffer=act, strides=strides)
         w = np.full((20, 4), 7, dtype=np.int8)[:shape[1], :1]
         assert np.array_equal(fn(x, w), x.astype(np.int64) @ w.astype(np.int64)), (shape, strides)
+
+
+@needs_int
+@pytest.mark.parametrize("n", [1, 20, 32, 33, 40, 47, 48, 63, 64, 65])
+def test_backend_widths_padded_or_not(n):
+    # widths the backend pads with zero columns (33..63) and the others give the same exact products
+    fn = G._int_backend()
+    rng = np.random.default_rng(n)
+    x = rng.integers(-128, 128, (9, 300)).astype(np.int8)
+    w = rng.integers(-128, 128, (300, n)).astype(np.int8)
+    got = fn(x, w)
+    assert got.shape == (9, n) and np.array_equal(got, x.astype(np.int64) @ w.astype(np.int64))
+    assert G._int_width(n) % 16 == 0 or not 32 < n < 64
