@@ -150,7 +150,7 @@ def _run_tiles(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, tiles
     by_image: dict[int, list[Tile]] = {}
     for t in tiles:
         by_image.setdefault(t.image, []).append(t)
-    slot_counter = 0
+    slot_counter = low.tile_slot        # continue the previous kernel's alternation: its last tile's slots
     for b, image_tiles in by_image.items():
         last = image_tiles[len(image_tiles) - min(keep_n, len(image_tiles) - 1):] if keep_n else []
         kept.clear()
@@ -178,6 +178,7 @@ def _run_tiles(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, tiles
                 else:                       # recompute the pre-norm values (the statistics are complete)
                     run_ops(range(plan.split), t, slot, v, main(t, v, slot), stats=False)
                 run_ops(range(plan.split, len(plan.ops)), t, slot, v, None)
+    low.tile_slot = slot_counter % 2
 
 
 def _tile_act_lines(low: Lowerer, plan: EpiloguePlan) -> int:
@@ -231,7 +232,6 @@ class WeightStream:
         # DATA: all blocks contiguous (packed when first loaded)
         self.blocks = blocks
         self.nbytes = self.nblk * block_lines * low.L // 2
-        self.counter = 0
         self.offsets = None
 
     @property
@@ -256,18 +256,25 @@ class WeightStream:
             low.relocs.append(Reloc(idx, "data", self.offsets + (g0 * self.block_lines + i) * lb))
             i += n
 
+    def _next_slot(self) -> int:
+        """The wgt half after the one loaded last (by any kernel): a kernel's first weights then load while
+        the previous kernel still computes with its last ones."""
+        h = self.low.wgt_half
+        self.low.wgt_half ^= 1
+        return h * self.half
+
     def start(self) -> None:
         if self.resident:
-            self._load(0, self.nblk, (self.low.kernel_index % 2) * self.half)
+            self.resident_at = self._next_slot()
+            self._load(0, self.nblk, self.resident_at)
 
     def each_group(self):
         """Yield (first block, blocks, wgt address) for one pass over the columns, loading as needed."""
         for g0, g1 in self.groups:
             if self.resident:
-                yield g0, g1 - g0, (self.low.kernel_index % 2) * self.half + g0 * self.block_lines
+                yield g0, g1 - g0, self.resident_at + g0 * self.block_lines
             else:
-                dst = (self.counter % 2) * self.half
-                self.counter += 1
+                dst = self._next_slot()
                 self._load(g0, g1, dst)
                 yield g0, g1 - g0, dst
 
@@ -463,9 +470,11 @@ def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmIma
     ws = WeightStream(low, k, blocks[order], kp, groups=[(2 * j, 2 * (j + n)) for j, n in chunks])
     ws.start()
     prm_acc = R("prm", prm.base, prm.lines)
-    n_chunk = 0
+    n_chunk = low.tile_slot
+    first_slot = low.tile_slot
     for ti, t in enumerate(_tiles(n_images, image_rows, tm)):
-        a = (ti % 2) * act_quarter
+        a = ((ti + first_slot) % 2) * act_quarter
+        low.tile_slot = (ti + first_slot + 1) % 2
         low.load_rows(x, a, t.r0, t.rows, sram_stride=in_lines)
         for (j, n), (g0, nb, wa) in zip(chunks, ws.each_group()):
             slot = n_chunk % 2

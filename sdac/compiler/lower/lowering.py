@@ -58,6 +58,8 @@ class Lowerer:
     debug: list = field(default_factory=list)
     debug_extra: dict = field(default_factory=dict)   # what a kernel's lowering chose (into its debug entry)
     kernel_index: int = 0
+    wgt_half: int = 0                                  # the wgt half the next weight load goes to
+    tile_slot: int = 0                                 # the tile slot (act / acc) the next kernel starts in
 
     @property
     def L(self) -> int:
