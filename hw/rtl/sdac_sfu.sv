@@ -3,21 +3,26 @@
 //
 // One instruction at a time: `start` (sampled while idle) latches the 256-bit word; the unit
 // checks every region first (OOB_BUF / OOB_STAT / BAD_FIELD / OVERLAP, in the golden model's
-// order) so a failing instruction changes nothing, then runs a line-sequential FSM: per line
-// of L lanes it fetches its operand lines, computes all L lanes in parallel in a few
-// registered steps (one shared 64-bit multiplier per lane, int64 wrap-around semantics like
-// numpy), updates the statistics and writes the result line. `done` pulses for one cycle at
-// the end, with `error` / `err_code` when the instruction failed.
+// order) so a failing instruction changes nothing, reads its scalar prm words, then:
+// * deq, add, act, geglu, norm stream their lines through a pipeline (section "element-wise
+//   pipeline" below): per-operand read walkers and line FIFOs, NSTG compute stages of L lanes
+//   (int64 wrap-around semantics like numpy), statistics and write at the tail; one line per
+//   cycle when each buffer port serves one operand (norm first computes its group parameters,
+//   one group per cycle);
+// * softmax runs a line-sequential FSM (three passes per row, a few registered steps per line);
+// * transpose moves L x L byte tiles (reads one line per cycle, then writes one per cycle).
+// `done` pulses for one cycle at the end, with `error` / `err_code` when the instruction failed.
 //
 // Buffer ports, one line per access (request / grant, responses in order):
 //   read:  X_rd_req + X_rd_addr held until X_rd_gnt; X_rd_valid + X_rd_data come one or more
-//          cycles after the granting cycle. At most one read per port is outstanding.
+//          cycles after the granting cycle. A new request may follow in the next cycle; a
+//          memory that cannot take another read while one is outstanding withholds gnt.
 //   write: X_wr_req + addr + data + lane enables (be) held until X_wr_gnt.
 // Requests are Moore outputs (registered state only), never functions of gnt / valid.
 //
 // Sources and destination may coincide exactly (in place, d = s with equal strides); other
-// partial overlaps between a result and a later-read operand see the new values (lines are
-// processed row-major), unlike the golden model's read-everything-first semantics.
+// partial overlaps between a result and an operand are not allowed (the ISA's aliasing rule, the
+// compiler's verifier): reads run ahead of writes by up to the pipeline depth.
 module sdac_sfu
   import sdac_isa_pkg::*;
 #(
@@ -359,13 +364,11 @@ module sdac_sfu
 
   // ---------------------------------------------------------------- state
   typedef enum logic [5:0] {
-    S_IDLE, S_CHECK, S_OVL, S_SCAL, S_SCALW, S_NP0, S_NP1, S_NP2, S_NP3,
-    S_STREAM, S_FETCH, S_NGRP,
-    S_F0, S_F1, S_F2, S_F3, S_F4,
-    S_N0, S_N1, S_N2, S_N3, S_O0, S_O1,
+    S_IDLE, S_CHECK, S_OVL, S_SCAL, S_SCALW, S_NP,
+    S_STREAM, S_FETCH,
     S_SMAX, S_SM0, S_SM1, S_SM2, S_SM3, S_SMK,
     S_WRITE,
-    S_TTILE, S_TRD, S_TRW, S_TWR, S_DONE
+    S_TTILE, S_TRD, S_TWR, S_DONE
   } state_t;
   state_t state;
 
@@ -388,14 +391,8 @@ module sdac_sfu
   logic [1:0]  scal_k;
   // per-lane registers
   s64 opa [LANES];
-  logic [31:0] pv1 [LANES];
-  logic [31:0] pv2 [LANES];
-  s64 x [LANES];
   s64 t [LANES];
   s64 w [LANES];
-  s64 mu_l [LANES];
-  logic [16:0] rm_l [LANES];
-  logic signed [5:0] re_l [LANES];
   // softmax row state
   s64 mx, total;
   logic [5:0] sm_k;
@@ -403,7 +400,10 @@ module sdac_sfu
   // norm parameter precompute
   logic [15:0] gi;                  // relative group
   logic [31:0] gcol;                // gi * gsize (chan mode)
-  s64 pmu, pex2, pvv;
+  // three stages, one group per cycle: (mu, E[x^2]) -> var -> (rm, re)
+  logic        np_v1, np_v2;
+  logic [SW-1:0] np_g1, np_g2;
+  s64 np_mu1, np_ex2, np_mu2, np_vv;
   // statistics file (valid bit per register: st_clr clears in one cycle)
   s64 st_s1 [NSTAT];
   s64 st_s2 [NSTAT];
@@ -416,6 +416,7 @@ module sdac_sfu
   logic [7:0] tile [LANES][LANES];
   logic [16:0] ti, tj;              // row block, column block
   logic [15:0] trr, tcc, tnr, tnc;  // rows / columns of the tile done and present
+  logic [15:0] tq;                  // rows of the tile requested (reads overlap: one per cycle)
   logic [31:0] tsrc, tdst;
   logic [47:0] oa_lo, ob_lo;        // overlap walk: current runs of S and D
   logic [31:0] oa_i, ob_i, oa_n, ob_n;
@@ -430,13 +431,15 @@ module sdac_sfu
   // every slot it needs holds a line; the stages advance together, holding while the last stage
   // (the op's tail) waits for its write grant or walks its statistics groups.
   localparam int FD = 4;            // operand FIFO depth (lines per slot; 2-bit pointers)
-  localparam int NSTG = 9;          // compute stages (geglu uses all; deq / add the first two)
+  localparam int NSTG = 12;         // compute stages (norm uses all; deq / add the first two)
   // The prm vectors (deq scale and bias) are the same for every row: when a row has at most PCL
   // lines, they are read for the first row only and kept in a cache of PCL lines per vector.
   localparam int PCL = PCACHE_LINES;
   typedef struct packed {
     s64 a, b, x, t, w;              // operands, activation temporaries, result
-    logic [31:0] e, bias;           // per-lane scale entry and bias (deq)
+    logic [31:0] e, bias;           // per-lane scale entry and bias (deq), gamma and beta (norm)
+    logic [16:0] rm;                // norm: reciprocal std of the lane's group
+    logic signed [5:0] re;
   } lane_t;
   typedef struct packed {
     logic [31:0] daddr;             // result line address
@@ -473,18 +476,19 @@ module sdac_sfu
   logic [LANES-1:0] vmask;          // lanes inside cols
   logic [15:0] lgrp [LANES];        // group of each lane, relative to gbase
   logic [LANES-1:0] gmatch;         // pending lanes of the first pending lane's group
-  logic [15:0] gsel;
+  logic [LANES-1:0] gmatch2;        // and of the next group among the pending lanes
+  logic [15:0] gsel, gsel2;
   s64 ma [LANES];
   s64 mb [LANES];
   s64 prod [LANES];
-  s64 line_max, ex_sum, sum1, sum2;
+  s64 line_max, ex_sum, sum1, sum2, sum1b, sum2b;
   s64 sm_ex [LANES];
 
   // lanes and groups of the FSM's line, or of the pipeline's tail line while streaming
   always_comb begin
     logic [15:0] g;
     logic [11:0] rem;
-    logic found;
+    logic found, found2;
     logic stream;
     stream = state == S_STREAM;
     g = stream ? sinfo[s_t].cg0 : cg0;
@@ -499,15 +503,24 @@ module sdac_sfu
         rem = rem + 12'd1;
       end
     end
+    // statistics walk of the tail line: two groups per cycle
     found = 1'b0;
+    found2 = 1'b0;
     gsel = 16'd0;
+    gsel2 = 16'd0;
     for (int l = 0; l < LANES; l++) begin
       if (pend[l] && !found) begin
         found = 1'b1;
         gsel = lgrp[l];
+      end else if (pend[l] && !found2 && lgrp[l] != gsel) begin
+        found2 = 1'b1;
+        gsel2 = lgrp[l];
       end
     end
-    for (int l = 0; l < LANES; l++) gmatch[l] = pend[l] && lgrp[l] == gsel;
+    for (int l = 0; l < LANES; l++) begin
+      gmatch[l] = pend[l] && lgrp[l] == gsel;
+      gmatch2[l] = pend[l] && found2 && lgrp[l] == gsel2;
+    end
   end
 
   // chan-mode group state of the next line
@@ -521,12 +534,6 @@ module sdac_sfu
       ma[l] = 64'sd0;
       mb[l] = 64'sd0;
       unique case (state)
-        S_F0:  begin ma[l] = x[l]; mb[l] = 64'(GELU_ALPHA_Q10); end
-        S_F2:  begin ma[l] = x[l]; mb[l] = t[l]; end
-        S_F3:  begin ma[l] = w[l]; mb[l] = 64'(INV6_Q16); end
-        S_O0:  begin ma[l] = w[l]; mb[l] = e_mul(sc_e); end
-        S_N1:  begin ma[l] = w[l]; mb[l] = s64'({47'd0, rm_l[l]}); end
-        S_N2:  begin ma[l] = w[l]; mb[l] = s64'(signed'(pv1[l])); end
         S_SM0: begin ma[l] = opa[l] - mx; mb[l] = e_mul(sc_e); end
         S_SM2: begin ma[l] = t[l]; mb[l] = s64'({48'd0, sm_rl}); end
         S_SM3: begin ma[l] = w[l]; mb[l] = 64'(SOFTMAX_ONE); end
@@ -554,12 +561,18 @@ module sdac_sfu
     ex_sum = 64'sd0;
     sum1 = 64'sd0;
     sum2 = 64'sd0;
+    sum1b = 64'sd0;
+    sum2b = 64'sd0;
     for (int l = 0; l < LANES; l++) begin
       if (vmask[l] && opa[l] > line_max) line_max = opa[l];
       if (vmask[l]) ex_sum = ex_sum + sm_ex[l];
       if (gmatch[l]) begin   // statistics of the pipeline's tail line (only the stream has st)
         sum1 = sum1 + sl[s_t][l].w;
         sum2 = sum2 + sl[s_t][l].w * sl[s_t][l].w;
+      end
+      if (gmatch2[l]) begin
+        sum1b = sum1b + sl[s_t][l].w;
+        sum2b = sum2b + sl[s_t][l].w * sl[s_t][l].w;
       end
     end
   end
@@ -622,29 +635,31 @@ module sdac_sfu
 
   // norm parameters of group gbase + gi from its statistics (numerics.norm_params, rsqrt_q)
   logic [SW-1:0] gabs;
-  s64 gs1, gs2, pprod, pm_a, pm_b, var_v, v1;
+  s64 gs1, gs2, np_mu_a, np_ex2_a, var_v, v1, np_vv_b;
   logic [5:0] pk;
   logic signed [7:0] pe;
   logic [63:0] pm;
+  logic np_more;                    // groups left to start
   always_comb begin
     gabs = SW'(32'(q.gbase) + 32'(gi));
     gs1 = st_valid[gabs] ? st_s1[gabs] : 64'sd0;
     gs2 = st_valid[gabs] ? st_s2[gabs] : 64'sd0;
-    unique case (state)
-      S_NP0: begin pm_a = gs1; pm_b = s64'({32'd0, inv_n}); end
-      S_NP1: begin pm_a = gs2; pm_b = s64'({32'd0, inv_n}); end
-      default: begin pm_a = pmu; pm_b = pmu; end
-    endcase
-    pprod = pm_a * pm_b;
-    var_v = pex2 - rsr(pprod, 40'sd16);
+    np_more = q.st_chan ? gcol < 32'(q.cols) : gi < q.rows;
+    np_mu_a = rsr(gs1 * s64'({32'd0, inv_n}), 40'sd24);
+    np_ex2_a = rsr(gs2 * s64'({32'd0, inv_n}), 40'sd32);
+    var_v = np_ex2 - rsr(np_mu1 * np_mu1, 40'sd16);
     v1 = ((var_v < 64'sd0) ? 64'sd0 : var_v) + s64'({32'd0, eps});
-    pk = log2floor(pvv);
+    np_vv_b = (v1 < 64'sd1) ? 64'sd1 : v1;
+    pk = log2floor(np_vv);
     pe = (8'(pk) - 8'sd8) & ~8'sd1;
-    pm = (pe >= 8'sd0) ? (pvv >>> pe) : (pvv <<< (-pe));
+    pm = (pe >= 8'sd0) ? (np_vv >>> pe) : (np_vv <<< (-pe));
   end
 
   // ---------------------------------------------------------------- element-wise pipeline logic
-  // one stage of one lane: the numerics.py expressions in the steps of the line-sequential FSM
+  // One stage of one lane: the numerics.py expressions, a multiply and a rounding shift at most per
+  // stage. Stages: deq / add 0-1; norm 0-3 (the normalization) then 4-11 like act; act and geglu
+  // 3-11 (3 saturate, 4-8 hard SiLU / GeLU, 9 geglu product, 10 output scale, 11 saturate);
+  // act without fn enters at 9. For norm: b = mu, e = gamma, bias = beta of the lane.
   function automatic lane_t stage_fn(input int k, input lane_t i);
     lane_t o;
     o = i;
@@ -652,20 +667,26 @@ module sdac_sfu
       0: unique case (q.kind)
            K_DEQ: o.w = rsr(i.a * e_mul(i.e), e_sh(i.e));                  // apply_scale(S, E_c)
            K_ADD: o.w = rsr(i.b * e_mul(sc_e), e_sh(sc_e));                // apply_scale(B, e)
-           K_ACT: begin o.x = sat16(i.a); o.w = o.x; end
-           default: begin o.x = sat16(i.b); o.w = o.x; o.a = sat16(i.a); end   // geglu: gate B
+           default: o.w = (sat16(i.a) <<< NORM_MEAN_FRAC) - i.b;           // norm: d = x * 2**8 - mu
          endcase
-      1: if (q.kind == K_DEQ) o.w = sat16(i.w + (q.p2_en ? s64'(signed'(i.bias)) : 64'sd0));
-         else if (q.kind == K_ADD) o.w = sat16(i.a + i.w);
-         else if (q.fn == FN_SILU) o.t = clip(i.x + (64'sd3 <<< q.frac), 64'sd0, 64'sd6 <<< q.frac);
-         else o.w = rsr(i.x * s64'(GELU_ALPHA_Q10), 40'sd10);
-      2: if (q.fn != FN_SILU) o.t = clip(i.w + (64'sd3 <<< q.frac), 64'sd0, 64'sd6 <<< q.frac);
-      3: o.w = i.x * i.t;
-      4: o.w = i.w * s64'(INV6_Q16);
-      5: o.w = rsr(i.w, 40'(q.frac) + 40'sd16);
-      6: if (q.kind == K_GEGLU) o.w = rsr(i.a * i.w, 40'(q.frac));             // A * gelu(B)
-         else if (q.fn == FN_NONE) o.w = sat16(i.a);                          // act, fn none: enters here
-      7: o.w = rsr(i.w * e_mul(sc_e), e_sh(sc_e));                            // output scale
+      1: unique case (q.kind)
+           K_DEQ: o.w = sat16(i.w + (q.p2_en ? s64'(signed'(i.bias)) : 64'sd0));
+           K_ADD: o.w = sat16(i.a + i.w);
+           default: o.w = rsr(i.w * s64'({47'd0, i.rm}), 40'sd16);           // norm: t
+         endcase
+      2: o.w = rsr(i.w * s64'(signed'(i.e)), 40'(signed'(nsh)) + 40'(i.re));  // norm: * gamma
+      3: if (q.kind == K_NORM) begin o.x = sat16(i.w + s64'(signed'(i.bias))); o.w = o.x; end   // + beta
+         else if (q.kind == K_ACT) begin o.x = sat16(i.a); o.w = o.x; end
+         else begin o.x = sat16(i.b); o.w = o.x; o.a = sat16(i.a); end     // geglu: gate B
+      4: if (q.fn == FN_SILU) o.t = clip(i.x + (64'sd3 <<< q.frac), 64'sd0, 64'sd6 <<< q.frac);
+         else if (q.fn == FN_GELU) o.w = rsr(i.x * s64'(GELU_ALPHA_Q10), 40'sd10);
+      5: if (q.fn == FN_GELU) o.t = clip(i.w + (64'sd3 <<< q.frac), 64'sd0, 64'sd6 <<< q.frac);
+      6: if (q.fn != FN_NONE) o.w = i.x * i.t;
+      7: if (q.fn != FN_NONE) o.w = i.w * s64'(INV6_Q16);
+      8: if (q.fn != FN_NONE) o.w = rsr(i.w, 40'(q.frac) + 40'sd16);
+      9: if (q.kind == K_GEGLU) o.w = rsr(i.a * i.w, 40'(q.frac));             // A * gelu(B)
+         else if (q.kind == K_ACT && q.fn == FN_NONE) o.w = sat16(i.a);       // act, fn none: enters here
+      10: o.w = rsr(i.w * e_mul(sc_e), e_sh(sc_e));                           // output scale
       default: o.w = q.d_act ? sat8(i.w) : sat16(i.w);
     endcase
     return o;
@@ -713,11 +734,15 @@ module sdac_sfu
   logic [NSTG-1:0] sv_in;
   logic [31:0] tdaddr;              // the tail line's result address
   logic [27:0] hgpos;
-  assign stream_op = q.kind == K_DEQ || q.kind == K_ADD || q.kind == K_ACT || q.kind == K_GEGLU;
+  logic        setup;               // scalar reads and norm parameters: acc / act reads may start
+  logic [15:0] hgrp [LANES];        // norm: group of each lane of the next line (relative to gbase)
+  assign setup = state == S_SCAL || state == S_SCALW || state == S_NP;
+  assign stream_op = q.kind != K_SOFTMAX && q.kind != K_TRANSPOSE && q.kind != K_BAD;
   assign slines = 33'(q.rows) * 33'(nl);
   assign pc_en = 32'(nl) <= 32'(PCL);
   assign s_t = (q.kind == K_DEQ || q.kind == K_ADD) ? 4'd1 : 4'(NSTG - 1);
-  assign s_e = (q.kind == K_ACT && q.fn == FN_NONE) ? 4'd6 : 4'd0;
+  assign s_e = (q.kind == K_ACT && q.fn == FN_NONE) ? 4'd9 :
+               (q.kind == K_ACT || q.kind == K_GEGLU) ? 4'd3 : 4'd0;
   assign tdaddr = sinfo[s_t].daddr;
   always_comb begin
     for (int p = 0; p < 3; p++) begin
@@ -734,7 +759,7 @@ module sdac_sfu
       scur[p] = tturn[p] ? ps1[p] : ps0[p];
       rcur[p] = rturn[p] ? ps1[p] : ps0[p];
       sreq[p] = stream_op && pn[p] != 2'd0 && wleft[scur[p]] != 33'd0 && wcnt[scur[p]] < 3'(FD) &&
-                (state == S_STREAM || (p != 2 && (state == S_SCAL || state == S_SCALW)));
+                (state == S_STREAM || (p != 2 && setup));
       saddr[p] = wrow[scur[p]] + 32'(wj[scur[p]]);
     end
     swreq = state == S_STREAM && sv[s_t] && !twr_done;
@@ -744,8 +769,8 @@ module sdac_sfu
   // combinational from them)
   always_comb begin
     sgnt = {prm_rd_gnt, act_rd_gnt, acc_rd_gnt} & sreq;
-    svalid[0] = acc_rd_valid && stream_op && (state == S_STREAM || state == S_SCAL || state == S_SCALW);
-    svalid[1] = act_rd_valid && stream_op && (state == S_STREAM || state == S_SCAL || state == S_SCALW);
+    svalid[0] = acc_rd_valid && stream_op && (state == S_STREAM || setup);
+    svalid[1] = act_rd_valid && stream_op && (state == S_STREAM || setup);
     svalid[2] = prm_rd_valid && stream_op && state == S_STREAM;
     sdata[0] = acc_rd_data;
     sdata[2] = prm_rd_data;
@@ -757,7 +782,7 @@ module sdac_sfu
 
     // the tail: write its line, walk its statistics groups (one per cycle), then leave
     swr_ok = twr_done || (swreq && (q.d_act ? act_wr_gnt : acc_wr_gnt));
-    sstat_ok = (pend & ~gmatch) == '0;
+    sstat_ok = (pend & ~gmatch & ~gmatch2) == '0;
     sleave = sv[s_t] && swr_ok && sstat_ok;
     sadv = !sv[s_t] || sleave;
     spop = state == S_STREAM && hleft != 33'd0 && sadv;
@@ -766,6 +791,22 @@ module sdac_sfu
     spk = need & {4{spop}} & {!pc_hit, !pc_hit, 2'b11};
     for (int k = 0; k < 2; k++) hp[k] = pc_hit ? pcache[k][$clog2(PCL)'(hj)] : fq[k + 2][frp[k + 2]];
     hgpos = next_gpos(hl.cg0, hl.crem0);
+  end
+
+  always_comb begin
+    logic [15:0] g;
+    logic [11:0] rem;
+    g = hl.cg0;
+    rem = hl.crem0;
+    for (int l = 0; l < LANES; l++) begin
+      hgrp[l] = q.st_chan ? g : hl.r;
+      if (rem + 12'd1 == q.gsize) begin
+        rem = 12'd0;
+        g = g + 16'd1;
+      end else begin
+        rem = rem + 12'd1;
+      end
+    end
   end
 
   always_comb begin
@@ -778,6 +819,11 @@ module sdac_sfu
           sin[k][l].b = s64'(signed'(fq[1][frp[1]][32 * l +: 32]));
           sin[k][l].e = q.p1_en ? hp[0][32 * l +: 32] : sc_e;
           sin[k][l].bias = hp[1][32 * l +: 32];
+          if (q.kind == K_NORM) begin
+            sin[k][l].b = pt_mu[SW'(hgrp[l])];
+            sin[k][l].rm = pt_rm[SW'(hgrp[l])];
+            sin[k][l].re = pt_re[SW'(hgrp[l])];
+          end
         end else begin
           sin[k][l] = sl[(k + NSTG - 1) % NSTG][l];
         end
@@ -803,7 +849,7 @@ module sdac_sfu
     for (int p = 0; p < 3; p++) freq[p] = state == S_FETCH && req_any[p] && !pbusy[p];
     acc_rd_req = freq[0] || sreq[0];
     acc_rd_addr = ACCW'(sreq[0] ? saddr[0] : slot_addr(req_slot[0]));
-    act_rd_req = freq[1] || sreq[1] || state == S_TRD;
+    act_rd_req = freq[1] || sreq[1] || (state == S_TRD && tq < tnr);
     act_rd_addr = ACTW'((state == S_TRD) ? tsrc : sreq[1] ? saddr[1] : slot_addr(req_slot[1]));
     prm_rd_req = freq[2] || sreq[2] || state == S_SCAL;
     prm_rd_addr = PRMW'((state == S_SCAL) ? 32'(scal_line) : sreq[2] ? saddr[2] : slot_addr(req_slot[2]));
@@ -830,9 +876,8 @@ module sdac_sfu
   assign advance = (state == S_WRITE && (q.d_act ? act_wr_gnt : acc_wr_gnt)) || state == S_SMAX ||
                    (state == S_SM1 && pass == 2'd2);
 
-  // first compute state of a fetched line (norm, softmax; the element-wise ops stream)
+  // first compute state of a fetched line (softmax; the other ops stream)
   function automatic state_t first_compute(input logic [1:0] p);
-    if (q.kind == K_NORM) return S_NGRP;
     return (p == 2'd1) ? S_SMAX : S_SM0;
   endfunction
 
@@ -898,6 +943,8 @@ module sdac_sfu
           total <= 64'sd0;
           gi <= 16'd0;
           gcol <= 32'd0;
+          np_v1 <= 1'b0;
+          np_v2 <= 1'b0;
           if (chk_err != ERR_OK) begin
             error <= 1'b1;
             err_code <= chk_err;
@@ -956,32 +1003,31 @@ module sdac_sfu
             if (next_scal != 3'd4) begin
               scal_k <= 2'(next_scal);
               state <= S_SCAL;
-            end else if (q.kind == K_NORM) state <= S_NP0;
+            end else if (q.kind == K_NORM) state <= S_NP;
             else state <= stream_op ? S_STREAM : S_FETCH;
           end
         end
 
         // norm: (mu, rm, re) of every group the instruction uses
-        S_NP0: begin
-          pmu <= rsr(pprod, 40'sd24);
-          state <= S_NP1;
-        end
-        S_NP1: begin
-          pex2 <= rsr(pprod, 40'sd32);
-          state <= S_NP2;
-        end
-        S_NP2: begin
-          pvv <= (v1 < 64'sd1) ? 64'sd1 : v1;
-          state <= S_NP3;
-        end
-        S_NP3: begin
-          pt_mu[SW'(gi)] <= pmu;
-          pt_rm[SW'(gi)] <= RSQRT_LUT[10'(pm - 64'd256)];
-          pt_re[SW'(gi)] <= 6'(pe >>> 1);
-          gi <= gi + 16'd1;
-          gcol <= gcol + 32'(q.gsize);
-          if (q.st_chan ? (gcol + 32'(q.gsize) < 32'(q.cols)) : (gi + 16'd1 < q.rows)) state <= S_NP0;
-          else state <= S_FETCH;
+        S_NP: begin
+          np_v1 <= np_more;
+          if (np_more) begin
+            np_mu1 <= np_mu_a;
+            np_ex2 <= np_ex2_a;
+            np_g1 <= SW'(gi);
+            gi <= gi + 16'd1;
+            gcol <= gcol + 32'(q.gsize);
+          end
+          np_v2 <= np_v1;
+          np_mu2 <= np_mu1;
+          np_vv <= np_vv_b;
+          np_g2 <= np_g1;
+          if (np_v2) begin
+            pt_mu[np_g2] <= np_mu2;
+            pt_rm[np_g2] <= RSQRT_LUT[10'(pm - 64'd256)];
+            pt_re[np_g2] <= 6'(pe >>> 1);
+          end
+          if (!np_more && !np_v1) state <= S_STREAM;   // the last group's parameters are written now
         end
 
         // operand lines of line j of row r
@@ -991,14 +1037,10 @@ module sdac_sfu
           if (freq[2] && prm_rd_gnt) begin pbusy[2] <= 1'b1; pslot[2] <= req_slot[2]; end
           for (int l = 0; l < LANES; l++) begin
             if (pbusy[0] && acc_rd_valid) begin
-              opa[l] <= s64'(signed'(acc_rd_data[32 * l +: 32]));   // norm / softmax: slot A only
+              opa[l] <= s64'(signed'(acc_rd_data[32 * l +: 32]));   // softmax: slot A only
             end
             if (pbusy[1] && act_rd_valid) begin
               opa[l] <= s64'(signed'(act_rd_data[8 * l +: 8]));
-            end
-            if (pbusy[2] && prm_rd_valid) begin
-              if (pslot[2] == 2'd2) pv1[l] <= prm_rd_data[32 * l +: 32];
-              else pv2[l] <= prm_rd_data[32 * l +: 32];
             end
           end
           if (pbusy[0] && acc_rd_valid) pbusy[0] <= 1'b0;
@@ -1010,78 +1052,6 @@ module sdac_sfu
             pend <= vmask;
             state <= first_compute(pass);
           end
-        end
-
-        // norm: per-lane parameters, one group of the line per cycle
-        S_NGRP: begin
-          for (int l = 0; l < LANES; l++) begin
-            if (gmatch[l]) begin
-              mu_l[l] <= pt_mu[SW'(gsel)];
-              rm_l[l] <= pt_rm[SW'(gsel)];
-              re_l[l] <= pt_re[SW'(gsel)];
-            end
-          end
-          pend <= pend & ~gmatch;
-          if ((pend & ~gmatch) == '0) state <= S_N0;
-        end
-
-        // hard SiLU / GeLU of x (frac fractional bits) into w
-        S_F0: begin
-          for (int l = 0; l < LANES; l++) begin
-            if (q.fn == FN_SILU)
-              t[l] <= clip(x[l] + (64'sd3 <<< q.frac), 64'sd0, 64'sd6 <<< q.frac);
-            else
-              w[l] <= rsr(prod[l], 40'sd10);
-          end
-          state <= (q.fn == FN_SILU) ? S_F2 : S_F1;
-        end
-        S_F1: begin
-          for (int l = 0; l < LANES; l++) t[l] <= clip(w[l] + (64'sd3 <<< q.frac), 64'sd0, 64'sd6 <<< q.frac);
-          state <= S_F2;
-        end
-        S_F2: begin
-          for (int l = 0; l < LANES; l++) w[l] <= prod[l];
-          state <= S_F3;
-        end
-        S_F3: begin
-          for (int l = 0; l < LANES; l++) w[l] <= prod[l];
-          state <= S_F4;
-        end
-        S_F4: begin
-          for (int l = 0; l < LANES; l++) w[l] <= rsr(w[l], 40'(q.frac) + 40'sd16);
-          state <= S_O0;
-        end
-
-        // norm_q
-        S_N0: begin
-          for (int l = 0; l < LANES; l++) w[l] <= (sat16(opa[l]) <<< NORM_MEAN_FRAC) - mu_l[l];
-          state <= S_N1;
-        end
-        S_N1: begin
-          for (int l = 0; l < LANES; l++) w[l] <= rsr(prod[l], 40'sd16);
-          state <= S_N2;
-        end
-        S_N2: begin
-          for (int l = 0; l < LANES; l++) w[l] <= rsr(prod[l], 40'(signed'(nsh)) + 40'(re_l[l]));
-          state <= S_N3;
-        end
-        S_N3: begin
-          for (int l = 0; l < LANES; l++) begin
-            x[l] <= sat16(w[l] + s64'(signed'(pv2[l])));
-            w[l] <= sat16(w[l] + s64'(signed'(pv2[l])));
-          end
-          state <= (q.fn == FN_NONE) ? S_O0 : S_F0;
-        end
-
-        // output scale and saturation (act, geglu, norm)
-        S_O0: begin
-          for (int l = 0; l < LANES; l++) w[l] <= rsr(prod[l], e_sh(sc_e));
-          state <= S_O1;
-        end
-        S_O1: begin
-          for (int l = 0; l < LANES; l++) w[l] <= q.d_act ? sat8(w[l]) : sat16(w[l]);
-          pend <= vmask;
-          state <= S_WRITE;
         end
 
         // softmax passes: 1 max, 2 sum of exponentials, 3 probabilities
@@ -1147,12 +1117,18 @@ module sdac_sfu
             end
           end
           if (sv[s_t] && pend != '0) begin
-            logic [SW-1:0] g;
+            logic [SW-1:0] g, g2;
             g = SW'(32'(q.gbase) + 32'(gsel));
+            g2 = SW'(32'(q.gbase) + 32'(gsel2));
             st_s1[g] <= (st_valid[g] ? st_s1[g] : 64'sd0) + sum1;
             st_s2[g] <= (st_valid[g] ? st_s2[g] : 64'sd0) + sum2;
             st_valid[g] <= 1'b1;
-            pend <= pend & ~gmatch;
+            if (gmatch2 != '0) begin
+              st_s1[g2] <= (st_valid[g2] ? st_s1[g2] : 64'sd0) + sum1b;
+              st_s2[g2] <= (st_valid[g2] ? st_s2[g2] : 64'sd0) + sum2b;
+              st_valid[g2] <= 1'b1;
+            end
+            pend <= pend & ~gmatch & ~gmatch2;
           end
           if (sadv) pend <= (sv_in[s_t] && q.st) ? lane_mask(sinfo_in[s_t].cl) : '0;
           if (sleave) begin
@@ -1172,18 +1148,21 @@ module sdac_sfu
           tnc <= 16'((32'(q.cols) - 32'(tj) * 32'(LANES) > 32'(LANES)) ? 32'(LANES)
                                                                       : 32'(q.cols) - 32'(tj) * 32'(LANES));
           trr <= 16'd0;
+          tq <= 16'd0;
           tcc <= 16'd0;
           tsrc <= 32'(q.a_base) + 32'(ti) * 32'(LANES) * 32'(q.a_rs) + 32'(tj);
           tdst <= 32'(q.d_base) + 32'(tj) * 32'(LANES) * 32'(q.d_rs) + 32'(ti);
           state <= S_TRD;
         end
-        S_TRD: if (act_rd_gnt) state <= S_TRW;
-        S_TRW: begin
+        S_TRD: begin
+          if (tq < tnr && act_rd_gnt) begin
+            tq <= tq + 16'd1;
+            tsrc <= tsrc + 32'(q.a_rs);
+          end
           if (act_rd_valid) begin
             for (int l = 0; l < LANES; l++) tile[LW'(trr)][l] <= act_rd_data[8 * l +: 8];
             trr <= trr + 16'd1;
-            tsrc <= tsrc + 32'(q.a_rs);
-            state <= (trr + 16'd1 < tnr) ? S_TRD : S_TWR;
+            if (trr + 16'd1 >= tnr) state <= S_TWR;
           end
         end
         S_TWR: begin

@@ -848,6 +848,6 @@ async def sfu_throughput(dut):
         cycles = await bench.run_case(case)
         lines = f["rows"] * cdiv(f["cols"], L)
         report.append(f"{label} {cycles / lines:.2f}")
-    dut._log.info("cycles per result line (rows x cols = 8 x 3L; transpose 4L x 4L, lines read + written "
-                  "counted once): " + ", ".join(report))
+    dut._log.info("cycles per result line (rows x cols = 8 x 3L; transpose 4L x 4L: per source line, "
+                  "each read once and written once): " + ", ".join(report))
     assert not bench.failures, "\n".join(bench.failures[:8])
