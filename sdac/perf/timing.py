@@ -156,9 +156,11 @@ PROFILES: dict[str, dict] = {
                       dma_latency=0, dma_bytes_per_cycle=1 << 10, dma_burst_gap=0,
                       dma_load_line_cycles=2, dma_store_line_cycles=1, zero_lines_per_cycle=1,
                       pe_latency=1, array_start_cycles=0, mm_drain_overlap=True, conv_ws_as_os=False,
-                      sfu_costs=(("deq", 5, 0, 4), ("act", 6, 0, 4), ("add", 5, 0, 4), ("geglu", 14, 0, 4),
-                                 ("softmax", 14.2, 0, 8), ("norm", 12, 4, 10), ("transpose", 1.65, 0, 0)),
-                      sfu_extra=(("silu", 4), ("gelu", 5), ("st", 1), ("bias", 2))),
+                      # SFU pipeline: 1 line/cycle (geglu 2: A and B share the acc port; add with bbuf=acc
+                      # too, not modelled), fixed = setup + pipeline depth; norm 1 cycle per group
+                      sfu_costs=(("deq", 1, 0, 6), ("act", 1, 0, 10), ("add", 1, 0, 6), ("geglu", 2, 0, 13),
+                                 ("softmax", 14.2, 0, 8), ("norm", 1, 1, 27), ("transpose", 1.25, 0, 4)),
+                      sfu_extra=()),
 }
 
 
