@@ -12,6 +12,7 @@ loop per element or per PE.
 """
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from dataclasses import dataclass, field
@@ -249,7 +250,7 @@ def _int_backend():
                 def fn(x, w):
                     n = w.shape[1]
                     if _int_width(n) != n:          # zero columns, sliced off again: same products
-                        w = np.pad(w, ((0, 0), (0, _int_width(n) - n)))
+                        w = _pad_cols(w, _int_width(n))
                     c = torch._int_mm(torch.from_numpy(_plain(x)), torch.from_numpy(_plain(w))).numpy()
                     return c if c.shape[1] == n else c[:, :n]
                 if not _int_selftest(fn):
@@ -264,6 +265,13 @@ def _int_width(n: int) -> int:
     """Columns to give the integer GEMM for n: oneDNN's int8 kernels are 2-3x slower on 33..63
     columns that are not a multiple of 16 (the compiler's 40-column tiles) than on the next multiple."""
     return -(-n // 16) * 16 if 32 < n < 64 else n
+
+
+def _pad_cols(w: np.ndarray, n: int) -> np.ndarray:
+    """w with zero columns appended up to n (np.pad costs ~100 us of Python per call)."""
+    out = np.zeros((w.shape[0], n), dtype=w.dtype)
+    out[:, :w.shape[1]] = w
+    return out
 
 
 def _plain(x: np.ndarray) -> np.ndarray:
@@ -293,14 +301,14 @@ def _fast_spec(op: str):
     ent = _FAST_SPECS.get(op)
     if ent is None:
         ispec = SPEC.by_name(op)
-        checks = []
+        ints, enums = [], []
         for f in ispec.fields:
             if f.kind == "enum":
                 members = SPEC.enums[f.enum]
-                checks.append((f.name, 0, 0, frozenset(members), frozenset(members.values())))
+                enums.append((f.name, frozenset(members), frozenset(members.values())))
             else:
-                checks.append((f.name, f.min, f.max, None, None))
-        ent = _FAST_SPECS[op] = (frozenset(f.name for f in ispec.fields), tuple(checks), ispec.queue)
+                ints.append((f.name, f.min, f.max))
+        ent = _FAST_SPECS[op] = (frozenset(f.name for f in ispec.fields), tuple(ints), tuple(enums), ispec.queue)
     return ent
 
 
@@ -312,18 +320,19 @@ def _surely_valid(ins: Instr) -> bool:
     or enum-name values in range, the exact field set, token queues that exist and are not the own
     queue). False means "ask encode_int", which raises the precise error (or accepts)."""
     try:
-        names, checks, q = _fast_spec(ins.op)
+        names, ints, enums, q = _fast_spec(ins.op)
     except (KeyError, TypeError):
         return False
     args = ins.args
     if args.keys() != names:
         return False
-    for name, lo, hi, enum_names, enum_codes in checks:
+    for name, lo, hi in ints:
         v = args[name]
-        if enum_names is None:
-            if type(v) is not int or not lo <= v <= hi:
-                return False
-        elif not ((type(v) is str and v in enum_names) or (type(v) is int and v in enum_codes)):
+        if type(v) is not int or v < lo or v > hi:
+            return False
+    for name, enum_names, enum_codes in enums:
+        v = args[name]
+        if not ((type(v) is str and v in enum_names) or (type(v) is int and v in enum_codes)):
             return False
     if ins.pop or ins.push:
         own = str(args[q[6:]]) if q.startswith("field:") else q
@@ -367,10 +376,28 @@ def prepare(instrs) -> Prepared:
                 raise DeviceError("BAD_FIELD", str(e), i) from None
             except KeyError:
                 raise DeviceError("BAD_OPCODE", f"unknown instruction {ins.op!r}", i) from None
-        q = -1 if ins.op == "halt" else _QI[ins.queue]
-        prog.append(_Dec(i, ins.op, q, tuple(sorted(_QI[p] for p in ins.pop)),
-                         tuple(sorted(_QI[p] for p in ins.push)), dict(ins.args)))
+        q = _OP_QUEUE.get(ins.op)
+        if q is None:
+            q = _OP_QUEUE[ins.op] = -1 if ins.op == "halt" else (
+                -2 if SPEC.by_name(ins.op).queue.startswith("field:") else _QI[ins.queue])
+        if q == -2:                   # (sync: the queue is a field)
+            q = _QI[ins.queue]
+        prog.append(_Dec(i, ins.op, q, _token_queues(ins.pop), _token_queues(ins.push), dict(ins.args)))
     return Prepared(prog)
+
+
+_OP_QUEUE: dict = {}          # op -> queue index (-1 halt, -2 "the q field says")
+_TOKEN_QUEUES: dict = {}
+
+
+def _token_queues(mask) -> tuple[int, ...]:
+    """A checked pop / push set as sorted queue indices (a handful of distinct sets per program)."""
+    if type(mask) is not frozenset:
+        mask = frozenset(mask)
+    t = _TOKEN_QUEUES.get(mask)
+    if t is None:
+        t = _TOKEN_QUEUES[mask] = tuple(sorted(_QI[p] for p in mask))
+    return t
 
 
 class Golden:
@@ -392,6 +419,8 @@ class Golden:
         self.tokens = [[0] * 4 for _ in range(4)]                     # tokens[src][dst]
         self.trace = trace
         self._bufs = {"act": self.act, "wgt": self.wgt, "acc": self.acc, "prm": self.prm}
+        self._flat = {b: v.reshape(-1) for b, v in self._bufs.items()}         # views, not copies
+        self._nlines = {b: machine.buf_lines(b) for b in self._bufs}
         self._rec: TraceRecord | None = None
         self._csr_step = 0
         # lazy weight loads and the float32 weight-matrix cache (runtime/golden_wgt.py)
@@ -518,7 +547,7 @@ class Golden:
 
     # ------------------------------------------------------------ memory access
     def _check_lines(self, d: _Dec, buf: str, first: int, last: int, what: str) -> None:
-        lines = self.machine.buf_lines(buf)
+        lines = self._nlines[buf]
         if last >= lines:
             raise DeviceError("OOB_BUF", f"{d.op}: {what} touches {buf} lines {first}..{last}, "
                               f"the buffer has {lines}", d.index)
@@ -532,18 +561,22 @@ class Golden:
         """Bounds-check a region of rows; returns (flat buffer, element offset, element strides).
         ``access`` ("r", "w", or "" for the lazy weight load) tells the weight-line tracker what comes."""
         L = self.L
-        last = base + sum((c - 1) * s for c, s in dims) + _cdiv(cols, L) - 1
-        self._check_lines(d, buf, base, last, what)
+        nl = -(-cols // L)
+        last = base + nl - 1
+        n = nl
+        for c, s in dims:
+            last += (c - 1) * s
+            n *= c
+        if last >= self._nlines[buf]:
+            self._check_lines(d, buf, base, last, what)
         if buf == "wgt" and access and self._wl.segs:
             if access == "r":
                 self._wl.before_read(base, last)
             else:
                 self._wl.before_write(base, last)
-        n = 1
-        for c, _ in dims:
-            n *= c
-        self._count(buf, n * _cdiv(cols, L))
-        return self._bufs[buf].reshape(-1), base * L, [s * L for _, s in dims]
+        if self._rec is not None:
+            self._count(buf, n)
+        return self._flat[buf], base * L, [s * L for _, s in dims]
 
     def _read(self, d, buf, base, dims, cols, what, writeable=False) -> np.ndarray:
         """Element [*idx, c] = buf line (base + sum(idx*stride) + c//L), lane c%L; a read-only view
@@ -669,7 +702,7 @@ class Golden:
                 W = _unblock_f32(Wb, n, form)
                 wmax = _absmax(Wb if nb * L == n else W)     # the int8 blocks: a quarter of the traffic
                 if exact_int and _int_width(n) != n:       # the GEMM's preferred width, zero columns
-                    W = np.pad(W, ((0, 0), (0, _int_width(n) - n)))
+                    W = _pad_cols(W, _int_width(n))
                 return W, wmax
             first = a["w"]
             W, wmax = self._wgt_matrix(d, ("mm", exact_int, nb, a["ws"], k, n, nb * k), first,
@@ -726,7 +759,7 @@ class Golden:
             Wf = _unblock_f32(Wt, cout, form)       # (9*cin, cout), rows tap-major
             wmax = _absmax(Wt if nb * L == cout else Wf)
             if exact_int and _int_width(cout) != cout:     # the GEMM's preferred width, zero columns
-                Wf = np.pad(Wf, ((0, 0), (0, _int_width(cout) - cout)))
+                Wf = _pad_cols(Wf, _int_width(cout))
             return Wf, wmax
         first = a["w"]
         Wf, wmax = self._wgt_matrix(d, ("conv", exact_int, nb, a["wbs"], a["wts"], cin, cout, nb * 9 * cin), first,
@@ -1010,6 +1043,12 @@ class FloatScale:
     def of(e, xmax: int) -> "FloatScale | None":
         if not _FLOAT_SCALE:
             return None
+        if np.ndim(e) == 0:           # one entry: plain Python (the vector code costs ~50 us)
+            e = int(e) & 0xFFFFFFFF
+            mul, sh = e & 0xFFFFFF, min((e >> 24) & 63, 62)
+            if xmax * mul + ((1 << sh) >> 1) >= 1 << 53:
+                return None
+            return FloatScale(math.ldexp(mul, -sh), 0.5 if sh else 0.0)
         mul, sh = N.scale_fields(e)
         sh = np.minimum(sh, 62)
         mmax, smax = int(np.max(mul)), int(np.max(sh))
