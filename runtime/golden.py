@@ -1028,6 +1028,9 @@ def _absmax_int(x: np.ndarray) -> int:
     return _absmax(x)
 
 
+_float_scales: dict = {}
+
+
 @dataclass
 class FloatScale:
     """apply_scale(x, e) = rshift_round(x * mul, sh) in float64: floor(x * c + h) with
@@ -1049,16 +1052,23 @@ class FloatScale:
             if xmax * mul + ((1 << sh) >> 1) >= 1 << 53:
                 return None
             return FloatScale(math.ldexp(mul, -sh), 0.5 if sh else 0.0)
-        mul, sh = N.scale_fields(e)
-        sh = np.minimum(sh, 62)
-        mmax, smax = int(np.max(mul)), int(np.max(sh))
+        # a vector of entries (per channel): the same vector serves many instructions, so its
+        # float form is cached by content
+        key = np.asarray(e, dtype=np.int64).tobytes()
+        ent = _float_scales.get(key)
+        if ent is None:
+            mul, sh = N.scale_fields(e)
+            sh = np.minimum(sh, 62)
+            c = np.ldexp(np.asarray(mul, dtype=np.float64), -np.asarray(sh))
+            h = np.where(np.asarray(sh) > 0, 0.5, 0.0)
+            ent = (FloatScale(c, h), int(np.max(mul)), int(np.max(sh)))
+            if len(_float_scales) >= 1024:
+                _float_scales.clear()
+            _float_scales[key] = ent
+        fs, mmax, smax = ent
         if xmax * mmax + ((1 << smax) >> 1) >= 1 << 53:
             return None
-        c = np.ldexp(np.asarray(mul, dtype=np.float64), -np.asarray(sh))
-        h = np.where(np.asarray(sh) > 0, 0.5, 0.0)
-        if np.ndim(e) == 0:
-            c, h = float(c), float(h)
-        return FloatScale(c, h)
+        return fs
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         f = np.multiply(x, self.c, dtype=np.float64)
