@@ -4,12 +4,11 @@
 // One instruction at a time: `start` (sampled while idle) latches the 256-bit word; the unit
 // checks every region first (OOB_BUF / OOB_STAT / BAD_FIELD / OVERLAP, in the golden model's
 // order) so a failing instruction changes nothing, reads its scalar prm words, then:
-// * deq, add, act, geglu, norm stream their lines through a pipeline (section "element-wise
-//   pipeline" below): per-operand read walkers and line FIFOs, NSTG compute stages of L lanes
-//   (int64 wrap-around semantics like numpy), statistics and write at the tail; one line per
-//   cycle when each buffer port serves one operand (norm first computes its group parameters,
-//   one group per cycle);
-// * softmax runs a line-sequential FSM (three passes per row, a few registered steps per line);
+// * deq, add, act, geglu, norm, softmax stream their lines through a pipeline (section
+//   "element-wise pipeline" below): per-operand read walkers and line FIFOs, NSTG compute stages
+//   of L lanes (int64 wrap-around semantics like numpy), statistics / row reductions and the
+//   write at the tail; one line per cycle when each buffer port serves one operand (norm first
+//   computes its group parameters, one group per cycle; softmax streams each row three times);
 // * transpose moves L x L byte tiles (reads one line per cycle, then writes one per cycle).
 // `done` pulses for one cycle at the end, with `error` / `err_code` when the instruction failed.
 //
@@ -365,38 +364,17 @@ module sdac_sfu
   // ---------------------------------------------------------------- state
   typedef enum logic [5:0] {
     S_IDLE, S_CHECK, S_OVL, S_SCAL, S_SCALW, S_NP,
-    S_STREAM, S_FETCH,
-    S_SMAX, S_SM0, S_SM1, S_SM2, S_SM3, S_SMK,
-    S_WRITE,
+    S_STREAM,
     S_TTILE, S_TRD, S_TWR, S_DONE
   } state_t;
   state_t state;
 
-  // loop position
-  logic [15:0] r;                   // row
-  logic [16:0] j;                   // line within the row
-  logic [16:0] cols_left;           // cols - j*L (lanes valid in this line: l < cols_left)
-  logic [31:0] ra, rb, rd;          // line address of row r of A, B, D
-  // operand slots of a line: 0 A, 1 B, 2 prm vector 1, 3 prm vector 2; each port (0 acc, 1 act,
-  // 2 prm) fetches its slots in order, the ports in parallel
-  logic [3:0]  got;                 // slots fetched
-  logic [2:0]  pbusy;               // port has a granted read outstanding
-  logic [1:0]  pslot [3];           // and for which slot
-  logic [1:0]  pass;                // softmax: 1 max, 2 sum, 3 write
-  logic [15:0] cg0;                 // chan mode: group (relative) of lane 0 of this line
-  logic [11:0] crem0;               // and its column offset within the group
-  logic [LANES-1:0] pend;           // lanes not yet visited by a group walk
+  logic [LANES-1:0] pend;           // lanes of the pipeline's tail line whose statistics are pending
   // scalars
   logic [31:0] sc_e, inv_n, eps, nsh;
   logic [1:0]  scal_k;
-  // per-lane registers
-  s64 opa [LANES];
-  s64 t [LANES];
-  s64 w [LANES];
-  // softmax row state
+  // softmax row state: max (pass 0), sum of exponentials (pass 1)
   s64 mx, total;
-  logic [5:0] sm_k;
-  logic [15:0] sm_rl;
   // norm parameter precompute
   logic [15:0] gi;                  // relative group
   logic [31:0] gcol;                // gi * gsize (chan mode)
@@ -447,6 +425,7 @@ module sdac_sfu
     logic [15:0] r;                 // row (row-mode statistics group)
     logic [15:0] cg0;               // chan mode: group of lane 0 and its column within the group
     logic [11:0] crem0;
+    logic [1:0]  pass;              // softmax: 0 max, 1 sum of exponentials, 2 probabilities
   } line_t;
 
   logic        stream_op;
@@ -454,6 +433,7 @@ module sdac_sfu
   logic [16:0] wj [4];              // read walkers: line within the row of the next read
   logic [31:0] wrow [4];            //   line address of that row
   logic [32:0] wleft [4];           //   reads left
+  logic [1:0]  wpass;               //   softmax (slot A only): pass over the row
   logic [2:0]  wcnt [4];            //   credits in use: granted, not yet entered the stages
   logic [2:0]  fcnt [4];            // FIFO: lines held
   logic [1:0]  fwp [4];
@@ -478,24 +458,18 @@ module sdac_sfu
   logic [LANES-1:0] gmatch;         // pending lanes of the first pending lane's group
   logic [LANES-1:0] gmatch2;        // and of the next group among the pending lanes
   logic [15:0] gsel, gsel2;
-  s64 ma [LANES];
-  s64 mb [LANES];
-  s64 prod [LANES];
-  s64 line_max, ex_sum, sum1, sum2, sum1b, sum2b;
-  s64 sm_ex [LANES];
+  s64 sum1, sum2, sum1b, sum2b;
 
-  // lanes and groups of the FSM's line, or of the pipeline's tail line while streaming
+  // lanes and statistics groups of the pipeline's tail line
   always_comb begin
     logic [15:0] g;
     logic [11:0] rem;
     logic found, found2;
-    logic stream;
-    stream = state == S_STREAM;
-    g = stream ? sinfo[s_t].cg0 : cg0;
-    rem = stream ? sinfo[s_t].crem0 : crem0;
+    g = sinfo[s_t].cg0;
+    rem = sinfo[s_t].crem0;
     for (int l = 0; l < LANES; l++) begin
-      vmask[l] = 17'(l) < (stream ? sinfo[s_t].cl : cols_left);
-      lgrp[l] = q.st_chan ? g : (stream ? sinfo[s_t].r : r);
+      vmask[l] = 17'(l) < sinfo[s_t].cl;
+      lgrp[l] = q.st_chan ? g : sinfo[s_t].r;
       if (rem + 12'd1 == q.gsize) begin
         rem = 12'd0;
         g = g + 16'd1;
@@ -523,50 +497,14 @@ module sdac_sfu
     end
   end
 
-  // chan-mode group state of the next line
-  logic [15:0] cg_next;
-  logic [11:0] crem_next;
-  assign {cg_next, crem_next} = next_gpos(cg0, crem0);
-
-  // One 64 x 64 -> 64 multiplier per lane, operands selected by the state.
+  // statistics sums of the tail line's groups
   always_comb begin
-    for (int l = 0; l < LANES; l++) begin
-      ma[l] = 64'sd0;
-      mb[l] = 64'sd0;
-      unique case (state)
-        S_SM0: begin ma[l] = opa[l] - mx; mb[l] = e_mul(sc_e); end
-        S_SM2: begin ma[l] = t[l]; mb[l] = s64'({48'd0, sm_rl}); end
-        S_SM3: begin ma[l] = w[l]; mb[l] = 64'(SOFTMAX_ONE); end
-        default: ;
-      endcase
-      prod[l] = ma[l] * mb[l];
-    end
-  end
-
-  // softmax: exponent of each lane from w = apply_scale(x - max, e) <= 0
-  always_comb begin
-    for (int l = 0; l < LANES; l++) begin
-      s64 u;
-      s64 qq;
-      u = -w[l];
-      qq = u >>> EXP_FRAC;
-      if (qq > 64'sd31) qq = 64'sd31;
-      sm_ex[l] = rsr(s64'({48'd0, EXP2_LUT[u[7:0]]}), 40'(qq));
-    end
-  end
-
-  // row reductions over the valid / matching lanes
-  always_comb begin
-    line_max = mx;
-    ex_sum = 64'sd0;
     sum1 = 64'sd0;
     sum2 = 64'sd0;
     sum1b = 64'sd0;
     sum2b = 64'sd0;
     for (int l = 0; l < LANES; l++) begin
-      if (vmask[l] && opa[l] > line_max) line_max = opa[l];
-      if (vmask[l]) ex_sum = ex_sum + sm_ex[l];
-      if (gmatch[l]) begin   // statistics of the pipeline's tail line (only the stream has st)
+      if (gmatch[l]) begin
         sum1 = sum1 + sl[s_t][l].w;
         sum2 = sum2 + sl[s_t][l].w * sl[s_t][l].w;
       end
@@ -608,27 +546,10 @@ module sdac_sfu
     return (k[0] ? q.b_act : q.a_act) ? 2'd1 : 2'd0;
   endfunction
 
-  logic [3:0] need;                 // slots this instruction reads per line
-  logic [1:0] req_slot [3];         // next slot of each port
-  logic [2:0] req_any;
-  logic [3:0] got_now;              // got, plus the reads arriving this cycle
+  logic [3:0] need;                 // operand slots this instruction reads per line
   logic [2:0] next_scal;            // first enabled scalar slot after scal_k (4: none)
   always_comb begin
     for (int k = 0; k < 4; k++) need[k] = slot_en(2'(k));
-    for (int p = 0; p < 3; p++) begin
-      req_any[p] = 1'b0;
-      req_slot[p] = 2'd0;
-      for (int k = 3; k >= 0; k--) begin
-        if (need[k] && !got[k] && slot_port(2'(k)) == 2'(p)) begin
-          req_any[p] = 1'b1;
-          req_slot[p] = 2'(k);
-        end
-      end
-    end
-    got_now = got;
-    if (pbusy[0] && acc_rd_valid) got_now[pslot[0]] = 1'b1;
-    if (pbusy[1] && act_rd_valid) got_now[pslot[1]] = 1'b1;
-    if (pbusy[2] && prm_rd_valid) got_now[pslot[2]] = 1'b1;
     next_scal = 3'd4;
     for (int k = 3; k >= 1; k--) if (k > 32'(scal_k) && scal_en(2'(k))) next_scal = 3'(k);
   end
@@ -660,9 +581,22 @@ module sdac_sfu
   // stage. Stages: deq / add 0-1; norm 0-3 (the normalization) then 4-11 like act; act and geglu
   // 3-11 (3 saturate, 4-8 hard SiLU / GeLU, 9 geglu product, 10 output scale, 11 saturate);
   // act without fn enters at 9. For norm: b = mu, e = gamma, bias = beta of the lane.
-  function automatic lane_t stage_fn(input int k, input lane_t i);
+  function automatic lane_t stage_fn(input int k, input lane_t i, input logic [1:0] lpass);
     lane_t o;
     o = i;
+    if (q.kind == K_SOFTMAX) begin
+      // softmax_q: u = -apply_scale(x - max, e); ex = 2**(-u/256) (Q15); p = min(127, ex * rl * 127 >> 15+k)
+      unique case (k)
+        0: if (lpass != 2'd0) o.w = rsr((i.a - mx) * e_mul(sc_e), e_sh(sc_e));
+        1: o.t = exp2_q15(i.w);
+        2: o.w = i.t * s64'({48'd0, sm_rl_c});
+        default: begin
+          o.w = rsr(i.w * s64'(SOFTMAX_ONE), 40'sd15 + 40'(sm_k_c));
+          if (o.w > 64'sd127) o.w = 64'sd127;
+        end
+      endcase
+      return o;
+    end
     unique case (k)
       0: unique case (q.kind)
            K_DEQ: o.w = rsr(i.a * e_mul(i.e), e_sh(i.e));                  // apply_scale(S, E_c)
@@ -715,6 +649,32 @@ module sdac_sfu
     return m;
   endfunction
 
+  // softmax: 2**(-u/256) in Q15 of w = -u <= 0 (numerics.softmax_q); k and rl of the row's sum
+  function automatic s64 exp2_q15(input s64 wv);
+    s64 u, qq;
+    u = -wv;
+    qq = u >>> EXP_FRAC;
+    if (qq > 64'sd31) qq = 64'sd31;
+    return rsr(s64'({48'd0, EXP2_LUT[u[7:0]]}), 40'(qq));
+  endfunction
+
+  logic [5:0]  sm_k_c;              // floor(log2 total) (total: constant while pass 2 streams)
+  logic [15:0] sm_rl_c;             // RECIP[(total >> (k - 9)) - 512]
+  s64          sline_max, sex_sum;  // the row's max (pass 0) / sum of exponentials (pass 1) with the tail line
+  always_comb begin
+    logic [63:0] m;
+    sm_k_c = log2floor(total);
+    m = 64'(total) >> (sm_k_c - 6'd9);
+    sm_rl_c = RECIP_LUT[9'(m - 64'd512)];
+    // a row's first line starts the max (pass 0) and the sum (pass 1) afresh
+    sline_max = (sinfo[s_t].cl == 17'(q.cols)) ? -64'sd2147483648 : mx;
+    sex_sum = (sinfo[s_t].cl == 17'(q.cols)) ? 64'sd0 : total;
+    for (int l = 0; l < LANES; l++) begin
+      if (17'(l) < sinfo[s_t].cl && sl[s_t][l].a > sline_max) sline_max = sl[s_t][l].a;
+      if (17'(l) < sinfo[s_t].cl) sex_sum = sex_sum + sl[s_t][l].t;
+    end
+  end
+
   logic [3:0]  s_e, s_t;            // entry and tail stage of the running op
   logic [1:0]  ps0 [3];             // per port: its first and second slot, and how many
   logic [1:0]  ps1 [3];
@@ -737,10 +697,10 @@ module sdac_sfu
   logic        setup;               // scalar reads and norm parameters: acc / act reads may start
   logic [15:0] hgrp [LANES];        // norm: group of each lane of the next line (relative to gbase)
   assign setup = state == S_SCAL || state == S_SCALW || state == S_NP;
-  assign stream_op = q.kind != K_SOFTMAX && q.kind != K_TRANSPOSE && q.kind != K_BAD;
+  assign stream_op = q.kind != K_TRANSPOSE && q.kind != K_BAD;
   assign slines = 33'(q.rows) * 33'(nl);
   assign pc_en = 32'(nl) <= 32'(PCL);
-  assign s_t = (q.kind == K_DEQ || q.kind == K_ADD) ? 4'd1 : 4'(NSTG - 1);
+  assign s_t = (q.kind == K_DEQ || q.kind == K_ADD) ? 4'd1 : (q.kind == K_SOFTMAX) ? 4'd3 : 4'(NSTG - 1);
   assign s_e = (q.kind == K_ACT && q.fn == FN_NONE) ? 4'd9 :
                (q.kind == K_ACT || q.kind == K_GEGLU) ? 4'd3 : 4'd0;
   assign tdaddr = sinfo[s_t].daddr;
@@ -762,7 +722,7 @@ module sdac_sfu
                 (state == S_STREAM || (p != 2 && setup));
       saddr[p] = wrow[scur[p]] + 32'(wj[scur[p]]);
     end
-    swreq = state == S_STREAM && sv[s_t] && !twr_done;
+    swreq = state == S_STREAM && sv[s_t] && !twr_done && (q.kind != K_SOFTMAX || sinfo[s_t].pass == 2'd2);
   end
 
   // (separate blocks: the requests above are functions of registered state only; grants may be
@@ -781,11 +741,14 @@ module sdac_sfu
     end
 
     // the tail: write its line, walk its statistics groups (one per cycle), then leave
-    swr_ok = twr_done || (swreq && (q.d_act ? act_wr_gnt : acc_wr_gnt));
+    swr_ok = twr_done || (swreq && (q.d_act ? act_wr_gnt : acc_wr_gnt)) ||
+             (q.kind == K_SOFTMAX && sinfo[s_t].pass != 2'd2);     // softmax passes 0, 1 write nothing
     sstat_ok = (pend & ~gmatch & ~gmatch2) == '0;
     sleave = sv[s_t] && swr_ok && sstat_ok;
     sadv = !sv[s_t] || sleave;
-    spop = state == S_STREAM && hleft != 33'd0 && sadv;
+    spop = state == S_STREAM && hleft != 33'd0 && sadv &&
+           !(q.kind == K_SOFTMAX && hj == 17'd0 && hl.pass != 2'd0 && sv != '0);   // softmax: passes 1, 2
+                                                                      // start once the previous pass has left
     pc_hit = pc_en && hl.r != 16'd0;
     for (int k = 0; k < 4; k++) if (need[k] && fcnt[k] == 3'd0 && !(k >= 2 && pc_hit)) spop = 1'b0;
     spk = need & {4{spop}} & {!pc_hit, !pc_hit, 2'b11};
@@ -812,6 +775,7 @@ module sdac_sfu
   always_comb begin
 
     for (int k = 0; k < NSTG; k++) begin
+      sinfo_in[k] = (k == 32'(s_e)) ? hl : sinfo[(k + NSTG - 1) % NSTG];
       for (int l = 0; l < LANES; l++) begin
         if (k == 32'(s_e)) begin
           sin[k][l] = '0;
@@ -827,41 +791,29 @@ module sdac_sfu
         end else begin
           sin[k][l] = sl[(k + NSTG - 1) % NSTG][l];
         end
-        sout[k][l] = stage_fn(k, sin[k][l]);
+        sout[k][l] = stage_fn(k, sin[k][l], sinfo_in[k].pass);
       end
-      sinfo_in[k] = (k == 32'(s_e)) ? hl : sinfo[(k + NSTG - 1) % NSTG];
       sv_in[k] = (k == 32'(s_e)) ? spop : (k > 32'(s_e) && k <= 32'(s_t) && sv[(k + NSTG - 1) % NSTG]);
     end
   end
 
   // ---------------------------------------------------------------- outputs to the buffers
-  function automatic logic [31:0] slot_addr(input logic [1:0] k);
-    unique case (k)
-      2'd0: return ra + 32'(j);
-      2'd1: return rb + 32'(j);
-      2'd2: return 32'(q.p1_base) + 32'(j);
-      default: return 32'(q.p2_base) + 32'(j);
-    endcase
-  endfunction
-
-  logic [2:0] freq;                 // fetch request per port
   always_comb begin
-    for (int p = 0; p < 3; p++) freq[p] = state == S_FETCH && req_any[p] && !pbusy[p];
-    acc_rd_req = freq[0] || sreq[0];
-    acc_rd_addr = ACCW'(sreq[0] ? saddr[0] : slot_addr(req_slot[0]));
-    act_rd_req = freq[1] || sreq[1] || (state == S_TRD && tq < tnr);
-    act_rd_addr = ACTW'((state == S_TRD) ? tsrc : sreq[1] ? saddr[1] : slot_addr(req_slot[1]));
-    prm_rd_req = freq[2] || sreq[2] || state == S_SCAL;
-    prm_rd_addr = PRMW'((state == S_SCAL) ? 32'(scal_line) : sreq[2] ? saddr[2] : slot_addr(req_slot[2]));
+    acc_rd_req = sreq[0];
+    acc_rd_addr = ACCW'(saddr[0]);
+    act_rd_req = sreq[1] || (state == S_TRD && tq < tnr);
+    act_rd_addr = ACTW'((state == S_TRD) ? tsrc : saddr[1]);
+    prm_rd_req = sreq[2] || state == S_SCAL;
+    prm_rd_addr = PRMW'((state == S_SCAL) ? 32'(scal_line) : saddr[2]);
 
-    acc_wr_req = (state == S_WRITE && !q.d_act) || (swreq && !q.d_act);
-    acc_wr_addr = ACCW'((state == S_STREAM) ? tdaddr : rd + 32'(j));
-    act_wr_req = (state == S_WRITE && q.d_act) || (swreq && q.d_act) || state == S_TWR;
-    act_wr_addr = ACTW'((state == S_TWR) ? tdst : (state == S_STREAM) ? tdaddr : rd + 32'(j));
+    acc_wr_req = swreq && !q.d_act;
+    acc_wr_addr = ACCW'(tdaddr);
+    act_wr_req = (swreq && q.d_act) || state == S_TWR;
+    act_wr_addr = ACTW'((state == S_TWR) ? tdst : tdaddr);
     for (int l = 0; l < LANES; l++) begin
       logic [31:0] v;
-      v = (state == S_STREAM) ? sl[s_t][l].w[31:0] : w[l][31:0];
-      acc_wr_data[32 * l +: 32] = v[31:0];
+      v = sl[s_t][l].w[31:0];
+      acc_wr_data[32 * l +: 32] = v;
       act_wr_data[8 * l +: 8] = (state == S_TWR) ? tile[l][LW'(tcc)] : v[7:0];
       act_wr_be[l] = (state == S_TWR) ? 16'(l) < tnr : vmask[l];
     end
@@ -872,15 +824,6 @@ module sdac_sfu
   assign stat_rd_s2 = st_valid[stat_idx] ? st_s2[stat_idx] : 64'sd0;
 
   // ---------------------------------------------------------------- the FSM
-  logic advance;                    // the current line is finished
-  assign advance = (state == S_WRITE && (q.d_act ? act_wr_gnt : acc_wr_gnt)) || state == S_SMAX ||
-                   (state == S_SM1 && pass == 2'd2);
-
-  // first compute state of a fetched line (softmax; the other ops stream)
-  function automatic state_t first_compute(input logic [1:0] p);
-    return (p == 2'd1) ? S_SMAX : S_SM0;
-  endfunction
-
   always_ff @(posedge clk) begin
     done <= 1'b0;
     if (rst) begin
@@ -889,8 +832,6 @@ module sdac_sfu
       err_code <= ERR_OK;
       st_valid <= '0;
       pend <= '0;
-      pbusy <= '0;
-      got <= '0;
       sv <= '0;
     end else begin
       unique case (state)
@@ -910,7 +851,7 @@ module sdac_sfu
         S_CHECK: begin
           for (int k = 0; k < 4; k++) begin
             wj[k] <= 17'd0;
-            wleft[k] <= !need[k] ? 33'd0 : (k >= 2 && pc_en) ? 33'(nl) : slines;
+            wleft[k] <= !need[k] ? 33'd0 : (k >= 2 && pc_en) ? 33'(nl) : (q.kind == K_SOFTMAX) ? 3 * slines : slines;
             wcnt[k] <= 3'd0;
             fcnt[k] <= 3'd0;
             fwp[k] <= 2'd0;
@@ -922,23 +863,15 @@ module sdac_sfu
           wrow[3] <= 32'(q.p2_base);
           tturn <= 3'd0;
           rturn <= 3'd0;
-          hl <= '{daddr: 32'(q.d_base), cl: 17'(q.cols), r: 16'd0, cg0: 16'd0, crem0: 12'd0};
+          hl <= '{daddr: 32'(q.d_base), cl: 17'(q.cols), r: 16'd0, cg0: 16'd0, crem0: 12'd0, pass: 2'd0};
           hj <= 17'd0;
           hdrow <= 32'(q.d_base);
-          hleft <= slines;
-          tleft <= slines;
+          hleft <= (q.kind == K_SOFTMAX) ? 3 * slines : slines;
+          tleft <= (q.kind == K_SOFTMAX) ? 3 * slines : slines;
+          wpass <= 2'd0;
           sv <= '0;
           twr_done <= 1'b0;
           pend <= '0;
-          r <= 16'd0;
-          j <= 17'd0;
-          cols_left <= 17'(q.cols);
-          ra <= 32'(q.a_base);
-          rb <= 32'(q.b_base);
-          rd <= 32'(q.d_base);
-          pass <= 2'd1;
-          cg0 <= 16'd0;
-          crem0 <= 12'd0;
           mx <= -64'sd2147483648;
           total <= 64'sd0;
           gi <= 16'd0;
@@ -969,7 +902,7 @@ module sdac_sfu
             else if (q.kind == K_NORM) begin
               scal_k <= 2'd1;
               state <= S_SCAL;
-            end else state <= stream_op ? S_STREAM : S_FETCH;
+            end else state <= S_STREAM;
           end
         end
 
@@ -1004,7 +937,7 @@ module sdac_sfu
               scal_k <= 2'(next_scal);
               state <= S_SCAL;
             end else if (q.kind == K_NORM) state <= S_NP;
-            else state <= stream_op ? S_STREAM : S_FETCH;
+            else state <= S_STREAM;
           end
         end
 
@@ -1030,65 +963,6 @@ module sdac_sfu
           if (!np_more && !np_v1) state <= S_STREAM;   // the last group's parameters are written now
         end
 
-        // operand lines of line j of row r
-        S_FETCH: begin
-          if (freq[0] && acc_rd_gnt) begin pbusy[0] <= 1'b1; pslot[0] <= req_slot[0]; end
-          if (freq[1] && act_rd_gnt) begin pbusy[1] <= 1'b1; pslot[1] <= req_slot[1]; end
-          if (freq[2] && prm_rd_gnt) begin pbusy[2] <= 1'b1; pslot[2] <= req_slot[2]; end
-          for (int l = 0; l < LANES; l++) begin
-            if (pbusy[0] && acc_rd_valid) begin
-              opa[l] <= s64'(signed'(acc_rd_data[32 * l +: 32]));   // softmax: slot A only
-            end
-            if (pbusy[1] && act_rd_valid) begin
-              opa[l] <= s64'(signed'(act_rd_data[8 * l +: 8]));
-            end
-          end
-          if (pbusy[0] && acc_rd_valid) pbusy[0] <= 1'b0;
-          if (pbusy[1] && act_rd_valid) pbusy[1] <= 1'b0;
-          if (pbusy[2] && prm_rd_valid) pbusy[2] <= 1'b0;
-          got <= got_now;
-          if (got_now == need) begin
-            got <= 4'd0;
-            pend <= vmask;
-            state <= first_compute(pass);
-          end
-        end
-
-        // softmax passes: 1 max, 2 sum of exponentials, 3 probabilities
-        S_SMAX: mx <= line_max;   // then the line advance below
-        S_SM0: begin
-          for (int l = 0; l < LANES; l++) w[l] <= rsr(prod[l], e_sh(sc_e));
-          state <= S_SM1;
-        end
-        S_SM1: begin
-          for (int l = 0; l < LANES; l++) t[l] <= sm_ex[l];
-          if (pass == 2'd2) total <= total + ex_sum;   // and the line advance below
-          else state <= S_SM2;
-        end
-        S_SM2: begin
-          for (int l = 0; l < LANES; l++) w[l] <= prod[l];
-          state <= S_SM3;
-        end
-        S_SM3: begin
-          for (int l = 0; l < LANES; l++) begin
-            s64 p;
-            p = rsr(prod[l], 40'sd15 + 40'(sm_k));
-            w[l] <= (p > 64'sd127) ? 64'sd127 : p;
-          end
-          state <= S_WRITE;
-        end
-        S_SMK: begin
-          logic [5:0] k;
-          logic [63:0] m;
-          k = log2floor(total);
-          m = 64'(total) >> (k - 6'd9);
-          sm_k <= k;
-          sm_rl <= RECIP_LUT[9'(m - 64'd512)];
-          state <= S_FETCH;
-        end
-
-        S_WRITE: ;   // the line advance below once granted
-
         // element-wise pipeline: stages, next line to enter, tail (statistics, write, leave)
         S_STREAM: begin
           if (sadv) begin
@@ -1106,7 +980,13 @@ module sdac_sfu
               hl.cl <= hl.cl - 17'(LANES);
               {hl.cg0, hl.crem0} <= hgpos;
               hl.daddr <= hl.daddr + 32'd1;
+            end else if (q.kind == K_SOFTMAX && hl.pass != 2'd2) begin
+              hj <= 17'd0;
+              hl.cl <= 17'(q.cols);
+              hl.daddr <= hdrow;
+              hl.pass <= hl.pass + 2'd1;
             end else begin
+              hl.pass <= 2'd0;
               hj <= 17'd0;
               hl.cl <= 17'(q.cols);
               hl.r <= hl.r + 16'd1;
@@ -1131,6 +1011,10 @@ module sdac_sfu
             pend <= pend & ~gmatch & ~gmatch2;
           end
           if (sadv) pend <= (sv_in[s_t] && q.st) ? lane_mask(sinfo_in[s_t].cl) : '0;
+          if (sleave && q.kind == K_SOFTMAX) begin
+            if (sinfo[s_t].pass == 2'd0) mx <= sline_max;
+            if (sinfo[s_t].pass == 2'd1) total <= sex_sum;
+          end
           if (sleave) begin
             twr_done <= 1'b0;
             tleft <= tleft - 33'd1;
@@ -1197,8 +1081,12 @@ module sdac_sfu
         if (sinc[k]) begin
           wleft[k] <= wleft[k] - 33'd1;
           if (32'(wj[k]) + 32'd1 < 32'(nl)) wj[k] <= wj[k] + 17'd1;
-          else begin
+          else if (k == 0 && q.kind == K_SOFTMAX && wpass != 2'd2) begin
+            wj[k] <= 17'd0;                     // the same row again
+            wpass <= wpass + 2'd1;
+          end else begin
             wj[k] <= 17'd0;
+            wpass <= 2'd0;
             wrow[k] <= wrow[k] + ((k == 0) ? 32'(q.a_rs) : (k == 1) ? 32'(q.b_rs) : 32'd0);
           end
         end
@@ -1209,34 +1097,6 @@ module sdac_sfu
           fwp[k] <= fwp[k] + 2'd1;
         end
         if (spk[k]) frp[k] <= frp[k] + 2'd1;
-      end
-      // line advance: next line, next softmax pass, next row, or done
-      if (advance) begin
-        if (32'(j) + 32'd1 < 32'(nl)) begin
-          j <= j + 17'd1;
-          cols_left <= cols_left - 17'(LANES);
-          cg0 <= cg_next;
-          crem0 <= crem_next;
-          state <= S_FETCH;
-        end else if (q.kind == K_SOFTMAX && pass != 2'd3) begin
-          j <= 17'd0;
-          cols_left <= 17'(q.cols);
-          pass <= pass + 2'd1;
-          state <= (pass == 2'd2) ? S_SMK : S_FETCH;
-        end else if (r + 16'd1 < q.rows) begin
-          r <= r + 16'd1;
-          j <= 17'd0;
-          cols_left <= 17'(q.cols);
-          ra <= ra + 32'(q.a_rs);
-          rb <= rb + 32'(q.b_rs);
-          rd <= rd + 32'(q.d_rs);
-          cg0 <= 16'd0;
-          crem0 <= 12'd0;
-          pass <= 2'd1;
-          mx <= -64'sd2147483648;
-          total <= 64'sd0;
-          state <= S_FETCH;
-        end else state <= S_DONE;
       end
     end
   end
