@@ -157,9 +157,10 @@ PROFILES: dict[str, dict] = {
                       dma_load_line_cycles=2, dma_store_line_cycles=1, zero_lines_per_cycle=1,
                       pe_latency=1, array_start_cycles=0, mm_drain_overlap=True, conv_ws_as_os=False,
                       # SFU pipeline: 1 line/cycle (geglu 2: A and B share the acc port; add with bbuf=acc
-                      # too, not modelled), fixed = setup + pipeline depth; norm 1 cycle per group
+                      # too, not modelled), fixed = setup + pipeline depth; norm 1 cycle per group; softmax
+                      # 3 passes per row, each of the last two after the previous has drained
                       sfu_costs=(("deq", 1, 0, 6), ("act", 1, 0, 10), ("add", 1, 0, 6), ("geglu", 2, 0, 13),
-                                 ("softmax", 14.2, 0, 8), ("norm", 1, 1, 27), ("transpose", 1.25, 0, 4)),
+                                 ("softmax", 3, 8, 8), ("norm", 1, 1, 27), ("transpose", 1.25, 0, 4)),
                       sfu_extra=()),
 }
 
