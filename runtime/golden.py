@@ -463,7 +463,9 @@ class Golden:
         try:
             self._schedule(prog, res, order, fifos, tok, depth, tmax)
         finally:
-            self._wl.finish()        # every lazily loaded weight line decoded, also after an error
+            # every lazily loaded weight line decoded (also after an error); the matrices go (they
+            # only serve this run: the caller may change DRAM before the next one)
+            self._wl.reset()
         return res
 
     def _schedule(self, prog, res, order, fifos, tok, depth, tmax) -> None:
