@@ -281,3 +281,28 @@ def test_cost_model_picks_the_faster_matmul_dataflow():
         # K = 320: CONV-WS's 18 of 16 lines beat MM-OS's k / (k + 76)
         if K_ == 320:
             assert chosen == "ws"
+
+
+@pytest.mark.parametrize("cin, expect", [(4, "os"), (40, "ws")])
+def test_conv_dataflow_by_cost_unless_forced(cin, expect):
+    """A 3x3 conv with few input channels fills few PE rows in CONV-WS: the lowering picks MM-OS there by its
+    cost model (never slower than either), keeps CONV-WS otherwise, and obeys an override."""
+    from sdac.perf.model import estimate
+    rng = RNG(21)
+    cycles, chosen = {}, None
+    for df in ("auto", "os", "ws"):
+        x = act("x", (1, 16, 16, cin), 0.05)
+        y = act("y", (1, 16, 16, 40), 0.03)
+        k = K.Kernel("c", "conv3x3", [x], [K.Emit(y)], weights=weights(rng, (40, cin, 3, 3), 0))
+        if df != "auto":
+            k.dataflow, k.dataflow_reason = df, "overridden by option (c)"
+        kg = K.KernelGraph([k], [x], [y])
+        b, out = run_both(kg, {"x": rng.normal(0, 1.5, (1, 16, 16, cin))})
+        check(out)
+        cycles[df] = estimate(b).total_cycles
+        assert {i.args["df"] for i in b.instrs if i.op == "conv"} == {b.debug[0]["dataflow"]}
+        if df == "auto":
+            chosen = b.debug[0]["dataflow"]
+        else:
+            assert b.debug[0]["dataflow"] == df
+    assert chosen == expect and cycles["auto"] <= min(cycles["os"], cycles["ws"]), cycles

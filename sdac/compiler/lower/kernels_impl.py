@@ -533,6 +533,11 @@ def lower_conv3x3(low: Lowerer, k: Kernel) -> None:
         raise CompileError(f"kernel {k.name}: stride {s} / padding {p} not supported (stride 1-3, padding 0-1)")
     Ho, Wo = (H + 2 * p - 3) // s + 1, (Wd + 2 * p - 3) // s + 1
     cl_in, cl_out = low.cl(Cin), low.cl(Cout)
+    # CONV-WS fills only Cin of the X PE rows: with few input channels (conv_in: 4) MM-OS is faster; the cost
+    # model decides unless an option pins the dataflow
+    df = k.dataflow if k.dataflow_reason.startswith("overridden") else \
+        min(("ws", "os"), key=lambda d: conv_cycles(m, Ho * Wo, Cin, Cout, d))
+    low.debug_extra["dataflow"] = df
     n_steps = low.kg.n_steps
     prm = _prm(low)
     main_scale = _steps(x, n_steps)[:, None] * np.asarray(k.weights.scale, np.float64)[None, :]
@@ -567,7 +572,7 @@ def lower_conv3x3(low: Lowerer, k: Kernel) -> None:
         return TileWork(r * Wo, Cout, r * Wo * 9 * Cin * Cout, ((r - 1) * s + 3) * Wd * cl_in * L + wbytes
                         + r * Wo * out_lines * L, r * Wo * Cout * sfu_ops,
                         2 + len(chunks) * len(ws.groups) * (1 + (not ws.resident)) + 2 * sfu_ops,
-                        array=sum(conv_cycles(m, r * Wo, ci, c, k.dataflow) for ci in chunk_cin for c in group_cols),
+                        array=sum(conv_cycles(m, r * Wo, ci, c, df) for ci in chunk_cin for c in group_cols),
                         lead_bytes=((r - 1) * s + 3) * Wd * cc * L + wbytes // (len(chunks) * len(ws.groups)))
 
     th = choose_rows(m, th, Ho, work, 1)
@@ -588,7 +593,7 @@ def lower_conv3x3(low: Lowerer, k: Kernel) -> None:
                 ncols = min(Cout, (g0 + nb) * L) - g0 * L
                 low.emit("conv", [R("act", a, (y1 - y0) * Wd * n), R("wgt", wa, nb * 9 * Cin),
                                   W("acc", v + g0, t.rows * cl_out)],
-                         df=k.dataflow, i=a, ips=n, irs=Wd * n, ih=y1 - y0, iw=Wd, w=wa + c0 * L, wbs=9 * Cin,
+                         df=df, i=a, ips=n, irs=Wd * n, ih=y1 - y0, iw=Wd, w=wa + c0 * L, wbs=9 * Cin,
                          wts=Cin, o=v + g0, ops=cl_out, ors=Wo * cl_out, oh=oh, ow=Wo, cin=cin, cout=ncols,
                          stride=s, pt=y0 - iy0, pl=p, acc=int(c0 > 0))
         return None

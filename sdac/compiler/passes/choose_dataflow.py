@@ -23,7 +23,8 @@ def default_dataflow(k: K.Kernel) -> tuple[str, str]:
     if k.kind == "conv3x3":
         if "gn" in norms:
             return "ws", "3x3 conv, GroupNorm consumer needs channel groups first"
-        return "ws", "3x3 conv: the weight-stationary conv dataflow streams pixels past resident weights"
+        return "ws", ("3x3 conv: the weight-stationary conv dataflow streams pixels past resident weights (the "
+                      "lowering runs MM-OS instead where its cost model finds that faster: few input channels)")
     if k.kind == "matmul":
         if "ln" in norms:
             return "os", "matmul, LayerNorm consumer needs whole output rows"
