@@ -629,7 +629,8 @@ class Golden:
             raw = _view(self.dram, dram, [nz, ny], [a["dz"], a["dy"]], run * B, writeable=False)
             raw = raw.reshape(nz, ny, run, B)
             self._work[1] += nz * ny * run * B
-            if buf == "wgt" and _LAZY_WGT and _contiguous(dims[:2], run) and _contiguous([(nz, a["dz"]), (ny, a["dy"])], run * B):
+            if buf == "wgt" and _LAZY_WGT and _contiguous(dims[:2], run) \
+                    and _contiguous([(nz, a["dz"]), (ny, a["dy"])], run * B):
                 # lines [sram, sram + nz*ny*run) from consecutive DRAM bytes: decoded when first needed
                 self._region(d, "wgt", a["sram"], dims, L, "the destination", "")
                 self._wl.load(a["sram"], a["sram"] + nz * ny * run, dram)

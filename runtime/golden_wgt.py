@@ -26,8 +26,6 @@ import os
 from collections import OrderedDict
 from typing import Callable
 
-import numpy as np
-
 
 def _budget_bytes() -> int:
     v = os.environ.get("SDAC_GOLDEN_WCACHE_MB", "")
