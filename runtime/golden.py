@@ -777,11 +777,11 @@ class Golden:
         # int8 values and sums of up to 9*4095*128 < 2**24 of them are exact in float32.
         P = np.zeros((hp, wp, cin), dtype=form)
         P[pt:pt + ny, pl:pl + nx] = I
-        cols = np.empty((oh, ow, 9, cin), dtype=form)
-        for t in range(9):
-            ky, kx = divmod(t, 3)
-            cols[:, :, t] = P[ky:ky + (oh - 1) * st + 1:st, kx:kx + (ow - 1) * st + 1:st]
-        cols = cols.reshape(oh * ow, 9 * cin)
+        # cols[y, x, ky, kx, :] = P[y*st + ky, x*st + kx, :]: one strided view, one copy
+        isz = P.itemsize
+        taps = np.ndarray((oh, ow, 3, 3, cin), P.dtype, buffer=P,
+                          strides=(st * wp * cin * isz, st * cin * isz, wp * cin * isz, cin * isz, isz))
+        cols = np.ascontiguousarray(taps).reshape(oh * ow, 9 * cin)
         if exact_int:
             S = _int_backend()(cols, Wf)[:, :cout].reshape(oh, ow, cout)
             self._accumulate(d, a["o"], [(oh, a["ors"]), (ow, a["ops"])], cout, S, a["acc"], "O")
