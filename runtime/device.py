@@ -177,6 +177,17 @@ class _RtlCosimBackend:
         pass
 
 
+def _known_options(name: str, opts: dict, fn) -> None:
+    """A clear error for an option ``fn`` does not take (instead of Python's TypeError)."""
+    import inspect
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(k for k in opts if k not in params)
+    if unknown:
+        raise SdacError(f"backend {name!r}: unknown option(s) {', '.join(unknown)}")
+
+
 def _register_backend(name: str, bundle, opts: dict):
     from . import board as B
     image = B.Image.from_bundle(bundle)
@@ -192,6 +203,7 @@ def _register_backend(name: str, bundle, opts: dict):
         opts.pop("interactive", None)
     if port is None and name == "fake":
         from .fake_device import FakeDevice
+        _known_options(name, opts, FakeDevice.__init__)
         port = FakeDevice(bundle.machine, image.device_bytes + slack, **opts)
         opts = {}
     elif port is None:                      # rtl, interactive: a RegisterPort from the co-simulation, if it has one
@@ -201,6 +213,7 @@ def _register_backend(name: str, bundle, opts: dict):
             raise SdacError("backend 'rtl': no interactive RTL register port (sdac.hw.cosim.open_rtl_port); "
                             "pass port=<RegisterPort>, or open without port= for the batch co-simulation") from None
         opts.setdefault("irq_timeout", timeout)
+        _known_options(name, opts, open_rtl_port)
         port = open_rtl_port(bundle.machine, image.device_bytes + slack, **opts)
         opts = {}
     if opts:

@@ -100,6 +100,8 @@ def test_user_errors(two_step):
         dev.write_inputs({"sample": np.zeros((1, 20, 5, 6), np.float32)})
     with pytest.raises(SdacError, match="unknown option"):
         Device.open(b, "rtl", port=FakeDevice(b.machine, 1 << 20), colour="red")
+    with pytest.raises(SdacError, match="backend 'fake': unknown option.*colour"):
+        Device.open(b, "fake", colour="red")
 
 
 def test_open_from_path_and_sample(two_step, tmp_path):
