@@ -247,14 +247,14 @@ def latencies(instrs, t: Timing) -> Work:
         elif op == "mm":
             m, nn, k = a("m"), a("n"), a("k")
             passes = np.array([1 if instrs[i].args["wsrc"] == "wgt" else 2 for i in idx], dtype=np.int64)
-            lat[ix] = O + t.array_start_cycles + _os_cycles(t, m, nn, k, passes)
+            lat[ix] = O + t.array_start_cycles + os_cycles(t, m, nn, k, passes)
             macs[ix] = m * nn * k
             pmacs[ix] = m * nn * k * passes
         elif op == "conv":
             oh, ow, cin, cout = a("oh"), a("ow"), a("cin"), a("cout")
             P = oh * ow
             ws = np.array([instrs[i].args["df"] == "ws" and not t.conv_ws_as_os for i in idx], dtype=bool)
-            os_c = _os_cycles(t, P, cout, 9 * cin, 1)
+            os_c = os_cycles(t, P, cout, 9 * cin, 1)
             nblk = 9 * _cdiv(cin, X) * _cdiv(cout, 2 * Y)
             stream = _cdiv(P, 2)
             wload = _cdiv(X, t.ws_weight_lines_per_cycle)
@@ -318,8 +318,9 @@ def _sfu_extra(t: Timing, instrs, idx) -> np.ndarray | float:
     return out
 
 
-def _os_cycles(t: Timing, m, n, k, passes):
-    """Output-stationary array time: ceil(m/2X) x ceil(n/2Y) tiles, each streaming passes x k cycles."""
+def os_cycles(t: Timing, m, n, k, passes):
+    """Output-stationary array time: ceil(m/2X) x ceil(n/2Y) tiles, each streaming passes x k cycles
+    (also the compiler's cost model: sdac.compiler.lower.cost.mm_cycles)."""
     tm, tn = t.tile_m, t.tile_n
     col_tiles = _cdiv(n, tn)
     full, rem = m // tm, m % tm
@@ -329,8 +330,11 @@ def _os_cycles(t: Timing, m, n, k, passes):
     drain_full = _cdiv(tm, r)
     drain = col_tiles * (full * drain_full + _cdiv(rem, r))      # read out only the rows present
     stream = passes * k
-    if t.mm_drain_overlap:
-        return t.array_fill + tiles * np.maximum(stream, drain_full) + drain_full
+    if t.mm_drain_overlap:   # a tile streams while the previous one's rows (only those present) are read out
+        drain_rem = _cdiv(rem, r)
+        partial = np.where(rem > 0, np.maximum(stream, drain_rem), 0)
+        last = np.where(rem > 0, drain_rem, drain_full)
+        return t.array_fill + col_tiles * (full * np.maximum(stream, drain_full) + partial) + last
     if t.mm_pass_refill:              # every pass: stream, fill, readout (the last readout counted in drain)
         return tiles * passes * (k + t.array_fill) + passes * drain
     return tiles * (stream + t.array_fill) + drain

@@ -28,17 +28,9 @@ def _timing(m: Machine):
 def mm_cycles(m: Machine, rows: int, n: int, k: int, passes: int = 1) -> int:
     """Array cycles of one mm (MM-OS): 2X x 2Y output tiles, each streaming passes x k cycles after the
     fill, then read out row by row (the cycle model's formula, docs/performance.md)."""
+    from ...perf.timing import os_cycles
     t = _timing(m)
-    col_tiles = _cdiv(n, t.tile_n)
-    row_tiles = _cdiv(rows, t.tile_m)
-    r = t.mm_drain_rows_per_cycle
-    drain = col_tiles * ((rows // t.tile_m) * _cdiv(t.tile_m, r) + _cdiv(rows % t.tile_m, r))
-    if t.mm_drain_overlap:
-        body = t.array_fill + row_tiles * col_tiles * max(passes * k, _cdiv(t.tile_m, r)) + _cdiv(t.tile_m, r)
-    elif t.mm_pass_refill:
-        body = row_tiles * col_tiles * passes * (k + t.array_fill) + passes * drain
-    else:
-        body = row_tiles * col_tiles * (passes * k + t.array_fill) + drain
+    body = int(os_cycles(t, rows, n, k, passes))
     return t.instr_overhead + t.array_start_cycles + body
 
 
