@@ -212,7 +212,6 @@ def latencies(instrs, t: Timing) -> Work:
     O = t.instr_overhead
     L = t.lanes
     costs = {c[0]: tuple(c[1:]) for c in t.sfu_costs}
-    X, Y = t.array_rows, t.array_cols
     for op, idx in by_op.items():
         ix = np.asarray(idx, dtype=np.int64)
         a = lambda name: _arr(instrs, idx, name)      # noqa: E731
@@ -255,13 +254,7 @@ def latencies(instrs, t: Timing) -> Work:
             P = oh * ow
             ws = np.array([instrs[i].args["df"] == "ws" and not t.conv_ws_as_os for i in idx], dtype=bool)
             os_c = os_cycles(t, P, cout, 9 * cin, 1)
-            nblk = 9 * _cdiv(cin, X) * _cdiv(cout, 2 * Y)
-            stream = _cdiv(P, 2)
-            wload = _cdiv(X, t.ws_weight_lines_per_cycle)
-            if t.ws_weight_overlap:
-                ws_c = wload + nblk * np.maximum(stream, wload) + t.array_fill
-            else:
-                ws_c = nblk * (stream + wload) + t.array_fill
+            ws_c = ws_cycles(t, P, cin, cout)
             lat[ix] = O + t.array_start_cycles + np.where(ws, ws_c, os_c)
             macs[ix] = P * cout * 9 * cin
             pmacs[ix] = macs[ix]
@@ -316,6 +309,17 @@ def _sfu_extra(t: Timing, instrs, idx) -> np.ndarray | float:
                 x += cost.get(feat, 0.0)
         out[j] = x
     return out
+
+
+def ws_cycles(t: Timing, pixels, cin, cout):
+    """CONV-WS array time: two output pixels per cycle stream past each X x 2Y weight block, which cannot go
+    faster than the block loads (also the compiler's cost model: sdac.compiler.lower.cost.conv_cycles)."""
+    blocks = 9 * _cdiv(cin, t.array_rows) * _cdiv(cout, 2 * t.array_cols)
+    stream = _cdiv(pixels, 2)
+    wload = _cdiv(t.array_rows, t.ws_weight_lines_per_cycle)
+    if t.ws_weight_overlap:
+        return wload + blocks * np.maximum(stream, wload) + t.array_fill
+    return blocks * (stream + wload) + t.array_fill
 
 
 def os_cycles(t: Timing, m, n, k, passes):

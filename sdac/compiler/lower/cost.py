@@ -37,16 +37,11 @@ def mm_cycles(m: Machine, rows: int, n: int, k: int, passes: int = 1) -> int:
 def conv_cycles(m: Machine, pixels: int, cin: int, cout: int, dataflow: str) -> int:
     """Array cycles of one conv: CONV-WS streams two output pixels per cycle past each X x 2Y weight block
     (and cannot go faster than a block loads); MM-OS is an mm with k = 9 cin."""
+    from ...perf.timing import ws_cycles
     t = _timing(m)
     if dataflow == "os" or t.conv_ws_as_os:
         return mm_cycles(m, pixels, cout, 9 * cin)
-    blocks = 9 * _cdiv(cin, t.array_rows) * _cdiv(cout, 2 * t.array_cols)
-    wload = _cdiv(t.array_rows, t.ws_weight_lines_per_cycle)
-    stream = _cdiv(pixels, 2)
-    if t.ws_weight_overlap:
-        body = wload + blocks * max(stream, wload) + t.array_fill
-    else:
-        body = blocks * (stream + wload) + t.array_fill
+    body = int(ws_cycles(t, pixels, cin, cout))
     return t.instr_overhead + t.array_start_cycles + body
 
 

@@ -43,10 +43,10 @@ def _dequant_const(graph: Graph, n: str) -> None:
     if qi.dtype != narrow:
         qi = qi.cast(narrow)                           # int32: quantized biases
     axis = axis % max(qi.ndim, 1)
-    val = QuantWeight(qi, scale.astype(np.float32).reshape(-1) if scale.size > 1 else scale.astype(np.float32),
-                      axis, graph.tensors[ins[0]].dtype)
-    out = d["outputs"][0]
     qtype = graph.tensors[ins[0]].dtype
+    val = QuantWeight(qi, scale.astype(np.float32).reshape(-1) if scale.size > 1 else scale.astype(np.float32),
+                      axis, qtype)
+    out = d["outputs"][0]
     users = graph.consumers(out)
     graph.remove_node(n, fate="folded (quantized constant)")
     graph.tensors[out].shape = tuple(val.shape)

@@ -50,10 +50,9 @@ def _requant_scales(q, scale, chans, axis) -> np.ndarray:
     return np.abs(w).reshape(len(chans), -1).max(axis=1) / 7.0
 
 
-def _requant_channels(q: np.ndarray, *, scale, chans, axis) -> np.ndarray:
-    """Codes with the channels ``chans`` requantized to [-7, 7] at scale absmax / 7."""
+def _requant_channels(q: np.ndarray, *, scale, chans, s2, axis) -> np.ndarray:
+    """Codes with the channels ``chans`` requantized to [-7, 7] at their new scales ``s2`` (absmax / 7)."""
     w = _channel_values(q, scale, chans, axis)
-    s2 = _requant_scales(q, scale, chans, axis)
     new = np.clip(np.round(w / s2.reshape((-1,) + (1,) * (w.ndim - 1))), -7, 7).astype(np.int8)
     out = np.array(q, np.int8)
     np.moveaxis(out, axis, 0)[chans] = new
@@ -87,7 +86,7 @@ def quantize_weights(graph: Graph, ctx, w_t: str, wf: np.ndarray, out_axis: int,
             s2 = wf.scale.astype(np.float64)
             s2[chans] = _requant_scales(q, wf.scale, chans, out_axis)
             # only those channels change: the codes stay lazy, the fix is applied when they are read
-            fix = functools.partial(_requant_channels, scale=wf.scale, chans=chans, axis=out_axis)
+            fix = functools.partial(_requant_channels, scale=wf.scale, chans=chans, s2=s2[chans], axis=out_axis)
             return K.Weights(wf.codes.map(fix, np.int8), s2.astype(np.float32))
     wf = np.asarray(wf)
     if qinfo is not None and qinfo["scale"].size == n_out and qinfo["dtype"] in ("int4", "int8"):
