@@ -42,10 +42,10 @@ def build_proxy(progress: bool = True):
 
 WHAT_IF = [
     ("as described (default Timing)", {}),
-    ("double-buffered OS accumulators (mm_drain_overlap)", {"mm_drain_overlap": True}),
+    ("one OS accumulator set (readout blocks the array)", {"mm_drain_overlap": False}),
     ("SFU 2 lines/cycle", {"sfu_lines_per_cycle": 2}),
     ("DMA 32 B/cycle (two HP ports)", {"dma_bytes_per_cycle": 32}),
-    ("all three", {"mm_drain_overlap": True, "sfu_lines_per_cycle": 2, "dma_bytes_per_cycle": 32}),
+    ("SFU 2 lines/cycle and two HP ports", {"sfu_lines_per_cycle": 2, "dma_bytes_per_cycle": 32}),
 ]
 
 

@@ -54,7 +54,7 @@ class Timing:
     # --- micro-architecture the ISA leaves open --------------------------------
     pe_latency: int = 6             # PE operands -> accumulator (sdac_pe), part of the array fill
     mm_drain_rows_per_cycle: int = 1     # result rows of an OS tile read out of the array per cycle
-    mm_drain_overlap: bool = False       # True: double-buffered accumulators hide the readout behind the next tile
+    mm_drain_overlap: bool = True        # two accumulator sets: a tile streams while the previous one is read out
     mm_pass_refill: bool = False         # True: each int8 pass of a tile pays the fill and the readout again
     array_start_cycles: int = 0          # fixed extra cycles per mm / conv instruction
     ws_weight_lines_per_cycle: int = 1   # wgt lines per cycle when loading a WS weight block into the array

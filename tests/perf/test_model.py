@@ -14,6 +14,7 @@ from sdac.perf.timing import Timing, latencies
 from sdac.runtime.golden import execute_bundle
 
 T = Timing.from_machine(DEFAULT)
+ONE_ACC = Timing.from_machine(DEFAULT, mm_drain_overlap=False)     # one accumulator set: readout blocks the array
 HALT = Instr.make("halt")
 
 
@@ -45,16 +46,20 @@ def test_strided_dma_pays_per_segment():
 
 def test_single_mm_by_hand():
     r = estimate([mm(), HALT], DEFAULT)
-    # one 40x20 tile: k=20 streaming + fill (X + Y + PE latency = 36) + readout of 40 rows + overhead
-    assert r.work.latency[0] == 4 + 20 + 36 + 40
+    # one 40x20 tile, k=20: fill (X + Y + PE latency = 36), the stream, bounded below by the 40-row readout
+    # the two accumulator sets overlap with the next tile, then the readout itself, plus overhead
+    assert r.work.latency[0] == 4 + 36 + 40 + 40
     assert r.macs == 40 * 20 * 20 and r.compute_bound == 20
     # int8 x int8 takes two passes over k
-    r8 = estimate([Instr.make("mm", a=0, ars=1, wsrc="act_t", w=100, ws=1, c=0, crs=1, m=40, n=20, k=20), HALT],
-                  DEFAULT)
-    assert r8.work.latency[0] == 4 + 40 + 36 + 40 and r8.pass_macs == 2 * r.macs
-    # 80 x 40 = four tiles, the last row tile partial (m = 70)
+    a8 = dict(a=0, ars=1, wsrc="act_t", w=100, ws=1, c=0, crs=1, m=40, n=20)
+    r8 = estimate([Instr.make("mm", k=30, **a8), HALT], DEFAULT)
+    assert r8.work.latency[0] == 4 + 36 + 60 + 40 and r8.pass_macs == 2 * 40 * 20 * 30
+    # 80 x 40 = four tiles, the last row tile partial (m = 70): each streams 100 while the previous drains
     r4 = estimate([mm(m=70, n=40, k=100), HALT], DEFAULT)
-    assert r4.work.latency[0] == 4 + 4 * (100 + 36) + 2 * (40 + 30)
+    assert r4.work.latency[0] == 4 + 36 + 4 * 100 + 30
+    # one accumulator set: every tile pays fill, stream and readout in turn
+    one = latencies([mm(), Instr.make("mm", k=20, **a8), mm(m=70, n=40, k=100)], ONE_ACC).latency
+    assert list(one) == [4 + 20 + 36 + 40, 4 + 40 + 36 + 40, 4 + 4 * (100 + 36) + 2 * (40 + 30)]
 
 
 def test_conv_ws_by_hand():
@@ -63,8 +68,10 @@ def test_conv_ws_by_hand():
     lat = latencies([c], T).latency[0]
     # 9 taps x 2 cin blocks x 2 cout blocks, 256 pixels two per cycle, weights behind the stream
     assert lat == 4 + 20 + 36 * 128 + 36
-    cos = latencies([c.replace(df="os")], T).latency[0]
+    cos = latencies([c.replace(df="os")], ONE_ACC).latency[0]
     assert cos == 4 + 7 * 2 * (360 + 36) + 2 * (6 * 40 + 16)
+    # two accumulator sets: 14 tiles stream k = 9 x 40 back to back, the last (16 pixels) read out at the end
+    assert latencies([c.replace(df="os")], T).latency[0] == 4 + 36 + 14 * 360 + 16
 
 
 def test_token_wait_serializes_and_independent_overlaps():
@@ -72,7 +79,7 @@ def test_token_wait_serializes_and_independent_overlaps():
     ind = estimate([load(), mm(), HALT], DEFAULT)
     ld_end = dep.schedule.end[0]
     assert dep.schedule.start[1] == ld_end                # waits for the token
-    assert dep.total_cycles == ld_end + 100 + T.halt_cycles
+    assert dep.total_cycles == ld_end + 120 + T.halt_cycles
     assert ind.schedule.start[1] == ind.schedule.fetch[1] == 66     # runs as soon as it is fetched
     assert ind.total_cycles == max(ind.schedule.end[:2]) + T.halt_cycles
     assert ind.total_cycles < dep.total_cycles
@@ -99,7 +106,7 @@ def test_fifo_depth_stalls_fetch():
 
 
 def test_monotone_in_work():
-    ks = [estimate([mm(k=k), HALT], DEFAULT).total_cycles for k in (20, 40, 400, 4000)]
+    ks = [estimate([mm(k=k), HALT], DEFAULT).total_cycles for k in (20, 60, 400, 4000)]
     assert ks == sorted(ks) and len(set(ks)) == 4
     runs = [estimate([load(run=r), HALT], DEFAULT).total_cycles for r in (1, 10, 100, 1000)]
     assert runs == sorted(runs) and len(set(runs)) == 4
