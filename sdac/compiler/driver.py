@@ -62,9 +62,10 @@ def compile_model(model, *, step_scales=None, machine: Machine = DEFAULT, datafl
                   dump_after=frozenset(), dump_dir: str = ".", calib: str | None = None,
                   verify_program: bool = True, requant_inside: bool = False,
                   progress=lambda msg: None) -> CompileResult:
-    """requant_inside: also round where the QDQ model quantizes values inside a fusion group (bit-faithful to
-    the QDQ graph, at the cost of two more SFU passes per such value; attention scores and GeGLU gates keep
-    full precision either way)."""
+    """requant_inside: also round where the QDQ model quantizes values inside a fusion group (faithful to
+    the QDQ graph's rounding points, at the cost of two more SFU passes per such value: conv/matmul outputs,
+    inside GroupNorm the normalized value and its product with gamma, the attention scores (one pass);
+    GeGLU gates and LayerNorm interiors keep full precision)."""
     from .calibrate import calibrate_absmax
     from .lower import lower
     from .passes import PassContext, compile_graph

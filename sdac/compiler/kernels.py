@@ -90,6 +90,10 @@ class Norm:
     gamma: np.ndarray  # float32 [C]
     beta: np.ndarray   # float32 [C]
     absmax: float = 0.0
+    # optional (frontend, PassContext.requant_inside): the model rounds the normalized value (before
+    # gamma) and its product with gamma to int8 with these per-step scales (None = not rounded)
+    norm_scales: np.ndarray | None = None
+    gamma_scales: np.ndarray | None = None
 
 
 @dataclass(eq=False)

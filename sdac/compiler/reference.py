@@ -134,7 +134,15 @@ def run_kernel(k: Kernel, env: dict[str, np.ndarray], step: int, observe=None) -
             y = y * e.factor
         elif isinstance(e, Norm):
             g, b = e.gamma.astype(np.float64), e.beta.astype(np.float64)
-            y = group_norm(y, e.groups, e.eps, g, b) if e.kind == "gn" else layer_norm(y, e.eps, g, b)
+            if getattr(e, "norm_scales", None) is None:
+                y = group_norm(y, e.groups, e.eps, g, b) if e.kind == "gn" else layer_norm(y, e.eps, g, b)
+            else:   # the model rounds the normalized value and its product with gamma (requant_inside)
+                one, zero = np.ones_like(g), np.zeros_like(b)
+                y = group_norm(y, e.groups, e.eps, one, zero) if e.kind == "gn" else layer_norm(y, e.eps, one, zero)
+                y = fake_quant(y, float(e.norm_scales[step])) * g
+                if getattr(e, "gamma_scales", None) is not None:
+                    y = fake_quant(y, float(e.gamma_scales[step]))
+                y = y + b
         elif isinstance(e, Activation):
             y = hard_silu(y) if e.fn == "silu" else hard_gelu(y)
         elif isinstance(e, GeGLU):

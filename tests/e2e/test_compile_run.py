@@ -106,7 +106,7 @@ def test_cli_compile_bad_model(tmp_path, capsys):
     assert "bad.onnx" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("name", ["conv_gn_silu", "resnet"])
+@pytest.mark.parametrize("name", ["conv_gn_silu", "resnet", "attention"])
 def test_requant_inside_follows_the_qdq_graph_closer(name):
     """With --requant-inside the device rounds where the QDQ model rounds: closer to onnxruntime's QDQ run."""
     qdq, _ = models.build(name)
@@ -115,3 +115,27 @@ def test_requant_inside_follows_the_qdq_graph_closer(name):
     hard = _ort(hard_reference(onnx.load(qdq)), x)
     db = [sqnr_db(hard, next(iter(run_bundle(r.bundle, x).values()))) for r in (plain, faithful)]
     assert db[1] >= 40.0 and db[1] > db[0], db
+
+
+def test_requant_inside_rounds_inside_group_norm_and_the_scores():
+    """The QDQ model rounds the normalized value, its product with gamma and the attention scores; with
+    requant_inside the kernels carry those scales, the device rounds there too (each kernel within 2 int8
+    steps of its float meaning, 6 for attention's fixed-point SoftMax), and conv+GN+SiLU lands 10 dB
+    closer to onnxruntime than without."""
+    from sdac.compiler.kernels import Norm
+    qdq, _ = models.build("attention")
+    r = compile_model(qdq, requant_inside=True)
+    kg = r.kernel_graph
+    norms = [e for k in kg.kernels for e in k.epilogue if isinstance(e, Norm)]
+    assert norms and all(e.norm_scales is not None and e.gamma_scales is not None for e in norms)
+    assert all(k.score_scales is not None for k in kg.kernels if k.kind == "attention")
+    x = models.sample_inputs("attention", seed=4)
+    diffs = compare_kernels(kg, reference_inputs(kg, r.bundle, x))
+    worst = [(d.kernel, d.max_lsb) for d in diffs]
+    assert all(d.max_lsb <= (6.0 if d.kind == "attention" else 2.0) for d in diffs), worst
+    qdq, _ = models.build("conv_gn_silu")
+    x = models.sample_inputs("conv_gn_silu", seed=4)
+    hard = _ort(hard_reference(onnx.load(qdq)), x)
+    db = [sqnr_db(hard, next(iter(run_bundle(compile_model(qdq, requant_inside=ri).bundle, x).values())))
+          for ri in (False, True)]
+    assert db[1] >= 42.0 and db[1] >= db[0] + 8.0, db

@@ -1,11 +1,20 @@
 """The trained digits UNet (the demo model): quantize with per-step scales, compile, run on the golden model.
 
-Inputs are real noisy digits at each step's timestep. Against onnxruntime on
-the QDQ model carrying that step's scales the golden model reaches 30 dB
-for t >= 300; at small t the UNet's output (the predicted noise of an almost
-clean image) carries little signal and every quantized implementation drifts
-(benchmarks/quality.py reports all steps). At every step the device is no
-further from the float model than onnxruntime's own QDQ emulation is.
+Inputs are real noisy digits at each step's timestep. The reference is onnxruntime on the QDQ model
+carrying that step's scales (the model already uses HardSwish, so it is also the hard-activation
+reference). The bundle is compiled with requant_inside: the device rounds wherever the QDQ model
+rounds (inside GroupNorm: the normalized value and its product with gamma; the attention scores), so
+what is left is fixed-point rounding in the SFU.
+
+Bounds (docs/numerics.md, "Golden model vs onnxruntime on the digits UNet", says why):
+  * t >= 300: >= 30 dB on every image;
+  * t = 200: >= 30 dB over the step's images (signal and noise pooled); t = 100: >= 29 dB (30.4 dB
+    with these images, 29.7-31.1 dB with other seeds). The UNet predicts the noise,
+    eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar), so a one-LSB difference anywhere is amplified by
+    1 / sqrt(1 - abar) (1.7 at t=200, 3.2 at t=100); single 8x8 images scatter by +-3 dB;
+  * t = 0 (gain 100): no implementation of the QDQ model agrees with onnxruntime to 30 dB there, not
+    onnxruntime itself with its graph optimizations on and off (9-14 dB); the bound is that the device
+    is no further from the float model than onnxruntime's QDQ model is (checked at every step).
 """
 from pathlib import Path
 
@@ -15,13 +24,13 @@ import onnxruntime as ort
 import pytest
 
 from sdac.compiler.driver import compile_model
-from sdac.compiler.reference import sqnr_db
 from sdac.diffusion.digits import load_digits_images
 from sdac.quant.ptq import quantize_file
 from sdac.quant.qdq import read_table, table_path, with_step_scales
 from sdac.runtime.golden import run_bundle
 
 MODEL = Path(__file__).resolve().parents[2] / "sdac" / "data" / "digits_unet.onnx"
+IMAGES_PER_STEP = 4
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +39,12 @@ def compiled(tmp_path_factory):
     q = d / "digits.qdq.onnx"
     quantize_file(MODEL, q, steps=10, samples=8, seed=0)
     table = read_table(table_path(q))
-    result = compile_model(str(q), step_scales=str(table_path(q)))
+    result = compile_model(str(q), step_scales=str(table_path(q)), requant_inside=True)
     return q, table, result
+
+
+def _db(sig: float, noise: float) -> float:
+    return float("inf") if noise == 0 else 10.0 * np.log10(sig / noise)
 
 
 def test_per_step_golden_vs_onnxruntime(compiled):
@@ -40,16 +53,32 @@ def test_per_step_golden_vs_onnxruntime(compiled):
     betas = np.linspace(1e-4, 0.02, 1000)
     abar = np.cumprod(1 - betas)
     rng = np.random.default_rng(0)
-    flt = ort.InferenceSession(str(MODEL))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    flt = ort.InferenceSession(str(MODEL), so)
     qdq = onnx.load(str(q))
     assert result.bundle.n_steps == table["n_steps"] == 10
+    report = []
     for step, t in enumerate(table["timesteps"]):
-        x0 = images[rng.integers(len(images))][None]
-        x = (np.sqrt(abar[t]) * x0 + np.sqrt(1 - abar[t]) * rng.standard_normal(x0.shape)).astype(np.float32)
-        feeds = {"sample": x, "timestep": np.array([t], np.float32)}
-        got = run_bundle(result.bundle, feeds, step=step)["out_sample"]
-        ref = ort.InferenceSession(with_step_scales(qdq, table, step).SerializeToString()).run(None, feeds)[0]
-        fl = flt.run(None, feeds)[0]
-        if t >= 300:
-            assert sqnr_db(ref, got) >= 30.0, f"step {step} (t={t}): {sqnr_db(ref, got):.1f} dB"
-        assert sqnr_db(fl, got) >= sqnr_db(fl, ref) - 1.5, f"step {step} (t={t})"
+        sess = ort.InferenceSession(with_step_scales(qdq, table, step).SerializeToString(), so)
+        sig = noise = f_dev = f_ort = 0.0
+        for _ in range(IMAGES_PER_STEP):
+            x0 = images[rng.integers(len(images))][None]
+            x = (np.sqrt(abar[t]) * x0 + np.sqrt(1 - abar[t]) * rng.standard_normal(x0.shape)).astype(np.float32)
+            feeds = {"sample": x, "timestep": np.array([t], np.float32)}
+            got = run_bundle(result.bundle, feeds, step=step)["out_sample"].astype(np.float64)
+            ref = sess.run(None, feeds)[0].astype(np.float64)
+            fl = flt.run(None, feeds)[0].astype(np.float64)
+            s, n = float(np.sum(ref ** 2)), float(np.sum((got - ref) ** 2))
+            if t >= 300:
+                assert _db(s, n) >= 30.0, f"step {step} (t={t}): {_db(s, n):.1f} dB on one image"
+            sig, noise = sig + s, noise + n
+            f_dev += float(np.sum((got - fl) ** 2))
+            f_ort += float(np.sum((ref - fl) ** 2))
+        report.append(f"t={t}: {_db(sig, noise):.1f}")
+        if t >= 100:
+            bound = 30.0 if t >= 200 else 29.0
+            assert _db(sig, noise) >= bound, f"step {step} (t={t}): {_db(sig, noise):.1f} dB over the images"
+        # the device is no further from the float model than onnxruntime's QDQ emulation (1.5 dB slack)
+        assert f_dev <= f_ort * 10 ** 0.15, f"step {step} (t={t}): {_db(1, f_dev / f_ort):.1f} dB"
+    print("golden vs onnxruntime (QDQ), dB per step:", " ".join(report))

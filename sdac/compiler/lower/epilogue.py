@@ -181,9 +181,12 @@ def plan_epilogue(k: Kernel, prm: PrmImage, main: str, main_scale: np.ndarray | 
             eps = min(int(round(e.eps * 2.0 ** (2 * F))), 0xFFFFFFFF)
             n = image_rows * (out_cols // e.groups) if e.kind == "gn" else out_cols
             inv_n = min(int(round(2.0 ** 32 / n)), 0xFFFFFFFF)
-            nd = prm.words([inv_n, eps, 12 + GAMMA_FRAC - FO])
-            ops.append(SfuOp("norm", frac=FO, sc=prm.word(ONE), nd=nd, gamma=prm.vector(g), beta=prm.vector(b),
-                             group=prev.st))
+            if getattr(e, "norm_scales", None) is not None:
+                ops.extend(_rounded_norm(k, prm, e, i, prev.st, out_cols, inv_n, eps, FO))
+            else:
+                nd = prm.words([inv_n, eps, 12 + GAMMA_FRAC - FO])
+                ops.append(SfuOp("norm", frac=FO, sc=prm.word(ONE), nd=nd, gamma=prm.vector(g),
+                                 beta=prm.vector(b), group=prev.st))
             F = FO
         else:
             raise CompileError(f"kernel {k.name}: unsupported epilogue step {type(e).__name__}")
@@ -202,6 +205,44 @@ def plan_epilogue(k: Kernel, prm: PrmImage, main: str, main_scale: np.ndarray | 
     if split is not None:
         split = min(split, len(folded))
     return EpiloguePlan(folded, split if split is not None else len(folded), gn, stat_groups, out_cols)
+
+
+def _rounded_norm(k: Kernel, prm: PrmImage, e: Norm, i: int, group: StatSpec, cols: int, inv_n: int, eps: int,
+                  FO: int) -> list[SfuOp]:
+    """A Norm whose model rounds inside (requant_inside): the normalized value to int8 (norm_scales), its
+    product with gamma to int8 (gamma_scales, if given), then + beta at FO fractional bits.
+
+    norm (gamma 1, beta 0) -> on-chip int8 tile; deq per column (scale * gamma) -> int8 tile; deq + beta.
+    gamma is applied by unsigned scale entries, so form_kernels only asks for this with gamma >= 0.
+    """
+    s1 = np.asarray(e.norm_scales, np.float64)
+    gamma = e.gamma.astype(np.float64)
+    if (gamma < 0).any():
+        raise CompileError(f"kernel {k.name}: a rounded normalization needs gamma >= 0")
+    FN = frac_bits(float(s1.max()) * 127.0)
+    tmp1 = Act(f"{k.name}/norm{i}", (1, cols), s1.astype(np.float32))
+    nd = prm.words([inv_n, eps, 12 + GAMMA_FRAC - FN])
+    ones = prm.vector(to_int32(np.ones(cols), GAMMA_FRAC, f"kernel {k.name} gamma"))
+    zeros = prm.vector(np.zeros(cols, np.int64))
+    ops = [SfuOp("norm", frac=FN, sc=_emit(k, prm, FN, tmp1).sc, nd=nd, gamma=ones, beta=zeros, group=group,
+                 out_act=tmp1, on_chip=True)]
+    beta = e.beta.astype(np.float64)
+    if getattr(e, "gamma_scales", None) is None:
+        sc = prm.vector(scale_entries(s1[:, None] * gamma[None, :] * 2.0 ** FO, f"kernel {k.name} gamma"))
+        ops.append(SfuOp("deq", frac=FO, sc=sc, per_ch=True, src_act=True, src_tmp=tmp1,
+                         bias=prm.vector(to_int32(beta, FO, f"kernel {k.name} beta"))))
+        return ops
+    s2 = np.asarray(e.gamma_scales, np.float64)
+    FG = frac_bits(float(s2.max()) * 127.0)
+    tmp2 = Act(f"{k.name}/gamma{i}", (1, cols), s2.astype(np.float32))
+    sc = prm.vector(scale_entries(s1[:, None] * gamma[None, :] * 2.0 ** FG, f"kernel {k.name} gamma"))
+    ops.append(SfuOp("deq", frac=FG, sc=sc, per_ch=True, src_act=True, src_tmp=tmp1))
+    rq = _emit(k, prm, FG, tmp2)
+    rq.on_chip = True
+    ops.append(rq)
+    ops.append(SfuOp("deq", frac=FO, sc=prm.word(scale_entries(s2 * 2.0 ** FO, f"kernel {k.name} gamma")),
+                     src_act=True, src_tmp=tmp2, bias=prm.vector(to_int32(beta, FO, f"kernel {k.name} beta"))))
+    return ops
 
 
 def _emit(k: Kernel, prm: PrmImage, F: int, out: Act) -> SfuOp:

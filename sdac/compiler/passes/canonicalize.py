@@ -191,9 +191,13 @@ def group_norm(graph: Graph) -> bool:
             continue
         chain, t = [r1, n, r2], graph.outputs(r2)[0]
         gamma, beta = np.ones(c, np.float32), np.zeros(c, np.float32)
+        # where the model rounds inside the pattern (QDQ scales of the normalized value and of its
+        # product with gamma): form_kernels keeps them with requant_inside
+        inner = {"norm_scales": graph.tensors[graph.outputs(n)[0]].scales}
         m = _only_consumer(graph, t)
         if m and graph.op(m) == "Mul" and (g := _per_channel(graph, _other(graph, m, t), c, len(xs), 1)) is not None:
             gamma, chain, t = g, chain + [m], graph.outputs(m)[0]
+            inner["gamma_scales"] = graph.tensors[t].scales
             a = _only_consumer(graph, t)
             if a and graph.op(a) == "Add" and (b := _per_channel(graph, _other(graph, a, t), c, len(xs), 1)) is not None:
                 beta, chain, t = b, chain + [a], graph.outputs(a)[0]
@@ -201,7 +205,7 @@ def group_norm(graph: Graph) -> bool:
             graph.tensors[x].ch_axis = graph.tensors[t].ch_axis = 1
         graph.rewrite(chain, "GroupNorm", [x], t, name=graph.node(n)["name"].rsplit("/", 1)[0] or None,
                       attrs={"groups": int(groups), "eps": float(graph.node(n)["attrs"].get("epsilon", 1e-5)),
-                             "gamma": gamma, "beta": beta})
+                             "gamma": gamma, "beta": beta, **inner})
         changed = True
     for n in graph.nodes("GroupNormalization"):
         d = graph.node(n)

@@ -212,8 +212,13 @@ class _Former:
         if op == "Scale":
             return K.Scale(float(a["factor"]), absmax=am)
         if op == "GroupNorm":
+            inner = {}
+            if getattr(self.ctx, "requant_inside", False) and (np.asarray(a["gamma"]) >= 0).all():
+                # (the device applies gamma by unsigned scale entries when it rounds before it)
+                inner = {k: np.asarray(a[k], np.float32) for k in ("norm_scales", "gamma_scales")
+                         if a.get(k) is not None}
             return K.Norm("gn", int(a["groups"]), float(a["eps"]), np.asarray(a["gamma"], np.float32),
-                          np.asarray(a["beta"], np.float32), absmax=am)
+                          np.asarray(a["beta"], np.float32), absmax=am, **inner)
         if op == "LayerNorm":
             return K.Norm("ln", 1, float(a["eps"]), np.asarray(a["gamma"], np.float32),
                           np.asarray(a["beta"], np.float32), absmax=am)
