@@ -45,6 +45,17 @@ def _defaults(op: str) -> dict[str, int | str]:
     return out
 
 
+# per mnemonic: the fixed queue, or None when a field names it (sync's q); the field that names it
+_QUEUE = {i.name: (None if i.queue.startswith("field:") else i.queue) for i in SPEC.instrs}
+_QUEUE_FIELD = {i.name: i.queue.split(":", 1)[1] for i in SPEC.instrs if i.queue.startswith("field:")}
+
+
+def queue_of(op: str, args: Mapping[str, int | str]) -> str:
+    """The queue an instruction with these (complete) fields goes to."""
+    q = _QUEUE[op]
+    return q if q is not None else str(args[_QUEUE_FIELD[op]])
+
+
 @dataclass(frozen=True)
 class Instr:
     op: str
@@ -68,10 +79,7 @@ class Instr:
 
     @property
     def queue(self) -> str:
-        q = self.spec.queue
-        if q.startswith("field:"):
-            return str(self.args[q.split(":", 1)[1]])
-        return q
+        return queue_of(self.op, self.args)
 
     def __getitem__(self, name: str) -> int | str:
         return self.args[name]
@@ -127,6 +135,56 @@ def _mask(ispec: InstrSpec, queues: Iterable[str], what: str, own: str) -> int:
 
 
 def encode_int(ins: Instr) -> int:
+    word = _encode_fast(ins)
+    return word if word is not None else _encode_checked(ins)
+
+
+@functools.lru_cache(maxsize=None)
+def _plan(op: str) -> tuple:
+    """opcode and per field (name, offset, min, max, enum codes by name and by code, or None)."""
+    ispec = SPEC.by_name(op)
+    fields = []
+    for f in ispec.fields:
+        codes = None
+        if f.kind == "enum":
+            members = SPEC.enums[f.enum]
+            codes = {**members, **{c: c for c in members.values()}}
+        fields.append((f.name, f.offset, f.min, f.max, codes))
+    return ispec.opcode, tuple(fields)
+
+
+_TOKEN_BITS: dict = {}      # (pop, push, own queue) -> header bits of the two masks
+
+
+def _encode_fast(ins: Instr) -> int | None:
+    """The word of a valid instruction (the common case, no messages to build); None sends anything unusual
+    to the checked encoder, which raises the precise error."""
+    if ins.op not in _QUEUE or type(ins.pop) is not frozenset or type(ins.push) is not frozenset:
+        return None
+    opcode, fields = _plan(ins.op)
+    args = ins.args
+    if len(args) != len(fields):
+        return None
+    word = opcode
+    for name, off, lo, hi, codes in fields:
+        v = args.get(name)
+        if codes is not None:
+            v = codes.get(v) if isinstance(v, (str, int)) else None
+            if v is None:
+                return None
+        elif type(v) is not int or not lo <= v <= hi:
+            return None
+        word |= v << off
+    key = (ins.pop, ins.push, queue_of(ins.op, args))
+    bits = _TOKEN_BITS.get(key)
+    if bits is None:
+        ispec = SPEC.by_name(ins.op)
+        bits = _TOKEN_BITS[key] = (_mask(ispec, ins.pop, "pop", key[2]) << _HDR["pop"].offset
+                                   | _mask(ispec, ins.push, "push", key[2]) << _HDR["push"].offset)
+    return word | bits
+
+
+def _encode_checked(ins: Instr) -> int:
     ispec = SPEC.by_name(ins.op)
     own = ins.queue
     word = ispec.opcode
@@ -149,7 +207,7 @@ def encode(ins: Instr) -> bytes:
 
 
 def encode_program(instrs: Iterable[Instr]) -> bytes:
-    return b"".join(encode(i) for i in instrs)
+    return b"".join(encode_int(i).to_bytes(WORD_BYTES, "little") for i in instrs)
 
 
 _HDR = {f.name: f for f in SPEC.header}

@@ -14,7 +14,7 @@ A violation is a compiler bug: VerifyError names the instruction index.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import SdacError
 from ..isa.spec import QUEUES
@@ -31,8 +31,7 @@ class VerifyError(SdacError):
         super().__init__(f"verifier: instruction {index}: {message} (this is a compiler bug; please report it)")
 
 
-@dataclass(frozen=True)
-class Span:
+class Span(NamedTuple):
     space: str
     lo: int
     hi: int
@@ -160,13 +159,14 @@ def _stat_range(ins) -> tuple[int, int] | None:
     return a["gbase"], a["gbase"] + n
 
 
-def check_bounds(bundle) -> None:
+def check_bounds(bundle, footprints: list | None = None) -> None:
+    """footprints: footprint() of every instruction, if the caller has them already."""
     m = bundle.machine
     L = m.lanes
     caps = {b: m.buf_lines(b) for b in ("act", "wgt", "acc", "prm")}
     step_extra = (bundle.n_steps - 1) * bundle.step_bank
     for i, ins in enumerate(bundle.instrs):
-        for s in footprint(ins, L):
+        for s in (footprints[i] if footprints is not None else footprint(ins, L)):
             if s.space == "dram":
                 hi = s.hi + (step_extra if ins.op == "load" and ins.args.get("step") else 0)
                 if hi > bundle.dram_size:
@@ -183,55 +183,78 @@ def check_bounds(bundle) -> None:
             raise VerifyError(i, f"{ins.op} uses statistics registers [{st[0]}, {st[1]}) of {m.stat_groups}")
 
 
-def simulate_queues(instrs, depth: int, token_max: int, priority: tuple[str, ...]) -> None:
-    """Abstract run of fetch, FIFOs and tokens (no data). Raises VerifyError on deadlock, overflow or leak."""
-    fifo = {q: [] for q in QUEUES}
-    heads = {q: 0 for q in QUEUES}
-    tokens = {(p, q): 0 for p in QUEUES for q in QUEUES if p != q}
-    pc, n, halted = 0, len(instrs), False
+def queue_program(instrs) -> list[tuple]:
+    """What simulate_queues needs of each instruction: (queue index or -1 for control, halt?, popped and
+    pushed token channels as producer * len(QUEUES) + consumer)."""
+    qi = {q: j for j, q in enumerate(QUEUES)}
+    nq = len(QUEUES)
+    out = []
+    for ins in instrs:
+        q = ins.queue
+        if q == "ctl":
+            out.append((-1, ins.op == "halt", (), ()))
+        else:
+            j = qi[q]
+            out.append((j, False, tuple(qi[p] * nq + j for p in ins.pop), tuple(j * nq + qi[r] for r in ins.push)))
+    return out
+
+
+def simulate_queues(instrs, depth: int, token_max: int, priority: tuple[str, ...], prog=None) -> None:
+    """Abstract run of fetch, FIFOs and tokens (no data). Raises VerifyError on deadlock, overflow or leak.
+    prog: queue_program(instrs), when the caller simulates the same program more than once."""
+    prog = queue_program(instrs) if prog is None else prog
+    nq = len(QUEUES)
+    fifo = [[] for _ in QUEUES]
+    heads = [0] * nq
+    tokens = [0] * (nq * nq)        # channel producer * nq + consumer
+    order = [QUEUES.index(q) for q in priority]
+    pc, n, halted = 0, len(prog), False
     while True:
         while not halted and pc < n:
-            ins = instrs[pc]
-            q = ins.queue
-            if q == "ctl":
-                if ins.op == "halt":
-                    halted = True
+            j, halt, _, _ = prog[pc]
+            if j < 0:
+                halted = halted or halt
                 pc += 1
                 continue
-            if len(fifo[q]) - heads[q] >= depth:
+            if len(fifo[j]) - heads[j] >= depth:
                 break
-            fifo[q].append(pc)
+            fifo[j].append(pc)
             pc += 1
         progressed = False
-        for q in priority:
-            while heads[q] < len(fifo[q]):
-                i = fifo[q][heads[q]]
-                ins = instrs[i]
-                if any(tokens[(p, q)] == 0 for p in ins.pop):
+        for j in order:     # one instruction per unit per round: interleave the units
+            h = heads[j]
+            if h == len(fifo[j]):
+                continue
+            i = fifo[j][h]
+            _, _, pops, pushes = prog[i]
+            for c in pops:
+                if not tokens[c]:
                     break
-                for p in ins.pop:
-                    tokens[(p, q)] -= 1
-                for r in ins.push:
-                    tokens[(q, r)] += 1
-                    if tokens[(q, r)] > token_max:
-                        raise VerifyError(i, f"push {q}->{r} raises the token counter above {token_max}")
-                heads[q] += 1
+            else:
+                for c in pops:
+                    tokens[c] -= 1
+                for c in pushes:
+                    tokens[c] += 1
+                    if tokens[c] > token_max:
+                        raise VerifyError(i, f"push {QUEUES[c // nq]}->{QUEUES[c % nq]} raises the token counter "
+                                             f"above {token_max}")
+                heads[j] = h + 1
                 progressed = True
-                break     # one instruction per unit per round: interleave the units
         if not progressed:
-            busy = [fifo[q][heads[q]] for q in QUEUES if heads[q] < len(fifo[q])]
+            busy = [fifo[j][heads[j]] for j in range(nq) if heads[j] < len(fifo[j])]
             if busy or (not halted and pc < n):
                 at = min(busy) if busy else pc
                 raise VerifyError(at, f"deadlock: queues cannot progress (priority {'>'.join(priority)})")
             break
     if not halted:
         raise VerifyError(n - 1, "the program does not end with halt")
-    leaks = [f"{p}->{q}={v}" for (p, q), v in tokens.items() if v]
+    leaks = [f"{QUEUES[p]}->{QUEUES[q]}={tokens[p * nq + q]}" for p in range(nq) for q in range(nq)
+             if p != q and tokens[p * nq + q]]
     if leaks:
         raise VerifyError(n - 1, f"tokens left at halt: {', '.join(leaks)}")
 
 
-def check_races(instrs, L: int, readonly: tuple[tuple[int, int], ...] = ()) -> None:
+def check_races(instrs, L: int, readonly: tuple[tuple[int, int], ...] = (), footprints: list | None = None) -> None:
     """Conflicting accesses of different queues must be ordered by tokens (vector clocks).
 
     A write must happen after the last write and every read since it; a read after the last write (earlier
@@ -262,7 +285,7 @@ def check_races(instrs, L: int, readonly: tuple[tuple[int, int], ...] = ()) -> N
             push_vcs.setdefault((q, r), []).append(vc)
         me = (qi[q], qpos[q], i)
         qpos[q] += 1
-        for s in footprint(ins, L):
+        for s in (footprints[i] if footprints is not None else footprint(ins, L)):
             if s.hi <= s.lo:
                 continue
             if s.space == "dram" and readonly:
@@ -276,7 +299,9 @@ def check_races(instrs, L: int, readonly: tuple[tuple[int, int], ...] = ()) -> N
             sh = shadow.get(s.space) or shadow.setdefault(s.space, Segments())
             for j in sh.covering(s.lo, s.hi):
                 writer, readers = sh.info[j]
-                others = ([writer] if writer else []) + (list(readers.values()) if s.write else [])
+                others = (writer,) if writer else ()
+                if s.write:
+                    others += tuple(readers.values())
                 for oq, opos, oi in others:
                     if oq != me[0] and vc[oq] <= opos:
                         lo = max(sh.starts[j], s.lo)
@@ -292,9 +317,11 @@ def check_races(instrs, L: int, readonly: tuple[tuple[int, int], ...] = ()) -> N
 def verify(bundle) -> None:
     """Raise VerifyError unless the bundle's program is in bounds, deadlock-free and race-free."""
     m = bundle.machine
-    check_bounds(bundle)
+    footprints = [footprint(ins, m.lanes) for ins in bundle.instrs]     # used by the bounds and the race checks
+    check_bounds(bundle, footprints)
+    prog = queue_program(bundle.instrs)
     for prio in (("ld", "cmp", "sfu", "st"), ("st", "sfu", "cmp", "ld"), ("cmp", "sfu", "st", "ld")):
-        simulate_queues(bundle.instrs, m.queue_depth, m.token_max, prio)
+        simulate_queues(bundle.instrs, m.queue_depth, m.token_max, prio, prog)
     readonly = tuple((lo, lo + n) for lo, n in ((bundle.data_base, len(bundle.data)),
                                                  (bundle.step_base, len(bundle.step_table))) if n)
-    check_races(bundle.instrs, m.lanes, readonly)
+    check_races(bundle.instrs, m.lanes, readonly, footprints)

@@ -14,13 +14,15 @@ k-th push). This is tinygrad's RAW/WAR edge construction with VTA's tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from ...isa.encoding import Instr
+from ...isa.encoding import _QUEUE, Instr, _defaults
+from ...isa.encoding import queue_of as _queue_of
 from ...isa.spec import QUEUES
 from ..shadow import Segments
 
-@dataclass(frozen=True)
-class Access:
+
+class Access(NamedTuple):
     space: str      # act | wgt | acc | prm | dram
     lo: int         # first line (buffers) or byte (dram)
     hi: int         # one past the last
@@ -35,6 +37,10 @@ def W(space: str, lo: int, n: int) -> Access:
     return Access(space, lo, lo + n, True)
 
 
+_BIT = {q: 1 << i for i, q in enumerate(QUEUES)}
+_QUEUE_SET = [frozenset(q for q in QUEUES if m & _BIT[q]) for m in range(1 << len(QUEUES))]   # mask -> set
+
+
 @dataclass
 class ProgramBuilder:
     """Collects instructions, their accesses and tokens; ``finish()`` returns the program."""
@@ -42,8 +48,8 @@ class ProgramBuilder:
     ops: list[tuple[str, dict]] = field(default_factory=list)
     queue_of: list[str] = field(default_factory=list)
     accesses: list[tuple[Access, ...]] = field(default_factory=list)
-    pops: list[set] = field(default_factory=list)
-    pushes: list[set] = field(default_factory=list)
+    pops: list[int] = field(default_factory=list)       # token masks (bit per queue, QUEUES order)
+    pushes: list[int] = field(default_factory=list)
     by_queue: dict = field(default_factory=lambda: {q: [] for q in QUEUES})
     _last_push: dict = field(default_factory=dict)
     _shadow: dict = field(default_factory=dict)      # space -> Segments (last writer, latest readers)
@@ -52,48 +58,58 @@ class ProgramBuilder:
         return len(self.ops)
 
     def emit(self, op: str, accesses: list[Access] | tuple[Access, ...] = (), /, **args) -> int:
-        ins = Instr.make(op, **args)     # validates field names and defaults now, not at the end
-        q = ins.queue
+        # the fields with their defaults, checked now (not at the end); Instr.make names what is wrong
+        defaults = _defaults(op) if op in _QUEUE else None
+        full = dict(defaults or ())
+        full.update(args)
+        if defaults is None or len(full) != len(defaults):
+            Instr.make(op, **args)
+        q = _queue_of(op, full)
         idx = len(self.ops)
-        self.ops.append((op, dict(ins.args)))
+        self.ops.append((op, full))
         self.queue_of.append(q)
         self.accesses.append(tuple(accesses))
-        self.pops.append(set())
-        self.pushes.append(set())
+        self.pops.append(0)
+        self.pushes.append(0)
         if q == "ctl":
             return idx
-        qpos = len(self.by_queue[q])
-        self.by_queue[q].append(idx)
+        mine = self.by_queue[q]
+        qpos = len(mine)
+        mine.append(idx)
         need: dict[str, int] = {}
-        for a in accesses:
-            if a.hi <= a.lo:
+        shadow = self._shadow
+        for space, lo, hi, write in accesses:
+            if hi <= lo:
                 continue
-            sh = self._shadow.get(a.space)
+            sh = shadow.get(space)
             if sh is None:
                 continue
-            for j in sh.covering(a.lo, a.hi):
-                writer, readers = sh.info[j]
+            info = sh.info
+            for j in sh.covering(lo, hi):
+                writer, readers = info[j]
                 if writer is not None and writer[0] != q and writer[1] > need.get(writer[0], -1):
                     need[writer[0]] = writer[1]
-                if a.write:
+                if write:
                     for rq, rpos in readers.items():
                         if rq != q and rpos > need.get(rq, -1):
                             need[rq] = rpos
-        for p, xpos in sorted(need.items()):
-            if self._last_push.get((p, q), -1) >= xpos:
-                continue
-            self.pushes[self.by_queue[p][xpos]].add(q)
-            self.pops[idx].add(p)
-            self._last_push[(p, q)] = xpos
-        for a in accesses:
-            if a.hi > a.lo:
-                sh = self._shadow.get(a.space) or self._shadow.setdefault(a.space, Segments())
-                if a.write:
-                    sh.write(a.lo, a.hi, (q, qpos))
+        if need:
+            last_push = self._last_push
+            for p, xpos in sorted(need.items()):
+                if last_push.get((p, q), -1) >= xpos:
+                    continue
+                self.pushes[self.by_queue[p][xpos]] |= _BIT[q]
+                self.pops[idx] |= _BIT[p]
+                last_push[(p, q)] = xpos
+        for space, lo, hi, write in accesses:
+            if hi > lo:
+                sh = shadow.get(space) or shadow.setdefault(space, Segments())
+                if write:
+                    sh.write(lo, hi, (q, qpos))
                 else:
-                    sh.read(a.lo, a.hi, q, qpos)
+                    sh.read(lo, hi, q, qpos)
         return idx
 
     def finish(self) -> list[Instr]:
-        return [Instr(op, args, frozenset(self.pops[i]), frozenset(self.pushes[i]))
+        return [Instr(op, args, _QUEUE_SET[self.pops[i]], _QUEUE_SET[self.pushes[i]])
                 for i, (op, args) in enumerate(self.ops)]
