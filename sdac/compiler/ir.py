@@ -14,6 +14,7 @@ mutation methods (``add_node``, ``remove_node``, ``set_input``,
 """
 from __future__ import annotations
 
+import heapq
 import itertools
 from dataclasses import dataclass, field
 
@@ -91,8 +92,14 @@ class Graph:
     def nodes(self, op: str | None = None) -> list[str]:
         """Node ids in a deterministic topological order (ties broken by creation order)."""
         if self._topo is None:   # cached until the next mutation
-            self._topo = list(nx.lexicographical_topological_sort(self.g, key=lambda n: self.g.nodes[n]["order"]))
-        return [n for n in self._topo if op is None or self.g.nodes[n]["op"] == op]
+            order = topological_order(self.g)
+            if order is None:
+                raise nx.NetworkXUnfeasible("Graph contains a cycle or graph changed during iteration")
+            self._topo = order
+        if op is None:
+            return list(self._topo)
+        attrs = self.g._node
+        return [n for n in self._topo if attrs[n]["op"] == op]
 
     def producer(self, tensor: str) -> str | None:
         return self._producer.get(tensor)
@@ -260,6 +267,25 @@ class Graph:
 
 # ------------------------------------------------------------------ verification
 
+def topological_order(g: nx.MultiDiGraph) -> list | None:
+    """Kahn's algorithm, always taking the ready node created first (the smallest "order"; orders are unique):
+    the order nx.lexicographical_topological_sort gives with that key, without its per-node views. None when
+    the graph has a cycle."""
+    attrs, succ = g._node, g._succ
+    indeg = {n: sum(len(keys) for keys in preds.values()) for n, preds in g._pred.items()}
+    ready = [(attrs[n]["order"], n) for n, d in indeg.items() if d == 0]
+    heapq.heapify(ready)
+    out = []
+    while ready:
+        _, n = heapq.heappop(ready)
+        out.append(n)
+        for v, keys in succ[n].items():
+            indeg[v] -= len(keys)
+            if indeg[v] == 0:
+                heapq.heappush(ready, (attrs[v]["order"], v))
+    return out if len(out) == len(indeg) else None
+
+
 def verify_graph(graph: Graph, known_ops: set[str] | None = None) -> None:
     """Check the invariants; raise CompileError naming the first violation.
 
@@ -269,9 +295,11 @@ def verify_graph(graph: Graph, known_ops: set[str] | None = None) -> None:
     """
     g = graph.g
     where = f"{graph.source} (stage {graph.stage})"
-    if not nx.is_directed_acyclic_graph(g):
+    order = topological_order(g)
+    if order is None:
         cyc = nx.find_cycle(g)
         raise CompileError(f"{where}: graph has a cycle through {[e[0] for e in cyc]}")
+    graph._topo = order       # the graph as checked (nodes() reuses it until the next mutation)
     if known_ops is None:
         known_ops = {"canonical": CANONICAL_OPS, "device": DEVICE_OPS}.get(graph.stage)
     for n, d in g.nodes(data=True):

@@ -29,18 +29,36 @@ _ONNX_NP = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6
 INT4, UINT4 = 22, 21
 
 
+def _nibble_pairs(signed: bool) -> np.ndarray:
+    """Per byte value, the little-endian uint16 whose two bytes are its low and high nibble as int8/uint8."""
+    b = np.arange(256)
+    lo, hi = b & 0xF, b >> 4
+    if signed:
+        lo, hi = lo - ((lo & 8) << 1), hi - ((hi & 8) << 1)
+    return ((lo & 0xFF) | ((hi & 0xFF) << 8)).astype("<u2")
+
+
+_PAIRS = {True: _nibble_pairs(True), False: _nibble_pairs(False)}
+
+
 def unpack_int4(packed: np.ndarray, n: int, signed: bool) -> np.ndarray:
     """ONNX int4/uint4 storage (two per byte, the first element in the low nibble) -> int8/uint8."""
     b = np.asarray(packed, np.uint8).reshape(-1)
-    out = np.empty(2 * b.size, np.int8 if signed else np.uint8)
-    if signed:   # arithmetic shifts of int8 sign-extend the nibbles (a lookup table is 5x slower)
-        bi = b.view(np.int8)
-        np.right_shift(np.left_shift(bi, 4), 4, out=out[0::2])
-        np.right_shift(bi, 4, out=out[1::2])
-    else:
-        np.bitwise_and(b, 0x0F, out=out[0::2])
-        np.right_shift(b, 4, out=out[1::2])
-    return out[:n]
+    # one table lookup per byte gives both elements (contiguous writes; shifts into every other byte are slower)
+    return np.take(_PAIRS[signed], b).view(np.int8 if signed else np.uint8)[:n]
+
+
+_NIB8, _NIB7 = np.uint64(0x8888888888888888), np.uint64(0x7777777777777777)
+
+
+def has_int4_min(packed: np.ndarray) -> bool:
+    """Whether any nibble of the packed bytes is 0b1000 (int4 -8), without unpacking: per nibble, bit 3 set
+    and the low three bits clear (adding 7 to them carries into bit 3 unless they are all zero)."""
+    b = np.asarray(packed, np.uint8).reshape(-1)
+    if b.size % 8:
+        b = np.concatenate([b, np.zeros(8 - b.size % 8, np.uint8)])
+    x = b.view(np.uint64)
+    return bool(np.any(x & ~((x & _NIB7) + _NIB7) & _NIB8))
 
 
 @dataclass(frozen=True)
@@ -52,13 +70,18 @@ class ExternalData:
     data_type: int
     dims: tuple[int, ...]
 
+    def packed(self) -> np.ndarray:
+        """The stored bytes of an int4/uint4 tensor (two elements per byte)."""
+        n = int(np.prod(self.dims, dtype=np.int64))
+        raw = np.fromfile(self.path, np.uint8, count=(n + 1) // 2, offset=self.offset)
+        if raw.size != (n + 1) // 2:
+            raise OSError(f"{self.path}: {raw.size} bytes at offset {self.offset}, expected {(n + 1) // 2}")
+        return raw
+
     def read(self) -> np.ndarray:
         n = int(np.prod(self.dims, dtype=np.int64))
         if self.data_type in (INT4, UINT4):
-            raw = np.fromfile(self.path, np.uint8, count=(n + 1) // 2, offset=self.offset)
-            if raw.size != (n + 1) // 2:
-                raise OSError(f"{self.path}: {raw.size} bytes at offset {self.offset}, expected {(n + 1) // 2}")
-            return unpack_int4(raw, n, self.data_type == INT4).reshape(self.dims)
+            return unpack_int4(self.packed(), n, self.data_type == INT4).reshape(self.dims)
         dt = np.dtype(_ONNX_NP[self.data_type]).newbyteorder("<")
         arr = np.fromfile(self.path, dt, count=n, offset=self.offset)
         if arr.size != n:
@@ -258,3 +281,16 @@ def external_source(tensor, base_dir: str) -> ExternalData | None:
         raise ValueError(f"external data location {loc!r} lies outside the model's directory")
     return ExternalData(path, int(info.get("offset", 0)), int(info.get("length", 0) or 0), tensor.data_type,
                         tuple(int(d) for d in tensor.dims))
+
+
+def int4_may_hold_min(codes) -> bool | None:
+    """For views (transpose, indexing, reshape) of a stored int4 tensor: whether the stored tensor holds the
+    code -8 anywhere (so the view may), from its packed bytes. None for anything else (read the values)."""
+    if not isinstance(codes, LazyArray) or any(op not in ("transpose", "getitem", "reshape") for op, _ in codes.ops):
+        return None
+    src = codes.source
+    if isinstance(src, ExternalData) and src.data_type == INT4:
+        return has_int4_min(src.packed())
+    if isinstance(src, ProtoData) and src.tensor.data_type == INT4 and src.tensor.raw_data:
+        return has_int4_min(np.frombuffer(src.tensor.raw_data, np.uint8))
+    return None

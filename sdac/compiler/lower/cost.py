@@ -20,9 +20,21 @@ def _cdiv(a: int, b: int) -> int:
 
 
 @lru_cache(maxsize=8)
-def _timing(m: Machine):
+def _timing_of(m: Machine):
     from ...perf.timing import Timing      # the cycle model's table for this machine (default micro-architecture)
     return Timing.from_machine(m)
+
+
+_TIMING_BY_ID: dict[int, tuple] = {}
+
+
+def _timing(m: Machine):
+    # by identity first: hashing the Machine (all its fields) on each of the lowering's many cost queries shows
+    # in the profile; the entry keeps m alive, so its id is not reused
+    hit = _TIMING_BY_ID.get(id(m))
+    if hit is None or hit[0] is not m:
+        hit = _TIMING_BY_ID[id(m)] = (m, _timing_of(m))
+    return hit[1]
 
 
 def mm_cycles(m: Machine, rows: int, n: int, k: int, passes: int = 1) -> int:
@@ -73,8 +85,12 @@ def tiling_cycles(m: Machine, tiles: list[TileWork], setup_bytes: int = 0) -> fl
     if not tiles:
         return 0.0
     total = setup_bytes / m.dma_bytes_per_cycle
+    terms: dict[int, float] = {}       # per distinct TileWork object (tilings repeat one for every full tile)
     for w in tiles:
-        total += max(tile_cycles(m, w)) + w.instrs * m.instr_overhead
+        t = terms.get(id(w))
+        if t is None:
+            t = terms[id(w)] = max(tile_cycles(m, w)) + w.instrs * m.instr_overhead
+        total += t
     first, last = tile_cycles(m, tiles[0]), tile_cycles(m, tiles[-1])
     lead = first[0] if tiles[0].lead_bytes is None else tiles[0].lead_bytes / m.dma_bytes_per_cycle + m.dma_latency
     return total + lead + last[2]
@@ -90,9 +106,16 @@ def best_rows(m: Machine, limit: int, total_rows: int, work_of, granule: int) ->
     limit = max(1, min(limit, total_rows))
     cands = {limit}
     cands.update(r for r in range(granule, limit + 1, granule))
+    works: dict[int, TileWork] = {}      # a tiling has at most two tile heights: each is estimated once
+
+    def work(rows: int) -> TileWork:
+        w = works.get(rows)
+        if w is None:
+            w = works[rows] = work_of(rows)
+        return w
     best = None
     for r in sorted(cands):
-        tiles = [work_of(min(r, total_rows - r0)) for r0 in range(0, total_rows, r)]
+        tiles = [work(min(r, total_rows - r0)) for r0 in range(0, total_rows, r)]
         c = tiling_cycles(m, tiles)
         if best is None or c < best[0] - 1e-9:
             best = (c, r)

@@ -18,7 +18,7 @@ from ..kernels import Act, AddTensor, AddVec, Emit, Kernel
 from .epilogue import EpiloguePlan, plan_epilogue
 from .cost import TileWork, best_rows, choose_rows, conv_cycles, mm_cycles
 from .fixed import scale_entries
-from .lowering import Lowerer, kernel_lowering, pack_int4
+from .lowering import Lowerer, kernel_lowering
 from .params import PrmImage
 from .program import Access, R, W
 
@@ -207,8 +207,8 @@ class WeightStream:
 
     def __init__(self, low: Lowerer, k: Kernel, blocks, block_lines: int,
                  groups: list[tuple[int, int]] | None = None, nblk: int | None = None):
-        """blocks: [nblk, block_lines, L] int4 values, or a function making them when first loaded (then
-        nblk is given: candidate tilings are compared without building every candidate's weights).
+        """blocks: [nblk, block_lines, L/2] packed int4 (_packed_blocks), or a function making them when first
+        loaded (then nblk is given: candidate tilings are compared without building every candidate's weights).
         groups: the [first, end) block ranges that one pass over the columns visits (default: as many
         blocks per group as fit a slot); when all blocks fit a slot they are loaded once (resident)."""
         self.low, self.k = low, k
@@ -237,7 +237,7 @@ class WeightStream:
     @property
     def blob(self) -> bytes:
         blocks = self.blocks() if callable(self.blocks) else self.blocks
-        return pack_int4(blocks.reshape(-1, self.low.L))
+        return np.ascontiguousarray(blocks).tobytes()
 
     def _load(self, g0: int, g1: int, dst: int) -> None:
         low = self.low
@@ -279,13 +279,19 @@ class WeightStream:
                 yield g0, g1 - g0, dst
 
 
-def _block_weights(qt: np.ndarray, L: int) -> np.ndarray:
-    """qt [rows, N] int4 values -> [nblk, rows, L] int8 with zero padding of the last block."""
-    rows, n = qt.shape
+def _packed_blocks(w: np.ndarray, L: int) -> np.ndarray:
+    """w [N, *rows] int4 values, output channel first (any strides) -> [nblk, rows, L/2] bytes: blocks of L
+    output channels (the last one zero padded), one wgt line per row, lane 2j in the low nibble of byte j.
+
+    The lanes are paired in w's own layout (one pass over the int8 values) and only the packed half is
+    transposed into blocks."""
+    n = w.shape[0]
     nblk = -(-n // L)
-    pad = np.zeros((rows, nblk * L), np.int8)
-    pad[:, :n] = qt
-    return np.ascontiguousarray(pad.reshape(rows, nblk, L).transpose(1, 0, 2))
+    if nblk * L != n:
+        w = np.concatenate([w, np.zeros((nblk * L - n,) + w.shape[1:], np.int8)])
+    u = w.view(np.uint8).reshape((nblk, L // 2, 2) + w.shape[1:])
+    b = (u[:, :, 0] & 0xF) | (u[:, :, 1] << 4)          # [nblk, L/2, *rows]
+    return np.ascontiguousarray(np.moveaxis(b, 1, -1)).reshape(nblk, -1, L // 2)
 
 
 # ------------------------------------------------------------------ matmul
@@ -366,11 +372,11 @@ def _matmul_form(low: Lowerer, k: Kernel, plan: EpiloguePlan, q: np.ndarray, df:
         def padded() -> np.ndarray:
             qp = np.zeros((kp, N), np.int8)
             qp[:K] = q
-            return _block_weights(qp, L)
+            return _packed_blocks(qp.T, L)
         ws = WeightStream(low, k, padded, kp, nblk=cl_n)
         in_lines = 9 * cinl
     else:
-        ws = WeightStream(low, k, lambda: _block_weights(q, L), K, nblk=cl_n)
+        ws = WeightStream(low, k, lambda: _packed_blocks(q.T, L), K, nblk=cl_n)
         in_lines = cl_in
     tm, out_lines = _max_rows(low, plan, in_lines, cl_n)
     if df == "ws":
@@ -465,7 +471,7 @@ def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmIma
     if kp != K:
         qp = np.zeros((kp, q.shape[1]), np.int8)
         qp[:K] = q
-    blocks = _block_weights(qp, L)                   # [2 hl, kp, L]
+    blocks = _packed_blocks(qp.T, L)                 # [2 hl, kp, L/2]
     order = [b for j, n in chunks for b in (*range(j, j + n), *range(hl + j, hl + j + n))]
     ws = WeightStream(low, k, blocks[order], kp, groups=[(2 * j, 2 * (j + n)) for j, n in chunks])
     ws.start()
@@ -544,9 +550,8 @@ def lower_conv3x3(low: Lowerer, k: Kernel) -> None:
     image_rows = Ho * Wo
     plan = plan_epilogue(k, prm, "acc32", main_scale, Cout, image_rows)
     _place_prm(low, k, prm)
-    # weights: Wt[t, ci, co] at wgt[w + (co//L)*9*Cin + t*Cin + ci]
-    wt = np.transpose(q, (2, 3, 1, 0)).reshape(9 * Cin, Cout)      # rows (ky, kx, ci), cols co
-    ws = WeightStream(low, k, _block_weights(wt, L), 9 * Cin)
+    # weights: Wt[t, ci, co] at wgt[w + (co//L)*9*Cin + t*Cin + ci]: rows (ky, kx, ci) of each block
+    ws = WeightStream(low, k, _packed_blocks(q.transpose(0, 2, 3, 1), L), 9 * Cin)
     ws.start()
     act_quarter = m.act_lines // 4
     # Input channels in chunks of `cc` lines when three input rows of all channels do not fit the input slot

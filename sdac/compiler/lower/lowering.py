@@ -30,12 +30,6 @@ def _align(n: int, a: int = ALIGN) -> int:
     return -(-n // a) * a
 
 
-def pack_int4(q: np.ndarray) -> bytes:
-    """[lines, L] int4 values -> L/2 bytes per line, lane 2j in the low nibble."""
-    u = np.asarray(q).astype(np.uint8) & 0xF          # two's complement nibble
-    return (u[..., 0::2] | (u[..., 1::2] << 4)).tobytes()
-
-
 @dataclass
 class Reloc:
     index: int

@@ -23,7 +23,7 @@ import numpy as np
 from ...errors import CompileError
 from .. import kernels as K
 from ..ir import Graph
-from ..weights import QuantWeight
+from ..weights import QuantWeight, int4_may_hold_min
 
 ACT_FNS = {"Silu": "silu", "Gelu": "gelu"}
 # which canonical ops may join the epilogue of each kernel kind
@@ -68,12 +68,14 @@ def quantize_weights(graph: Graph, ctx, w_t: str, wf: np.ndarray, out_axis: int,
     others = tuple(i for i in range(wf.ndim) if i != out_axis)
     if isinstance(wf, QuantWeight) and wf.scale.size == n_out and wf.axis == out_axis and \
             wf.qtype in ("int4", "int8"):
-        # the model's codes, read once here to check the range and left where they are (the lowering reads
-        # them again): the same results as recovering them from float32(q) * float32(scale)
-        q = np.asarray(wf.codes)
+        # the model's codes, checked for the int4 code -8 (on the packed bytes when they are stored int4, else
+        # read) and left where they are (the lowering reads them): the same results as recovering them from
+        # float32(q) * float32(scale)
         over = np.zeros(n_out, bool)
-        if q.min() < -7 or q.max() > 7:      # rare (int4 -8): only then per channel
-            over = (q.max(axis=others) > 7) | (q.min(axis=others) < -7)
+        if int4_may_hold_min(wf.codes) is not False:     # int4 -8 in the stored bytes (rare), or not int4
+            q = np.asarray(wf.codes)
+            if q.min() < -7 or q.max() > 7:      # only then per channel
+                over = (q.max(axis=others) > 7) | (q.min(axis=others) < -7)
         if not over.any():
             return K.Weights(wf.codes if wf.codes.dtype == np.int8 else wf.codes.cast(np.int8), wf.scale)
         if wf.qtype == "int8":

@@ -1,0 +1,156 @@
+"""The compiler's fast paths against the plain definitions they replace (same results, same errors)."""
+import networkx as nx
+import numpy as np
+import pytest
+
+from sdac.compiler import ir
+from sdac.compiler import weights as W
+from sdac.compiler.lower import cost
+from sdac.compiler.lower.kernels_impl import _packed_blocks
+from sdac.isa import encoding as E
+from sdac.isa.machine import DEFAULT
+
+RNG = np.random.default_rng(11)
+
+
+def _reference_blocks(qt: np.ndarray, L: int) -> bytes:
+    """qt [rows, N] -> blocks of L columns (zero padded), [nblk, rows, L], two lanes per byte, low nibble first."""
+    rows, n = qt.shape
+    nblk = -(-n // L)
+    pad = np.zeros((rows, nblk * L), np.int8)
+    pad[:, :n] = qt
+    blocks = pad.reshape(rows, nblk, L).transpose(1, 0, 2).reshape(-1, L)
+    u = blocks.astype(np.uint8) & 0xF
+    return (u[:, 0::2] | (u[:, 1::2] << 4)).tobytes()
+
+
+@pytest.mark.parametrize("L", [16, 20, 8])
+@pytest.mark.parametrize("cout,cin", [(40, 40), (4, 24), (33, 5), (320, 4)])
+def test_packed_blocks_conv_and_matmul(L, cout, cin):
+    q = RNG.integers(-8, 8, (cout, cin, 3, 3)).astype(np.int8)
+    ref = _reference_blocks(np.transpose(q, (2, 3, 1, 0)).reshape(9 * cin, cout), L)
+    assert _packed_blocks(q.transpose(0, 2, 3, 1), L).tobytes() == ref
+    m = RNG.integers(-8, 8, (cin * 3, cout)).astype(np.int8)          # matmul [K, N]
+    assert _packed_blocks(m.T, L).tobytes() == _reference_blocks(m, L)
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 100, 1001])
+def test_has_int4_min_on_packed_bytes(n):
+    for _ in range(20):
+        b = RNG.integers(0, 256, n).astype(np.uint8)
+        b[(b & 0xF) == 8] ^= 1
+        b[(b >> 4) == 8] ^= 0x10
+        if RNG.random() < 0.5:
+            b[RNG.integers(n)] = RNG.choice([0x08, 0x80, 0x88, 0x18, 0x8F])
+        nib = np.stack([b & 0xF, b >> 4], 1)
+        assert W.has_int4_min(b) == bool((nib == 8).any())
+
+
+def test_int4_may_hold_min_only_for_stored_int4_views():
+    from onnx import TensorProto, helper
+    codes = np.array([1, -7, 3, 0], np.int8)
+    packed = (codes.astype(np.uint8) & 0xF)[0::2] | ((codes.astype(np.uint8) & 0xF)[1::2] << 4)
+    t = helper.make_tensor("w", TensorProto.INT4, [2, 2], packed.tobytes(), raw=True)
+    lz = W.LazyArray.of(W.ProtoData(t))
+    assert W.int4_may_hold_min(lz.T) is False
+    assert np.array_equal(np.asarray(lz), codes.reshape(2, 2))
+    t8 = helper.make_tensor("w", TensorProto.INT4, [2, 2], bytes([0x81, 0x00]), raw=True)
+    assert W.int4_may_hold_min(W.LazyArray.of(W.ProtoData(t8))[0:1]) is True
+    assert W.int4_may_hold_min(lz.map(lambda a: a)) is None           # a function may change the values
+    assert W.int4_may_hold_min(W.LazyArray.of(codes)) is None         # not stored int4: read the values
+
+
+def _random_graph(n: int, cyclic: bool):
+    g = nx.MultiDiGraph()
+    orders = RNG.permutation(n)
+    for i in range(n):
+        g.add_node(f"n{i}", order=int(orders[i]), op="X")
+    for _ in range(2 * n):
+        a, b = sorted(RNG.integers(0, n, 2))
+        if a != b:
+            g.add_edge(f"n{a}", f"n{b}")
+    if cyclic:
+        g.add_edge(f"n{n - 1}", "n0")
+        g.add_edge("n0", f"n{n - 1}")
+    return g
+
+
+def test_topological_order_is_networkx_lexicographical():
+    for n in (1, 5, 40, 200):
+        g = _random_graph(n, cyclic=False)
+        want = list(nx.lexicographical_topological_sort(g, key=lambda v: g.nodes[v]["order"]))
+        assert ir.topological_order(g) == want
+        assert ir.topological_order(_random_graph(n + 1, cyclic=True)) is None
+
+
+def _program():
+    from sdac.compiler import kernels as K
+    from sdac.compiler.calibrate import calibrate_absmax
+    from sdac.compiler.lower import lower
+    x = K.Act("x", (1, 6, 6, 24), np.full(1, 0.05, np.float32))
+    y = K.Act("y", (1, 6, 6, 40), np.full(1, 0.05, np.float32))
+    w = K.Weights(RNG.integers(-7, 8, (40, 24, 3, 3)).astype(np.int8), np.full(40, 0.01, np.float32))
+    kg = K.KernelGraph([K.Kernel("c", "conv3x3", [x], [K.Norm("gn", 4, 1e-5, np.ones(40), np.zeros(40)),
+                                                          K.Emit(y)], weights=w)], [x], [y])
+    calibrate_absmax(kg, [{"x": RNG.normal(0, 1, x.shape)}])
+    return lower(kg, DEFAULT).instrs
+
+
+def test_fast_encoder_matches_checked_encoder():
+    prog = _program()
+    assert len({i.op for i in prog}) >= 5
+    for ins in prog:
+        assert E._encode_fast(ins) == E._encode_checked(ins)
+        assert E.decode(E.encode(ins)) == ins
+
+
+@pytest.mark.parametrize("change", [dict(rows=0), dict(rows=1 << 16), dict(rows=True), dict(rows=np.int64(3)),
+                                    dict(rows="3"), dict(out="wgt"), dict(out=1), dict(out=True), dict(out=7)])
+def test_fast_encoder_defers_to_the_checked_one(change):
+    ins = next(i for i in _program() if i.op == "norm")
+    bad = ins.replace(**change)
+    try:
+        want = E._encode_checked(bad)
+    except E.EncodeError as e:
+        with pytest.raises(E.EncodeError) as got:
+            E.encode(bad)
+        assert str(got.value) == str(e)
+    else:
+        assert E.encode_int(bad) == want
+
+
+def test_encoder_rejects_a_token_for_its_own_queue():
+    ins = next(i for i in _program() if i.op == "norm")
+    with pytest.raises(E.EncodeError, match="own queue"):
+        E.encode(ins.replace(pop={"sfu"}))
+    with pytest.raises(E.EncodeError, match="own queue"):
+        E.encode(ins.replace(pop=frozenset({"sfu"})))
+
+
+def _best_rows_plain(m, limit, total_rows, work_of, granule):
+    limit = max(1, min(limit, total_rows))
+    best = None
+    for r in sorted({limit, *range(granule, limit + 1, granule)}):
+        tiles = [work_of(min(r, total_rows - r0)) for r0 in range(0, total_rows, r)]
+        total = 0.0
+        for w in tiles:
+            total += max(cost.tile_cycles(m, w)) + w.instrs * m.instr_overhead
+        first, last = cost.tile_cycles(m, tiles[0]), cost.tile_cycles(m, tiles[-1])
+        lead = first[0] if tiles[0].lead_bytes is None else tiles[0].lead_bytes / m.dma_bytes_per_cycle + m.dma_latency
+        c = total + lead + last[2]
+        if best is None or c < best[0] - 1e-9:
+            best = (c, r)
+    return best[1], best[0]
+
+
+def test_best_rows_memo_is_the_plain_search():
+    m = DEFAULT
+    for _ in range(30):
+        k, n, fixed = int(RNG.integers(8, 900)), int(RNG.integers(8, 900)), int(RNG.integers(0, 5000))
+
+        def work(r):
+            return cost.TileWork(r, n, r * k * n, r * k + fixed, r * n, 4, array=cost.mm_cycles(m, r, n, k),
+                                 lead_bytes=r * k)
+        total = int(RNG.integers(1, 3000))
+        limit = int(RNG.integers(1, 600))
+        assert cost.best_rows(m, limit, total, work, m.tile_m) == _best_rows_plain(m, limit, total, work, m.tile_m)
