@@ -178,6 +178,10 @@ class LazyArray(np.lib.mixins.NDArrayOperatorsMixin):
         """A lazy cast (``astype`` reads)."""
         return self._view("cast", np.dtype(dtype), self.shape, np.dtype(dtype))
 
+    def put(self, axis: int, index, values: np.ndarray) -> "LazyArray":
+        """A lazy copy with the entries ``index`` along ``axis`` replaced by ``values`` (that axis first)."""
+        return self._view("put", (axis, np.asarray(index), np.asarray(values, self.dtype)), self.shape)
+
     def map(self, fn, dtype=None) -> "LazyArray":
         """A lazy ``fn(values)`` that keeps the shape (``fn`` must be deterministic)."""
         return self._view("map", fn, self.shape, np.dtype(dtype or self.dtype))
@@ -194,6 +198,10 @@ class LazyArray(np.lib.mixins.NDArrayOperatorsMixin):
                 a = a.reshape(arg)
             elif op == "cast":
                 a = a.astype(arg)
+            elif op == "put":
+                axis, index, values = arg
+                a = np.array(a)
+                np.moveaxis(a, axis, 0)[index] = values
             else:   # a deterministic function of the array
                 a = arg(a)
         return a
@@ -294,3 +302,39 @@ def int4_may_hold_min(codes) -> bool | None:
     if isinstance(src, ProtoData) and src.tensor.data_type == INT4 and src.tensor.raw_data:
         return has_int4_min(np.frombuffer(src.tensor.raw_data, np.uint8))
     return None
+
+
+def stored_int4(a) -> np.ndarray | None:
+    """The packed bytes (two codes per byte, the first in the low nibble) when ``a`` is a stored int4 tensor
+    (a LazyArray without views, or with ``put`` along its first or last axis of whole bytes), else None: the
+    lowering regroups them without unpacking."""
+    if type(a) is not LazyArray or len(a.ops) > 1 or a.dtype != np.int8:
+        return None
+    src = a.source
+    if isinstance(src, ExternalData) and src.data_type == INT4:
+        packed = src.packed
+    elif isinstance(src, ProtoData) and src.tensor.data_type == INT4 and src.tensor.raw_data:
+        def packed():
+            return np.frombuffer(src.tensor.raw_data, np.uint8).copy()
+    else:
+        return None
+    if not a.ops:
+        return packed()
+    op, arg = a.ops[0]
+    if op != "put":
+        return None
+    axis, index, values = arg
+    rows, cols = a.shape[0], a.size // a.shape[0]
+    if axis not in (0, a.ndim - 1) or cols % 2 or (axis and a.shape[-1] % 2):
+        return None
+    b = packed().reshape(rows, cols // 2)
+    nib = values.astype(np.uint8).reshape(len(index), -1) & 0xF      # channel first, the others in order
+    if axis == 0:        # whole rows of bytes
+        b[index] = nib[:, 0::2] | (nib[:, 1::2] << 4)
+    else:                # one nibble of every row: even channels low, odd high
+        b = b.reshape(-1, a.shape[-1] // 2)
+        for c, v in zip(index.tolist(), nib):
+            hi = c % 2
+            b[:, c // 2] = (b[:, c // 2] & (0x0F if hi else 0xF0)) | (v << 4 if hi else v)
+        b = b.reshape(rows, cols // 2)
+    return b.reshape(-1)

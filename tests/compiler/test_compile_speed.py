@@ -6,7 +6,7 @@ import pytest
 from sdac.compiler import ir
 from sdac.compiler import weights as W
 from sdac.compiler.lower import cost
-from sdac.compiler.lower.kernels_impl import _packed_blocks
+from sdac.compiler.lower.kernels_impl import _conv_blocks, _matmul_blocks, _packed_blocks
 from sdac.isa import encoding as E
 from sdac.isa.machine import DEFAULT
 
@@ -32,6 +32,55 @@ def test_packed_blocks_conv_and_matmul(L, cout, cin):
     assert _packed_blocks(q.transpose(0, 2, 3, 1), L).tobytes() == ref
     m = RNG.integers(-8, 8, (cin * 3, cout)).astype(np.int8)          # matmul [K, N]
     assert _packed_blocks(m.T, L).tobytes() == _reference_blocks(m, L)
+
+
+def _stored(q: np.ndarray) -> W.LazyArray:
+    from onnx import TensorProto, helper
+    u = q.astype(np.uint8).reshape(-1) & 0xF
+    if u.size % 2:
+        u = np.append(u, np.uint8(0))
+    t = helper.make_tensor("w", TensorProto.INT4, q.shape, (u[0::2] | (u[1::2] << 4)).tobytes(), raw=True)
+    return W.LazyArray.of(W.ProtoData(t))
+
+
+@pytest.mark.parametrize("L", [16, 20])
+@pytest.mark.parametrize("cout,cin", [(40, 40), (4, 24), (33, 6), (20, 5), (21, 3)])
+def test_blocks_from_stored_int4_bytes(L, cout, cin):
+    q = RNG.integers(-8, 8, (cout, cin, 3, 3)).astype(np.int8)
+    lz = _stored(q)
+    assert W.stored_int4(lz) is not None and W.stored_int4(lz.T) is None
+    ref = _reference_blocks(np.transpose(q, (2, 3, 1, 0)).reshape(9 * cin, cout), L)
+    assert _conv_blocks(lz, L).tobytes() == ref and _conv_blocks(q, L).tobytes() == ref
+    m = RNG.integers(-8, 8, (cin * 3, cout)).astype(np.int8)          # matmul [K, N]
+    ref = _reference_blocks(m, L)
+    assert _matmul_blocks(_stored(m), L).tobytes() == ref and _matmul_blocks(m, L).tobytes() == ref
+    rows = 3 * cin + 7
+    pad = np.concatenate([m, np.zeros((7, cout), np.int8)])
+    assert _matmul_blocks(_stored(m), L, rows).tobytes() == _reference_blocks(pad, L)
+
+
+@pytest.mark.parametrize("L", [16, 20])
+def test_blocks_from_stored_int4_with_replaced_channels(L):
+    """form_kernels requantizes the channels that use -8: a lazy put of their new codes, applied to the bytes."""
+    q = RNG.integers(-8, 8, (40, 6, 3, 3)).astype(np.int8)
+    chans = np.array([0, 7, 39])
+    new = RNG.integers(-7, 8, (3, 6, 3, 3)).astype(np.int8)
+    want = q.copy()
+    want[chans] = new
+    lz = _stored(q).put(0, chans, new)
+    assert np.array_equal(np.asarray(lz), want)
+    ref = _reference_blocks(np.transpose(want, (2, 3, 1, 0)).reshape(54, 40), L)
+    assert W.stored_int4(lz) is not None and _conv_blocks(lz, L).tobytes() == ref
+    m = RNG.integers(-8, 8, (24, 40)).astype(np.int8)                   # matmul [K, N], channels along N
+    newm = RNG.integers(-7, 8, (3, 24)).astype(np.int8)
+    wantm = m.copy()
+    wantm[:, chans] = newm.T
+    lzm = _stored(m).put(1, chans, newm)
+    assert np.array_equal(np.asarray(lzm), wantm)
+    assert W.stored_int4(lzm) is not None and _matmul_blocks(lzm, L).tobytes() == _reference_blocks(wantm, L)
+    odd = _stored(m[:, :39]).put(1, chans[:2], newm[:2])                 # half bytes per row: values are read
+    assert W.stored_int4(odd) is None
+    assert _matmul_blocks(odd, L).tobytes() == _reference_blocks(wantm[:, :39], L)
 
 
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 100, 1001])

@@ -15,6 +15,7 @@ import numpy as np
 
 from ...errors import CompileError
 from ..kernels import Act, AddTensor, AddVec, Emit, Kernel
+from ..weights import stored_int4
 from .epilogue import EpiloguePlan, plan_epilogue
 from .cost import TileWork, best_rows, choose_rows, conv_cycles, mm_cycles
 from .fixed import scale_entries
@@ -294,6 +295,45 @@ def _packed_blocks(w: np.ndarray, L: int) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(b, 1, -1)).reshape(nblk, -1, L // 2)
 
 
+def _matmul_blocks(wq, L: int, rows: int | None = None) -> np.ndarray:
+    """[K, N] int4 weights -> [nblk, rows, L/2] packed blocks (_packed_blocks of wq.T, K zero padded to rows).
+    A stored int4 tensor with whole bytes per row is already paired along N: its bytes are only regrouped."""
+    K, N = np.shape(wq)
+    rows = K if rows is None else rows
+    nblk = -(-N // L)
+    stored = stored_int4(wq)
+    if stored is None or N % 2:
+        q = np.asarray(wq, np.int8)
+        if rows != K:
+            q = np.concatenate([q, np.zeros((rows - K, N), np.int8)])
+        return _packed_blocks(q.T, L)
+    b = stored.reshape(K, N // 2)
+    if rows != K or nblk * L != N:
+        b = np.zeros((rows, nblk * L // 2), np.uint8)
+        b[:K, :N // 2] = stored.reshape(K, N // 2)
+    return np.ascontiguousarray(b.reshape(rows, nblk, L // 2).transpose(1, 0, 2))
+
+
+def _conv_blocks(wq, L: int) -> np.ndarray:
+    """[Cout, Cin, 3, 3] int4 weights -> [nblk, 9 Cin, L/2] packed blocks, rows (ky, kx, ci) (_packed_blocks of
+    wq.transpose(0, 2, 3, 1)). A stored int4 tensor with whole bytes per output channel pairs taps of one
+    channel; output channels 2j and 2j+1 are paired nibble by nibble from its bytes without unpacking."""
+    cout, cin = np.shape(wq)[:2]
+    stored = stored_int4(wq)
+    if stored is None or (9 * cin) % 2:
+        return _packed_blocks(np.asarray(wq, np.int8).transpose(0, 2, 3, 1), L)
+    nblk = -(-cout // L)
+    s = stored.reshape(cout, 9 * cin // 2)
+    if nblk * L != cout:
+        s = np.concatenate([s, np.zeros((nblk * L - cout, 9 * cin // 2), np.uint8)])
+    s = s.reshape(nblk, L // 2, 2, 9 * cin // 2)
+    a, b = s[:, :, 0], s[:, :, 1]                      # channels 2j, 2j+1: bytes of taps (2e, 2e+1)
+    even = (a & 0xF) | (b << 4)                        # tap 2e: both low nibbles
+    odd = (a >> 4) | (b & 0xF0)                        # tap 2e+1: both high nibbles
+    taps = np.stack([even, odd], axis=-1).reshape(nblk, L // 2, cin, 9)
+    return np.ascontiguousarray(taps.transpose(0, 3, 2, 1)).reshape(nblk, 9 * cin, L // 2)
+
+
 # ------------------------------------------------------------------ matmul
 
 @kernel_lowering("matmul")
@@ -301,10 +341,10 @@ def lower_matmul(low: Lowerer, k: Kernel) -> None:
     m, L = low.m, low.L
     x = k.inputs[0]
     K = x.channels
-    q = np.asarray(k.weights.q, np.int8)
-    if q.shape[0] != K:
-        raise CompileError(f"kernel {k.name}: weights have {q.shape[0]} rows for {K} input channels")
-    N = q.shape[1]
+    q = k.weights.q                                 # read when the weights are first loaded
+    if np.shape(q)[0] != K:
+        raise CompileError(f"kernel {k.name}: weights have {np.shape(q)[0]} rows for {K} input channels")
+    N = np.shape(q)[1]
     n_images = x.shape[0]
     image_rows = math.prod(x.shape[1:-1]) if len(x.shape) > 2 else 1
     cl_in, cl_n = low.cl(K), low.cl(N)
@@ -351,7 +391,7 @@ class _MatmulForm:
     cycles: float
 
 
-def _matmul_form(low: Lowerer, k: Kernel, plan: EpiloguePlan, q: np.ndarray, df: str,
+def _matmul_form(low: Lowerer, k: Kernel, plan: EpiloguePlan, q, df: str,
                  image_rows: int) -> _MatmulForm | None:
     """The weights, tile height and estimated cycles of a matmul run as MM-OS or as CONV-WS.
 
@@ -360,7 +400,7 @@ def _matmul_form(low: Lowerer, k: Kernel, plan: EpiloguePlan, q: np.ndarray, df:
     stride of 9 cinl lines) and W is padded with zero rows to 9 cinl L. Lines past K read whatever the slot
     holds, times zero weights."""
     m, L = low.m, low.L
-    K, N = q.shape
+    K, N = np.shape(q)
     cl_in, cl_n = low.cl(K), low.cl(N)
     cinl = 0
     if df == "ws":
@@ -368,15 +408,10 @@ def _matmul_form(low: Lowerer, k: Kernel, plan: EpiloguePlan, q: np.ndarray, df:
         kp = 9 * cinl * L
         if cinl > 0xFF or cinl * L > 0xFFF:
             return None
-
-        def padded() -> np.ndarray:
-            qp = np.zeros((kp, N), np.int8)
-            qp[:K] = q
-            return _packed_blocks(qp.T, L)
-        ws = WeightStream(low, k, padded, kp, nblk=cl_n)
+        ws = WeightStream(low, k, lambda: _matmul_blocks(q, L, kp), kp, nblk=cl_n)
         in_lines = 9 * cinl
     else:
-        ws = WeightStream(low, k, lambda: _packed_blocks(q.T, L), K, nblk=cl_n)
+        ws = WeightStream(low, k, lambda: _matmul_blocks(q, L), K, nblk=cl_n)
         in_lines = cl_in
     tm, out_lines = _max_rows(low, plan, in_lines, cl_n)
     if df == "ws":
@@ -415,7 +450,7 @@ def _geglu_in_chunks(plan: EpiloguePlan) -> bool:
     return len(ops) == 2 or (ops[1].out_act is None and last.kind == "act")
 
 
-def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, q: np.ndarray,
+def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, q,
                         n_images: int, image_rows: int) -> None:
     """matmul + bias + GeGLU + emit in column chunks: chunk c computes the value columns [j, j+n) and the
     gate columns [H+j, H+j+n) (lines) with one mm (their weight blocks are stored next to each other), then
@@ -467,11 +502,7 @@ def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmIma
         raise CompileError(f"kernel {k.name}: a single row does not fit the on-chip buffers")
     _, df, cinl, kp, in_lines, cc, chunks, tm = best
     low.debug_extra["dataflow"] = df
-    qp = q
-    if kp != K:
-        qp = np.zeros((kp, q.shape[1]), np.int8)
-        qp[:K] = q
-    blocks = _packed_blocks(qp.T, L)                 # [2 hl, kp, L/2]
+    blocks = _matmul_blocks(q, L, kp)                # [2 hl, kp, L/2]
     order = [b for j, n in chunks for b in (*range(j, j + n), *range(hl + j, hl + j + n))]
     ws = WeightStream(low, k, blocks[order], kp, groups=[(2 * j, 2 * (j + n)) for j, n in chunks])
     ws.start()
@@ -530,10 +561,10 @@ def lower_conv3x3(low: Lowerer, k: Kernel) -> None:
     m, L = low.m, low.L
     x = k.inputs[0]
     B, H, Wd, Cin = x.shape
-    q = np.asarray(k.weights.q, np.int8)         # (Cout, Cin, 3, 3)
-    Cout = q.shape[0]
-    if q.shape[1:] != (Cin, 3, 3):
-        raise CompileError(f"kernel {k.name}: weights {q.shape} do not match {Cin} input channels")
+    wshape = tuple(np.shape(k.weights.q))         # (Cout, Cin, 3, 3)
+    Cout = wshape[0]
+    if wshape[1:] != (Cin, 3, 3):
+        raise CompileError(f"kernel {k.name}: weights {wshape} do not match {Cin} input channels")
     s, p = k.stride, k.pad
     if not 1 <= s <= 3 or not 0 <= p <= 1:
         raise CompileError(f"kernel {k.name}: stride {s} / padding {p} not supported (stride 1-3, padding 0-1)")
@@ -551,7 +582,7 @@ def lower_conv3x3(low: Lowerer, k: Kernel) -> None:
     plan = plan_epilogue(k, prm, "acc32", main_scale, Cout, image_rows)
     _place_prm(low, k, prm)
     # weights: Wt[t, ci, co] at wgt[w + (co//L)*9*Cin + t*Cin + ci]: rows (ky, kx, ci) of each block
-    ws = WeightStream(low, k, _packed_blocks(q.transpose(0, 2, 3, 1), L), 9 * Cin)
+    ws = WeightStream(low, k, _conv_blocks(k.weights.q, L), 9 * Cin)
     ws.start()
     act_quarter = m.act_lines // 4
     # Input channels in chunks of `cc` lines when three input rows of all channels do not fit the input slot

@@ -16,8 +16,6 @@ Every emitted tensor needs a scale; absorbed intermediates give the absmax field
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from ...errors import CompileError
@@ -50,13 +48,11 @@ def _requant_scales(q, scale, chans, axis) -> np.ndarray:
     return np.abs(w).reshape(len(chans), -1).max(axis=1) / 7.0
 
 
-def _requant_channels(q: np.ndarray, *, scale, chans, s2, axis) -> np.ndarray:
-    """Codes with the channels ``chans`` requantized to [-7, 7] at their new scales ``s2`` (absmax / 7)."""
+def _requant_codes(q: np.ndarray, *, scale, chans, s2, axis) -> np.ndarray:
+    """The codes of the channels ``chans`` requantized to [-7, 7] at their new scales ``s2`` (absmax / 7),
+    channel axis first."""
     w = _channel_values(q, scale, chans, axis)
-    new = np.clip(np.round(w / s2.reshape((-1,) + (1,) * (w.ndim - 1))), -7, 7).astype(np.int8)
-    out = np.array(q, np.int8)
-    np.moveaxis(out, axis, 0)[chans] = new
-    return out
+    return np.clip(np.round(w / s2.reshape((-1,) + (1,) * (w.ndim - 1))), -7, 7).astype(np.int8)
 
 
 def quantize_weights(graph: Graph, ctx, w_t: str, wf: np.ndarray, out_axis: int, where: str) -> K.Weights:
@@ -87,9 +83,9 @@ def quantize_weights(graph: Graph, ctx, w_t: str, wf: np.ndarray, out_axis: int,
             chans = np.flatnonzero(over)
             s2 = wf.scale.astype(np.float64)
             s2[chans] = _requant_scales(q, wf.scale, chans, out_axis)
-            # only those channels change: the codes stay lazy, the fix is applied when they are read
-            fix = functools.partial(_requant_channels, scale=wf.scale, chans=chans, s2=s2[chans], axis=out_axis)
-            return K.Weights(wf.codes.map(fix, np.int8), s2.astype(np.float32))
+            # only those channels change: the codes stay lazy with the new codes of those channels
+            new = _requant_codes(q, scale=wf.scale, chans=chans, s2=s2[chans], axis=out_axis)
+            return K.Weights(wf.codes.put(out_axis, chans, new), s2.astype(np.float32))
     wf = np.asarray(wf)
     if qinfo is not None and qinfo["scale"].size == n_out and qinfo["dtype"] in ("int4", "int8"):
         # fold_qdq built these weights as float32(q) * float32(scale): recover q exactly in float32 (cheap on
