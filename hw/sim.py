@@ -349,8 +349,8 @@ def lint(sources: Sequence[Path], top: str, parameters: Mapping[str, object] | N
 
 # ------------------------------------------------------------ whole-program co-simulation
 
-COSIM_RTL = ["sdac_dsp48e2", "sdac_pe", "sdac_array", "sdac_decode", "sdac_csr", "sdac_dma_agu",
-             "sdac_mm", "sdac_top"]
+COSIM_RTL = ["sdac_dsp48e2", "sdac_pe", "sdac_array", "sdac_decode", "sdac_csr", "sdac_dma_agu", "sdac_dma_burst",
+             "sdac_fetch", "sdac_axi_rd", "sdac_axi_wr", "sdac_mm", "sdac_top"]
 
 
 def cosim_parameters(machine, mem_bytes: int = 1 << 20) -> dict[str, int]:
@@ -392,12 +392,19 @@ class CosimResult:
     unsupported: bool     # an instruction kind not implemented in RTL was skipped
     seconds: float        # wall time of the simulation
     log: str
+    axi: dict = field(default_factory=dict)   # the DRAM slave's statistics: read_bursts, write_bursts,
+    #   ar_wait / aw_wait / w_wait (cycles VALID waited for READY), r_wait / b_wait (a response was due)
 
 
 def run_cosim(exe: Path, dram: bytes, program: bytes, *, step: int = 0, max_cycles: int = 10_000_000,
-              workdir: Path | None = None) -> CosimResult:
+              workdir: Path | None = None, axi_latency: int = 1, axi_stall: int = 0, axi_seed: int = 0,
+              axi_slverr: tuple[int, int] | None = None) -> CosimResult:
     """Run a program on the RTL: DRAM = `dram` (its length is DRAM_SIZE), the program words
-    placed right after it (32-byte aligned); returns the DRAM after the run and the CSRs."""
+    placed right after it (32-byte aligned); returns the DRAM after the run and the CSRs.
+
+    The testbench's AXI4 DRAM slave answers `axi_latency` (>= 1) cycles after a request and, with
+    `axi_stall` = P > 0, withholds every channel's handshake in P % of the cycles (random, seeded by
+    `axi_seed`); `axi_slverr` = (lo, hi) answers SLVERR for the bytes in [lo, hi)."""
     import re
     import tempfile
     dram_size = len(dram)
@@ -410,7 +417,10 @@ def run_cosim(exe: Path, dram: bytes, program: bytes, *, step: int = 0, max_cycl
         out = run_executable(exe, [f"+image={img}", f"+dump={dump}", f"+dump_bytes={dram_size}",
                                    f"+dram_size={dram_size}", f"+instr_base={base}",
                                    f"+instr_count={len(program) // 32}", f"+step={step}",
-                                   f"+max_cycles={max_cycles}"])
+                                   f"+max_cycles={max_cycles}", f"+axi_lat={max(1, axi_latency)}",
+                                   f"+axi_stall={axi_stall}", f"+axi_seed={axi_seed}",
+                                   *([f"+axi_err_lo={axi_slverr[0]}", f"+axi_err_hi={axi_slverr[1]}"]
+                                     if axi_slverr else [])])
         dt = time.perf_counter() - t0
         m = re.search(r"SDAC_RESULT status=(\d+) error=(\d+) index=(\d+) executed=(\d+) cycles=(\d+) "
                       r"unsupported=(\d+)", out.stdout)
@@ -419,8 +429,10 @@ def run_cosim(exe: Path, dram: bytes, program: bytes, *, step: int = 0, max_cycl
         words = [ln.strip() for ln in dump.read_text().splitlines()
                  if ln.strip() and not ln.startswith("//")]
         data = bytes(int(w, 16) for w in words)
+    axi = re.search(r"SDAC_AXI (.*)", out.stdout)
+    stats = {k: int(v) for k, v in (kv.split("=") for kv in axi.group(1).split())} if axi else {}
     return CosimResult(data, int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5)),
-                       bool(int(m.group(6))), dt, out.stdout)
+                       bool(int(m.group(6))), dt, out.stdout, stats)
 
 
 # ------------------------------------------------------- interactive register port (sdac.hw.cosim)

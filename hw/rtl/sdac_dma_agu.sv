@@ -1,13 +1,18 @@
 // Address generator of the 3-D strided DMA (load / store):
 //   for z < nz, y < ny, i < run:  dram + z*dz + y*dy + i*B  <->  line sram + z*sz + y*sy + i
 // `start` loads the loop; addr / line then name the current line and `last` marks the final
-// one; `next` advances. Address arithmetic is 64-bit (bounds are checked by the unit first).
-module sdac_dma_agu (
+// one; `next` advances by `count` lines (1 <= count <= left, the lines left in the current run:
+// the burst former skips whole bursts). Address arithmetic is 64-bit (bounds are checked by the
+// unit first). RW: width of run (the burst former folds contiguous rows and planes into one run).
+module sdac_dma_agu #(
+  parameter int RW = 16
+) (
   input  logic        clk,
   input  logic        start,
   input  logic        next,
+  input  logic [RW-1:0] count,
   input  logic [63:0] dram,
-  input  logic [15:0] run,
+  input  logic [RW-1:0] run,
   input  logic [15:0] ny,
   input  logic [31:0] dy,
   input  logic [15:0] nz,
@@ -18,12 +23,17 @@ module sdac_dma_agu (
   input  logic [7:0]  line_bytes,
   output logic [63:0] addr,
   output logic [63:0] line,
-  output logic        last
+  output logic        last,
+  output logic        final_run,           // the current run is the walk's last (last = final_run && left == 1)
+  output logic [RW-1:0] left
 );
-  logic [15:0] i, y, z, run_r, ny_r, nz_r;
+  logic [RW-1:0] i, run_r;
+  logic [15:0] y, z, ny_r, nz_r;
   logic [63:0] dram_z, dram_zy, line_z, line_zy, dy_r, dz_r, sy_r, sz_r, b_r;
 
-  assign last = (i == run_r - 16'd1) && (y == ny_r - 16'd1) && (z == nz_r - 16'd1);
+  assign left = run_r - i;
+  assign final_run = (y == ny_r - 16'd1) && (z == nz_r - 16'd1);
+  assign last = final_run && (i == run_r - RW'(1));
 
   always_ff @(posedge clk) begin
     if (start) begin
@@ -45,10 +55,10 @@ module sdac_dma_agu (
       line_zy <= 64'(sram);
       line <= 64'(sram);
     end else if (next) begin
-      if (i + 16'd1 < run_r) begin
-        i <= i + 16'd1;
-        addr <= addr + b_r;
-        line <= line + 64'd1;
+      if (i + count < run_r) begin
+        i <= i + count;
+        addr <= addr + 64'(count) * b_r;
+        line <= line + 64'(count);
       end else if (y + 16'd1 < ny_r) begin
         i <= '0;
         y <= y + 16'd1;

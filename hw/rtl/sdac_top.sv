@@ -1,11 +1,14 @@
-// sdac accelerator top level (skeleton): CSR block, instruction fetch, decode,
-// four instruction queues with dependency-token counters, the load / store DMA
-// units, the compute unit (mm on the systolic array), halt / done / errors.
+// sdac accelerator top level: CSR block, instruction prefetch, decode, four
+// instruction queues with dependency-token counters, the load / store DMA units,
+// the compute unit (mm / conv on the systolic array), the SFU, halt / done / errors,
+// and an AXI4 master to DRAM.
 //
-//   AXI-Lite ──► sdac_csr ──start──► fetch ──► sdac_decode ──► FIFO ld ──► LD unit (setstep, load) ─┐
-//                                      ▲                       FIFO cmp ─► CMP unit (mm, conv: sdac_mm) ┤ buffers
-//                                      │                       FIFO sfu ─► SFU unit (sdac_sfu)     │ act wgt
-//   DRAM port (mem_*) ◄── arbiter ◄────┴──── LD reads, ST writes FIFO st ──► ST unit (store) ───────┘ acc prm
+//  AXI-Lite ─► sdac_csr ─start─► sdac_fetch ─► sdac_decode ─► FIFO ld  ─► LD unit (setstep, load) ──┐
+//                                 (prefetch)                  FIFO cmp ─► CMP unit (sdac_mm)        ├ buffers
+//                                   ▲ words                   FIFO sfu ─► SFU unit (sdac_sfu)       │ act wgt
+//                                   │                         FIFO st  ─► ST unit (store) ──────────┘ acc prm
+//  AXI4 AR/R ◄──► sdac_axi_rd ◄─────┴── LD: sdac_dma_burst (AR bursts) + sdac_dma_agu (R beat → line)
+//  AXI4 AW/W/B ◄► sdac_axi_wr ◄──────── ST: sdac_dma_burst (AW bursts) + sdac_dma_agu (line → W beat)
 //
 // Semantics follow isa/isa.toml and the golden model (runtime/golden.py): an
 // instruction leaves its FIFO when every token in its pop mask is available
@@ -17,9 +20,17 @@
 // sdac_sfu) complete without effect and set STATUS.UNSUPPORTED, so a test can
 // tell the run is not comparable.
 //
-// DRAM port: one request per cycle, always accepted; read data return on
-// mem_rdata in the following cycle. The program may live anywhere in the DRAM
-// model (INSTR_BASE); DMA is limited to [0, DRAM_SIZE).
+// DRAM: an AXI4 master (ID 0, INCR bursts, data bus MEMB bytes). Reads and writes
+// are independent: fetch and LD share AR/R (fetch first), ST owns AW/W/B; up to
+// OUTST bursts in flight per direction. A DMA burst is up to BURST_MAX lines that
+// are contiguous in DRAM and inside one 4 KiB page, one line per beat (AxUSER =
+// bytes per beat); fetch reads bursts of FETCH_BURST 32-byte words. A load ends
+// with its last R beat, a store with its last B response (so its tokens mean the
+// data is in DRAM). An R or B error response (SLVERR / DECERR) stops the machine
+// at once with ERROR = OOB_DRAM and the index of the load / store (or of the
+// fetched word); the unit still takes the rest of its beats. START discards the
+// beats of bursts still in flight (W beats go out with WSTRB = 0). The program
+// may live anywhere in DRAM (INSTR_BASE); DMA is limited to [0, DRAM_SIZE).
 module sdac_top
   import sdac_isa_pkg::*;
 #(
@@ -33,6 +44,10 @@ module sdac_top
   parameter int STAT_N = STAT_GROUPS,
   parameter int QDEPTH = QUEUE_DEPTH,
   parameter int TOKMAX = TOKEN_MAX,
+  parameter int BURST_MAX = 16,      // beats per AXI burst (1..256)
+  parameter int OUTST = 4,           // AXI bursts in flight per direction (a power of two >= 2)
+  parameter int FETCH_DEPTH = 8,     // instruction prefetch FIFO (words, a power of two)
+  parameter int FETCH_BURST = 4,     // instruction words per fetch burst
   localparam int MEMB = (4 * LANES > 32) ? 4 * LANES : 32   // bytes per DRAM transfer
 ) (
   input  logic               clk,
@@ -54,13 +69,34 @@ module sdac_top
   input  logic               s_rready,
   output logic [31:0]        s_rdata,
   output logic [1:0]         s_rresp,
-  // DRAM port
-  output logic               mem_req,
-  output logic               mem_we,
-  output logic [63:0]        mem_addr,
-  output logic [7:0]         mem_len,
-  output logic [MEMB*8-1:0]  mem_wdata,
-  input  logic [MEMB*8-1:0]  mem_rdata,
+  // AXI4 master (DRAM): AR/R shared by fetch and LD, AW/W/B for ST; ID 0, INCR bursts
+  output logic               m_axi_arvalid,
+  input  logic               m_axi_arready,
+  output logic [63:0]        m_axi_araddr,
+  output logic [7:0]         m_axi_arlen,
+  output logic [2:0]         m_axi_arsize,
+  output logic [1:0]         m_axi_arburst,
+  output logic [7:0]         m_axi_aruser,   // bytes per beat
+  input  logic               m_axi_rvalid,
+  output logic               m_axi_rready,
+  input  logic [MEMB*8-1:0]  m_axi_rdata,
+  input  logic               m_axi_rlast,
+  input  logic [1:0]         m_axi_rresp,
+  output logic               m_axi_awvalid,
+  input  logic               m_axi_awready,
+  output logic [63:0]        m_axi_awaddr,
+  output logic [7:0]         m_axi_awlen,
+  output logic [2:0]         m_axi_awsize,
+  output logic [1:0]         m_axi_awburst,
+  output logic [7:0]         m_axi_awuser,   // bytes per beat
+  output logic               m_axi_wvalid,
+  input  logic               m_axi_wready,
+  output logic [MEMB*8-1:0]  m_axi_wdata,
+  output logic [MEMB-1:0]    m_axi_wstrb,
+  output logic               m_axi_wlast,
+  input  logic               m_axi_bvalid,
+  output logic               m_axi_bready,
+  input  logic [1:0]         m_axi_bresp,
   output logic               irq_done
 );
 `define SDAC_F(W, INSTR, FIELD) W[F_``INSTR``_``FIELD``_LO +: F_``INSTR``_``FIELD``_W]
@@ -108,25 +144,36 @@ module sdac_top
     endcase
   endfunction
 
-  // ------------------------------------------------------------------ DRAM arbitration
-  logic ld_req, st_req, f_req;
-  logic [63:0] ld_addr, st_addr, f_addr;
-  logic [7:0] ld_len, st_len;
+  // ------------------------------------------------------------------ AXI4 master
+  // Reads (fetch, LD) and writes (ST) are independent; see sdac_axi_rd / sdac_axi_wr.
+  logic f_req, f_gnt, r_fetch, r_dma, r_err;
+  logic [63:0] f_addr;
+  logic [7:0] f_len;
+  logic [MEMB*8-1:0] rdata;
+  logic ld_breq, ld_bgnt, ld_bidle, st_breq, st_bgnt, st_bidle;
+  logic [63:0] ld_baddr, st_baddr;
+  logic [7:0] ld_blen, st_blen;
+  logic w_have, w_take, b_done, b_err;
   logic [MEMB*8-1:0] st_wdata;
-  logic ld_gnt, f_gnt;
-  always_comb begin
-    ld_gnt = ld_req && !st_req;
-    f_gnt = f_req && !st_req && !ld_req;
-    mem_req = st_req || ld_req || f_req;
-    mem_we = st_req;
-    mem_addr = st_req ? st_addr : ld_req ? ld_addr : f_addr;
-    mem_len = st_req ? st_len : ld_req ? ld_len : 8'd32;
-    mem_wdata = st_wdata;
-  end
+
+  sdac_axi_rd #(.MEMB(MEMB), .OUTST(OUTST)) u_axi_rd (
+    .clk, .rst, .flush(start),
+    .f_req, .f_addr, .f_len, .f_gnt,
+    .d_req(ld_breq), .d_addr(ld_baddr), .d_len(ld_blen), .d_bytes(ld_b), .d_gnt(ld_bgnt),
+    .r_fetch, .r_dma, .rdata, .r_err,
+    .m_axi_arvalid, .m_axi_arready, .m_axi_araddr, .m_axi_arlen, .m_axi_arsize, .m_axi_arburst, .m_axi_aruser,
+    .m_axi_rvalid, .m_axi_rready, .m_axi_rdata, .m_axi_rlast, .m_axi_rresp
+  );
+  sdac_axi_wr #(.MEMB(MEMB), .OUTST(OUTST)) u_axi_wr (
+    .clk, .rst, .flush(start),
+    .d_req(st_breq), .d_addr(st_baddr), .d_len(st_blen), .d_bytes(st_b), .d_gnt(st_bgnt),
+    .w_have, .w_data(st_wdata), .w_take, .b_done, .b_err,
+    .m_axi_awvalid, .m_axi_awready, .m_axi_awaddr, .m_axi_awlen, .m_axi_awsize, .m_axi_awburst, .m_axi_awuser,
+    .m_axi_wvalid, .m_axi_wready, .m_axi_wdata, .m_axi_wstrb, .m_axi_wlast,
+    .m_axi_bvalid, .m_axi_bready, .m_axi_bresp
+  );
 
   // ------------------------------------------------------------------ fetch + decode
-  typedef enum logic [1:0] {F_OFF, F_REQ, F_WAIT, F_HOLD} fstate_t;
-  fstate_t f_state;
   logic [31:0] pc, halt_index;
   logic halted;
   logic [WORD_BITS-1:0] f_word;
@@ -141,8 +188,13 @@ module sdac_top
                         .opcode(d_opcode), .is_ctl(d_is_ctl), .queue_id(d_queue), .pop(d_pop), .push(d_push));
   logic unused_decode;
   assign unused_decode = ^{d_valid, d_bad_reserved, d_bad_enum, d_bad_min, d_bad_token, d_opcode, d_pop, d_push};
-  assign f_req = running && f_state == F_REQ && pc < instr_count;
-  assign f_addr = 64'(instr_base) + (64'(pc) << 5);
+  logic f_valid, f_err;              // f_word is the program's word pc; f_err: its bus error
+  sdac_fetch #(.DEPTH(FETCH_DEPTH), .BURST(FETCH_BURST)) u_fetch (
+    .clk, .clear(rst || start), .enable(running && !halted), .instr_base, .instr_count,
+    .req(f_req), .addr(f_addr), .len(f_len), .gnt(f_gnt),
+    .beat(r_fetch), .beat_word(rdata[WORD_BITS-1:0]), .beat_err(r_err),
+    .head_valid(f_valid), .head_word(f_word), .head_err(f_err), .pop(f_push)
+  );
 
   // ------------------------------------------------------------------ queues
   logic [WORD_BITS-1:0] q_word [4][QDEPTH];
@@ -158,7 +210,7 @@ module sdac_top
   logic [31:0] u_index [4];
   logic [TW-1:0] tok [4][4];         // tok[src][dst]
   logic f_push;
-  assign f_push = running && f_state == F_HOLD && d_err == ERR_OK && !d_is_ctl
+  assign f_push = running && !halted && f_valid && !f_err && d_err == ERR_OK && !d_is_ctl
                   && q_count[d_queue] < (QW+1)'(QDEPTH);
 
   always_comb begin
@@ -174,12 +226,14 @@ module sdac_top
   end
 
   // ------------------------------------------------------------------ LD unit: setstep, load, sync
-  typedef enum logic [2:0] {U_IDLE, U_START, U_CHECK, U_RUN, U_DATA} ustate_t;
+  typedef enum logic [2:0] {U_IDLE, U_START, U_CHECK, U_RUN, U_WAITB} ustate_t;
   ustate_t ld_state, st_state;
   logic [63:0] step_off;
   logic [63:0] ld_base, ld_last_dram, ld_last_line;
   logic [7:0] ld_b;
   logic [63:0] ld_agu_addr, ld_agu_line;
+  logic [15:0] ld_agu_left, st_agu_left;
+  logic ld_agu_final, st_agu_final;
   logic ld_agu_last, ld_agu_start, ld_agu_next;
   logic [1:0] ld_buf;
   logic ld_zero;
@@ -193,15 +247,21 @@ module sdac_top
   assign ld_base = 64'(`SDAC_F(lw, LOAD, DRAM)) + (`SDAC_F(lw, LOAD, STEP) ? step_off : 64'd0);
 
   sdac_dma_agu u_ld_agu (
-    .clk, .start(ld_agu_start), .next(ld_agu_next), .dram(ld_base),
+    .clk, .start(ld_agu_start), .next(ld_agu_next), .count(16'd1), .dram(ld_base),
     .run(`SDAC_F(lw, LOAD, RUN)), .ny(`SDAC_F(lw, LOAD, NY)), .dy(`SDAC_F(lw, LOAD, DY)),
     .nz(`SDAC_F(lw, LOAD, NZ)), .dz(`SDAC_F(lw, LOAD, DZ)), .sram(`SDAC_F(lw, LOAD, SRAM)),
     .sy(`SDAC_F(lw, LOAD, SY)), .sz(`SDAC_F(lw, LOAD, SZ)), .line_bytes(ld_b),
-    .addr(ld_agu_addr), .line(ld_agu_line), .last(ld_agu_last)
+    .addr(ld_agu_addr), .line(ld_agu_line), .last(ld_agu_last), .final_run(ld_agu_final),
+    .left(ld_agu_left)
   );
-  assign ld_req = ld_state == U_RUN && !ld_zero;
-  assign ld_addr = ld_agu_addr;
-  assign ld_len = ld_b;
+  // the AGU above walks the buffer lines as R beats arrive; this one forms the AR bursts
+  sdac_dma_burst #(.MAXB(BURST_MAX)) u_ld_burst (
+    .clk, .clear(rst || start), .start(ld_agu_start && !ld_zero), .dram(ld_base),
+    .run(`SDAC_F(lw, LOAD, RUN)), .ny(`SDAC_F(lw, LOAD, NY)), .dy(`SDAC_F(lw, LOAD, DY)),
+    .nz(`SDAC_F(lw, LOAD, NZ)), .dz(`SDAC_F(lw, LOAD, DZ)), .line_bytes(ld_b),
+    .valid(ld_breq), .ready(ld_bgnt), .addr(ld_baddr), .len(ld_blen), .idle(ld_bidle)
+  );
+  logic ld_berr;                   // an R beat of this load had an error response
 
   // ------------------------------------------------------------------ ST unit: store, sync
   logic [63:0] st_last_dram, st_last_line;
@@ -219,15 +279,25 @@ module sdac_top
   assign st_buf = `SDAC_F(sw, STORE, BUF);
   assign st_b = line_bytes(st_buf);
   sdac_dma_agu u_st_agu (
-    .clk, .start(st_agu_start), .next(st_agu_next), .dram(64'(`SDAC_F(sw, STORE, DRAM))),
+    .clk, .start(st_agu_start), .next(st_agu_next), .count(16'd1), .dram(64'(`SDAC_F(sw, STORE, DRAM))),
     .run(`SDAC_F(sw, STORE, RUN)), .ny(`SDAC_F(sw, STORE, NY)), .dy(`SDAC_F(sw, STORE, DY)),
     .nz(`SDAC_F(sw, STORE, NZ)), .dz(`SDAC_F(sw, STORE, DZ)), .sram(`SDAC_F(sw, STORE, SRAM)),
     .sy(`SDAC_F(sw, STORE, SY)), .sz(`SDAC_F(sw, STORE, SZ)), .line_bytes(st_b),
-    .addr(st_agu_addr), .line(st_agu_line), .last(st_agu_last)
+    .addr(st_agu_addr), .line(st_agu_line), .last(st_agu_last), .final_run(st_agu_final),
+    .left(st_agu_left)
   );
-  assign st_req = st_state == U_RUN;
-  assign st_addr = st_agu_addr;
-  assign st_len = st_b;
+  sdac_dma_burst #(.MAXB(BURST_MAX)) u_st_burst (
+    .clk, .clear(rst || start), .start(st_agu_start), .dram(64'(`SDAC_F(sw, STORE, DRAM))),
+    .run(`SDAC_F(sw, STORE, RUN)), .ny(`SDAC_F(sw, STORE, NY)), .dy(`SDAC_F(sw, STORE, DY)),
+    .nz(`SDAC_F(sw, STORE, NZ)), .dz(`SDAC_F(sw, STORE, DZ)), .line_bytes(st_b),
+    .valid(st_breq), .ready(st_bgnt), .addr(st_baddr), .len(st_blen), .idle(st_bidle)
+  );
+  // W takes the AGU's line (U_RUN); the store finishes when every burst has its B response
+  logic [8:0] st_bpend;            // bursts granted and not yet answered (<= OUTST)
+  logic st_berr;                   // a B response of this store was an error
+  assign w_have = st_state == U_RUN;
+  logic unused_axi;
+  assign unused_axi = ^{ld_bidle, st_bidle, st_agu_addr, ld_agu_addr, ld_agu_left, st_agu_left, ld_agu_final, st_agu_final};
   always_comb begin
     st_wdata = '0;
     unique case (st_buf)
@@ -361,7 +431,10 @@ module sdac_top
       end
     end
     if (ld_state == U_RUN && ld_zero && ld_agu_last) u_fin[0] = 1'b1;
-    if (ld_state == U_DATA && ld_agu_last) u_fin[0] = 1'b1;
+    if (ld_state == U_RUN && !ld_zero && r_dma && ld_agu_last) begin
+      u_fin[0] = 1'b1;
+      if (ld_berr || r_err) u_ferr[0] = ERR_OOB_DRAM;
+    end
     // ST
     if (st_state == U_CHECK) begin
       if (st_last_line >= buf_lines(st_buf)) begin
@@ -370,7 +443,10 @@ module sdac_top
         u_fin[3] = 1'b1; u_ferr[3] = ERR_OOB_DRAM;
       end
     end
-    if (st_state == U_RUN && st_agu_last) u_fin[3] = 1'b1;
+    if (st_state == U_WAITB && (st_bpend == '0 || (st_bpend == 9'd1 && b_done))) begin
+      u_fin[3] = 1'b1;
+      if (st_berr || (b_done && b_err)) u_ferr[3] = ERR_OOB_DRAM;
+    end
     // CMP
     if (mm_fin) begin
       u_fin[1] = 1'b1; u_ferr[1] = mm_err;
@@ -399,7 +475,7 @@ module sdac_top
       end
     end
     can_issue = issue != '0;
-    fetch_blocked = halted || (f_state == F_HOLD && d_err == ERR_OK && !d_is_ctl && !f_push);
+    fetch_blocked = halted || (f_valid && !f_err && d_err == ERR_OK && !d_is_ctl && !f_push);
     tok_zero = 1'b1;
     for (int s = 0; s < 4; s++)
       for (int d = 0; d < 4; d++)
@@ -435,29 +511,21 @@ module sdac_top
 
     // Fetch
     if (running) begin
-      unique case (f_state)
-        F_REQ: if (pc >= instr_count) fail(ERR_FETCH_OOB, pc);
-               else if (f_gnt) f_state <= F_WAIT;
-        F_WAIT: begin
-          f_word <= mem_rdata[WORD_BITS-1:0];
-          f_state <= F_HOLD;
+      if (!halted) begin
+        if (!f_valid) begin
+          if (pc >= instr_count) fail(ERR_FETCH_OOB, pc);
+        end else if (f_err) fail(ERR_OOB_DRAM, pc);      // bus error response on the instruction word
+        else if (d_err != ERR_OK) fail(d_err, pc);
+        else if (d_is_ctl) begin
+          halted <= 1'b1;
+          halt_index <= pc;
+        end else if (f_push) begin
+          q_word[d_queue][q_tail[d_queue]] <= f_word;
+          q_index[d_queue][q_tail[d_queue]] <= pc;
+          q_tail[d_queue] <= q_tail[d_queue] + 1'b1;
+          pc <= pc + 32'd1;
         end
-        F_HOLD: begin
-          if (d_err != ERR_OK) fail(d_err, pc);
-          else if (d_is_ctl) begin
-            halted <= 1'b1;
-            halt_index <= pc;
-            f_state <= F_OFF;
-          end else if (f_push) begin
-            q_word[d_queue][q_tail[d_queue]] <= f_word;
-            q_index[d_queue][q_tail[d_queue]] <= pc;
-            q_tail[d_queue] <= q_tail[d_queue] + 1'b1;
-            pc <= pc + 32'd1;
-            f_state <= F_REQ;
-          end
-        end
-        default: ;
-      endcase
+      end
     end
 
     // Issue and queue bookkeeping
@@ -501,15 +569,22 @@ module sdac_top
           ld_state <= U_CHECK;
         end else ld_state <= U_IDLE;
       end
-      U_CHECK: ld_state <= u_fin[0] ? U_IDLE : U_RUN;
+      U_CHECK: begin
+        ld_state <= u_fin[0] ? U_IDLE : U_RUN;
+        ld_berr <= 1'b0;
+      end
       U_RUN: if (ld_zero) begin
                buf_write(ld_buf, ld_agu_line, '0);
                if (ld_agu_last) ld_state <= U_IDLE;
-             end else if (ld_gnt) ld_state <= U_DATA;
-      U_DATA: begin
-        buf_write(ld_buf, ld_agu_line, mem_rdata[32*LANES-1:0]);
-        ld_state <= ld_agu_last ? U_IDLE : U_RUN;
-      end
+             end else if (r_dma) begin
+               // a beat with an error response writes nothing and stops the machine at once;
+               // the unit still takes the load's remaining beats
+               if (r_err) begin
+                 ld_berr <= 1'b1;
+                 fail(ERR_OOB_DRAM, u_index[0]);
+               end else buf_write(ld_buf, ld_agu_line, rdata[32*LANES-1:0]);
+               if (ld_agu_last) ld_state <= U_IDLE;
+             end
       default: ld_state <= U_IDLE;
     endcase
 
@@ -527,10 +602,20 @@ module sdac_top
           st_state <= U_CHECK;
         end else st_state <= U_IDLE;
       end
-      U_CHECK: st_state <= u_fin[3] ? U_IDLE : U_RUN;
-      U_RUN: if (st_agu_last) st_state <= U_IDLE;
+      U_CHECK: begin
+        st_state <= u_fin[3] ? U_IDLE : U_RUN;
+        st_berr <= 1'b0;
+      end
+      U_RUN: if (w_take && st_agu_last) st_state <= U_WAITB;
+      U_WAITB: if (u_fin[3]) st_state <= U_IDLE;
       default: st_state <= U_IDLE;
     endcase
+
+    st_bpend <= st_bpend + 9'(st_bgnt) - 9'(b_done);
+    if (b_done && b_err && st_state != U_IDLE) begin
+      st_berr <= 1'b1;
+      fail(ERR_OOB_DRAM, u_index[3]);
+    end
 
     u_first <= issue;
     if (acc_we) acc_mem[acc_waddr] <= acc_wdata;
@@ -552,7 +637,6 @@ module sdac_top
     end
 
     if (rst || start) begin
-      f_state <= start ? F_REQ : F_OFF;
       running <= start;
       done_r <= 1'b0;
       err_r <= ERR_OK;
@@ -566,6 +650,7 @@ module sdac_top
       step_off <= '0;
       ld_state <= U_IDLE;
       st_state <= U_IDLE;
+      st_bpend <= '0;
       u_first <= '0;
       for (int q = 0; q < 4; q++) begin
         q_head[q] <= '0;
@@ -577,8 +662,8 @@ module sdac_top
     end
   end
 
-  assign ld_agu_next = (ld_state == U_RUN && ld_zero) || ld_state == U_DATA;
-  assign st_agu_next = st_state == U_RUN;
+  assign ld_agu_next = ld_state == U_RUN && (ld_zero || r_dma);
+  assign st_agu_next = w_take;
 
   /* verilator lint_off UNUSEDSIGNAL */
   task automatic buf_write(input logic [1:0] b, input logic [63:0] line, input logic [32*LANES-1:0] data);

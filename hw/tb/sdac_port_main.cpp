@@ -11,6 +11,8 @@
 // for the next command (an idle accelerator has nothing to do; CYCLES counts START to DONE only).
 //
 // Arguments: --mem-bytes N  --ctrl OFFSET  --start MASK  [--max-run-cycles N (0: no limit)]
+//            [--axi-lat N (>= 1)] [--axi-stall PERCENT] [--axi-seed S] [--axi-err-lo A --axi-err-hi B]
+//            (the AXI4 DRAM slave below: latency, random backpressure, SLVERR range)
 // Protocol (little-endian; stdin commands, stdout replies; $display output goes to stderr):
 //   command = op:u8 a:u64 b:u64 [payload]          reply = value:u64 [payload]
 //   1 WRITE32  a=offset b=value                    -> cycle after the B handshake
@@ -28,11 +30,13 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -54,39 +58,150 @@ bool running = false;
 uint64_t run_cycles = 0, max_run_cycles = 0;
 uint32_t ctrl_offset = 0, start_mask = 1;
 
-using WideT = std::remove_reference_t<decltype(top->mem_wdata)>;
-constexpr size_t MEMB = WideT::Words * 4;     // bytes per DRAM transfer (max(32, 4L))
+using WideT = std::remove_reference_t<decltype(top->m_axi_wdata)>;
+constexpr size_t MEMB = WideT::Words * 4;     // bytes per AXI beat (max(32, 4L))
 
 [[noreturn]] void die(const char* msg) {
   std::fprintf(stderr, "sdac_port: %s\n", msg);
   std::exit(3);
 }
 
-// One clock cycle. The DRAM model samples the request before the rising edge (as the SV testbench's
-// always_ff does) and answers reads on mem_rdata after it: one cycle of latency.
+// ------------------------------------------------------------ AXI4 slave: the DRAM model
+// The same model as hw/tb/sdac_tb_top.sv: INCR bursts, beat i = the AxUSER bytes at AxADDR + i * AxUSER;
+// the first R beat axi_lat cycles after the AR handshake, B axi_lat cycles after the last W beat;
+// with axi_stall = P each channel's handshake is withheld in P % of the cycles (xorshift64, seeded);
+// DECERR for bytes past the model's memory, SLVERR for bytes in [err_lo, err_hi).
+struct Burst {
+  uint64_t addr, at;
+  uint32_t beats, bytes;
+};
+struct Bresp {
+  uint64_t at;
+  uint8_t resp;
+};
+struct AxiSlave {
+  uint64_t lat = 1, stall = 0, rng = 0x9E3779B97F4A7C15ull, err_lo = 0, err_hi = 0;
+  std::deque<Burst> ar, aw;
+  std::deque<Bresp> b;
+  uint32_t r_beat = 0, w_beat = 0;
+  uint8_t w_resp = 0;
+  // registered outputs
+  bool arready = false, awready = false, wready = false, rvalid = false, rlast = false, bvalid = false;
+  uint8_t rresp = 0, bresp = 0;
+  uint8_t rdata[MEMB] = {};
+
+  bool go() {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return stall == 0 || rng % 100 >= stall;
+  }
+  uint8_t resp_of(uint64_t a, uint64_t n) const {
+    if (a + n > mem.size()) return 3;
+    if (a < err_hi && a + n > err_lo) return 2;
+    return 0;
+  }
+  void reset() {
+    ar.clear(); aw.clear(); b.clear();
+    r_beat = w_beat = 0; w_resp = 0;
+    arready = awready = wready = rvalid = bvalid = false;
+  }
+  void drive() const {
+    top->m_axi_arready = arready;
+    top->m_axi_awready = awready;
+    top->m_axi_wready = wready;
+    top->m_axi_rvalid = rvalid;
+    top->m_axi_rlast = rlast;
+    top->m_axi_rresp = rresp;
+    std::memcpy(top->m_axi_rdata.m_storage, rdata, MEMB);
+    top->m_axi_bvalid = bvalid;
+    top->m_axi_bresp = bresp;
+  }
+};
+AxiSlave axi;
+constexpr size_t QD = 16;
+
+// The master keeps to the burst rules: INCR, 1..MEMB bytes per beat, inside one 4 KiB page unless the
+// burst is a single beat (the beat count limit is sdac_top's BURST_MAX, checked by the SV testbench).
+void check_burst(const char* ch, const Burst& b, unsigned burst) {
+  if (burst != 1 || b.bytes == 0 || b.bytes > MEMB ||
+      (b.beats > 1 && (b.addr >> 12) != ((b.addr + uint64_t(b.beats) * b.bytes - 1) >> 12))) {
+    std::fprintf(stderr, "sdac_port: AXI %s burst addr=%llu beats=%u bytes=%u breaks the burst rules\n", ch,
+                 static_cast<unsigned long long>(b.addr), b.beats, b.bytes);
+    std::exit(3);
+  }
+}
+
+// 32-bit word i of WSTRB (MEMB bits: a plain integer up to 64 bits, a VlWide above)
+template <class T>
+uint32_t strb_word(const T& v, size_t i) {
+  if constexpr (std::is_integral_v<T>) return static_cast<uint32_t>(static_cast<uint64_t>(v) >> (32 * i));
+  else return v.m_storage[i];
+}
+
+// One clock cycle. The slave samples the master's outputs before the rising edge (as the SV
+// testbench's always block does), updates its state after it and drives its new outputs.
 void tick() {
   top->clk = 0;
   top->eval();
-  const bool req = top->mem_req, we = top->mem_we;
-  const uint64_t addr = top->mem_addr;
-  const size_t len = top->mem_len;
+  const bool rst = top->rst;
+  const bool ar_fire = top->m_axi_arvalid && axi.arready, r_fire = axi.rvalid && top->m_axi_rready;
+  const bool aw_fire = top->m_axi_awvalid && axi.awready, w_fire = top->m_axi_wvalid && axi.wready;
+  const bool b_fire = axi.bvalid && top->m_axi_bready;
+  const Burst arb{top->m_axi_araddr, cycle + axi.lat, top->m_axi_arlen + 1u, top->m_axi_aruser};
+  const Burst awb{top->m_axi_awaddr, 0, top->m_axi_awlen + 1u, top->m_axi_awuser};
   uint8_t wdata[MEMB];
-  if (req && we) std::memcpy(wdata, top->mem_wdata.m_storage, MEMB);
+  uint8_t wstrb[MEMB];
+  const bool wlast = top->m_axi_wlast;
+  const unsigned arburst = top->m_axi_arburst, awburst = top->m_axi_awburst;
+  if (w_fire) {
+    std::memcpy(wdata, top->m_axi_wdata.m_storage, MEMB);
+    for (size_t i = 0; i < MEMB; i++) wstrb[i] = (strb_word(top->m_axi_wstrb, i / 32) >> (i % 32)) & 1;
+  }
   top->clk = 1;
   top->eval();
-  if (req) {
-    if (we) {
-      for (size_t b = 0; b < MEMB && b < len; b++)
-        if (addr + b < mem.size()) mem[addr + b] = wdata[b];
-    } else {
-      uint8_t rdata[MEMB];
-      for (size_t b = 0; b < MEMB; b++)
-        rdata[b] = (b < len && addr + b < mem.size()) ? mem[addr + b] : 0;
-      std::memcpy(top->mem_rdata.m_storage, rdata, MEMB);
-      top->eval();
-    }
-  }
   cycle++;
+  if (rst) {
+    axi.reset();
+  } else {
+    if (ar_fire) { check_burst("AR", arb, arburst); axi.ar.push_back(arb); }
+    if (r_fire) axi.rvalid = false;
+    if (!axi.rvalid && !axi.ar.empty() && cycle >= axi.ar.front().at && axi.go()) {
+      const Burst& h = axi.ar.front();
+      const uint64_t a = h.addr + uint64_t(axi.r_beat) * h.bytes;
+      axi.rresp = axi.resp_of(a, h.bytes);
+      for (size_t i = 0; i < MEMB; i++) axi.rdata[i] = (axi.rresp == 0 && i < h.bytes) ? mem[a + i] : 0;
+      axi.rvalid = true;
+      axi.rlast = axi.r_beat + 1 == h.beats;
+      if (axi.rlast) { axi.r_beat = 0; axi.ar.pop_front(); } else axi.r_beat++;
+    }
+    if (aw_fire) { check_burst("AW", awb, awburst); axi.aw.push_back(awb); }
+    if (w_fire) {
+      if (axi.aw.empty()) die("AXI: W beat without a burst");
+      const Burst& h = axi.aw.front();
+      const uint64_t a = h.addr + uint64_t(axi.w_beat) * h.bytes;
+      const uint8_t resp = axi.resp_of(a, h.bytes);
+      if (resp == 0)
+        for (size_t i = 0; i < MEMB; i++) if (wstrb[i]) mem[a + i] = wdata[i];
+      if (resp > axi.w_resp) axi.w_resp = resp;
+      if (wlast != (axi.w_beat + 1 == h.beats)) die("AXI: WLAST does not match AWLEN");
+      if (wlast) {
+        axi.b.push_back({cycle + axi.lat, axi.w_resp});
+        axi.w_beat = 0; axi.w_resp = 0; axi.aw.pop_front();
+      } else axi.w_beat++;
+    }
+    if (b_fire) axi.bvalid = false;
+    if (!axi.bvalid && !axi.b.empty() && cycle >= axi.b.front().at && axi.go()) {
+      axi.bresp = axi.b.front().resp;
+      axi.bvalid = true;
+      axi.b.pop_front();
+    }
+    axi.arready = axi.ar.size() + 1 < QD && axi.go();
+    axi.awready = axi.aw.size() + 1 < QD && axi.aw.size() + axi.b.size() + 1 < QD && axi.go();
+    axi.wready = !axi.aw.empty() && axi.go();
+  }
+  axi.drive();
+  top->eval();
   ctx->timeInc(1);
   if (running) {
     run_cycles++;
@@ -188,6 +303,11 @@ int main(int argc, char** argv) {
   ctrl_offset = static_cast<uint32_t>(arg(argc, argv, "--ctrl", 0));
   start_mask = static_cast<uint32_t>(arg(argc, argv, "--start", 1));
   max_run_cycles = arg(argc, argv, "--max-run-cycles", 0);
+  axi.lat = std::max<uint64_t>(1, arg(argc, argv, "--axi-lat", 1));
+  axi.stall = arg(argc, argv, "--axi-stall", 0);
+  axi.rng ^= arg(argc, argv, "--axi-seed", 0) * 0xBF58476D1CE4E5B9ull;
+  axi.err_lo = arg(argc, argv, "--axi-err-lo", 0);
+  axi.err_hi = arg(argc, argv, "--axi-err-hi", 0);
 
   ctx = new VerilatedContext;
   top = new Vsdac_top{ctx};
@@ -195,6 +315,7 @@ int main(int argc, char** argv) {
   top->s_awvalid = top->s_wvalid = top->s_bready = top->s_arvalid = top->s_rready = 0;
   top->s_awaddr = top->s_araddr = 0;
   top->s_wdata = 0;
+  axi.drive();
   reset();
 
   std::vector<uint8_t> buf;

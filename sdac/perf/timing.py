@@ -148,19 +148,22 @@ class Timing:
         return {"act": self.lanes, "wgt": self.lanes // 2, "acc": 4 * self.lanes, "prm": 4 * self.lanes}[buf]
 
 
-# Named override sets. "rtl-cosim": the RTL as of hw/rtl/sdac_top.sv (DMA, mm, conv as OS, SFU) inside
-# hw/tb/sdac_tb_top.sv, whose DRAM model answers one request per cycle with one cycle of latency, measured
-# by micro-programs (tests/perf/test_model_vs_rtl.py holds the model within 10% of it).
+# Named override sets. "rtl-cosim": the RTL as of hw/rtl/sdac_top.sv (DMA, mm, conv, SFU) inside
+# hw/tb/sdac_tb_top.sv, whose AXI4 DRAM slave (default: no stalls, first R beat / B response one cycle after
+# the request) serves reads and writes on independent channels, measured by micro-programs
+# (tests/perf/test_model_vs_rtl.py holds the model within 10% of it). AXI: INCR bursts of up to 16 lines
+# back to back (1 line per cycle, ~6 cycles from issue to the first beat / last B); fetch prefetches bursts
+# of 4 instruction words (1 word per cycle once the first burst is in); a unit holds a sync 2 cycles.
 PROFILES: dict[str, dict] = {
-    "rtl-cosim": dict(instr_overhead=3, fetch_latency=1, fetch_interval_cycles=3, halt_cycles=3, dma_shared=True,
-                      dma_latency=0, dma_bytes_per_cycle=1 << 10, dma_burst_gap=0,
-                      dma_load_line_cycles=2, dma_store_line_cycles=1, zero_lines_per_cycle=1,
-                      pe_latency=1, array_start_cycles=0, mm_drain_overlap=True, conv_ws_as_os=False,
+    "rtl-cosim": dict(instr_overhead=2, fetch_latency=4, fetch_interval_cycles=1, halt_cycles=2, dma_shared=False,
+                      dma_latency=6, dma_bytes_per_cycle=1 << 10, dma_burst_gap=0,
+                      dma_load_line_cycles=1, dma_store_line_cycles=1, zero_lines_per_cycle=1,
+                      pe_latency=1, array_start_cycles=1, mm_drain_overlap=True, conv_ws_as_os=False,
                       # SFU pipeline: 1 line/cycle (geglu 2: A and B share the acc port; add with bbuf=acc
                       # too, not modelled), fixed = setup + pipeline depth; norm 1 cycle per group; softmax
                       # 3 passes per row, each of the last two after the previous has drained
-                      sfu_costs=(("deq", 1, 0, 6), ("act", 1, 0, 10), ("add", 1, 0, 6), ("geglu", 2, 0, 13),
-                                 ("softmax", 3, 8, 8), ("norm", 1, 1, 27), ("transpose", 1.25, 0, 4)),
+                      sfu_costs=(("deq", 1, 0, 7), ("act", 1, 0, 11), ("add", 1, 0, 7), ("geglu", 2, 0, 14),
+                                 ("softmax", 3, 8, 9), ("norm", 1, 1, 28), ("transpose", 1.25, 0, 5)),
                       sfu_extra=()),
 }
 

@@ -43,10 +43,11 @@ from sdac.isa.spec import SPEC  # noqa: E402
 SPEC_ERR = {name: code for name, (code, _) in SPEC.errors.items()}
 
 
-def check(exe, machine, dram, prog, step=0, words=None):
-    """Run on both; compare. `words` overrides the encoded program (for invalid words)."""
+def check(exe, machine, dram, prog, step=0, words=None, **axi):
+    """Run on both; compare. `words` overrides the encoded program (for invalid words); `axi`: the
+    DRAM slave's latency / random backpressure (sim.run_cosim's axi_latency, axi_stall, axi_seed)."""
     text = words if words is not None else encode_program(prog)
-    rtl = sim.run_cosim(exe, dram, text, step=step)
+    rtl = sim.run_cosim(exe, dram, text, step=step, **axi)
     assert not rtl.unsupported
     if words is not None:
         from sdac.isa.encoding import DecodeError, decode_program
@@ -194,7 +195,7 @@ def test_mm_int8_weights_match_golden(small_exe, M, N, K, acc, extra, wsrc):
     check(small_exe, SMALL, dram, prog)
 
 
-def test_errors_match_golden(small_exe):
+def test_errors_match_golden(small_exe, **axi):
     m = SMALL
     dram = rand_dram(4096, 4)
     cases = {
@@ -211,7 +212,7 @@ def test_errors_match_golden(small_exe):
                               + [I("load", buf="act", dram=0, sram=0, push=["st"]), I("halt")],
     }
     for name, prog in cases.items():
-        r = check(small_exe, m, dram, prog)
+        r = check(small_exe, m, dram, prog, **axi)
         assert SPEC.error_name(r.error) == name.split()[0], name
 
 
@@ -280,6 +281,51 @@ def random_pipeline(m, seed, iters=6):
 def test_random_pipelines_match_golden(small_exe, seed):
     dram, prog = random_pipeline(SMALL, seed, iters=8)
     check(small_exe, SMALL, dram, prog)
+
+
+# Random backpressure on every AXI channel (the slave withholds each handshake in 30 % of the cycles,
+# 5 cycles of latency): same DRAM as the golden model, and every channel really stalled.
+STALL = dict(axi_stall=30, axi_latency=5)
+
+
+def assert_stalled(rtl, *channels):
+    assert all(rtl.axi[f"{c}_wait"] > 0 for c in channels), rtl.axi
+
+
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_random_pipelines_under_backpressure(small_exe, seed):
+    dram, prog = random_pipeline(SMALL, seed, iters=8)
+    rtl = check(small_exe, SMALL, dram, prog, axi_seed=seed, **STALL)
+    assert_stalled(rtl, "ar", "r", "aw", "w", "b")
+    fast = sim.run_cosim(small_exe, dram, encode_program(prog))
+    assert fast.dram == rtl.dram and fast.cycles < rtl.cycles
+
+
+def test_fetch_under_backpressure(small_exe):
+    """A long instruction stream (syncs and tokens only): fetch bursts stall on AR and R."""
+    prog = []
+    for i in range(40):                   # a token ring ld -> cmp -> st -> ld
+        prog += [I("sync", q="ld", pop=["st"] if i else [], push=["cmp"]),
+                 I("sync", q="cmp", pop=["ld"], push=["st"]),
+                 I("sync", q="st", pop=["cmp"], push=["ld"] if i < 39 else [])]
+    prog.append(I("halt"))
+    rtl = check(small_exe, SMALL, rand_dram(256, 9), prog, axi_seed=3, **STALL)
+    assert_stalled(rtl, "ar", "r")
+    assert rtl.axi["write_bursts"] == 0 and rtl.axi["read_bursts"] == -(-len(prog) // 4)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_sfu_and_conv_under_backpressure(small_exe, seed):
+    dram, prog = conv_program(SMALL, seed)
+    rtl = check(small_exe, SMALL, dram, prog, axi_seed=seed, **STALL)
+    assert_stalled(rtl, "ar", "r")
+    assert rtl.axi["aw_wait"] + rtl.axi["w_wait"] + rtl.axi["b_wait"] > 0, rtl.axi
+    dram, prog = sfu_program(SMALL, seed)
+    check(small_exe, SMALL, dram, prog, axi_seed=seed, **STALL)
+
+
+def test_errors_match_golden_under_backpressure(small_exe):
+    test_errors_match_golden(small_exe, axi_stall=50, axi_latency=3, axi_seed=11)
 
 
 @pytest.fixture(scope="module")

@@ -68,16 +68,17 @@ def _dram(dev):
     return dev.backend.driver.port.dram_read(0, n)
 
 
-def _same_as_golden(bundle, name, steps, irq=False, seed=1, exe=None):
+def _same_as_golden(bundle, name, steps, irq=False, seed=1, exe=None, **axi):
     """Run `steps` on one loaded interactive RTL device and on the golden model: every output and every
     DRAM byte must agree after each step; returns the RTL RunInfos. With `exe` (a build_rtl_port
-    executable) the port is opened on it instead of through Device.open(interactive=True)."""
+    executable) the port is opened on it instead of through Device.open(interactive=True). `axi`: the
+    DRAM slave's options (open_rtl_port's axi_latency, axi_stall, axi_seed)."""
     infos = []
     if exe is None:
-        opts = {"interactive": True}
+        opts = {"interactive": True, **axi}
     else:
         from sdac.hw.cosim import RtlPort
-        opts = {"port": RtlPort(exe, B.Image.from_bundle(bundle).device_bytes + 4096)}
+        opts = {"port": RtlPort(exe, B.Image.from_bundle(bundle).device_bytes + 4096, **axi)}
     with Device.open(bundle, "golden") as gold, Device.open(bundle, "rtl", irq=irq, **opts) as rtl:
         assert type(rtl.backend.driver.port).__name__ == "RtlPort"
         for k, step in enumerate(steps):
@@ -103,6 +104,57 @@ def test_driver_on_rtl_matches_golden_every_step(port_exe, conv_bundle):
     # CYCLES counts START to DONE in the RTL: independent of how (and how often) the host polled
     assert infos[0].cycles == infos[3].cycles
     print(f"\nconv3x3 on the RTL through the driver: {infos[0].cycles} cycles, {infos[0].seconds * 1e3:.0f} ms")
+
+
+def test_driver_on_rtl_under_backpressure(port_exe, conv_bundle):
+    """The harness's AXI4 DRAM slave with random stalls on every channel and 6 cycles of latency: the
+    same bytes as the golden model, in more cycles."""
+    slow = _same_as_golden(conv_bundle, "conv3x3", [0, 1], axi_stall=30, axi_latency=6, axi_seed=5)
+    fast = _same_as_golden(conv_bundle, "conv3x3", [0])
+    assert slow[0].cycles > fast[0].cycles
+
+
+def test_start_after_bus_error_with_bursts_in_flight(port_exe):
+    """An R error response stops the machine while the rest of the load's bursts are still in flight
+    (and a store's W beats); the host STARTs the next program at once: the old beats must not reach it
+    (the read engine discards them, the write engine sends its remaining beats with WSTRB = 0)."""
+    from sdac.hw.cosim import open_rtl_port
+    from sdac.isa.encoding import Instr, encode_program
+    I = Instr.make
+    oob = SPEC.errors["OOB_DRAM"][0]
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 256, 16384, dtype=np.uint8).tobytes()
+    with open_rtl_port(SMALL, 32768, axi_slverr=(4096 + 64, 4096 + 96), axi_stall=20, axi_latency=4,
+                       axi_seed=2) as port:
+        def run(prog, base, dram_size=16384):
+            port.dram_write(base, encode_program(prog))
+            port.write32(CSR.DRAM_SIZE, dram_size)
+            port.write32(CSR.INSTR_BASE, base)
+            port.write32(CSR.INSTR_COUNT, len(prog))
+            port.write32(CSR.CTRL, CSR.CTRL_START)
+            assert port.interrupt.wait()
+            return port.read32(CSR.ERROR), port.read32(CSR.ERR_INDEX)
+
+        port.dram_write(0, data)
+        L = SMALL.lanes
+        bad = [I("load", buf="act", dram=0, sram=0, run=256, push=["st"]),          # a long store meanwhile
+               I("store", buf="act", dram=8192, sram=0, run=256, pop=["ld"]),
+               I("load", buf="act", dram=4096, sram=300, run=256),                   # error on line 16
+               I("halt")]
+        assert run(bad, 20480) == (oob, 2)
+        good = [I("load", buf="act", dram=1024, sram=256, run=128, push=["st"]),
+                I("store", buf="act", dram=12288, sram=256, run=128, pop=["ld"]), I("halt")]
+        assert run(good, 24576) == (0, 0)
+        assert port.dram_read(12288, 128 * L) == data[1024:1024 + 128 * L]
+        # the first program's store: whatever it wrote came from its own load (or is still the old data)
+        got = np.frombuffer(port.dram_read(8192, 256 * L), np.uint8)
+        old, new = np.frombuffer(data[8192:8192 + 256 * L], np.uint8), np.frombuffer(data[:256 * L], np.uint8)
+        assert np.all((got == old) | (got == new))
+        # a store that hits the SLVERR range: ERR_INDEX names it
+        assert run([I("store", buf="act", dram=4096, sram=0, run=64), I("halt")], 28672) == (oob, 0)
+        # DECERR: DRAM_SIZE claims more than the slave has (32 KiB); a load past it
+        assert run([I("sync", q="ld"), I("load", buf="act", dram=32768 - 8, sram=0, run=4), I("halt")], 28672,
+                   dram_size=65536) == (oob, 1)
 
 
 def test_interrupt_driven_wait(port_exe, conv_bundle):

@@ -1,6 +1,6 @@
 """The cycle model against the RTL's cycle counter (CSR CYCLES) on co-simulated programs: within 10%.
 
-The RTL runs inside hw/tb/sdac_tb_top.sv (a DRAM model answering one request per cycle), so the model
+The RTL runs inside hw/tb/sdac_tb_top.sv (an AXI4 DRAM slave, no stalls, one cycle of latency), so the model
 uses the "rtl-cosim" timing profile (sdac/perf/timing.py PROFILES): the same formulas, parameters
 measured on that environment. Programs the RTL does not implement yet (UNSUPPORTED) are skipped.
 """
