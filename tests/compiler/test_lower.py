@@ -176,7 +176,10 @@ def test_compare_kernels_locates_a_wrong_kernel():
     calibrate_absmax(kg, [inputs])
     good = compare_kernels(kg, inputs)
     assert [d.kernel for d in good] == ["a", "b"] and all(d.max_lsb <= 2 for d in good)
-    k2.main_absmax = 1e-3           # a format that saturates: kernel b must stand out
+    # a format that saturates: kernel b must stand out (a Scale keeps the calibrated format: a value
+    # going straight to its Emit is held in units of the output's step, whatever the calibration)
+    k2.epilogue = [K.Scale(1.0, absmax=1e-3), K.Emit(z)]
+    k2.main_absmax = 1e-3
     bad = compare_kernels(kg, inputs)
     assert bad[0].max_lsb <= 2 and bad[1].max_lsb > 5
 

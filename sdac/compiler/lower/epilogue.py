@@ -7,10 +7,17 @@ entries and fixed-point formats; the same plan is then emitted for every tile.
 
 Formats: the value before the first Norm / GeGLU / Activation is held with
 F fractional bits chosen from the largest calibrated magnitude of that
-segment; a Norm produces a new format FO; everything is int16.
+segment; a Norm produces a new format FO; everything is int16. Two
+exceptions follow the step's own scales instead of the largest step's range
+(docs/numerics.md): a value on its way to an int8 rounding (a Requant or the
+final Emit, after at most a bias and one add) is held in units of 1/256 of
+that grid's step (1/2**g after an add, g <= 8 from the int8 input's range;
+``_grid``), and an int8 tensor going straight into a Norm
+is held exactly, as q * 256, with eps scaled per step.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +29,7 @@ from .params import PrmImage, PrmRef
 
 GAMMA_FRAC = 16
 ONE = scale_entry(1.0)
+GRID = 256          # a value about to be rounded to an int8 grid is held in units of 1/GRID of its step
 
 
 @dataclass
@@ -73,6 +81,46 @@ def _absmax(k: Kernel, steps: list, i: int) -> float:
     return 8.0
 
 
+def _grid(steps: list, j: int, n_steps: int, s_in: np.ndarray | None = None) -> np.ndarray | None:
+    """The int16 unit (real value of one step, per denoising step) in which the SFU holds the value from
+    here until it is rounded to an int8 grid, or None for the static format (2**-F).
+
+    When steps[j:] is [Bias] [Add] then a Requant or the final Emit, the value is held in units of
+    1/2**g of that grid's step: 1/256 (127 * 256 fits int16 and saturates where the int8 does) when
+    nothing else is held on the way, else (s_in: the int8 tensor the value starts as, before an Add)
+    as fine as that tensor allows in int16 at every step. Each step then gets the finest format its own
+    scales allow, instead of one format fixed by the largest step's range.
+    """
+    if j < len(steps) and isinstance(steps[j], Bias):
+        j += 1
+    add = s_in is not None and j < len(steps) and isinstance(steps[j], (AddVec, AddTensor))
+    if add:
+        j += 1
+    if j < len(steps) and isinstance(steps[j], Requant):
+        s = np.broadcast_to(np.asarray(steps[j].scales, np.float64), (n_steps,))
+    elif j == len(steps) - 1 and isinstance(steps[j], Emit):
+        s = np.broadcast_to(np.asarray(steps[j].out.scales, np.float64), (n_steps,))
+    else:
+        return None
+    g = 8
+    if add:     # the int8 input, held alone first, must fit int16
+        g = min(g, math.floor(math.log2(32767.0 * float(np.min(s / s_in)) / 128.0)))
+        if g < 4:
+            return None
+    return s / 2.0 ** g
+
+
+def _units(grid: np.ndarray | None, F: int):
+    """Real -> int16 units: 2**F (static format) or 1 / grid[step] (per step, a column vector)."""
+    return 2.0 ** F if grid is None else (1.0 / grid)[:, None]
+
+
+def _bias(k: Kernel, prm: PrmImage, b: np.ndarray, grid: np.ndarray | None, F: int):
+    if grid is None:
+        return prm.vector(to_int32(b, F, f"kernel {k.name} bias"))
+    return prm.vector(to_int32(b[None, :] * _units(grid, F), 0, f"kernel {k.name} bias"))
+
+
 def plan_epilogue(k: Kernel, prm: PrmImage, main: str, main_scale: np.ndarray | None,
                   cols: int, image_rows: int, in_act: Act | None = None) -> EpiloguePlan:
     """Plan the epilogue of kernel k.
@@ -90,22 +138,37 @@ def plan_epilogue(k: Kernel, prm: PrmImage, main: str, main_scale: np.ndarray | 
     mags = [_absmax(k, steps, -1)] + [_absmax(k, steps, i) for i in range(seg_end) if not isinstance(steps[i], Emit)]
     F = frac_bits(max(mags))
     i = 0
+    n_steps = prm.n_steps
+    # grid: the real value of one int16 unit per step until the next rounding to int8 (None: 2**-F);
+    # norm_grid: the value entering a Norm is an int8 tensor with these scales, held exactly as q * GRID
+    grid = norm_grid = None
     # 1. into the int16 domain
     if main == "acc32":
         ms = np.asarray(main_scale, np.float64)
+        grid = _grid(steps, 0, n_steps)
         bias = None
         if steps and isinstance(steps[0], Bias):
             b = steps[0].b.astype(np.float64)
             if b.shape != (cols,):
                 raise CompileError(f"kernel {k.name}: bias has {b.shape[0]} values for {cols} columns")
-            bias = prm.vector(to_int32(b, F, f"kernel {k.name} bias"))
+            bias = _bias(k, prm, b, grid, F)
             i = 1
+        if grid is None:
+            ms = ms * 2.0 ** F
+        elif ms.ndim == 2:
+            ms = np.broadcast_to(ms, (n_steps, ms.shape[1])) * _units(grid, F)
+        else:
+            ms = np.broadcast_to(ms.reshape(-1), (n_steps,)) / grid
         if ms.ndim == 2:
-            sc = prm.vector(scale_entries(ms * 2.0 ** F, f"kernel {k.name} dequantize"))
+            sc = prm.vector(scale_entries(ms, f"kernel {k.name} dequantize"))
             ops.append(SfuOp("deq", frac=F, sc=sc, per_ch=True, bias=bias))
         else:
-            sc = prm.word(scale_entries(ms * 2.0 ** F, f"kernel {k.name} dequantize"))
+            sc = prm.word(scale_entries(ms, f"kernel {k.name} dequantize"))
             ops.append(SfuOp("deq", frac=F, sc=sc, bias=bias))
+    elif isinstance(steps[0], Norm):
+        # an int8 tensor straight into a normalization: held exactly, as q * GRID (eps follows the step)
+        norm_grid = np.broadcast_to(np.asarray(in_act.scales, np.float64), (n_steps,))
+        ops.append(SfuOp("deq", frac=F, sc=prm.word(scale_entry(GRID)), src_act=True))
     else:
         sc = prm.word(scale_entries(np.asarray(in_act.scales, np.float64) * 2.0 ** F, f"kernel {k.name} dequantize"))
         ops.append(SfuOp("deq", frac=F, sc=sc, src_act=True))
@@ -122,22 +185,28 @@ def plan_epilogue(k: Kernel, prm: PrmImage, main: str, main_scale: np.ndarray | 
             b = e.b.astype(np.float64)
             if b.shape != (out_cols,):
                 raise CompileError(f"kernel {k.name}: bias has {b.shape[0]} values for {out_cols} columns")
-            ops[-1].bias = prm.vector(to_int32(b, F, f"kernel {k.name} bias"))
+            ops[-1].bias = _bias(k, prm, b, grid, F)
         elif isinstance(e, (AddVec, AddTensor)):
             a = e.v if isinstance(e, AddVec) else e.r
-            sc = prm.word(scale_entries(np.asarray(a.scales, np.float64) * 2.0 ** F, f"kernel {k.name} add"))
+            sa = np.broadcast_to(np.asarray(a.scales, np.float64), (n_steps,))
+            sc = prm.word(scale_entries(sa * np.ravel(_units(grid, F)), f"kernel {k.name} add"))
             ops.append(SfuOp("add", frac=F, sc=sc, operand=a, vec=isinstance(e, AddVec)))
         elif isinstance(e, Scale):
             ops.append(SfuOp("act", frac=F, sc=prm.word(scale_entry(e.factor, f"kernel {k.name} scale"))))
         elif isinstance(e, Emit):
-            ops.append(_emit(k, prm, F, e.out))
+            ops.append(_emit(k, prm, F, e.out, grid))
         elif isinstance(e, Requant):
             # round to the model's int8 grid (an on-chip int8 tile) and bring it back at the same format
             tmp = Act(f"{k.name}/requant{i}", (1, out_cols), np.asarray(e.scales, np.float32))
-            rq = _emit(k, prm, F, tmp)
+            rq = _emit(k, prm, F, tmp, grid)
             rq.on_chip = True
             ops.append(rq)
-            sc = prm.word(scale_entries(np.asarray(e.scales, np.float64) * 2.0 ** F, f"kernel {k.name} requant"))
+            r = np.broadcast_to(np.asarray(e.scales, np.float64), (n_steps,))
+            grid = _grid(steps, i + 1, n_steps, s_in=r)
+            if i + 1 < len(steps) and isinstance(steps[i + 1], Norm):
+                norm_grid, sc = r, prm.word(scale_entry(GRID))
+            else:
+                sc = prm.word(scale_entries(r * np.ravel(_units(grid, F)), f"kernel {k.name} requant"))
             ops.append(SfuOp("deq", frac=F, sc=sc, src_act=True, src_tmp=tmp))
         elif isinstance(e, Activation):
             if ops and ops[-1].out_act is None and ops[-1].kind == "norm" and ops[-1].fn == "none":
@@ -178,15 +247,18 @@ def plan_epilogue(k: Kernel, prm: PrmImage, main: str, main_scale: np.ndarray | 
             FO = frac_bits(mag)
             g = to_int32(e.gamma.astype(np.float64), GAMMA_FRAC, f"kernel {k.name} gamma")
             b = to_int32(e.beta.astype(np.float64), FO, f"kernel {k.name} beta")
-            eps = min(int(round(e.eps * 2.0 ** (2 * F))), 0xFFFFFFFF)
+            if norm_grid is not None and prev is ops[-1]:
+                eps = np.minimum(np.round(e.eps * (GRID / norm_grid) ** 2), 0xFFFFFFFF).astype(np.int64)
+            else:
+                eps = min(int(round(e.eps * 2.0 ** (2 * F))), 0xFFFFFFFF)
             n = image_rows * (out_cols // e.groups) if e.kind == "gn" else out_cols
             inv_n = min(int(round(2.0 ** 32 / n)), 0xFFFFFFFF)
             if getattr(e, "norm_scales", None) is not None:
-                ops.extend(_rounded_norm(k, prm, e, i, prev.st, out_cols, inv_n, eps, FO))
+                grid = _grid(steps, i + 1, n_steps)
+                ops.extend(_rounded_norm(k, prm, e, i, prev.st, out_cols, inv_n, eps, FO, grid))
             else:
-                nd = prm.words([inv_n, eps, 12 + GAMMA_FRAC - FO])
-                ops.append(SfuOp("norm", frac=FO, sc=prm.word(ONE), nd=nd, gamma=prm.vector(g),
-                                 beta=prm.vector(b), group=prev.st))
+                ops.append(SfuOp("norm", frac=FO, sc=prm.word(ONE), nd=_descriptor(prm, inv_n, eps, FO),
+                                 gamma=prm.vector(g), beta=prm.vector(b), group=prev.st))
             F = FO
         else:
             raise CompileError(f"kernel {k.name}: unsupported epilogue step {type(e).__name__}")
@@ -207,8 +279,18 @@ def plan_epilogue(k: Kernel, prm: PrmImage, main: str, main_scale: np.ndarray | 
     return EpiloguePlan(folded, split if split is not None else len(folded), gn, stat_groups, out_cols)
 
 
-def _rounded_norm(k: Kernel, prm: PrmImage, e: Norm, i: int, group: StatSpec, cols: int, inv_n: int, eps: int,
-                  FO: int) -> list[SfuOp]:
+def _descriptor(prm: PrmImage, inv_n: int, eps, FO: int) -> PrmRef:
+    """The norm descriptor words [inv_n, eps, nsh]: static, or a per-step line when eps is per step."""
+    nsh = 12 + GAMMA_FRAC - FO
+    if np.ndim(eps) == 0:
+        return prm.words([inv_n, int(eps), nsh])
+    words = np.stack([np.full(prm.n_steps, inv_n), np.asarray(eps, np.int64), np.full(prm.n_steps, nsh)], 1)
+    ref = prm.vector(words)
+    return PrmRef(prm, ref.step, ref.line0, 0)
+
+
+def _rounded_norm(k: Kernel, prm: PrmImage, e: Norm, i: int, group: StatSpec, cols: int, inv_n: int, eps,
+                  FO: int, grid: np.ndarray | None) -> list[SfuOp]:
     """A Norm whose model rounds inside (requant_inside): the normalized value to int8 (norm_scales), its
     product with gamma to int8 (gamma_scales, if given), then + beta at FO fractional bits.
 
@@ -221,31 +303,37 @@ def _rounded_norm(k: Kernel, prm: PrmImage, e: Norm, i: int, group: StatSpec, co
         raise CompileError(f"kernel {k.name}: a rounded normalization needs gamma >= 0")
     FN = frac_bits(float(s1.max()) * 127.0)
     tmp1 = Act(f"{k.name}/norm{i}", (1, cols), s1.astype(np.float32))
-    nd = prm.words([inv_n, eps, 12 + GAMMA_FRAC - FN])
+    nd = _descriptor(prm, inv_n, eps, FN)
     ones = prm.vector(to_int32(np.ones(cols), GAMMA_FRAC, f"kernel {k.name} gamma"))
     zeros = prm.vector(np.zeros(cols, np.int64))
     ops = [SfuOp("norm", frac=FN, sc=_emit(k, prm, FN, tmp1).sc, nd=nd, gamma=ones, beta=zeros, group=group,
                  out_act=tmp1, on_chip=True)]
     beta = e.beta.astype(np.float64)
+    n = prm.n_steps
+    s1 = np.broadcast_to(s1, (n,))
     if getattr(e, "gamma_scales", None) is None:
-        sc = prm.vector(scale_entries(s1[:, None] * gamma[None, :] * 2.0 ** FO, f"kernel {k.name} gamma"))
+        sc = prm.vector(scale_entries(s1[:, None] * gamma[None, :] * _units(grid, FO), f"kernel {k.name} gamma"))
         ops.append(SfuOp("deq", frac=FO, sc=sc, per_ch=True, src_act=True, src_tmp=tmp1,
-                         bias=prm.vector(to_int32(beta, FO, f"kernel {k.name} beta"))))
+                         bias=_bias(k, prm, beta, grid, FO)))
         return ops
-    s2 = np.asarray(e.gamma_scales, np.float64)
+    s2 = np.broadcast_to(np.asarray(e.gamma_scales, np.float64), (n,))
     FG = frac_bits(float(s2.max()) * 127.0)
     tmp2 = Act(f"{k.name}/gamma{i}", (1, cols), s2.astype(np.float32))
-    sc = prm.vector(scale_entries(s1[:, None] * gamma[None, :] * 2.0 ** FG, f"kernel {k.name} gamma"))
+    sc = prm.vector(scale_entries(s1[:, None] * gamma[None, :] * _units(s2 / GRID, FG),
+                                  f"kernel {k.name} gamma"))
     ops.append(SfuOp("deq", frac=FG, sc=sc, per_ch=True, src_act=True, src_tmp=tmp1))
-    rq = _emit(k, prm, FG, tmp2)
+    rq = _emit(k, prm, FG, tmp2, s2 / GRID)
     rq.on_chip = True
     ops.append(rq)
-    ops.append(SfuOp("deq", frac=FO, sc=prm.word(scale_entries(s2 * 2.0 ** FO, f"kernel {k.name} gamma")),
-                     src_act=True, src_tmp=tmp2, bias=prm.vector(to_int32(beta, FO, f"kernel {k.name} beta"))))
+    ops.append(SfuOp("deq", frac=FO, sc=prm.word(scale_entries(s2 * np.ravel(_units(grid, FO)),
+                                                               f"kernel {k.name} gamma")),
+                     src_act=True, src_tmp=tmp2, bias=_bias(k, prm, beta, grid, FO)))
     return ops
 
 
-def _emit(k: Kernel, prm: PrmImage, F: int, out: Act) -> SfuOp:
+def _emit(k: Kernel, prm: PrmImage, F: int, out: Act, grid: np.ndarray | None = None) -> SfuOp:
     s = np.asarray(out.scales, np.float64)
-    sc = prm.word(scale_entries(2.0 ** -F / s, f"kernel {k.name} output {out.name}"))
-    return SfuOp("act", frac=F, sc=sc, out_act=out)
+    e = scale_entries((2.0 ** -F if grid is None else grid) / s, f"kernel {k.name} output {out.name}")
+    if grid is not None and (e == e.flat[0]).all():
+        e = int(e.flat[0])      # a power of two: one static word
+    return SfuOp("act", frac=F, sc=prm.word(e), out_act=out)

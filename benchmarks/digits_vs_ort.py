@@ -1,0 +1,96 @@
+"""Golden model vs onnxruntime on the digits UNet, per denoising step (docs/numerics.md).
+
+    .venv/bin/python benchmarks/digits_vs_ort.py                 # 8 images per step, requant_inside
+    .venv/bin/python benchmarks/digits_vs_ort.py --plain --n 4   # the default (fused) compile
+
+Quantizes the built-in digits UNet as tests/e2e/test_digits.py does (10 steps, 8 calibration images,
+seed 0), compiles it, and for each step feeds noisy real digits at that step's timestep to:
+the golden model, onnxruntime on the QDQ model with that step's scales (default graph optimizations,
+which swap some Q/DQ groups for onnxruntime's own int8 kernels, and ORT_DISABLE_ALL: the plain QDQ
+semantics), onnxruntime on the float model, and the KernelGraph's float64 reference. Prints SQNR per
+step: per image (min over images) and pooled (signal and noise summed over the images).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=8, help="images per step")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--plain", action="store_true", help="compile without requant_inside")
+    args = ap.parse_args(argv)
+    try:
+        import torch
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    import onnx
+    import onnxruntime as ort
+
+    from sdac.compiler.driver import compile_model
+    from sdac.compiler.hardref import run_kernel_graph
+    from sdac.diffusion import DIGITS_ONNX
+    from sdac.diffusion.digits import load_digits_images
+    from sdac.quant.ptq import quantize_file
+    from sdac.quant.qdq import read_table, table_path, with_step_scales
+    from sdac.runtime.golden import run_bundle
+
+    q = Path(tempfile.mkdtemp(prefix="sdac-digits-")) / "digits.qdq.onnx"
+    quantize_file(DIGITS_ONNX, q, steps=10, samples=8, seed=0)
+    table = read_table(table_path(q))
+    res = compile_model(str(q), step_scales=str(table_path(q)), requant_inside=not args.plain)
+    qdq = onnx.load(str(q))
+
+    def session(model, optimize=True):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        if not optimize:
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return ort.InferenceSession(model if isinstance(model, str) else model.SerializeToString(), so)
+
+    flt = session(str(DIGITS_ONNX))
+    images, _ = load_digits_images()
+    abar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
+    rng = np.random.default_rng(args.seed)
+    pairs = [("golden", "ort"), ("golden", "ort-noopt"), ("kgref", "ort-noopt"), ("ort-noopt", "ort"),
+             ("golden", "float"), ("ort", "float")]
+    rows = {p: [] for p in pairs}
+    for step, t in enumerate(table["timesteps"]):
+        m = with_step_scales(qdq, table, step)
+        s_opt, s_plain = session(m), session(m, optimize=False)
+        sig = {p: 0.0 for p in pairs}
+        noise = {p: 0.0 for p in pairs}
+        worst = {p: np.inf for p in pairs}
+        for _ in range(args.n):
+            x0 = images[rng.integers(len(images))][None]
+            x = (np.sqrt(abar[t]) * x0 + np.sqrt(1 - abar[t]) * rng.standard_normal(x0.shape)).astype(np.float32)
+            f = {"sample": x, "timestep": np.array([t], np.float32)}
+            out = {"golden": run_bundle(res.bundle, f, step=step)["out_sample"], "ort": s_opt.run(None, f)[0],
+                   "ort-noopt": s_plain.run(None, f)[0], "float": flt.run(None, f)[0],
+                   "kgref": run_kernel_graph(res.kernel_graph, f, step)["out_sample"]}
+            for a, b in pairs:
+                ref, got = out[b].astype(np.float64), out[a].astype(np.float64)
+                s, n = float(np.sum(ref ** 2)), float(np.sum((got - ref) ** 2))
+                sig[(a, b)] += s
+                noise[(a, b)] += n
+                worst[(a, b)] = min(worst[(a, b)], 10 * np.log10(s / n) if n else np.inf)
+        for p in pairs:
+            rows[p].append((10 * np.log10(sig[p] / noise[p]) if noise[p] else np.inf, worst[p]))
+        print(f"  step {step} (t={t}) done", file=sys.stderr, flush=True)
+    mode = "default compile" if args.plain else "requant_inside"
+    print(f"SQNR in dB per step, {args.n} images per step (seed {args.seed}), {mode}: pooled / min image")
+    print(f"{'':22s}" + "".join(f"{'t=' + str(t):>13s}" for t in table["timesteps"]))
+    for (a, b), v in rows.items():
+        print(f"{a + ' vs ' + b:22s}" + "".join(f"{p:6.1f} /{w:5.1f}" for p, w in v))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
