@@ -20,6 +20,8 @@ can and raises ``BundleError`` naming the file and the problem.
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import json
 import math
 import mmap
@@ -103,31 +105,62 @@ class SpilledData(mmap.mmap):
 
 
 class DataImage:
-    """The DATA image as the lowering appends to it (``+=``): in memory up to ``spill`` bytes, then in a
-    temporary file. ``finish()`` gives ``bytes`` or a ``SpilledData``."""
+    """The DATA image as the lowering appends to it (``+=`` or ``append``): in memory up to ``spill`` bytes,
+    then in a temporary file. ``finish()`` gives ``bytes`` or a ``SpilledData``.
+
+    Once the image lives in its file, the appended parts are made (``append``'s function), checksummed and
+    written by one writer thread, in order: numpy, zlib and file writes release the GIL, so the weights of one
+    kernel are packed and written while the lowering emits the next kernel's instructions."""
+
+    IN_FLIGHT = 4           # parts queued for the writer at most (bounds the memory they hold)
 
     def __init__(self, spill: int = 64 << 20):
         self.spill, self.size, self.crc = spill, 0, 0
         self.buf: bytearray | None = bytearray()
         self.file = None
+        self._writer = None
+        self._jobs: collections.deque = collections.deque()
 
     def __len__(self) -> int:
         return self.size
 
     def __iadd__(self, blob) -> "DataImage":
-        self.size += len(blob)
-        self.crc = zlib.crc32(blob, self.crc)
+        blob = bytes(blob)
+        self.append(len(blob), lambda: blob)
+        return self
+
+    def append(self, nbytes: int, make) -> None:
+        """Append the ``nbytes`` bytes that ``make()`` returns (possibly later, on the writer thread)."""
+        self.size += nbytes
         if self.file is None:
-            self.buf += blob
+            self._write(nbytes, make)
             if len(self.buf) > self.spill:
                 self.file = tempfile.TemporaryFile(prefix="sdac-data-")
                 self.file.write(self.buf)
                 self.buf = None
+            return
+        if self._writer is None:
+            self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sdac-data")
+        self._jobs.append(self._writer.submit(self._write, nbytes, make))
+        while len(self._jobs) > self.IN_FLIGHT:
+            self._jobs.popleft().result()
+
+    def _write(self, nbytes: int, make) -> None:
+        blob = make()
+        if len(blob) != nbytes:
+            raise SdacError(f"DATA image: a part of {len(blob)} bytes was announced as {nbytes} (compiler bug)")
+        self.crc = zlib.crc32(blob, self.crc)
+        if self.file is None:
+            self.buf += memoryview(blob)       # (an ndarray would take += as its own addition)
         else:
             self.file.write(blob)
-        return self
 
     def finish(self):
+        while self._jobs:
+            self._jobs.popleft().result()         # raises what a part's make() raised
+        if self._writer is not None:
+            self._writer.shutdown()
+            self._writer = None
         if self.file is None:
             return bytes(self.buf)
         self.file.flush()

@@ -38,6 +38,9 @@ class Span(NamedTuple):
     write: bool
 
 
+_new_span = tuple.__new__
+
+
 def _cl(n: int, L: int) -> int:
     return -(-n // L)
 
@@ -49,7 +52,7 @@ def footprint(ins, L: int) -> list[Span]:
     out: list[Span] = []
 
     def rng(space, base, last_off, n, write):
-        out.append(Span(space, base, base + last_off + n, write))
+        out.append(_new_span(Span, (space, base, base + last_off + n, write)))   # Span(...) without its __new__
 
     if op in ("load", "store"):
         buf = a["buf"]
@@ -75,7 +78,7 @@ def footprint(ins, L: int) -> list[Span]:
     elif op in ("deq", "add", "act", "geglu", "norm", "softmax", "transpose"):
         rows, cols = a["rows"], a["cols"]
         c = _cl(cols, L)
-        src_buf = {"deq": a.get("sbuf"), "act": a.get("sbuf")}.get(op, "act" if op == "transpose" else "acc")
+        src_buf = a["sbuf"] if op in ("deq", "act") else ("act" if op == "transpose" else "acc")
         src = a["a"] if op in ("add", "geglu") else a["s"]
         srs = a["ars"] if op in ("add", "geglu") else a["srs"]
         rng(src_buf, src, (rows - 1) * srs, c, False)
@@ -189,13 +192,18 @@ def queue_program(instrs) -> list[tuple]:
     qi = {q: j for j, q in enumerate(QUEUES)}
     nq = len(QUEUES)
     out = []
+    seen: dict = {}        # (queue, pop, push) -> entry: programs repeat a few token patterns
     for ins in instrs:
         q = ins.queue
         if q == "ctl":
             out.append((-1, ins.op == "halt", (), ()))
-        else:
+            continue
+        key = (q, frozenset(ins.pop), frozenset(ins.push))
+        e = seen.get(key)
+        if e is None:
             j = qi[q]
-            out.append((j, False, tuple(qi[p] * nq + j for p in ins.pop), tuple(j * nq + qi[r] for r in ins.push)))
+            e = seen[key] = (j, False, tuple(qi[p] * nq + j for p in ins.pop), tuple(j * nq + qi[r] for r in ins.push))
+        out.append(e)
     return out
 
 

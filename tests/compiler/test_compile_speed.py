@@ -203,3 +203,27 @@ def test_best_rows_memo_is_the_plain_search():
         total = int(RNG.integers(1, 3000))
         limit = int(RNG.integers(1, 600))
         assert cost.best_rows(m, limit, total, work, m.tile_m) == _best_rows_plain(m, limit, total, work, m.tile_m)
+
+
+def test_data_image_writer_thread_keeps_order_and_reports_failures():
+    import zlib
+
+    from sdac.bundle import DataImage, SpilledData
+    parts = [bytes([i]) * (100 + 37 * i) for i in range(30)]
+    img = DataImage(spill=500)
+    for i, p in enumerate(parts):
+        if i % 2:
+            img += p
+        else:
+            img.append(len(p), lambda p=p: np.frombuffer(p, np.uint8))
+    data = img.finish()
+    assert isinstance(data, SpilledData) and bytes(data) == b"".join(parts)
+    assert data.crc == zlib.crc32(b"".join(parts))
+    bad = DataImage(spill=10)
+    bad += bytes(20)
+
+    def fail():
+        raise OSError("weights file vanished")
+    bad.append(5, fail)
+    with pytest.raises(OSError, match="vanished"):
+        bad.finish()

@@ -235,18 +235,17 @@ class WeightStream:
         self.nbytes = self.nblk * block_lines * low.L // 2
         self.offsets = None
 
-    @property
-    def blob(self) -> bytes:
-        blocks = self.blocks() if callable(self.blocks) else self.blocks
-        return np.ascontiguousarray(blocks).tobytes()
-
     def _load(self, g0: int, g1: int, dst: int) -> None:
         low = self.low
         lb = low.m.line_bytes("wgt")
         if self.offsets is None:
             self.offsets = len(low.data)
-            low.data += self.blob
-            self.blocks = None
+            blocks, self.blocks = self.blocks, None
+
+            def blob() -> np.ndarray:     # on the DATA image's writer thread once the image is large
+                b = blocks() if callable(blocks) else blocks
+                return np.ascontiguousarray(b).reshape(-1).view(np.uint8)
+            low.data.append(self.nbytes, blob)
             low.data += bytes(-len(low.data) % 64)
         lines = (g1 - g0) * self.block_lines
         i = 0
@@ -502,9 +501,9 @@ def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmIma
         raise CompileError(f"kernel {k.name}: a single row does not fit the on-chip buffers")
     _, df, cinl, kp, in_lines, cc, chunks, tm = best
     low.debug_extra["dataflow"] = df
-    blocks = _matmul_blocks(q, L, kp)                # [2 hl, kp, L/2]
     order = [b for j, n in chunks for b in (*range(j, j + n), *range(hl + j, hl + j + n))]
-    ws = WeightStream(low, k, blocks[order], kp, groups=[(2 * j, 2 * (j + n)) for j, n in chunks])
+    ws = WeightStream(low, k, lambda: _matmul_blocks(q, L, kp)[order], kp, nblk=len(order),
+                      groups=[(2 * j, 2 * (j + n)) for j, n in chunks])
     ws.start()
     prm_acc = R("prm", prm.base, prm.lines)
     n_chunk = low.tile_slot
@@ -582,7 +581,7 @@ def lower_conv3x3(low: Lowerer, k: Kernel) -> None:
     plan = plan_epilogue(k, prm, "acc32", main_scale, Cout, image_rows)
     _place_prm(low, k, prm)
     # weights: Wt[t, ci, co] at wgt[w + (co//L)*9*Cin + t*Cin + ci]: rows (ky, kx, ci) of each block
-    ws = WeightStream(low, k, _conv_blocks(k.weights.q, L), 9 * Cin)
+    ws = WeightStream(low, k, lambda: _conv_blocks(k.weights.q, L), 9 * Cin, nblk=cl_out)
     ws.start()
     act_quarter = m.act_lines // 4
     # Input channels in chunks of `cc` lines when three input rows of all channels do not fit the input slot
