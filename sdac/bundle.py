@@ -112,7 +112,8 @@ class DataImage:
     written by one writer thread, in order: numpy, zlib and file writes release the GIL, so the weights of one
     kernel are packed and written while the lowering emits the next kernel's instructions."""
 
-    IN_FLIGHT = 4           # parts queued for the writer at most (bounds the memory they hold)
+    IN_FLIGHT = 256         # parts queued for the writer at most: a queued part holds its (small) bytes or the
+                            # function that makes it, the large arrays exist only while the writer makes one
 
     def __init__(self, spill: int = 64 << 20):
         self.spill, self.size, self.crc = spill, 0, 0

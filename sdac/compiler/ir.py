@@ -272,7 +272,7 @@ def topological_order(g: nx.MultiDiGraph) -> list | None:
     the order nx.lexicographical_topological_sort gives with that key, without its per-node views. None when
     the graph has a cycle."""
     attrs, succ = g._node, g._succ
-    indeg = {n: sum(len(keys) for keys in preds.values()) for n, preds in g._pred.items()}
+    indeg = {n: sum(map(len, preds.values())) for n, preds in g._pred.items()}   # edges, parallel ones too
     ready = [(attrs[n]["order"], n) for n, d in indeg.items() if d == 0]
     heapq.heapify(ready)
     out = []
