@@ -8,13 +8,17 @@ what is left is fixed-point rounding in the SFU.
 
 Bounds (docs/numerics.md, "Golden model vs onnxruntime on the digits UNet", says why):
   * t >= 300: >= 30 dB on every image;
-  * t = 200: >= 30 dB over the step's images (signal and noise pooled); t = 100: >= 29 dB (30.4 dB
-    with these images, 29.7-31.1 dB with other seeds). The UNet predicts the noise,
+  * t = 100, 200: >= 30 dB over the step's 8 images (signal and noise pooled; t=100: 31.0 dB with
+    these images, 30.4-31.0 dB with other seeds; the slow test). The default suite pools 4 images
+    (half the time) and holds t=100 to 29.5 dB (30.7 dB here, 29.8-31.4 with other seeds). The UNet
+    predicts the noise,
     eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar), so a one-LSB difference anywhere is amplified by
-    1 / sqrt(1 - abar) (1.7 at t=200, 3.2 at t=100); single 8x8 images scatter by +-3 dB;
+    1 / sqrt(1 - abar) (1.7 at t=200, 3.2 at t=100): single 8x8 images scatter by +-2 dB, and
+    onnxruntime with and without its graph optimizations is itself only 31 dB apart at t=100;
   * t = 0 (gain 100): no implementation of the QDQ model agrees with onnxruntime to 30 dB there, not
-    onnxruntime itself with its graph optimizations on and off (9-14 dB); the bound is that the device
-    is no further from the float model than onnxruntime's QDQ model is (checked at every step).
+    onnxruntime itself with its graph optimizations on and off (13.6 dB), not the float64 reference
+    of the same roundings (23.8 dB); the bound is that the device is no further from the float model
+    than onnxruntime's QDQ model is (checked at every step).
 """
 from pathlib import Path
 
@@ -30,7 +34,6 @@ from sdac.quant.qdq import read_table, table_path, with_step_scales
 from sdac.runtime.golden import run_bundle
 
 MODEL = Path(__file__).resolve().parents[2] / "sdac" / "data" / "digits_unet.onnx"
-IMAGES_PER_STEP = 4
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,8 @@ def _db(sig: float, noise: float) -> float:
     return float("inf") if noise == 0 else 10.0 * np.log10(sig / noise)
 
 
-def test_per_step_golden_vs_onnxruntime(compiled):
+@pytest.mark.parametrize("images_per_step", [4, pytest.param(8, marks=pytest.mark.slow)])
+def test_per_step_golden_vs_onnxruntime(compiled, images_per_step):
     q, table, result = compiled
     images, _ = load_digits_images()
     betas = np.linspace(1e-4, 0.02, 1000)
@@ -62,7 +66,7 @@ def test_per_step_golden_vs_onnxruntime(compiled):
     for step, t in enumerate(table["timesteps"]):
         sess = ort.InferenceSession(with_step_scales(qdq, table, step).SerializeToString(), so)
         sig = noise = f_dev = f_ort = 0.0
-        for _ in range(IMAGES_PER_STEP):
+        for _ in range(images_per_step):
             x0 = images[rng.integers(len(images))][None]
             x = (np.sqrt(abar[t]) * x0 + np.sqrt(1 - abar[t]) * rng.standard_normal(x0.shape)).astype(np.float32)
             feeds = {"sample": x, "timestep": np.array([t], np.float32)}
@@ -77,7 +81,7 @@ def test_per_step_golden_vs_onnxruntime(compiled):
             f_ort += float(np.sum((ref - fl) ** 2))
         report.append(f"t={t}: {_db(sig, noise):.1f}")
         if t >= 100:
-            bound = 30.0 if t >= 200 else 29.0
+            bound = 30.0 if t >= 200 or images_per_step >= 8 else 29.5
             assert _db(sig, noise) >= bound, f"step {step} (t={t}): {_db(sig, noise):.1f} dB over the images"
         # the device is no further from the float model than onnxruntime's QDQ emulation (1.5 dB slack)
         assert f_dev <= f_ort * 10 ** 0.15, f"step {step} (t={t}): {_db(1, f_dev / f_ort):.1f} dB"
