@@ -11,9 +11,9 @@ Bounds (docs/numerics.md, "Golden model vs onnxruntime on the digits UNet", says
   * t = 100, 200: >= 30 dB over the step's 8 images (signal and noise pooled; t=100: 31.0 dB with
     these images, 30.4-31.0 dB with other seeds; the slow test). The default suite pools 4 images
     (half the time) and holds t=100 to 29.5 dB (30.7 dB here, 29.8-31.4 with other seeds). The UNet
-    predicts the noise,
-    eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar), so a one-LSB difference anywhere is amplified by
-    1 / sqrt(1 - abar) (1.7 at t=200, 3.2 at t=100): single 8x8 images scatter by +-2 dB, and
+    predicts the noise, eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar), so a one-LSB difference
+    anywhere is amplified by 1 / sqrt(1 - abar) (1.7 at t=200, 3.2 at t=100): single 8x8 images
+    scatter by +-2 dB, and
     onnxruntime with and without its graph optimizations is itself only 31 dB apart at t=100;
   * t = 0 (gain 100): no implementation of the QDQ model agrees with onnxruntime to 30 dB there, not
     onnxruntime itself with its graph optimizations on and off (13.6 dB), not the float64 reference
