@@ -304,29 +304,37 @@ def int4_may_hold_min(codes) -> bool | None:
     return None
 
 
+def _stored_bytes(a):
+    """A function giving the packed bytes of the int4 tensor under ``a`` (a fresh, writable array), or None."""
+    if type(a) is not LazyArray or a.dtype != np.int8:
+        return None
+    src = a.source
+    if isinstance(src, ExternalData) and src.data_type == INT4:
+        return src.packed
+    if isinstance(src, ProtoData) and src.tensor.data_type == INT4 and src.tensor.raw_data:
+        return lambda: np.frombuffer(src.tensor.raw_data, np.uint8).copy()
+    return None
+
+
+def _whole_bytes(shape, axis: int) -> bool:
+    """Channels along ``axis`` (the first or the last) of an int4 tensor own whole bytes of its storage."""
+    rows, cols = shape[0], int(np.prod(shape[1:], dtype=np.int64))
+    return axis in (0, len(shape) - 1) and cols % 2 == 0 and (axis == 0 or shape[-1] % 2 == 0)
+
+
 def stored_int4(a) -> np.ndarray | None:
     """The packed bytes (two codes per byte, the first in the low nibble) when ``a`` is a stored int4 tensor
     (a LazyArray without views, or with ``put`` along its first or last axis of whole bytes), else None: the
     lowering regroups them without unpacking."""
-    if type(a) is not LazyArray or len(a.ops) > 1 or a.dtype != np.int8:
-        return None
-    src = a.source
-    if isinstance(src, ExternalData) and src.data_type == INT4:
-        packed = src.packed
-    elif isinstance(src, ProtoData) and src.tensor.data_type == INT4 and src.tensor.raw_data:
-        def packed():
-            return np.frombuffer(src.tensor.raw_data, np.uint8).copy()
-    else:
+    packed = _stored_bytes(a)
+    if packed is None or len(a.ops) > 1 or (a.ops and a.ops[0][0] != "put"):
         return None
     if not a.ops:
         return packed()
-    op, arg = a.ops[0]
-    if op != "put":
+    axis, index, values = a.ops[0][1]
+    if not _whole_bytes(a.shape, axis):
         return None
-    axis, index, values = arg
     rows, cols = a.shape[0], a.size // a.shape[0]
-    if axis not in (0, a.ndim - 1) or cols % 2 or (axis and a.shape[-1] % 2):
-        return None
     b = packed().reshape(rows, cols // 2)
     nib = values.astype(np.uint8).reshape(len(index), -1) & 0xF      # channel first, the others in order
     if axis == 0:        # whole rows of bytes
@@ -338,3 +346,31 @@ def stored_int4(a) -> np.ndarray | None:
             b[:, c // 2] = (b[:, c // 2] & (0x0F if hi else 0xF0)) | (v << 4 if hi else v)
         b = b.reshape(rows, cols // 2)
     return b.reshape(-1)
+
+
+def int4_min_channels(codes, axis: int) -> np.ndarray | None:
+    """Per channel along ``axis`` (first or last) of a stored int4 tensor without views: whether it holds the
+    code -8, from the packed bytes. None for anything else (read the values)."""
+    packed = _stored_bytes(codes)
+    if packed is None or codes.ops or not _whole_bytes(codes.shape, axis):
+        return None
+    n = codes.shape[axis]
+    b = packed().reshape(-1, n // 2) if axis else packed().reshape(n, -1)
+    lo, hi = (b & 0x0F) == 0x08, (b & 0xF0) == 0x80
+    if axis == 0:
+        return (lo | hi).any(axis=1)
+    out = np.empty(n, bool)
+    out[0::2], out[1::2] = lo.any(axis=0), hi.any(axis=0)
+    return out
+
+
+def int4_channel_codes(codes, axis: int, chans: np.ndarray) -> np.ndarray:
+    """np.take(np.asarray(codes), chans, axis) for a tensor int4_min_channels accepts, unpacking only those
+    channels."""
+    shape, n = codes.shape, codes.shape[axis]
+    if axis == 0:
+        rows = _stored_bytes(codes)().reshape(n, -1)[chans]
+        return unpack_int4(rows, rows.size * 2, True).reshape((len(chans),) + tuple(shape[1:]))
+    b = _stored_bytes(codes)().reshape(-1, n // 2)[:, chans // 2]
+    nib = np.where(chans % 2 == 1, b >> 4, b & 0x0F).astype(np.int8)
+    return ((nib ^ 8) - 8).astype(np.int8).reshape(tuple(shape[:-1]) + (len(chans),))

@@ -227,3 +227,19 @@ def test_data_image_writer_thread_keeps_order_and_reports_failures():
     bad.append(5, fail)
     with pytest.raises(OSError, match="vanished"):
         bad.finish()
+
+
+@pytest.mark.parametrize("shape,axis", [((6, 4, 3, 3), 0), ((12, 10), 1), ((5, 3, 3, 3), 0), ((6, 8), 0),
+                                        ((4, 7), 1), ((3, 3, 4, 2), 2)])
+def test_int4_channels_from_bytes(shape, axis):
+    q = RNG.integers(-7, 8, shape).astype(np.int8)
+    np.moveaxis(q, axis, 0)[[1, 3]] = np.where(RNG.random(np.moveaxis(q, axis, 0)[[1, 3]].shape) < 0.2, -8, 3)
+    lz = _stored(q)
+    got = W.int4_min_channels(lz, axis)
+    if axis not in (0, q.ndim - 1) or (q.size // shape[0]) % 2 or (axis and shape[-1] % 2):
+        assert got is None
+        return
+    want = (np.moveaxis(q, axis, 0).reshape(shape[axis], -1) == -8).any(axis=1)
+    assert np.array_equal(got, want) and want.any()
+    chans = np.array([0, 1, 3])
+    assert np.array_equal(W.int4_channel_codes(lz, axis, chans), np.take(q, chans, axis))

@@ -21,7 +21,7 @@ import numpy as np
 from ...errors import CompileError
 from .. import kernels as K
 from ..ir import Graph
-from ..weights import QuantWeight, int4_may_hold_min
+from ..weights import QuantWeight, int4_channel_codes, int4_may_hold_min, int4_min_channels
 
 ACT_FNS = {"Silu": "silu", "Gelu": "gelu"}
 # which canonical ops may join the epilogue of each kernel kind
@@ -69,9 +69,18 @@ def quantize_weights(graph: Graph, ctx, w_t: str, wf: np.ndarray, out_axis: int,
         # float32(q) * float32(scale)
         over = np.zeros(n_out, bool)
         if int4_may_hold_min(wf.codes) is not False:     # int4 -8 in the stored bytes (rare), or not int4
-            q = np.asarray(wf.codes)
-            if q.min() < -7 or q.max() > 7:      # only then per channel
-                over = (q.max(axis=others) > 7) | (q.min(axis=others) < -7)
+            over = int4_min_channels(wf.codes, out_axis)
+            if over is not None:                          # stored int4: read only the channels that change
+                def codes_of(chans):
+                    return int4_channel_codes(wf.codes, out_axis, chans), wf.scale[chans], np.arange(len(chans))
+            else:
+                q = np.asarray(wf.codes)
+                over = np.zeros(n_out, bool)
+                if q.min() < -7 or q.max() > 7:      # only then per channel
+                    over = (q.max(axis=others) > 7) | (q.min(axis=others) < -7)
+
+                def codes_of(chans):
+                    return q, wf.scale, chans
         if not over.any():
             return K.Weights(wf.codes if wf.codes.dtype == np.int8 else wf.codes.cast(np.int8), wf.scale)
         if wf.qtype == "int8":
@@ -81,10 +90,11 @@ def quantize_weights(graph: Graph, ctx, w_t: str, wf: np.ndarray, out_axis: int,
             ctx.warn(f"{graph.source}: {where}: int4 weights use -8 in {int(over.sum())} output channels; "
                      f"requantized those channels to [-7, 7]")
             chans = np.flatnonzero(over)
+            cq, cscale, cidx = codes_of(chans)          # (the values, scales and indices of those channels)
             s2 = wf.scale.astype(np.float64)
-            s2[chans] = _requant_scales(q, wf.scale, chans, out_axis)
+            s2[chans] = _requant_scales(cq, cscale, cidx, out_axis)
             # only those channels change: the codes stay lazy with the new codes of those channels
-            new = _requant_codes(q, scale=wf.scale, chans=chans, s2=s2[chans], axis=out_axis)
+            new = _requant_codes(cq, scale=cscale, chans=cidx, s2=s2[chans], axis=out_axis)
             return K.Weights(wf.codes.put(out_axis, chans, new), s2.astype(np.float32))
     wf = np.asarray(wf)
     if qinfo is not None and qinfo["scale"].size == n_out and qinfo["dtype"] in ("int4", "int8"):
