@@ -353,12 +353,18 @@ COSIM_RTL = ["sdac_dsp48e2", "sdac_pe", "sdac_array", "sdac_decode", "sdac_csr",
              "sdac_fetch", "sdac_axi_rd", "sdac_axi_wr", "sdac_mm", "sdac_top"]
 
 
-def cosim_parameters(machine, mem_bytes: int = 1 << 20) -> dict[str, int]:
-    """sdac_tb_top parameters for a Machine (sdac.isa.machine)."""
-    return {"LANES": machine.lanes, "AX": machine.array_rows, "AY": machine.array_cols,
-            "ACT_N": machine.act_lines, "WGT_N": machine.wgt_lines, "ACC_N": machine.acc_lines,
-            "PRM_N": machine.prm_lines, "STAT_N": machine.stat_groups, "QDEPTH": machine.queue_depth,
-            "TOKMAX": machine.token_max, "MEM_BYTES": mem_bytes}
+def cosim_parameters(machine, mem_bytes: int = 1 << 20, burst_max: int = 16, outstanding: int = 4) -> dict[str, int]:
+    """sdac_tb_top parameters for a Machine (sdac.isa.machine); `burst_max` / `outstanding`: the AXI
+    master's beats per burst (1..256) and bursts in flight per direction (a power of two >= 2)."""
+    p = {"LANES": machine.lanes, "AX": machine.array_rows, "AY": machine.array_cols,
+         "ACT_N": machine.act_lines, "WGT_N": machine.wgt_lines, "ACC_N": machine.acc_lines,
+         "PRM_N": machine.prm_lines, "STAT_N": machine.stat_groups, "QDEPTH": machine.queue_depth,
+         "TOKMAX": machine.token_max, "MEM_BYTES": mem_bytes}
+    if not 1 <= burst_max <= 256 or outstanding < 2 or outstanding & (outstanding - 1):
+        raise ValueError(f"burst_max {burst_max} (1..256), outstanding {outstanding} (a power of two >= 2)")
+    if (burst_max, outstanding) != (16, 4):           # the RTL defaults (keeps the default builds' keys)
+        p.update(BURST_MAX=burst_max, OUTST=outstanding)
+    return p
 
 
 def cosim_sources() -> tuple[list[Path], list[str]]:
@@ -372,11 +378,11 @@ def cosim_sources() -> tuple[list[Path], list[str]]:
     return rtl_sources(*names), defines
 
 
-def build_cosim(machine, mem_bytes: int = 1 << 20) -> Path:
+def build_cosim(machine, mem_bytes: int = 1 << 20, burst_max: int = 16, outstanding: int = 4) -> Path:
     """Compile hw/tb/sdac_tb_top.sv around sdac_top for `machine` (cached); returns the executable."""
     sources, defines = cosim_sources()
     return build_executable("sdac_tb_top", [*sources, TB_DIR / "sdac_tb_top.sv"],
-                            parameters=cosim_parameters(machine, mem_bytes),
+                            parameters=cosim_parameters(machine, mem_bytes, burst_max, outstanding),
                             args=[*defines, "-Wno-fatal", "--timing", "-Wno-lint", "-Wno-style",
                                   # the wheel's verilated.mk lacks the C++20 coroutine flags --timing needs
                                   "-CFLAGS", "-std=gnu++20 -fcoroutines"])

@@ -46,11 +46,11 @@ def run_and_compare(exe, dram, prog, **axi):
     return rtl
 
 
-def bursts_of(lines_at, B):
+def bursts_of(lines_at, B, burst_max=BURST_MAX):
     """Bursts the burst rule makes of DMA lines at byte addresses `lines_at`, B bytes each."""
     n, start, end = 0, None, None
     for a in lines_at:
-        joins = (start is not None and a == end and (end - start) // B < BURST_MAX
+        joins = (start is not None and a == end and (end - start) // B < burst_max
                  and (a + B - 1) >> 12 == start >> 12)
         if joins:
             end += B
@@ -76,16 +76,16 @@ SHAPES = {
 
 
 @pytest.mark.parametrize("name", list(SHAPES))
-def test_dma_lines_become_bursts(exe, name):
+def test_dma_lines_become_bursts(exe, name, burst_max=BURST_MAX):
     buf, dram, run, ny, dy, nz, dz = SHAPES[name]
     B = SMALL.line_bytes(buf)
     shape = dict(run=run, ny=ny, dy=dy, nz=nz, dz=dz)
     prog = [I("load", buf=buf, dram=dram, sram=0, **shape, push=["st"]),
             I("store", buf=buf, dram=dram + 16384, sram=0, **shape, pop=["ld"]), I("halt")]
-    want = bursts_of(lines(dram, run, B, ny, dy, nz, dz), B)
+    want = bursts_of(lines(dram, run, B, ny, dy, nz, dz), B, burst_max)
     rtl = run_and_compare(exe, dram_bytes(32768), prog)
     assert rtl.axi["read_bursts"] == want + -(-len(prog) // FETCH_BURST)
-    assert rtl.axi["write_bursts"] == bursts_of(lines(dram + 16384, run, B, ny, dy, nz, dz), B)
+    assert rtl.axi["write_bursts"] == bursts_of(lines(dram + 16384, run, B, ny, dy, nz, dz), B, burst_max)
     stalled = run_and_compare(exe, dram_bytes(32768), prog, axi_stall=40, axi_latency=7, axi_seed=len(name))
     assert (stalled.axi["read_bursts"], stalled.axi["write_bursts"]) == (rtl.axi["read_bursts"],
                                                                          rtl.axi["write_bursts"])
@@ -138,3 +138,20 @@ def test_fetch_error_response_names_the_word(exe):
     early = [I("sync", q="ld"), I("halt")] + [I("sync", q="ld")] * 2
     r = sim.run_cosim(exe, dram, encode_program(early), axi_slverr=(base + 3 * 32, base + 4 * 32))
     assert (r.error, r.executed) == (0, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("burst_max,outstanding", [(256, 2), (1, 8)])
+def test_other_burst_lengths_and_outstanding(burst_max, outstanding):
+    """BURST_MAX 256 with 2 bursts in flight, and single-beat bursts with 8 in flight: the same bursts as
+    the rule says, bit-exact, also for 2000 contiguous lines across pages under stalls."""
+    exe = sim.build_cosim(SMALL, 1 << 16, burst_max=burst_max, outstanding=outstanding)
+    for name in SHAPES:
+        test_dma_lines_become_bursts(exe, name, burst_max)
+    prog = [I("load", buf="act", dram=3000, sram=0, run=500, push=["st"]),
+            I("store", buf="act", dram=12000, sram=0, run=500, pop=["ld"], push=["ld"]),
+            I("load", buf="acc", dram=100, sram=0, run=120, pop=["st"], push=["st"]),
+            I("store", buf="acc", dram=9000, sram=0, run=120, pop=["ld"]), I("halt")]
+    for stall in (0, 35):
+        run_and_compare(exe, dram_bytes(16384, 7), prog, axi_stall=stall, axi_latency=9, axi_seed=outstanding)
+
