@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,14 +62,19 @@ def load_samples(path: str, kg: KernelGraph) -> list[dict]:
 
 
 @contextlib.contextmanager
-def no_gc_pauses():
-    """The compiler makes millions of small objects and few reference cycles: the cyclic collector's passes
-    over them cost about 1 s of an SD-v1.5 compile and free nothing (the peak memory is the same without)."""
-    enabled = gc.isenabled()
+def compiling_runtime():
+    """Interpreter settings for the length of a compile, restored after it:
+    * no cyclic-GC passes: the compiler makes millions of small objects and few reference cycles; the
+      collector's passes over them cost about 1 s of an SD-v1.5 compile and free nothing (same peak memory);
+    * a 0.5 ms GIL switch interval (5 ms by default): the DATA image's writer thread (bundle.DataImage) needs
+      the GIL between its numpy calls and otherwise waits up to 5 ms each time for the lowering's thread."""
+    enabled, interval = gc.isenabled(), sys.getswitchinterval()
     gc.disable()
+    sys.setswitchinterval(min(interval, 0.0005))
     try:
         yield
     finally:
+        sys.setswitchinterval(interval)
         if enabled:
             gc.enable()
 
@@ -81,7 +87,7 @@ def compile_model(model, *, step_scales=None, machine: Machine = DEFAULT, datafl
     the QDQ graph's rounding points, at the cost of two more SFU passes per such value: conv/matmul outputs,
     inside GroupNorm the normalized value and its product with gamma, the attention scores (one pass);
     GeGLU gates and LayerNorm interiors keep full precision)."""
-    with no_gc_pauses():
+    with compiling_runtime():
         return _compile(model, step_scales, machine, dataflow, dump_after, dump_dir, calib, verify_program,
                         requant_inside, progress)
 

@@ -278,48 +278,54 @@ def check_races(instrs, L: int, readonly: tuple[tuple[int, int], ...] = (), foot
         q = ins.queue
         if q == "ctl":
             continue
-        vc = list(last_vc[q])
+        vc = last_vc[q]
         for p in ins.pop:
             k = pop_count.get((p, q), 0)
             pushes = push_vcs.get((p, q), [])
             if k >= len(pushes):
                 raise VerifyError(i, f"pops a token {p}->{q} that no earlier instruction pushes")
             pop_count[(p, q)] = k + 1
-            vc = [max(a, b) for a, b in zip(vc, pushes[k])]
-        vc[qi[q]] = qpos[q] + 1
-        vc = tuple(vc)
+            vc = tuple(map(max, vc, pushes[k]))
+        j = qi[q]
+        vc = vc[:j] + (qpos[q] + 1,) + vc[j + 1:]
         last_vc[q] = vc
         for r in ins.push:
             push_vcs.setdefault((q, r), []).append(vc)
-        me = (qi[q], qpos[q], i)
+        me = (j, qpos[q], i)
         qpos[q] += 1
-        for s in (footprints[i] if footprints is not None else footprint(ins, L)):
-            if s.hi <= s.lo:
+        for space, slo, shi, write in (footprints[i] if footprints is not None else footprint(ins, L)):
+            if shi <= slo:
                 continue
-            if s.space == "dram" and readonly:
-                inside = [(lo, hi) for lo, hi in readonly if s.lo < hi and lo < s.hi]
-                if inside and s.write:
+            if space == "dram" and readonly:
+                inside = [(lo, hi) for lo, hi in readonly if slo < hi and lo < shi]
+                if inside and write:
                     lo, hi = inside[0]
-                    raise VerifyError(i, f"{ins.op} writes DRAM [{max(lo, s.lo)}, {min(hi, s.hi)}) of the "
+                    raise VerifyError(i, f"{ins.op} writes DRAM [{max(lo, slo)}, {min(hi, shi)}) of the "
                                          f"read-only static data or step table")
-                if any(lo <= s.lo and s.hi <= hi for lo, hi in inside):
+                if any(lo <= slo and shi <= hi for lo, hi in inside):
                     continue
-            sh = shadow.get(s.space) or shadow.setdefault(s.space, Segments())
-            for j in sh.covering(s.lo, s.hi):
-                writer, readers = sh.info[j]
-                others = (writer,) if writer else ()
-                if s.write:
-                    others += tuple(readers.values())
-                for oq, opos, oi in others:
-                    if oq != me[0] and vc[oq] <= opos:
-                        lo = max(sh.starts[j], s.lo)
-                        hi = min(sh.starts[j + 1], s.hi) if j + 1 < len(sh.starts) else s.hi
-                        raise VerifyError(i, f"{ins.op} ({q}) and instruction {oi} ({instrs[oi].op}, "
-                                             f"{QUEUES[oq]}) race on {s.space} [{lo}, {hi}): no token orders them")
-            if s.write:
-                sh.write(s.lo, s.hi, me)
+            sh = shadow.get(space) or shadow.setdefault(space, Segments())
+            info = sh.info
+            for k in sh.covering(slo, shi):
+                writer, readers = info[k]
+                if writer and writer[0] != j and vc[writer[0]] <= writer[1]:
+                    _race(instrs, i, q, space, sh, k, slo, shi, writer)
+                if write:
+                    for other in readers.values():
+                        if other[0] != j and vc[other[0]] <= other[1]:
+                            _race(instrs, i, q, space, sh, k, slo, shi, other)
+            if write:
+                sh.write(slo, shi, me)
             else:
-                sh.read(s.lo, s.hi, me[0], me)
+                sh.read(slo, shi, j, me)
+
+
+def _race(instrs, i, q, space, sh, k, slo, shi, other) -> None:
+    oq, _, oi = other
+    lo = max(sh.starts[k], slo)
+    hi = min(sh.starts[k + 1], shi) if k + 1 < len(sh.starts) else shi
+    raise VerifyError(i, f"{instrs[i].op} ({q}) and instruction {oi} ({instrs[oi].op}, {QUEUES[oq]}) race on "
+                         f"{space} [{lo}, {hi}): no token orders them")
 
 
 def verify(bundle) -> None:
