@@ -62,7 +62,7 @@ def test_benchmark_script(small, capsys):
     r = estimate(small[0])
     assert f"{r.iters_per_s:.4f} UNet iterations/s" in out and f"{r.roofline_iters_per_s:.4f}" in out
     assert f"{100 * r.roofline_fraction:.1f}% of the roofline" in out
-    assert "where the time goes" in out and "double-buffered" in out and "SDA paper" in out
+    assert "where the time goes" in out and "one OS accumulator set" in out and "SDA paper" in out
 
 
 @pytest.mark.slow
