@@ -60,10 +60,11 @@ def first_store_writing(instrs, machine, addr):
     return None
 
 
-def run_both(exe, bundle, name, step=0, seed=1, label=None):
+def run_both(exe, bundle, name, step=0, seed=1, label=None, **axi):
+    """`axi`: the DRAM slave's latency / random backpressure (sim.run_cosim's axi_* options)."""
     g = dram_image(bundle, models.sample_inputs(name, seed=seed), step)
     name = label or name
-    rtl = sim.run_cosim(exe, bytes(g.dram), encode_program(bundle.instrs), step=step, max_cycles=50_000_000)
+    rtl = sim.run_cosim(exe, bytes(g.dram), encode_program(bundle.instrs), step=step, max_cycles=50_000_000, **axi)
     g.run(bundle.instrs, step=step)
     assert not rtl.unsupported, f"{name}: the RTL skipped instructions it does not implement"
     assert rtl.error == 0, f"{name}: RTL error {SPEC.error_name(rtl.error)} at instruction {rtl.index}"
@@ -89,6 +90,16 @@ def test_compiled_graph_bit_exact_on_rtl(small_exe, name):
     qdq, _ = models.build(name)
     bundle = compile_model(qdq, machine=SMALL).bundle
     run_both(small_exe, bundle, name, step=0)
+
+
+@pytest.mark.parametrize("name", ["resnet", "transformer"])
+def test_compiled_graph_under_backpressure(small_exe, name):
+    """The AXI4 DRAM slave stalls every channel in 25 % of the cycles, 12 cycles of latency."""
+    _needs_sfu()
+    qdq, _ = models.build(name)
+    bundle = compile_model(qdq, machine=SMALL).bundle
+    rtl = run_both(small_exe, bundle, name, step=0, axi_stall=25, axi_latency=12, axi_seed=3)
+    assert all(rtl.axi[f"{c}_wait"] > 0 for c in ("ar", "r", "aw", "w", "b")), rtl.axi
 
 
 def test_compiled_graph_every_step(small_exe):
