@@ -84,10 +84,10 @@ class Graph:
 
     # ------------------------------------------------------------ access
     def node(self, n: str) -> dict:
-        return self.g.nodes[n]
+        return self.g._node[n]          # the attribute dict itself (g.nodes[n] without the view's overhead)
 
     def op(self, n: str) -> str:
-        return self.g.nodes[n]["op"]
+        return self.g._node[n]["op"]
 
     def nodes(self, op: str | None = None) -> list[str]:
         """Node ids in a deterministic topological order (ties broken by creation order)."""
@@ -113,21 +113,22 @@ class Graph:
         p = self._producer.get(tensor)
         if p is None:
             return []
-        out = [(v, d["port"]) for _, v, d in self.g.out_edges(p, data=True) if d["tensor"].name == tensor]
-        return sorted(out, key=lambda vp: (self.g.nodes[vp[0]]["order"], vp[1]))
+        out = [(v, d["port"]) for v, keys in self.g._succ[p].items() for d in keys.values()
+               if d["tensor"].name == tensor]
+        return sorted(out, key=lambda vp: (self.g._node[vp[0]]["order"], vp[1]))
 
     def const(self, tensor: str) -> np.ndarray | None:
         """The value of a constant tensor, or None."""
         p = self._producer.get(tensor)
         if p is not None and self.op(p) == "Constant":
-            return self.g.nodes[p]["value"]
+            return self.g._node[p]["value"]
         return None
 
     def inputs(self, n: str) -> list[str]:
-        return self.g.nodes[n]["inputs"]
+        return self.g._node[n]["inputs"]
 
     def outputs(self, n: str) -> list[str]:
-        return self.g.nodes[n]["outputs"]
+        return self.g._node[n]["outputs"]
 
     def graph_outputs(self) -> list[str]:
         return [self.inputs(n)[0] for n in self.nodes("Output")]
@@ -136,7 +137,7 @@ class Graph:
         return [self.outputs(n)[0] for n in self.nodes("Input")]
 
     def describe(self, n: str) -> str:
-        d = self.g.nodes[n]
+        d = self.g._node[n]
         return f"node {d['name']!r} ({d['op']})"
 
     # ---------------------------------------------------------- mutation
@@ -191,7 +192,7 @@ class Graph:
 
     def set_input(self, nid: str, port: int, tensor: str) -> None:
         self._topo = None
-        ins = self.g.nodes[nid]["inputs"]
+        ins = self.g._node[nid]["inputs"]
         while len(ins) <= port:
             ins.append("")
         self._unlink(ins[port], nid, port)
@@ -205,7 +206,7 @@ class Graph:
 
     def remove_node(self, nid: str, fate: str | None = None) -> None:
         self._topo = None
-        d = self.g.nodes[nid]
+        d = self.g._node[nid]
         for t in d["outputs"]:
             if t and self._producer.get(t) == nid:
                 del self._producer[t]
@@ -229,8 +230,8 @@ class Graph:
                 name: str | None = None, value=None) -> str:
         """Replace the nodes ``remove`` by one node producing ``output`` (its users keep reading it)."""
         users = self.consumers(output)
-        sources = tuple(dict.fromkeys(s for n in remove for s in self.g.nodes[n]["sources"]))
-        name = name or self.g.nodes[remove[-1]]["name"]
+        sources = tuple(dict.fromkeys(s for n in remove for s in self.g._node[n]["sources"]))
+        name = name or self.g._node[remove[-1]]["name"]
         for n in remove:
             self.remove_node(n)
         nid = self.add_node(op, inputs, [output], name=name, attrs=attrs, value=value, sources=sources)

@@ -46,8 +46,6 @@ class ProgramBuilder:
     """Collects instructions, their accesses and tokens; ``finish()`` returns the program."""
 
     ops: list[tuple[str, dict]] = field(default_factory=list)
-    queue_of: list[str] = field(default_factory=list)
-    accesses: list[tuple[Access, ...]] = field(default_factory=list)
     pops: list[int] = field(default_factory=list)       # token masks (bit per queue, QUEUES order)
     pushes: list[int] = field(default_factory=list)
     by_queue: dict = field(default_factory=lambda: {q: [] for q in QUEUES})
@@ -67,8 +65,6 @@ class ProgramBuilder:
         q = _queue_of(op, full)
         idx = len(self.ops)
         self.ops.append((op, full))
-        self.queue_of.append(q)
-        self.accesses.append(tuple(accesses))
         self.pops.append(0)
         self.pushes.append(0)
         if q == "ctl":
