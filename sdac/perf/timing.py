@@ -56,11 +56,15 @@ class Timing:
     mm_drain_rows_per_cycle: int = 1     # result rows of an OS tile read out of the array per cycle
     mm_drain_overlap: bool = True        # two accumulator sets: a tile streams while the previous one is read out
     mm_pass_refill: bool = False         # True: each int8 pass of a tile pays the fill and the readout again
+    mm_pass_is_tile: bool = False        # True (with mm_drain_overlap): each int8 pass takes an accumulator set
+    #                                      like a tile, so it waits for the readout before the previous set's
+    os_fill_includes_x: bool = True      # False: the OS fill is Y + pe_latency (row pair x is read as it finishes)
     array_start_cycles: int = 0          # fixed extra cycles per mm / conv instruction
     ws_weight_lines_per_cycle: int = 1   # wgt lines per cycle when loading a WS weight block into the array
     ws_weight_overlap: bool = True       # True: shadow weight registers load block b+1 while block b streams
     dma_load_line_cycles: float = 0.5    # cycles per buffer line a load writes at least (buffer port)
     dma_store_line_cycles: float = 0.5   # cycles per buffer line a store reads at least
+    dma_burst_min_cycles: int = 0        # cycles a contiguous DRAM segment holds the channel at least
     zero_lines_per_cycle: int = 1        # lines per cycle of a zero-fill load (no DRAM access)
     fetch_bytes_per_cycle: int = 16      # instruction fetch bandwidth (own AXI read channel)
     fetch_interval_cycles: int = 0       # cycles between instruction words (0: from fetch_bytes_per_cycle)
@@ -70,6 +74,7 @@ class Timing:
     geglu_passes: int = 1                # lines of the result per cycle ^-1 (A and B read in parallel)
     norm_group_cycles: int = 0           # per statistics group: mean / rsqrt (pipelined with the data if 0)
     transpose_block_latency: int = 20    # an L x L block is written out after it is read in
+    sfu_stat_groups_per_cycle: int = 0   # channel-mode statistics groups summed per cycle (0: every group of a line)
     halt_cycles: int = 4                 # token check and DONE after the last unit is idle
     conv_ws_as_os: bool = False          # True: the array implements only MM-OS; conv df=ws is timed as os
     # Per-op SFU costs replacing the formula above: (op, cycles per line, cycles per row, fixed cycles);
@@ -158,7 +163,9 @@ PROFILES: dict[str, dict] = {
     "rtl-cosim": dict(instr_overhead=2, fetch_latency=4, fetch_interval_cycles=1, halt_cycles=2, dma_shared=False,
                       dma_latency=6, dma_bytes_per_cycle=1 << 10, dma_burst_gap=0,
                       dma_load_line_cycles=1, dma_store_line_cycles=1, zero_lines_per_cycle=1,
-                      pe_latency=1, array_start_cycles=1, mm_drain_overlap=True, conv_ws_as_os=False,
+                      pe_latency=5, os_fill_includes_x=False, array_start_cycles=1, mm_drain_overlap=True,
+                      mm_pass_is_tile=True, conv_ws_as_os=False, dma_burst_min_cycles=2,
+                      sfu_stat_groups_per_cycle=2,
                       # SFU pipeline: 1 line/cycle (geglu 2: A and B share the acc port; add with bbuf=acc
                       # too, not modelled), fixed = setup + pipeline depth; norm 1 cycle per group; softmax
                       # 3 passes per row, each of the last two after the previous has drained
@@ -237,7 +244,8 @@ def latencies(instrs, t: Timing) -> Work:
             beats = nseg * _cdiv(seg, t.dma_bytes_per_cycle)
             bursts = nseg * _cdiv(seg, t.dma_burst_bytes)
             per_line = t.dma_load_line_cycles if op == "load" else t.dma_store_line_cycles
-            data = np.maximum(beats, np.ceil(lines * per_line).astype(np.int64))
+            data = np.maximum(np.maximum(beats, np.ceil(lines * per_line).astype(np.int64)),
+                              nseg * t.dma_burst_min_cycles)
             dma = O + t.dma_latency + data + bursts * t.dma_burst_gap
             if op == "load":
                 zero = a("zero").astype(bool)
@@ -271,6 +279,7 @@ def latencies(instrs, t: Timing) -> Work:
             if op == "norm":              # per statistics group: rows (LayerNorm) or channel groups (GroupNorm)
                 groups = np.array([instrs[i].args["rows"] if instrs[i].args["st_mode"] == "row"
                                    else _cdiv(instrs[i].args["cols"], instrs[i].args["gsize"]) for i in idx])
+            per_line = np.maximum(per_line, _stat_line_cycles(t, instrs, idx))
             lat[ix] = O + fixed + np.ceil(per_line * lines + per_group * groups
                                           + _sfu_extra(t, instrs, idx) * lines).astype(np.int64)
             sfu[ix] = rows * cols
@@ -283,7 +292,9 @@ def latencies(instrs, t: Timing) -> Work:
                 groups = np.array([instrs[i].args["rows"] if instrs[i].args["st_mode"] == "row"
                                    else _cdiv(instrs[i].args["cols"], instrs[i].args["gsize"]) for i in idx])
                 extra = groups * t.norm_group_cycles
-            lat[ix] = O + t.sfu_pipeline + _cdiv(lines * passes, t.sfu_lines_per_cycle) + extra \
+            line_cycles = np.maximum(_cdiv(lines * passes, t.sfu_lines_per_cycle),
+                                     lines * _stat_line_cycles(t, instrs, idx))
+            lat[ix] = O + t.sfu_pipeline + line_cycles + extra \
                 + np.ceil(_sfu_extra(t, instrs, idx) * lines).astype(np.int64)
             sfu[ix] = rows * cols
         elif op == "transpose":
@@ -295,6 +306,20 @@ def latencies(instrs, t: Timing) -> Work:
             raise SdacError(f"performance model: instruction {idx[0]}: no timing for opcode {op!r}")
     is_array = np.array([op in ("mm", "conv") for op in ops], dtype=bool)
     return Work(queue, lat, macs, pmacs, rd, wr, sfu, is_array, ops)
+
+
+def _stat_line_cycles(t: Timing, instrs, idx) -> np.ndarray | int:
+    """Cycles per line at least of SFU instructions summing channel-mode statistics: the groups a line
+    holds, Timing.sfu_stat_groups_per_cycle at a time (0: no limit)."""
+    if not t.sfu_stat_groups_per_cycle:
+        return 0
+    out = np.zeros(len(idx), dtype=np.int64)
+    for j, i in enumerate(idx):
+        a = instrs[i].args
+        if a.get("st") and a.get("st_mode") == "chan":
+            groups = _cdiv(min(t.lanes, a["cols"]), a["gsize"])
+            out[j] = _cdiv(groups, t.sfu_stat_groups_per_cycle)
+    return out
 
 
 def _sfu_extra(t: Timing, instrs, idx) -> np.ndarray | float:
@@ -337,11 +362,17 @@ def os_cycles(t: Timing, m, n, k, passes):
     drain_full = _cdiv(tm, r)
     drain = col_tiles * (full * drain_full + _cdiv(rem, r))      # read out only the rows present
     stream = passes * k
-    if t.mm_drain_overlap:   # a tile streams while the previous one's rows (only those present) are read out
+    fill = t.array_fill if t.os_fill_includes_x else t.array_cols + t.pe_latency
+    if t.mm_drain_overlap:
+        # two accumulator sets: a unit (a tile, or each int8 pass of it with mm_pass_is_tile) streams while
+        # the previous unit's rows are read out; the first streams at once, the last one's readout ends it
+        units = passes if t.mm_pass_is_tile else 1
+        s = k if t.mm_pass_is_tile else stream
         drain_rem = _cdiv(rem, r)
-        partial = np.where(rem > 0, np.maximum(stream, drain_rem), 0)
+        partial = np.where(rem > 0, np.maximum(s, drain_rem), 0)
         last = np.where(rem > 0, drain_rem, drain_full)
-        return t.array_fill + col_tiles * (full * np.maximum(stream, drain_full) + partial) + last
+        waits = col_tiles * units * (full * np.maximum(s, drain_full) + partial) - np.maximum(s, last)
+        return fill + s + waits + last
     if t.mm_pass_refill:              # every pass: stream, fill, readout (the last readout counted in drain)
-        return tiles * passes * (k + t.array_fill) + passes * drain
-    return tiles * (stream + t.array_fill) + drain
+        return tiles * passes * (k + fill) + passes * drain
+    return tiles * (stream + fill) + drain

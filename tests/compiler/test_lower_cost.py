@@ -27,11 +27,11 @@ def test_padding_of_partial_array_tiles_counts():
 
 def test_array_cycles_follow_the_cycle_model():
     from sdac.compiler.lower.cost import conv_cycles, mm_cycles
-    # MM-OS, two accumulator sets: the fill (X + Y + 6) once, each 40x20 tile streams passes x k while the
-    # previous tile's 40 rows are read out, then the last tile's readout
+    # MM-OS, two accumulator sets: the fill (X + Y + 6) once, the first tile streams passes x k, each next
+    # one streams while the previous tile's 40 rows are read out (at least 40 cycles), then the last readout
     assert mm_cycles(M, 40, 20, 40, passes=2) == M.instr_overhead + 36 + 2 * 40 + 40
     assert mm_cycles(M, 80, 40, 40) == M.instr_overhead + 36 + 4 * 40 + 40
-    assert mm_cycles(M, 80, 40, 20) == M.instr_overhead + 36 + 4 * 40 + 40     # k < 40: readout-bound
+    assert mm_cycles(M, 80, 40, 20) == M.instr_overhead + 36 + 20 + 3 * 40 + 40     # k < 40: readout-bound
     assert mm_cycles(M, 40, 20, 1280) < 1.1 * 40 * 20 * 1280 / M.peak_macs_per_cycle
     # CONV-WS: fewer than 2X pixels cannot hide a weight block's load: 32 pixels cost what 40 do
     assert conv_cycles(M, 32, 320, 320, "ws") == conv_cycles(M, 40, 320, 320, "ws")
