@@ -67,7 +67,9 @@ module sdac_tb_top
   // bytes in [axi_err_lo, axi_err_hi) (nothing is written there; reads return 0).
   localparam int QD = 16;
   logic [7:0] mem [MEM_BYTES];
-  longint unsigned axi_lat = 1, axi_stall = 0, err_lo = 0, err_hi = 0, rng = 64'h9E3779B97F4A7C15, cyc = 0;
+  // splitmix64 constants of the stall generator (as hw/tb/sdac_port_main.cpp)
+  localparam longint unsigned RNG_SEED0 = 64'h9E3779B97F4A7C15, RNG_SEED_MUL = 64'hBF58476D1CE4E5B9;
+  longint unsigned axi_lat = 1, axi_stall = 0, err_lo = 0, err_hi = 0, rng = RNG_SEED0, cyc = 0;
   longint unsigned ar_addr [QD], ar_at [QD], aw_addr [QD], b_at [QD];
   int unsigned ar_len [QD], ar_bytes [QD], aw_len [QD], aw_bytes [QD];
   logic [1:0] b_resp_q [QD];
@@ -225,7 +227,7 @@ module sdac_tb_top
     if (!$value$plusargs("max_cycles=%d", max_cycles)) max_cycles = 10000000;
     if (!$value$plusargs("axi_lat=%d", axi_lat)) axi_lat = 1;
     if (!$value$plusargs("axi_stall=%d", axi_stall)) axi_stall = 0;
-    if ($value$plusargs("axi_seed=%d", seed)) rng = 64'h9E3779B97F4A7C15 ^ (64'(seed) * 64'hBF58476D1CE4E5B9);
+    if ($value$plusargs("axi_seed=%d", seed)) rng = RNG_SEED0 ^ (64'(seed) * RNG_SEED_MUL);
     if (!$value$plusargs("axi_err_lo=%d", err_lo)) err_lo = 0;
     if (!$value$plusargs("axi_err_hi=%d", err_hi)) err_hi = 0;
     for (int i = 0; i < MEM_BYTES; i++) mem[i] = 8'd0;
