@@ -243,3 +243,19 @@ def test_int4_channels_from_bytes(shape, axis):
     assert np.array_equal(got, want) and want.any()
     chans = np.array([0, 1, 3])
     assert np.array_equal(W.int4_channel_codes(lz, axis, chans), np.take(q, chans, axis))
+
+
+def test_scale_entries_equal_scale_entry_elementwise():
+    """The vectorized scale entries (frexp) equal the scalar definition (log2), powers of two and their
+    neighbours, the 2^-40 shift limit and rounding ties included; bad factors raise CompileError."""
+    from sdac.compiler.lower.fixed import scale_entries, scale_entry
+    from sdac.errors import CompileError
+    rng = np.random.default_rng(3)
+    p2 = 2.0 ** np.arange(-64, 24)
+    v = np.concatenate([np.exp(rng.uniform(-60, 16, 20000)), [0.0, 2.0 ** 24 - 0.75], p2, np.nextafter(p2, 0),
+                        np.nextafter(p2, np.inf), (rng.integers(0, 1 << 25, 2000) + 0.5) * 2.0 ** -24])
+    want = np.array([scale_entry(x) for x in v], dtype=np.uint32)
+    assert np.array_equal(scale_entries(v.reshape(2, -1)).ravel(), want)
+    for bad in (-1.0, np.nan, np.inf, 2.0 ** 25):
+        with pytest.raises(CompileError, match="factor"):
+            scale_entries(np.array([1.0, bad]), "k")

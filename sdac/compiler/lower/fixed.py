@@ -38,7 +38,23 @@ def scale_entry(r: float, what: str = "scale") -> int:
 
 
 def scale_entries(r: np.ndarray, what: str = "scale") -> np.ndarray:
-    return np.array([scale_entry(x, what) for x in np.ravel(r)], dtype=np.uint32).reshape(np.shape(r))
+    """scale_entry of every element (vectorized: a compile makes about 300 k of them)."""
+    x = np.asarray(r, dtype=np.float64)
+    flat = x.ravel()
+    frac, ex = np.frexp(flat)                    # flat = frac * 2^ex, 0.5 <= frac < 1: floor(log2) = ex - 1
+    sh = 24 - ex.astype(np.int64)
+    bad = ~np.isfinite(flat) | (flat < 0) | ((flat > 0) & (sh < 0))
+    if bad.any():
+        scale_entry(float(flat[np.argmax(bad)]), what)      # raises its error for the first bad factor
+    sh = np.minimum(sh, 63)                      # below 2^-40: the 63-bit shift, mul < 2^23
+    mul = np.round(np.ldexp(flat, sh))           # exact scaling, round half to even as round()
+    over = mul >= 1 << 24
+    mul = np.where(over, np.floor((mul + 1) / 2), mul)
+    sh = np.where(flat == 0, 0, sh - over)
+    if (sh < 0).any():
+        v = float(flat[np.argmax(sh < 0)])
+        raise CompileError(f"{what}: factor {v:g} is too large for a scale entry (max 2^24)")
+    return ((sh.astype(np.uint32) << 24) | mul.astype(np.uint32)).reshape(x.shape)
 
 
 def frac_bits(absmax: float) -> int:
