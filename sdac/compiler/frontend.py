@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import CompileError, SdacError
 from .ir import Graph
-from .weights import LazyArray, ProtoData, external_source
+from .weights import LazyArray, ProtoData, external_source, inlined, is_small_external
 
 # ONNX ops some pass knows how to fold, canonicalize, move to the host or map to a kernel.
 SUPPORTED_ONNX_OPS = {
@@ -37,7 +37,6 @@ SUPPORTED_ONNX_OPS = {
 
 def _load_proto(model, where: str):
     import onnx
-    from onnx import external_data_helper
     if isinstance(model, onnx.ModelProto):
         return model
     path = os.fspath(model)
@@ -49,28 +48,13 @@ def _load_proto(model, where: str):
         proto = onnx.load(path, load_external_data=False)
         base_dir = os.path.dirname(os.path.abspath(path))
         for init in proto.graph.initializer:
-            if init.data_location == onnx.TensorProto.EXTERNAL and _external_length(init) <= SMALL_EXTERNAL:
-                external_data_helper.load_external_data_for_tensor(init, base_dir)
-                init.ClearField("data_location")
-                del init.external_data[:]
+            if is_small_external(init):
+                init.CopyFrom(inlined(init, base_dir))
     except Exception as e:  # onnx raises several unrelated types for bad files
         raise SdacError(f"{path}: cannot read ONNX model ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
     if not proto.graph.node:
         raise SdacError(f"{path}: not an ONNX model (no graph nodes)")
     return proto
-
-
-SMALL_EXTERNAL = 1 << 16    # bytes: external tensors up to this size are read at load time
-
-
-def _external_length(init) -> int:
-    info = {e.key: e.value for e in init.external_data}
-    if info.get("length"):
-        return int(info["length"])
-    n = 1
-    for d in init.dims:
-        n *= d
-    return n * 8
 
 
 def _fix_dynamic_inputs(proto, where: str) -> None:
@@ -83,7 +67,7 @@ def _fix_dynamic_inputs(proto, where: str) -> None:
                 dim.dim_value = 1
 
 
-def _for_inference(proto):
+def for_shape_inference(proto):
     """A copy ONNX shape inference understands: onnxruntime's com.microsoft Q/DQ (used for int4
     weights below opset 21) as standard Q/DQ with the int4 constants widened to int8; stale value_info dropped."""
     import onnx
@@ -120,7 +104,6 @@ def _host_part(proto, base_dir: str):
     """The nodes (and their initializers) that depend only on rank <= 1 inputs (the timestep) and
     constants: all split_host may cut the host prologue from; the rest of the model is not kept."""
     import onnx
-    import onnx.external_data_helper
     inits = {i.name for i in proto.graph.initializer}
     host = {vi.name for vi in proto.graph.input if vi.name not in inits and len(vi.type.tensor_type.shape.dim) <= 1}
     const = set(inits)
@@ -153,11 +136,8 @@ def _host_part(proto, base_dir: str):
     for init in proto.graph.initializer:
         if init.name in used:
             p.graph.initializer.append(init)
-            if init.data_location == onnx.TensorProto.EXTERNAL:   # the host model is serialized standalone
-                t = p.graph.initializer[-1]
-                onnx.external_data_helper.load_external_data_for_tensor(t, base_dir)
-                t.ClearField("data_location")
-                del t.external_data[:]
+            t = p.graph.initializer[-1]      # the host model is serialized standalone
+            t.CopyFrom(inlined(t, base_dir))
     p.graph.value_info.extend(vi for vi in proto.graph.value_info if vi.name in host)
     return p
 
@@ -233,7 +213,7 @@ def load_model(model, step_scales: str | dict | None = None) -> Graph:
     base = os.path.basename(where)
     _fix_dynamic_inputs(proto, where)
     try:
-        inferred = onnx.shape_inference.infer_shapes(_for_inference(proto), strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(for_shape_inference(proto), strict_mode=False, data_prop=True)
     except Exception as e:
         raise SdacError(f"{where}: ONNX shape inference failed ({str(e).splitlines()[0][:200]})")
     gp = inferred.graph

@@ -28,6 +28,35 @@ _ONNX_NP = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6
             9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64, 21: np.uint8, 22: np.int8}
 INT4, UINT4 = 22, 21
 
+SMALL_EXTERNAL = 1 << 16    # bytes: external tensors up to this size (shapes, scales) are read when a model loads
+_EXTERNAL = 1               # TensorProto.EXTERNAL
+
+
+def external_length(t) -> int:
+    """Bytes of an external-data initializer (its `length` entry, else an upper bound from its dims)."""
+    info = {e.key: e.value for e in t.external_data}
+    if info.get("length"):
+        return int(info["length"])
+    return int(np.prod(t.dims, dtype=np.int64)) * 8
+
+
+def is_small_external(t) -> bool:
+    return t.data_location == _EXTERNAL and external_length(t) <= SMALL_EXTERNAL
+
+
+def inlined(t, base_dir: str):
+    """A copy of an initializer with its external data read in (t itself if it has none)."""
+    if t.data_location != _EXTERNAL:
+        return t
+    from onnx import TensorProto
+    from onnx.external_data_helper import load_external_data_for_tensor
+    c = TensorProto()
+    c.CopyFrom(t)
+    load_external_data_for_tensor(c, base_dir)
+    c.ClearField("data_location")
+    del c.external_data[:]
+    return c
+
 
 def _nibble_pairs(signed: bool) -> np.ndarray:
     """Per byte value, the little-endian uint16 whose two bytes are its low and high nibble as int8/uint8."""

@@ -22,6 +22,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from ..compiler.frontend import for_shape_inference
+from ..compiler.weights import inlined, is_small_external
 from ..errors import SdacError
 
 WEIGHTED_OPS = {"Conv": 1, "Gemm": 1, "MatMul": 1}   # op -> index of the weight input
@@ -43,9 +45,9 @@ def load(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
     try:
         proto = onnx.load(str(model), load_external_data=False)
         base_dir = base_dir_of(model)
-        for i, init in enumerate(proto.graph.initializer):      # small ones (shapes, scales) in memory
-            if init.data_location == TensorProto.EXTERNAL and np.prod(init.dims, dtype=np.int64) <= 4096:
-                proto.graph.initializer[i].CopyFrom(inline_tensor(init, base_dir))
+        for init in proto.graph.initializer:      # small ones (shapes, scales) in memory
+            if is_small_external(init):
+                init.CopyFrom(inlined(init, base_dir))
         return proto
     except FileNotFoundError:
         raise
@@ -66,39 +68,9 @@ def external_files(model: onnx.ModelProto) -> set[str]:
     return out
 
 
-def inline_tensor(t: TensorProto, base_dir: str) -> TensorProto:
-    """A copy of an initializer with its external data read in (itself if it has none)."""
-    if t.data_location != TensorProto.EXTERNAL:
-        return t
-    from onnx.external_data_helper import load_external_data_for_tensor
-    c = TensorProto()
-    c.CopyFrom(t)
-    load_external_data_for_tensor(c, base_dir)
-    c.ClearField("data_location")
-    del c.external_data[:]
-    return c
-
-
-def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The graph with its large initializers as typed inputs: shape inference needs only their types, and a
-    model over 2 GB (SD-v1.5 in float32) cannot be serialized for it."""
-    p = onnx.ModelProto()
-    p.ir_version = model.ir_version
-    p.opset_import.extend(model.opset_import)
-    p.graph.node.extend(model.graph.node)
-    p.graph.input.extend(model.graph.input)
-    p.graph.output.extend(model.graph.output)
-    for init in model.graph.initializer:
-        if np.prod(init.dims, dtype=np.int64) <= 64:
-            p.graph.initializer.append(init)
-        else:
-            p.graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-    return p
-
-
 def float_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every typed tensor (after shape inference)."""
-    inferred = onnx.shape_inference.infer_shapes(_without_weights(model))
+    inferred = onnx.shape_inference.infer_shapes(for_shape_inference(model))
     g = inferred.graph
     types = {}
     for vi in list(g.input) + list(g.output) + list(g.value_info):

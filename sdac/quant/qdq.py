@@ -23,7 +23,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import SdacError
-from .calibrate import WEIGHTED_OPS, Calibration, inline_tensor, tensor_roles
+from ..compiler.weights import inlined
+from .calibrate import WEIGHTED_OPS, Calibration, tensor_roles
 
 QDQ_OPSET = 21
 TABLE_FORMAT = "sdac-step-scales"
@@ -95,7 +96,7 @@ def make_qdq(model: onnx.ModelProto, act_absmax: dict[str, float], wbits: int = 
         axis = _weight_axis(node)
         if weight_axis.setdefault(name, axis) != axis:
             raise SdacError(f"weight {name} is used with two output-channel axes (node {node.name})")
-    new_inits = [inline_tensor(i, base_dir) for i in g.initializer if i.name not in weight_axis]
+    new_inits = [inlined(i, base_dir) for i in g.initializer if i.name not in weight_axis]
     w_nodes = []
     for name, axis in weight_axis.items():
         w = numpy_helper.to_array(inits[name], base_dir)

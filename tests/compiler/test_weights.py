@@ -100,7 +100,7 @@ def test_int4_minus_8_channels_are_requantized_like_the_dense_rule():
 
 @pytest.fixture
 def small_external(monkeypatch):
-    monkeypatch.setattr(frontend, "SMALL_EXTERNAL", 1024)   # every weight of the small model stays on disk
+    monkeypatch.setattr(W, "SMALL_EXTERNAL", 1024)   # every weight of the small model stays on disk
     reads = collections.Counter()
     orig = W.ExternalData.read
 
