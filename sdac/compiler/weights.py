@@ -77,6 +77,15 @@ def unpack_int4(packed: np.ndarray, n: int, signed: bool) -> np.ndarray:
     return np.take(_PAIRS[signed], b).view(np.int8 if signed else np.uint8)[:n]
 
 
+def pack_int4(q: np.ndarray) -> np.ndarray:
+    """int4 values (any shape, flattened) -> ONNX int4 storage: two per byte, the first in the low nibble
+    (an odd count padded with a zero nibble); the inverse of unpack_int4."""
+    u = np.asarray(q, np.int8).reshape(-1).view(np.uint8) & 0x0F
+    if u.size % 2:
+        u = np.concatenate([u, np.zeros(1, np.uint8)])
+    return u[0::2] | (u[1::2] << 4)
+
+
 _NIB8, _NIB7 = np.uint64(0x8888888888888888), np.uint64(0x7777777777777777)
 
 
@@ -367,7 +376,7 @@ def stored_int4(a) -> np.ndarray | None:
     b = packed().reshape(rows, cols // 2)
     nib = values.astype(np.uint8).reshape(len(index), -1) & 0xF      # channel first, the others in order
     if axis == 0:        # whole rows of bytes
-        b[index] = nib[:, 0::2] | (nib[:, 1::2] << 4)
+        b[index] = pack_int4(nib).reshape(len(index), -1)
     else:                # one nibble of every row: even channels low, odd high
         b = b.reshape(-1, a.shape[-1] // 2)
         for c, v in zip(index.tolist(), nib):

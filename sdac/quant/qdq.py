@@ -23,7 +23,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import SdacError
-from ..compiler.weights import inlined
+from ..compiler.weights import inlined, pack_int4
 from .calibrate import WEIGHTED_OPS, Calibration, tensor_roles
 
 QDQ_OPSET = 21
@@ -58,13 +58,9 @@ def _weight_axis(node: onnx.NodeProto) -> int:
 
 
 def _int_tensor(name: str, q: np.ndarray, bits: int) -> TensorProto:
-    if bits == 4:   # packed with numpy (two per byte, first in the low nibble): SD-v1.5 has 860 M codes
-        flat = np.asarray(q, np.int8).reshape(-1)
-        if flat.size % 2:
-            flat = np.concatenate([flat, np.zeros(1, np.int8)])
-        u = flat.view(np.uint8) & 0x0F
+    if bits == 4:   # packed with numpy: SD-v1.5 has 860 M codes
         t = TensorProto(name=name, data_type=TensorProto.INT4, dims=list(q.shape))
-        t.raw_data = (u[0::2] | (u[1::2] << 4)).astype(np.uint8).tobytes()
+        t.raw_data = pack_int4(q).tobytes()
         return t
     return numpy_helper.from_array(q.astype(np.int8), name)
 

@@ -27,6 +27,8 @@ def test_unpack_int4_matches_onnx(signed, n):
     assert np.array_equal(ref, v)
     got = W.unpack_int4(np.frombuffer(t.raw_data, np.uint8), n, signed)
     assert got.dtype == ref.dtype and np.array_equal(got, ref)
+    if signed:      # and back: the same bytes as onnx writes
+        assert W.pack_int4(v.reshape(1, -1)).tobytes() == t.raw_data
 
 
 def test_lazy_views_equal_numpy_and_do_not_read():
