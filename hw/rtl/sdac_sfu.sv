@@ -453,6 +453,7 @@ module sdac_sfu
   assign busy = state != S_IDLE;
 
   // ---------------------------------------------------------------- per-lane combinational
+  typedef logic [LANES:0][27:0] gpos_t;   // lane_gpos: {group, column in group} per lane, and of the next line
   logic [LANES-1:0] vmask;          // lanes inside cols
   logic [15:0] lgrp [LANES];        // group of each lane, relative to gbase
   logic [LANES-1:0] gmatch;         // pending lanes of the first pending lane's group
@@ -462,21 +463,11 @@ module sdac_sfu
 
   // lanes and statistics groups of the pipeline's tail line
   always_comb begin
-    logic [15:0] g;
-    logic [11:0] rem;
+    gpos_t pos;
     logic found, found2;
-    g = sinfo[s_t].cg0;
-    rem = sinfo[s_t].crem0;
-    for (int l = 0; l < LANES; l++) begin
-      vmask[l] = 17'(l) < sinfo[s_t].cl;
-      lgrp[l] = q.st_chan ? g : sinfo[s_t].r;
-      if (rem + 12'd1 == q.gsize) begin
-        rem = 12'd0;
-        g = g + 16'd1;
-      end else begin
-        rem = rem + 12'd1;
-      end
-    end
+    pos = lane_gpos(sinfo[s_t].cg0, sinfo[s_t].crem0);
+    vmask = lane_mask(sinfo[s_t].cl);
+    for (int l = 0; l < LANES; l++) lgrp[l] = q.st_chan ? pos[l][27:12] : sinfo[s_t].r;
     // statistics walk of the tail line: two groups per cycle
     found = 1'b0;
     found2 = 1'b0;
@@ -626,13 +617,16 @@ module sdac_sfu
     return o;
   endfunction
 
-  // chan-mode (group, column in group) of lane 0 of the next line (lane L continues the ripple)
-  function automatic logic [27:0] next_gpos(input logic [15:0] g0, input logic [11:0] rem0);
+  // chan mode: {group, column in the group} of each lane of a line whose lane 0 is at (g0, rem0), and in
+  // slot LANES that of the next line's lane 0 (the ripple continues)
+  function automatic gpos_t lane_gpos(input logic [15:0] g0, input logic [11:0] rem0);
+    gpos_t pos;
     logic [15:0] g;
     logic [11:0] rem;
     g = g0;
     rem = rem0;
-    for (int l = 0; l < LANES; l++) begin
+    for (int l = 0; l <= LANES; l++) begin
+      pos[l] = {g, rem};
       if (rem + 12'd1 == q.gsize) begin
         rem = 12'd0;
         g = g + 16'd1;
@@ -640,7 +634,7 @@ module sdac_sfu
         rem = rem + 12'd1;
       end
     end
-    return {g, rem};
+    return pos;
   endfunction
 
   function automatic logic [LANES-1:0] lane_mask(input logic [16:0] cl);
@@ -694,6 +688,7 @@ module sdac_sfu
   logic [NSTG-1:0] sv_in;
   logic [31:0] tdaddr;              // the tail line's result address
   logic [27:0] hgpos;
+  gpos_t hpos;
   logic        setup;               // scalar reads and norm parameters: acc / act reads may start
   logic [15:0] hgrp [LANES];        // norm: group of each lane of the next line (relative to gbase)
   assign setup = state == S_SCAL || state == S_SCALW || state == S_NP;
@@ -753,23 +748,9 @@ module sdac_sfu
     for (int k = 0; k < 4; k++) if (need[k] && fcnt[k] == 3'd0 && !(k >= 2 && pc_hit)) spop = 1'b0;
     spk = need & {4{spop}} & {!pc_hit, !pc_hit, 2'b11};
     for (int k = 0; k < 2; k++) hp[k] = pc_hit ? pcache[k][$clog2(PCL)'(hj)] : fq[k + 2][frp[k + 2]];
-    hgpos = next_gpos(hl.cg0, hl.crem0);
-  end
-
-  always_comb begin
-    logic [15:0] g;
-    logic [11:0] rem;
-    g = hl.cg0;
-    rem = hl.crem0;
-    for (int l = 0; l < LANES; l++) begin
-      hgrp[l] = q.st_chan ? g : hl.r;
-      if (rem + 12'd1 == q.gsize) begin
-        rem = 12'd0;
-        g = g + 16'd1;
-      end else begin
-        rem = rem + 12'd1;
-      end
-    end
+    hpos = lane_gpos(hl.cg0, hl.crem0);
+    hgpos = hpos[LANES];
+    for (int l = 0; l < LANES; l++) hgrp[l] = q.st_chan ? hpos[l][27:12] : hl.r;
   end
 
   always_comb begin
