@@ -62,6 +62,7 @@ class Timing:
     array_start_cycles: int = 0          # fixed extra cycles per mm / conv instruction
     ws_weight_lines_per_cycle: int = 1   # wgt lines per cycle when loading a WS weight block into the array
     ws_weight_overlap: bool = True       # True: shadow weight registers load block b+1 while block b streams
+    ws_drain_tail: float = 0.0           # cycles per pixel of the last job (<= 4X pixels) drained after its stream
     dma_load_line_cycles: float = 0.5    # cycles per buffer line a load writes at least (buffer port)
     dma_store_line_cycles: float = 0.5   # cycles per buffer line a store reads at least
     dma_burst_min_cycles: int = 0        # cycles a contiguous DRAM segment holds the channel at least
@@ -164,7 +165,7 @@ PROFILES: dict[str, dict] = {
                       dma_latency=6, dma_bytes_per_cycle=1 << 10, dma_burst_gap=0,
                       dma_load_line_cycles=1, dma_store_line_cycles=1, zero_lines_per_cycle=1,
                       pe_latency=5, os_fill_includes_x=False, array_start_cycles=1, mm_drain_overlap=True,
-                      mm_pass_is_tile=True, conv_ws_as_os=False, dma_burst_min_cycles=2,
+                      mm_pass_is_tile=True, conv_ws_as_os=False, dma_burst_min_cycles=2, ws_drain_tail=0.5,
                       sfu_stat_groups_per_cycle=2,
                       # SFU pipeline: 1 line/cycle (geglu 2: A and B share the acc port; add with bbuf=acc
                       # too, not modelled), fixed = setup + pipeline depth; norm 1 cycle per group; softmax
@@ -345,9 +346,13 @@ def ws_cycles(t: Timing, pixels, cin, cout):
     blocks = 9 * _cdiv(cin, t.array_rows) * _cdiv(cout, 2 * t.array_cols)
     stream = _cdiv(pixels, 2)
     wload = _cdiv(t.array_rows, t.ws_weight_lines_per_cycle)
+    tail = 0
+    if t.ws_drain_tail:      # jobs of at most 4X pixels (a partial-sum bank), balanced; the last one drains
+        jobs = _cdiv(pixels, 4 * t.array_rows)
+        tail = np.ceil(t.ws_drain_tail * (pixels - (jobs - 1) * _cdiv(pixels, jobs))).astype(np.int64)
     if t.ws_weight_overlap:
-        return wload + blocks * np.maximum(stream, wload) + t.array_fill
-    return blocks * (stream + wload) + t.array_fill
+        return wload + blocks * np.maximum(stream, wload) + t.array_fill + tail
+    return blocks * (stream + wload) + t.array_fill + tail
 
 
 def os_cycles(t: Timing, m, n, k, passes):
