@@ -148,7 +148,7 @@ void tick() {
   const bool ar_fire = top->m_axi_arvalid && axi.arready, r_fire = axi.rvalid && top->m_axi_rready;
   const bool aw_fire = top->m_axi_awvalid && axi.awready, w_fire = top->m_axi_wvalid && axi.wready;
   const bool b_fire = axi.bvalid && top->m_axi_bready;
-  const Burst arb{top->m_axi_araddr, cycle + axi.lat, top->m_axi_arlen + 1u, top->m_axi_aruser};
+  Burst arb{top->m_axi_araddr, 0, top->m_axi_arlen + 1u, top->m_axi_aruser};
   const Burst awb{top->m_axi_awaddr, 0, top->m_axi_awlen + 1u, top->m_axi_awuser};
   uint8_t wdata[MEMB];
   uint8_t wstrb[MEMB];
@@ -164,7 +164,11 @@ void tick() {
   if (rst) {
     axi.reset();
   } else {
-    if (ar_fire) { check_burst("AR", arb, arburst); axi.ar.push_back(arb); }
+    if (ar_fire) {      // due axi_lat cycles after this edge, counted as the SV testbench counts them
+      check_burst("AR", arb, arburst);
+      arb.at = cycle + axi.lat;
+      axi.ar.push_back(arb);
+    }
     if (r_fire) axi.rvalid = false;
     if (!axi.rvalid && !axi.ar.empty() && cycle >= axi.ar.front().at && axi.go()) {
       const Burst& h = axi.ar.front();
