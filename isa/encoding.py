@@ -45,6 +45,16 @@ def _defaults(op: str) -> dict[str, int | str]:
     return out
 
 
+def complete_args(op: str, args: Mapping[str, int | str]) -> dict[str, int | str]:
+    """``args`` with every omitted field at its default, in spec order; an unknown field is an EncodeError."""
+    defaults = _defaults(op)
+    full = dict(defaults)
+    full.update(args)
+    if len(full) != len(defaults):
+        raise EncodeError(f"{op}: unknown field(s) {', '.join(sorted(set(args) - set(defaults)))}")
+    return full
+
+
 # per mnemonic: the fixed queue, or None when a field names it (sync's q); the field that names it
 _QUEUE = {i.name: (None if i.queue.startswith("field:") else i.queue) for i in SPEC.instrs}
 _QUEUE_FIELD = {i.name: i.queue.split(":", 1)[1] for i in SPEC.instrs if i.queue.startswith("field:")}
@@ -66,12 +76,7 @@ class Instr:
     @staticmethod
     def make(op: str, pop: Iterable[str] = (), push: Iterable[str] = (), **args: int | str) -> "Instr":
         """Build an instruction; omitted fields take their default (0, or the first enum member)."""
-        defaults = _defaults(op)
-        full = dict(defaults)         # spec field order
-        full.update(args)
-        if len(full) != len(defaults):
-            raise EncodeError(f"{op}: unknown field(s) {', '.join(sorted(set(args) - set(defaults)))}")
-        return Instr(op, full, frozenset(pop), frozenset(push))
+        return Instr(op, complete_args(op, args), frozenset(pop), frozenset(push))
 
     @property
     def spec(self) -> InstrSpec:

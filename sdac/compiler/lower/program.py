@@ -16,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ...isa.encoding import _QUEUE, Instr, _defaults
-from ...isa.encoding import queue_of as _queue_of
+from ...isa.encoding import Instr, complete_args, queue_of
 from ...isa.spec import QUEUES
 from ..shadow import Segments
 
@@ -56,13 +55,8 @@ class ProgramBuilder:
         return len(self.ops)
 
     def emit(self, op: str, accesses: list[Access] | tuple[Access, ...] = (), /, **args) -> int:
-        # the fields with their defaults, checked now (not at the end); Instr.make names what is wrong
-        defaults = _defaults(op) if op in _QUEUE else None
-        full = dict(defaults or ())
-        full.update(args)
-        if defaults is None or len(full) != len(defaults):
-            Instr.make(op, **args)
-        q = _queue_of(op, full)
+        full = complete_args(op, args)      # the fields with their defaults, checked now (not at the end)
+        q = queue_of(op, full)
         idx = len(self.ops)
         self.ops.append((op, full))
         self.pops.append(0)
