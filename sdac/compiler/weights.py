@@ -334,12 +334,8 @@ def int4_may_hold_min(codes) -> bool | None:
     code -8 anywhere (so the view may), from its packed bytes. None for anything else (read the values)."""
     if not isinstance(codes, LazyArray) or any(op not in ("transpose", "getitem", "reshape") for op, _ in codes.ops):
         return None
-    src = codes.source
-    if isinstance(src, ExternalData) and src.data_type == INT4:
-        return has_int4_min(src.packed())
-    if isinstance(src, ProtoData) and src.tensor.data_type == INT4 and src.tensor.raw_data:
-        return has_int4_min(np.frombuffer(src.tensor.raw_data, np.uint8))
-    return None
+    packed = _stored_bytes(codes)
+    return None if packed is None else has_int4_min(packed())
 
 
 def _stored_bytes(a):
