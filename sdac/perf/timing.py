@@ -57,7 +57,7 @@ class Timing:
     mm_drain_overlap: bool = True        # two accumulator sets: a tile streams while the previous one is read out
     mm_pass_refill: bool = False         # True: each int8 pass of a tile pays the fill and the readout again
     mm_pass_is_tile: bool = False        # True (with mm_drain_overlap): each int8 pass takes an accumulator set
-    #                                      like a tile, so it waits for the readout before the previous set's
+    #                                      like a tile (it waits for the previous unit's readout)
     os_fill_includes_x: bool = True      # False: the OS fill is Y + pe_latency (row pair x is read as it finishes)
     array_start_cycles: int = 0          # fixed extra cycles per mm / conv instruction
     ws_weight_lines_per_cycle: int = 1   # wgt lines per cycle when loading a WS weight block into the array
