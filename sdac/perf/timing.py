@@ -278,8 +278,7 @@ def latencies(instrs, t: Timing) -> Work:
             per_line, per_group, fixed = costs[op]
             groups = rows
             if op == "norm":              # per statistics group: rows (LayerNorm) or channel groups (GroupNorm)
-                groups = np.array([instrs[i].args["rows"] if instrs[i].args["st_mode"] == "row"
-                                   else _cdiv(instrs[i].args["cols"], instrs[i].args["gsize"]) for i in idx])
+                groups = _norm_groups(instrs, idx)
             per_line = np.maximum(per_line, _stat_line_cycles(t, instrs, idx))
             lat[ix] = O + fixed + np.ceil(per_line * lines + per_group * groups
                                           + _sfu_extra(t, instrs, idx) * lines).astype(np.int64)
@@ -290,8 +289,7 @@ def latencies(instrs, t: Timing) -> Work:
             passes = {"softmax": t.softmax_passes, "geglu": t.geglu_passes}.get(op, 1)
             extra = 0
             if op == "norm" and t.norm_group_cycles:
-                groups = np.array([instrs[i].args["rows"] if instrs[i].args["st_mode"] == "row"
-                                   else _cdiv(instrs[i].args["cols"], instrs[i].args["gsize"]) for i in idx])
+                groups = _norm_groups(instrs, idx)
                 extra = groups * t.norm_group_cycles
             line_cycles = np.maximum(_cdiv(lines * passes, t.sfu_lines_per_cycle),
                                      lines * _stat_line_cycles(t, instrs, idx))
@@ -307,6 +305,12 @@ def latencies(instrs, t: Timing) -> Work:
             raise SdacError(f"performance model: instruction {idx[0]}: no timing for opcode {op!r}")
     is_array = np.array([op in ("mm", "conv") for op in ops], dtype=bool)
     return Work(queue, lat, macs, pmacs, rd, wr, sfu, is_array, ops)
+
+
+def _norm_groups(instrs, idx) -> np.ndarray:
+    """Statistics groups of each norm: its rows (LayerNorm) or its channel groups (GroupNorm)."""
+    return np.array([instrs[i].args["rows"] if instrs[i].args["st_mode"] == "row"
+                     else _cdiv(instrs[i].args["cols"], instrs[i].args["gsize"]) for i in idx])
 
 
 def _stat_line_cycles(t: Timing, instrs, idx) -> np.ndarray | int:
