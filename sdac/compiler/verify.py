@@ -304,20 +304,23 @@ def check_races(instrs, L: int, readonly: tuple[tuple[int, int], ...] = (), foot
                                          f"read-only static data or step table")
                 if any(lo <= slo and shi <= hi for lo, hi in inside):
                     continue
-            sh = shadow.get(space) or shadow.setdefault(space, Segments())
+            sh = shadow.get(space)
+            if sh is None:
+                sh = shadow[space] = Segments()
+            a, b = sh.span(slo, shi)        # segments a..b-1: exactly [slo, shi)
             info = sh.info
-            for k in sh.covering(slo, shi):
+            for k in range(a, b):
                 writer, readers = info[k]
                 if writer and writer[0] != j and vc[writer[0]] <= writer[1]:
                     _race(instrs, i, q, space, sh, k, slo, shi, writer)
-                if write:
+                if write and readers:
                     for other in readers.values():
                         if other[0] != j and vc[other[0]] <= other[1]:
                             _race(instrs, i, q, space, sh, k, slo, shi, other)
             if write:
-                sh.write(slo, shi, me)
+                sh.set_writer(a, b, me)
             else:
-                sh.read(slo, shi, j, me)
+                sh.add_reader(a, b, j, me)
 
 
 def _race(instrs, i, q, space, sh, k, slo, shi, other) -> None:

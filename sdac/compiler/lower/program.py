@@ -37,6 +37,8 @@ def W(space: str, lo: int, n: int) -> Access:
 
 
 _BIT = {q: 1 << i for i, q in enumerate(QUEUES)}
+_QI = {q: i for i, q in enumerate(QUEUES)}
+_NQ = len(QUEUES)
 _QUEUE_SET = [frozenset(q for q in QUEUES if m & _BIT[q]) for m in range(1 << len(QUEUES))]   # mask -> set
 
 
@@ -47,8 +49,8 @@ class ProgramBuilder:
     ops: list[tuple[str, dict]] = field(default_factory=list)
     pops: list[int] = field(default_factory=list)       # token masks (bit per queue, QUEUES order)
     pushes: list[int] = field(default_factory=list)
-    by_queue: dict = field(default_factory=lambda: {q: [] for q in QUEUES})
-    _last_push: dict = field(default_factory=dict)
+    by_queue: list = field(default_factory=lambda: [[] for _ in QUEUES])   # per queue index: instruction indices
+    _last_push: list = field(default_factory=lambda: [-1] * (_NQ * _NQ))   # [producer * NQ + consumer]: position
     _shadow: dict = field(default_factory=dict)      # space -> Segments (last writer, latest readers)
 
     def __len__(self) -> int:
@@ -57,47 +59,62 @@ class ProgramBuilder:
     def emit(self, op: str, accesses: list[Access] | tuple[Access, ...] = (), /, **args) -> int:
         full = complete_args(op, args)      # the fields with their defaults, checked now (not at the end)
         q = queue_of(op, full)
-        idx = len(self.ops)
-        self.ops.append((op, full))
+        ops = self.ops
+        idx = len(ops)
+        ops.append((op, full))
         self.pops.append(0)
         self.pushes.append(0)
         if q == "ctl":
             return idx
-        mine = self.by_queue[q]
+        j = _QI[q]
+        mine = self.by_queue[j]
         qpos = len(mine)
         mine.append(idx)
-        need: dict[str, int] = {}
+        # shadow entries: writer (queue index, position in its queue), readers {queue index: position}
+        need = [-1] * _NQ       # per other queue: the latest position this instruction must wait for
         shadow = self._shadow
+        spans = []              # (segments, lo, hi, write, a, b) of each access, for the update below
         for space, lo, hi, write in accesses:
             if hi <= lo:
                 continue
             sh = shadow.get(space)
             if sh is None:
-                continue
+                sh = shadow[space] = Segments()
+            a, b = sh.span(lo, hi)      # segments a..b-1: exactly [lo, hi)
+            spans.append((sh, lo, hi, write, a, b))
             info = sh.info
-            for j in sh.covering(lo, hi):
-                writer, readers = info[j]
-                if writer is not None and writer[0] != q and writer[1] > need.get(writer[0], -1):
-                    need[writer[0]] = writer[1]
-                if write:
+            for k in range(a, b):
+                writer, readers = info[k]
+                if writer is not None:
+                    wq, wpos = writer
+                    if wq != j and wpos > need[wq]:
+                        need[wq] = wpos
+                if write and readers:
                     for rq, rpos in readers.items():
-                        if rq != q and rpos > need.get(rq, -1):
+                        if rq != j and rpos > need[rq]:
                             need[rq] = rpos
-        if need:
-            last_push = self._last_push
-            for p, xpos in sorted(need.items()):
-                if last_push.get((p, q), -1) >= xpos:
-                    continue
-                self.pushes[self.by_queue[p][xpos]] |= _BIT[q]
-                self.pops[idx] |= _BIT[p]
-                last_push[(p, q)] = xpos
-        for space, lo, hi, write in accesses:
-            if hi > lo:
-                sh = shadow.get(space) or shadow.setdefault(space, Segments())
-                if write:
-                    sh.write(lo, hi, (q, qpos))
-                else:
-                    sh.read(lo, hi, q, qpos)
+        last_push = self._last_push
+        pop = 0
+        for p in range(_NQ):
+            xpos = need[p]
+            if xpos < 0 or last_push[p * _NQ + j] >= xpos:
+                continue
+            self.pushes[self.by_queue[p][xpos]] |= 1 << j
+            pop |= 1 << p
+            last_push[p * _NQ + j] = xpos
+        if pop:
+            self.pops[idx] = pop
+        # record the accesses after all are checked (an instruction's own write must not hide what its other
+        # accesses conflict with); a later access's split or an earlier write may have moved a span's indices
+        me = (j, qpos)
+        for sh, lo, hi, write, a, b in spans:
+            starts = sh.starts
+            if b >= len(starts) or starts[a] != lo or starts[b] != hi:
+                a, b = sh.span(lo, hi)
+            if write:
+                sh.set_writer(a, b, me)
+            else:
+                sh.add_reader(a, b, j, qpos)
         return idx
 
     def finish(self) -> list[Instr]:
