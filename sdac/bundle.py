@@ -108,15 +108,16 @@ class DataImage:
     """The DATA image as the lowering appends to it (``+=`` or ``append``): in memory up to ``spill`` bytes,
     then in a temporary file. ``finish()`` gives ``bytes`` or a ``SpilledData``.
 
-    Once the image lives in its file, the appended parts are made (``append``'s function), checksummed and
-    written by one writer thread, in order: numpy, zlib and file writes release the GIL, so the weights of one
-    kernel are packed and written while the lowering emits the next kernel's instructions."""
+    From the first part of ``thread_from`` bytes or more on (the weights of a large model), the parts are made
+    (``append``'s function), checksummed and written by one writer thread, in order: numpy, zlib and file writes
+    release the GIL, so the weights of one kernel are packed and written while the lowering emits the next
+    kernel's instructions (and, see driver.py, while the verifier runs). Smaller images are made inline."""
 
-    IN_FLIGHT = 256         # parts queued for the writer at most: a queued part holds its (small) bytes or the
+    IN_FLIGHT = 4096        # parts queued for the writer at most: a queued part holds its (small) bytes or the
                             # function that makes it, the large arrays exist only while the writer makes one
 
-    def __init__(self, spill: int = 64 << 20):
-        self.spill, self.size, self.crc = spill, 0, 0
+    def __init__(self, spill: int = 64 << 20, thread_from: int = 1 << 20):
+        self.spill, self.thread_from, self.size, self.crc = spill, thread_from, 0, 0
         self.buf: bytearray | None = bytearray()
         self.file = None
         self._writer = None
@@ -133,26 +134,28 @@ class DataImage:
     def append(self, nbytes: int, make) -> None:
         """Append the ``nbytes`` bytes that ``make()`` returns (possibly later, on the writer thread)."""
         self.size += nbytes
-        if self.file is None:
-            self._write(nbytes, make)
-            if len(self.buf) > self.spill:
-                self.file = tempfile.TemporaryFile(prefix="sdac-data-")
-                self.file.write(self.buf)
-                self.buf = None
-            return
         if self._writer is None:
+            if nbytes < self.thread_from:
+                self._write(nbytes, make)
+                return
             self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sdac-data")
         self._jobs.append(self._writer.submit(self._write, nbytes, make))
         while len(self._jobs) > self.IN_FLIGHT:
             self._jobs.popleft().result()
 
     def _write(self, nbytes: int, make) -> None:
+        """Make, check, checksum and store one part (on the writer thread once there is one: then only that
+        thread touches buf and file until finish() has joined it)."""
         blob = make()
         if len(blob) != nbytes:
             raise SdacError(f"DATA image: a part of {len(blob)} bytes was announced as {nbytes} (compiler bug)")
         self.crc = zlib.crc32(blob, self.crc)
         if self.file is None:
             self.buf += memoryview(blob)       # (an ndarray would take += as its own addition)
+            if len(self.buf) > self.spill:
+                self.file = tempfile.TemporaryFile(prefix="sdac-data-")
+                self.file.write(self.buf)
+                self.buf = None
         else:
             self.file.write(blob)
 

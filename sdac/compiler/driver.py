@@ -98,7 +98,6 @@ def _compile(model, step_scales, machine, dataflow, dump_after, dump_dir, calib,
     from .lower import lower
     from .passes import PassContext, compile_graph
     from .passes.explain import explain
-    from .verify import verify
 
     timings = {}
     t = time.perf_counter()
@@ -118,8 +117,24 @@ def _compile(model, step_scales, machine, dataflow, dump_after, dump_dir, calib,
         timings["calibrate"] = time.perf_counter() - t
         progress(f"calibrated in-kernel formats ({timings['calibrate']:.2f} s)")
     t = time.perf_counter()
-    bundle = lower(kg, machine, progress=progress)
+    # the DATA image's writer thread goes on packing and writing weights while the verifier runs (it reads
+    # only the image's length); it is joined below, whatever the verifier found
+    bundle = lower(kg, machine, progress=progress, defer_data=True)
     timings["lower"] = time.perf_counter() - t
+    try:
+        _finish_program(bundle, step_scales, verify_program, timings, progress)
+    except BaseException:
+        with contextlib.suppress(Exception):     # the writer stops; the verifier's error is the one to report
+            bundle.data.finish()
+        raise
+    t = time.perf_counter()
+    bundle.data = bundle.data.finish()
+    timings["data wait"] = time.perf_counter() - t
+    return CompileResult(bundle, kg, explained, list(ctx.dumped), timings)
+
+
+def _finish_program(bundle, step_scales, verify_program, timings, progress) -> None:
+    from .verify import verify
     if step_scales:
         # the sampler needs the timesteps the scale banks were calibrated at (and their scheduler)
         import json
@@ -133,4 +148,3 @@ def _compile(model, step_scales, machine, dataflow, dump_after, dump_dir, calib,
         verify(bundle)
         timings["verify"] = time.perf_counter() - t
         progress(f"verified ({timings['verify']:.2f} s)")
-    return CompileResult(bundle, kg, explained, list(ctx.dumped), timings)

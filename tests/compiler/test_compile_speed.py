@@ -205,27 +205,31 @@ def test_best_rows_memo_is_the_plain_search():
         assert cost.best_rows(m, limit, total, work, m.tile_m) == _best_rows_plain(m, limit, total, work, m.tile_m)
 
 
-def test_data_image_writer_thread_keeps_order_and_reports_failures():
+@pytest.mark.parametrize("spill,thread_from", [(500, 0), (500, 300), (1 << 20, 0), (500, 1 << 20)])
+def test_data_image_writer_thread_keeps_order_and_reports_failures(spill, thread_from):
     import zlib
 
     from sdac.bundle import DataImage, SpilledData
     parts = [bytes([i]) * (100 + 37 * i) for i in range(30)]
-    img = DataImage(spill=500)
+    img = DataImage(spill=spill, thread_from=thread_from)
     for i, p in enumerate(parts):
         if i % 2:
             img += p
         else:
             img.append(len(p), lambda p=p: np.frombuffer(p, np.uint8))
+    assert len(img) == sum(map(len, parts))
+    assert (img._writer is not None) == (thread_from <= max(map(len, parts)))
     data = img.finish()
-    assert isinstance(data, SpilledData) and bytes(data) == b"".join(parts)
-    assert data.crc == zlib.crc32(b"".join(parts))
-    bad = DataImage(spill=10)
+    assert isinstance(data, SpilledData) == (spill < len(img)) and bytes(data) == b"".join(parts)
+    if isinstance(data, SpilledData):
+        assert data.crc == zlib.crc32(b"".join(parts))
+    bad = DataImage(spill=10, thread_from=thread_from)
     bad += bytes(20)
 
     def fail():
         raise OSError("weights file vanished")
-    bad.append(5, fail)
-    with pytest.raises(OSError, match="vanished"):
+    with pytest.raises(OSError, match="vanished"):     # at once (inline) or from finish() (writer thread)
+        bad.append(5, fail)
         bad.finish()
 
 
@@ -259,3 +263,42 @@ def test_scale_entries_equal_scale_entry_elementwise():
     for bad in (-1.0, np.nan, np.inf, 2.0 ** 25):
         with pytest.raises(CompileError, match="factor"):
             scale_entries(np.array([1.0, bad]), "k")
+
+
+def _tiny_kernel_graph():
+    from sdac.compiler import kernels as K
+    rng = np.random.default_rng(0)
+    x = K.Act("x", (1, 8, 8, 40), np.full(1, 0.05, np.float32))
+    y = K.Act("y", (1, 8, 8, 40), np.full(1, 0.05, np.float32))
+    w = K.Weights(rng.integers(-7, 8, (40, 40, 3, 3)).astype(np.int8), np.full(40, 0.01, np.float32))
+    return K.KernelGraph([K.Kernel("c1", "conv3x3", [x], [K.Emit(y)], weights=w, main_absmax=1.0)], [x], [y])
+
+
+def test_verifier_runs_while_the_data_writer_finishes(monkeypatch):
+    """compile_model verifies with the DATA image still being written (the verifier reads only its length),
+    then gives the bundle its bytes; a VerifyError is raised as it was (not a writer error) and the writer
+    is joined either way."""
+    from sdac.bundle import DataImage
+    from sdac.compiler import driver
+    from sdac.compiler import verify as V
+    seen = []
+    real_verify = V.verify
+
+    def spy(bundle):
+        seen.append((type(bundle.data), len(bundle.data)))
+        real_verify(bundle)
+    monkeypatch.setattr(V, "verify", spy)
+    kg = _tiny_kernel_graph()
+    monkeypatch.setattr("sdac.compiler.passes.compile_graph", lambda *a, **k: (kg, None))
+    monkeypatch.setattr("sdac.compiler.passes.explain.explain", lambda *a: "")
+    r = driver.compile_model("tiny.onnx")
+    assert seen == [(DataImage, len(r.bundle.data))] and isinstance(r.bundle.data, bytes) and r.bundle.data
+
+    def broken(bundle):
+        bundle.data.thread_from = 0         # this part goes to a writer thread, which fails later
+        bundle.data.append(3, lambda: (_ for _ in ()).throw(OSError("writer failed too")))
+        raise V.VerifyError(5, "race")
+    monkeypatch.setattr(V, "verify", broken)
+    with pytest.raises(V.VerifyError, match="instruction 5: race") as e:
+        driver.compile_model("tiny.onnx")
+    assert e.value.exit_code == 3

@@ -267,7 +267,7 @@ class Lowerer:
         lines = rows * self.cl(cols)
         return lines * self.m.line_bytes("acc") if lines > self.m.acc_lines else 0
 
-    def lower(self, progress=None) -> Bundle:
+    def lower(self, progress=None, defer_data: bool = False) -> Bundle:
         import time
         kg = self.kg
         last_report = time.perf_counter()
@@ -288,9 +288,9 @@ class Lowerer:
                 last_report = time.perf_counter()
                 progress(f"lowering: kernel {i + 1}/{len(kg.kernels)} ({k.name}), {len(pb)} instructions")
         pb.emit("halt")
-        return self.finish()
+        return self.finish(defer_data)
 
-    def finish(self) -> Bundle:
+    def finish(self, defer_data: bool = False) -> Bundle:
         kg, m = self.kg, self.m
         n_steps = kg.n_steps
         bank = _align(self.step_size)
@@ -320,7 +320,8 @@ class Lowerer:
                             rows=math.prod(shape[:-1]), cols=shape[-1],
                             scales=tuple(float(s) for s in np.broadcast_to(a.scales, (n_steps,))))
 
-        return Bundle(machine=m, instrs=instrs, dram_size=dram_size, data=self.data.finish(), data_base=data_base,
+        data = self.data if defer_data else self.data.finish()
+        return Bundle(machine=m, instrs=instrs, dram_size=dram_size, data=data, data_base=data_base,
                       n_steps=n_steps, step_base=step_base, step_bank=bank, step_table=bytes(table),
                       inputs=[io(a, "in") for a in kg.inputs], outputs=[io(a, "out") for a in kg.outputs],
                       host=kg.host_prologue, debug=self.debug,
@@ -348,7 +349,11 @@ def kernel_lowering(kind: str):
     return deco
 
 
-def lower(kg: KernelGraph, machine: Machine, progress=None) -> Bundle:
-    """Lower a KernelGraph for a machine into a Bundle (not yet verified; see verify.py)."""
+def lower(kg: KernelGraph, machine: Machine, progress=None, defer_data: bool = False) -> Bundle:
+    """Lower a KernelGraph for a machine into a Bundle (not yet verified; see verify.py).
+
+    defer_data: the Bundle's ``data`` is the DataImage itself, its writer thread possibly still packing and
+    writing weights (it has the final ``len``, which is all the verifier reads); the caller replaces it with
+    ``bundle.data.finish()`` (the bytes, or raises what the writer raised) before anything else reads it."""
     from . import kernels_impl  # noqa: F401  (registers the per-kind lowerings)
-    return Lowerer(kg, machine).lower(progress)
+    return Lowerer(kg, machine).lower(progress, defer_data)
