@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..errors import SdacError
+from ..isa.encoding import queue_of
 from ..isa.spec import QUEUES
 from .shadow import Segments
 
@@ -47,64 +48,98 @@ def _cl(n: int, L: int) -> int:
 
 def footprint(ins, L: int) -> list[Span]:
     """Bounding line/byte ranges of every memory an instruction touches (strides are non-negative)."""
-    a = ins.args
-    op = ins.op
-    out: list[Span] = []
+    fp = _FOOTPRINT.get(ins.op)
+    return fp(ins.args, L) if fp is not None else []
 
-    def rng(space, base, last_off, n, write):
-        out.append(_new_span(Span, (space, base, base + last_off + n, write)))   # Span(...) without its __new__
 
-    if op in ("load", "store"):
-        buf = a["buf"]
-        last = (a["nz"] - 1) * a["sz"] + (a["ny"] - 1) * a["sy"]
-        rng(buf, a["sram"], last, a["run"], op == "load")
-        lb = {"act": L, "wgt": L // 2, "acc": 4 * L, "prm": 4 * L}[buf]
-        dlast = (a["nz"] - 1) * a["dz"] + (a["ny"] - 1) * a["dy"] + (a["run"] - 1) * lb
-        if not (op == "load" and a["zero"]):
-            out.append(Span("dram", a["dram"], a["dram"] + dlast + lb, op == "store"))
-    elif op == "mm":
-        rng("act", a["a"], (a["m"] - 1) * a["ars"], _cl(a["k"], L), False)
-        if a["wsrc"] == "wgt":
-            rng("wgt", a["w"], (_cl(a["n"], L) - 1) * a["ws"], a["k"], False)
-        elif a["wsrc"] == "act":
-            rng("act", a["w"], (a["k"] - 1) * a["ws"], _cl(a["n"], L), False)
-        else:
-            rng("act", a["w"], (a["n"] - 1) * a["ws"], _cl(a["k"], L), False)
-        rng("acc", a["c"], (a["m"] - 1) * a["crs"], _cl(a["n"], L), True)
-    elif op == "conv":
-        rng("act", a["i"], (a["ih"] - 1) * a["irs"] + (a["iw"] - 1) * a["ips"], _cl(a["cin"], L), False)
-        rng("wgt", a["w"], (_cl(a["cout"], L) - 1) * a["wbs"] + 8 * a["wts"], a["cin"], False)
-        rng("acc", a["o"], (a["oh"] - 1) * a["ors"] + (a["ow"] - 1) * a["ops"], _cl(a["cout"], L), True)
-    elif op in ("deq", "add", "act", "geglu", "norm", "softmax", "transpose"):
+# One function per mnemonic (a dispatch, not a chain of tests, per instruction). Each span is
+# (space, first, one past the last, write), made with tuple.__new__ (Span(...) without its __new__).
+
+def _fp_dma(load: bool):
+    def fp(a, L):
+        buf, sram, run = a["buf"], a["sram"], a["run"]
+        nz1, ny1 = a["nz"] - 1, a["ny"] - 1
+        out = [_new_span(Span, (buf, sram, sram + nz1 * a["sz"] + ny1 * a["sy"] + run, load))]
+        if not (load and a["zero"]):
+            lb = L // 2 if buf == "wgt" else (L if buf == "act" else 4 * L)      # bytes per line
+            dram = a["dram"]
+            out.append(_new_span(Span, ("dram", dram, dram + nz1 * a["dz"] + ny1 * a["dy"] + run * lb, not load)))
+        return out
+    return fp
+
+
+def _fp_mm(a, L):
+    k, n, m1 = a["k"], a["n"], a["m"] - 1
+    ck, cn = -(-k // L), -(-n // L)
+    x, w, c = a["a"], a["w"], a["c"]
+    wsrc = a["wsrc"]
+    if wsrc == "wgt":
+        ws = ("wgt", w, w + (cn - 1) * a["ws"] + k, False)
+    elif wsrc == "act":
+        ws = ("act", w, w + (k - 1) * a["ws"] + cn, False)
+    else:
+        ws = ("act", w, w + (n - 1) * a["ws"] + ck, False)
+    return [_new_span(Span, ("act", x, x + m1 * a["ars"] + ck, False)), _new_span(Span, ws),
+            _new_span(Span, ("acc", c, c + m1 * a["crs"] + cn, True))]
+
+
+def _fp_conv(a, L):
+    cout, cin = a["cout"], a["cin"]
+    co = -(-cout // L)
+    i, w, o = a["i"], a["w"], a["o"]
+    return [_new_span(Span, ("act", i, i + (a["ih"] - 1) * a["irs"] + (a["iw"] - 1) * a["ips"] + -(-cin // L), False)),
+            _new_span(Span, ("wgt", w, w + (co - 1) * a["wbs"] + 8 * a["wts"] + cin, False)),
+            _new_span(Span, ("acc", o, o + (a["oh"] - 1) * a["ors"] + (a["ow"] - 1) * a["ops"] + co, True))]
+
+
+def _fp_sfu(op: str):
+    """The element-wise SFU instructions: source(s), result, parameter lines."""
+    two = op in ("add", "geglu")
+    src_f, srs_f = ("a", "ars") if two else ("s", "srs")
+    src_from_field = op in ("deq", "act")
+
+    def fp(a, L):
         rows, cols = a["rows"], a["cols"]
-        c = _cl(cols, L)
-        src_buf = a["sbuf"] if op in ("deq", "act") else ("act" if op == "transpose" else "acc")
-        src = a["a"] if op in ("add", "geglu") else a["s"]
-        srs = a["ars"] if op in ("add", "geglu") else a["srs"]
-        rng(src_buf, src, (rows - 1) * srs, c, False)
+        r1 = rows - 1
+        c = -(-cols // L)
+        src = a[src_f]
+        src_buf = a["sbuf"] if src_from_field else ("act" if op == "transpose" else "acc")
+        out = [_new_span(Span, (src_buf, src, src + r1 * a[srs_f] + c, False))]
         if op == "add":
-            rng(a["bbuf"], a["b"], (rows - 1) * a["brs"], c, False)
-        if op == "geglu":
-            rng("acc", a["b"], (rows - 1) * a["brs"], c, False)
-        dst_buf = "act" if op in ("softmax", "transpose") else ("acc" if op in ("deq", "add") else a["out"])
+            b = a["b"]
+            out.append(_new_span(Span, (a["bbuf"], b, b + r1 * a["brs"] + c, False)))
+        elif op == "geglu":
+            b = a["b"]
+            out.append(_new_span(Span, ("acc", b, b + r1 * a["brs"] + c, False)))
+        d = a["d"]
         if op == "transpose":
-            rng("act", a["d"], (cols - 1) * a["drs"], _cl(rows, L), True)
-        else:
-            rng(dst_buf, a["d"], (rows - 1) * a["drs"], c, True)
+            out.append(_new_span(Span, ("act", d, d + (cols - 1) * a["drs"] + -(-rows // L), True)))
+            return out
+        dst_buf = "act" if op == "softmax" else ("acc" if op in ("deq", "add") else a["out"])
+        out.append(_new_span(Span, (dst_buf, d, d + r1 * a["drs"] + c, True)))
         if op == "deq":
+            sc = a["sc"]
             if a["per_ch"]:
-                rng("prm", a["sc"], 0, c, False)
+                out.append(_new_span(Span, ("prm", sc, sc + c, False)))
             else:
-                rng("prm", a["sc"] // L, 0, 1, False)
+                out.append(_new_span(Span, ("prm", sc // L, sc // L + 1, False)))
             if a["bias"]:
-                rng("prm", a["bb"], 0, c, False)
+                bb = a["bb"]
+                out.append(_new_span(Span, ("prm", bb, bb + c, False)))
         elif op == "norm":
-            rng("prm", a["nd"] // L, (a["nd"] + 2) // L - a["nd"] // L, 1, False)
-            rng("prm", a["gamma"], 0, c, False)
-            rng("prm", a["beta"], 0, c, False)
-        elif op != "transpose":
-            rng("prm", a["sc"] // L, 0, 1, False)
-    return out
+            nd, g, bt = a["nd"], a["gamma"], a["beta"]
+            out.append(_new_span(Span, ("prm", nd // L, (nd + 2) // L + 1, False)))
+            out.append(_new_span(Span, ("prm", g, g + c, False)))
+            out.append(_new_span(Span, ("prm", bt, bt + c, False)))
+        else:
+            sc = a["sc"] // L
+            out.append(_new_span(Span, ("prm", sc, sc + 1, False)))
+        return out
+    return fp
+
+
+_FOOTPRINT = {"load": _fp_dma(True), "store": _fp_dma(False), "mm": _fp_mm, "conv": _fp_conv,
+              **{op: _fp_sfu(op) for op in ("deq", "add", "act", "geglu", "norm", "softmax", "transpose")}}
 
 
 def _sfu_operands(ins, L: int) -> list[tuple[str, int, int, int, int, bool]]:
@@ -123,13 +158,16 @@ def _sfu_operands(ins, L: int) -> list[tuple[str, int, int, int, int, bool]]:
     return [(b, base, rs, rows, c, False) for b, base, rs in src] + [(dst, a["d"], a["drs"], rows, c, True)]
 
 
+_SFU_ALIASED = frozenset(("deq", "add", "act", "geglu", "norm"))     # (and the only users of statistics)
+
+
 def check_sfu_aliasing(ins, L: int) -> str | None:
     """A result region must coincide with a source line for line (in place) or share no line with it.
 
     The SFU streams rows in order: a partial overlap would let a later row read a line an earlier row
     already wrote (isa.toml: in place or disjoint). Returns what is wrong, or None.
     """
-    if ins.op not in ("deq", "add", "act", "geglu", "norm"):
+    if ins.op not in _SFU_ALIASED:
         return None
     ops = _sfu_operands(ins, L)
     dst = ops[-1]
@@ -169,32 +207,35 @@ def check_bounds(bundle, footprints: list | None = None) -> None:
     caps = {b: m.buf_lines(b) for b in ("act", "wgt", "acc", "prm")}
     step_extra = (bundle.n_steps - 1) * bundle.step_bank
     for i, ins in enumerate(bundle.instrs):
-        for s in (footprints[i] if footprints is not None else footprint(ins, L)):
-            if s.space == "dram":
-                hi = s.hi + (step_extra if ins.op == "load" and ins.args.get("step") else 0)
+        op = ins.op
+        for space, lo, hi, _ in (footprints[i] if footprints is not None else footprint(ins, L)):
+            if space == "dram":
+                if op == "load" and ins.args.get("step"):
+                    hi += step_extra
                 if hi > bundle.dram_size:
-                    raise VerifyError(i, f"{ins.op} touches DRAM [{s.lo:#x}, {hi:#x}) beyond the "
+                    raise VerifyError(i, f"{op} touches DRAM [{lo:#x}, {hi:#x}) beyond the "
                                          f"{bundle.dram_size:#x} bytes of device memory")
-            elif s.hi > caps[s.space]:
-                raise VerifyError(i, f"{ins.op} touches {s.space} lines [{s.lo}, {s.hi}) beyond the buffer's "
-                                     f"{caps[s.space]} lines")
-        alias = check_sfu_aliasing(ins, L)
-        if alias:
-            raise VerifyError(i, f"{ins.op}: {alias}")
-        st = _stat_range(ins)
-        if st and st[1] > m.stat_groups:
-            raise VerifyError(i, f"{ins.op} uses statistics registers [{st[0]}, {st[1]}) of {m.stat_groups}")
+            elif hi > caps[space]:
+                raise VerifyError(i, f"{op} touches {space} lines [{lo}, {hi}) beyond the buffer's "
+                                     f"{caps[space]} lines")
+        if op in _SFU_ALIASED:
+            alias = check_sfu_aliasing(ins, L)
+            if alias:
+                raise VerifyError(i, f"{op}: {alias}")
+            st = _stat_range(ins)
+            if st and st[1] > m.stat_groups:
+                raise VerifyError(i, f"{op} uses statistics registers [{st[0]}, {st[1]}) of {m.stat_groups}")
 
 
-def queue_program(instrs) -> list[tuple]:
+def queue_program(instrs, queues: list | None = None) -> list[tuple]:
     """What simulate_queues needs of each instruction: (queue index or -1 for control, halt?, popped and
-    pushed token channels as producer * len(QUEUES) + consumer)."""
+    pushed token channels as producer * len(QUEUES) + consumer). queues: each instruction's, if known."""
     qi = {q: j for j, q in enumerate(QUEUES)}
     nq = len(QUEUES)
     out = []
     seen: dict = {}        # (queue, pop, push) -> entry: programs repeat a few token patterns
-    for ins in instrs:
-        q = ins.queue
+    for i, ins in enumerate(instrs):
+        q = ins.queue if queues is None else queues[i]
         if q == "ctl":
             out.append((-1, ins.op == "halt", (), ()))
             continue
@@ -262,47 +303,63 @@ def simulate_queues(instrs, depth: int, token_max: int, priority: tuple[str, ...
         raise VerifyError(n - 1, f"tokens left at halt: {', '.join(leaks)}")
 
 
-def check_races(instrs, L: int, readonly: tuple[tuple[int, int], ...] = (), footprints: list | None = None) -> None:
+def check_races(instrs, L: int, readonly: tuple[tuple[int, int], ...] = (), footprints: list | None = None,
+                queues: list | None = None) -> None:
     """Conflicting accesses of different queues must be ordered by tokens (vector clocks).
 
     A write must happen after the last write and every read since it; a read after the last write (earlier
     accesses are ordered before those, or were reported). ``readonly``: DRAM ranges no instruction may write
-    (the static data, the step table); reads of them cannot race and are not tracked."""
+    (the static data, the step table); reads of them cannot race and are not tracked. footprints, queues:
+    footprint() and the queue of every instruction, if the caller has them already."""
+    if queues is None:
+        queues = [ins.queue for ins in instrs]
+    nq = len(QUEUES)
     qi = {q: j for j, q in enumerate(QUEUES)}
-    last_vc = {q: (0, 0, 0, 0) for q in QUEUES}
-    push_vcs: dict[tuple[str, str], list] = {}
-    pop_count: dict[tuple[str, str], int] = {}
-    qpos = {q: 0 for q in QUEUES}
+    zero = (0,) * nq
+    last_vc = [zero] * nq                   # per queue: the vector clock of its latest instruction
+    push_vcs: dict[int, list] = {}          # channel producer * nq + consumer -> vector clocks of its pushes
+    pop_count = [0] * (nq * nq)
+    qpos = [0] * nq
     shadow: dict[str, Segments] = {}
     for i, ins in enumerate(instrs):
-        q = ins.queue
+        q = queues[i]
         if q == "ctl":
             continue
-        vc = last_vc[q]
+        j = qi[q]
+        vc = last_vc[j]
         for p in ins.pop:
-            k = pop_count.get((p, q), 0)
-            pushes = push_vcs.get((p, q), [])
+            c = qi[p] * nq + j
+            k = pop_count[c]
+            pushes = push_vcs.get(c, ())
             if k >= len(pushes):
                 raise VerifyError(i, f"pops a token {p}->{q} that no earlier instruction pushes")
-            pop_count[(p, q)] = k + 1
+            pop_count[c] = k + 1
             vc = tuple(map(max, vc, pushes[k]))
-        j = qi[q]
-        vc = vc[:j] + (qpos[q] + 1,) + vc[j + 1:]
-        last_vc[q] = vc
+        pos = qpos[j]
+        vc = vc[:j] + (pos + 1,) + vc[j + 1:]
+        last_vc[j] = vc
         for r in ins.push:
-            push_vcs.setdefault((q, r), []).append(vc)
-        me = (j, qpos[q], i)
-        qpos[q] += 1
+            c = j * nq + qi[r]
+            if c in push_vcs:
+                push_vcs[c].append(vc)
+            else:
+                push_vcs[c] = [vc]
+        me = (j, pos, i)
+        qpos[j] = pos + 1
         for space, slo, shi, write in (footprints[i] if footprints is not None else footprint(ins, L)):
             if shi <= slo:
                 continue
             if space == "dram" and readonly:
-                inside = [(lo, hi) for lo, hi in readonly if slo < hi and lo < shi]
-                if inside and write:
-                    lo, hi = inside[0]
-                    raise VerifyError(i, f"{ins.op} writes DRAM [{max(lo, slo)}, {min(hi, shi)}) of the "
-                                         f"read-only static data or step table")
-                if any(lo <= slo and shi <= hi for lo, hi in inside):
+                skip = False
+                for lo, hi in readonly:
+                    if slo < hi and lo < shi:
+                        if write:
+                            raise VerifyError(i, f"{ins.op} writes DRAM [{max(lo, slo)}, {min(hi, shi)}) of the "
+                                                 f"read-only static data or step table")
+                        if lo <= slo and shi <= hi:
+                            skip = True
+                            break
+                if skip:
                     continue
             sh = shadow.get(space)
             if sh is None:
@@ -335,10 +392,11 @@ def verify(bundle) -> None:
     """Raise VerifyError unless the bundle's program is in bounds, deadlock-free and race-free."""
     m = bundle.machine
     footprints = [footprint(ins, m.lanes) for ins in bundle.instrs]     # used by the bounds and the race checks
+    queues = [queue_of(ins.op, ins.args) for ins in bundle.instrs]
     check_bounds(bundle, footprints)
-    prog = queue_program(bundle.instrs)
+    prog = queue_program(bundle.instrs, queues)
     for prio in (("ld", "cmp", "sfu", "st"), ("st", "sfu", "cmp", "ld"), ("cmp", "sfu", "st", "ld")):
         simulate_queues(bundle.instrs, m.queue_depth, m.token_max, prio, prog)
     readonly = tuple((lo, lo + n) for lo, n in ((bundle.data_base, len(bundle.data)),
                                                  (bundle.step_base, len(bundle.step_table))) if n)
-    check_races(bundle.instrs, m.lanes, readonly, footprints)
+    check_races(bundle.instrs, m.lanes, readonly, footprints, queues)

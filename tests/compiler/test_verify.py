@@ -185,3 +185,92 @@ def test_write_to_static_data_is_rejected(bundle):
     bad = dataclasses.replace(bundle.instrs[st], args={**bundle.instrs[st].args, "dram": bundle.data_base})
     with pytest.raises(VerifyError, match=f"instruction {st}: store writes DRAM .* read-only"):
         verify(replace(bundle, st, bad))
+
+
+# ------------------------------------------------- footprint: the per-mnemonic functions against the plain one
+
+def _cl(n, L):
+    return -(-n // L)
+
+
+def _footprint_plain(ins, L):
+    """The verifier's footprint as one chain of tests (its definition before the per-mnemonic dispatch)."""
+    from sdac.compiler.verify import Span
+    a = ins.args
+    op = ins.op
+    out = []
+
+    def rng(space, base, last_off, n, write):
+        out.append(Span(space, base, base + last_off + n, write))
+
+    if op in ("load", "store"):
+        buf = a["buf"]
+        last = (a["nz"] - 1) * a["sz"] + (a["ny"] - 1) * a["sy"]
+        rng(buf, a["sram"], last, a["run"], op == "load")
+        lb = {"act": L, "wgt": L // 2, "acc": 4 * L, "prm": 4 * L}[buf]
+        dlast = (a["nz"] - 1) * a["dz"] + (a["ny"] - 1) * a["dy"] + (a["run"] - 1) * lb
+        if not (op == "load" and a["zero"]):
+            out.append(Span("dram", a["dram"], a["dram"] + dlast + lb, op == "store"))
+    elif op == "mm":
+        rng("act", a["a"], (a["m"] - 1) * a["ars"], _cl(a["k"], L), False)
+        if a["wsrc"] == "wgt":
+            rng("wgt", a["w"], (_cl(a["n"], L) - 1) * a["ws"], a["k"], False)
+        elif a["wsrc"] == "act":
+            rng("act", a["w"], (a["k"] - 1) * a["ws"], _cl(a["n"], L), False)
+        else:
+            rng("act", a["w"], (a["n"] - 1) * a["ws"], _cl(a["k"], L), False)
+        rng("acc", a["c"], (a["m"] - 1) * a["crs"], _cl(a["n"], L), True)
+    elif op == "conv":
+        rng("act", a["i"], (a["ih"] - 1) * a["irs"] + (a["iw"] - 1) * a["ips"], _cl(a["cin"], L), False)
+        rng("wgt", a["w"], (_cl(a["cout"], L) - 1) * a["wbs"] + 8 * a["wts"], a["cin"], False)
+        rng("acc", a["o"], (a["oh"] - 1) * a["ors"] + (a["ow"] - 1) * a["ops"], _cl(a["cout"], L), True)
+    elif op in ("deq", "add", "act", "geglu", "norm", "softmax", "transpose"):
+        rows, cols = a["rows"], a["cols"]
+        c = _cl(cols, L)
+        src_buf = a["sbuf"] if op in ("deq", "act") else ("act" if op == "transpose" else "acc")
+        src = a["a"] if op in ("add", "geglu") else a["s"]
+        srs = a["ars"] if op in ("add", "geglu") else a["srs"]
+        rng(src_buf, src, (rows - 1) * srs, c, False)
+        if op == "add":
+            rng(a["bbuf"], a["b"], (rows - 1) * a["brs"], c, False)
+        if op == "geglu":
+            rng("acc", a["b"], (rows - 1) * a["brs"], c, False)
+        dst_buf = "act" if op in ("softmax", "transpose") else ("acc" if op in ("deq", "add") else a["out"])
+        if op == "transpose":
+            rng("act", a["d"], (cols - 1) * a["drs"], _cl(rows, L), True)
+        else:
+            rng(dst_buf, a["d"], (rows - 1) * a["drs"], c, True)
+        if op == "deq":
+            if a["per_ch"]:
+                rng("prm", a["sc"], 0, c, False)
+            else:
+                rng("prm", a["sc"] // L, 0, 1, False)
+            if a["bias"]:
+                rng("prm", a["bb"], 0, c, False)
+        elif op == "norm":
+            rng("prm", a["nd"] // L, (a["nd"] + 2) // L - a["nd"] // L, 1, False)
+            rng("prm", a["gamma"], 0, c, False)
+            rng("prm", a["beta"], 0, c, False)
+        elif op != "transpose":
+            rng("prm", a["sc"] // L, 0, 1, False)
+    return out
+
+
+@pytest.mark.parametrize("L", [20, 4, 7])
+def test_footprint_equals_the_plain_definition(bundle, L):
+    from sdac.compiler.verify import footprint
+    from sdac.isa.spec import SPEC
+    rng = np.random.default_rng(L)
+    for ins in bundle.instrs:
+        assert footprint(ins, L) == _footprint_plain(ins, L), ins
+    for ispec in SPEC.instrs:
+        for _ in range(300):
+            args = {}
+            for f in ispec.fields:
+                if f.kind == "enum":
+                    args[f.name] = rng.choice(list(SPEC.enums[f.enum]))
+                else:
+                    hi = min(f.max, 300 if rng.random() < 0.8 else f.max)
+                    args[f.name] = int(rng.integers(max(f.min, 0), max(f.min, 0) + hi + 1)) if hi else f.min
+            ins = Instr.make(ispec.name, **{k: (str(v) if isinstance(v, np.str_) else v) for k, v in args.items()})
+            assert footprint(ins, L) == _footprint_plain(ins, L), ins
