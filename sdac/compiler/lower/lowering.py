@@ -21,7 +21,7 @@ from ..kernels import Act, Kernel, KernelGraph
 from .epilogue import EpiloguePlan, SfuOp, plan_epilogue
 from .fixed import scale_entries
 from .params import PrmImage
-from .program import Access, R, W, ProgramBuilder
+from .program import Access, R, W, ProgramBuilder, _new
 
 ALIGN = 64
 
@@ -137,6 +137,9 @@ class Lowerer:
         self.act_end = _align(top)
 
     # ------------------------------------------------------------ emission helpers
+    def __post_init__(self):
+        self.emit = self.pb.emit        # (the builder's method itself: one call per instruction, not two)
+
     def emit(self, op: str, accesses, /, **args) -> int:
         return self.pb.emit(op, accesses, **args)
 
@@ -158,7 +161,8 @@ class Lowerer:
         dram = self.addr[a.name] + (r0 * cl + line0) * self.L
         nbytes = ((rows - 1) * cl + lines) * self.L
         load = op == "load"
-        acc = [Access("act", sram, sram + (rows - 1) * sy + lines, load), Access("dram", dram, dram + nbytes, not load)]
+        acc = [_new(Access, ("act", sram, sram + (rows - 1) * sy + lines, load)),
+               _new(Access, ("dram", dram, dram + nbytes, not load))]
         if lines == cl and sy == cl and rows * cl <= 0xFFFF:
             self.emit(op, acc, buf="act", dram=dram, sram=sram, run=rows * cl)
         else:

@@ -13,6 +13,7 @@ k-th push). This is tinygrad's RAW/WAR edge construction with VTA's tokens.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -28,17 +29,21 @@ class Access(NamedTuple):
     write: bool
 
 
+_new = tuple.__new__       # _new(Access, (...)): an Access without the NamedTuple's Python-level __new__
+
+
 def R(space: str, lo: int, n: int) -> Access:
-    return Access(space, lo, lo + n, False)
+    return _new(Access, (space, lo, lo + n, False))
 
 
 def W(space: str, lo: int, n: int) -> Access:
-    return Access(space, lo, lo + n, True)
+    return _new(Access, (space, lo, lo + n, True))
 
 
 _BIT = {q: 1 << i for i, q in enumerate(QUEUES)}
 _QI = {q: i for i, q in enumerate(QUEUES)}
 _NQ = len(QUEUES)
+_NO_NEED = [-1] * _NQ
 _QUEUE_SET = [frozenset(q for q in QUEUES if m & _BIT[q]) for m in range(1 << len(QUEUES))]   # mask -> set
 
 
@@ -80,9 +85,20 @@ class ProgramBuilder:
             sh = shadow.get(space)
             if sh is None:
                 sh = shadow[space] = Segments()
-            a, b = sh.span(lo, hi)      # segments a..b-1: exactly [lo, hi)
+            # Segments.span inlined (one call fewer per access): segments a..b-1 cover exactly [lo, hi)
+            starts, info = sh.starts, sh.info
+            b = bisect_right(starts, hi) - 1
+            if starts[b] != hi:
+                b += 1
+                starts.insert(b, hi)
+                info.insert(b, info[b - 1])
+            a = bisect_right(starts, lo, 0, b) - 1
+            if starts[a] != lo:
+                a += 1
+                starts.insert(a, lo)
+                info.insert(a, info[a - 1])
+                b += 1
             spans.append((sh, lo, hi, write, a, b))
-            info = sh.info
             for k in range(a, b):
                 writer, readers = info[k]
                 if writer is not None:
@@ -93,28 +109,34 @@ class ProgramBuilder:
                     for rq, rpos in readers.items():
                         if rq != j and rpos > need[rq]:
                             need[rq] = rpos
-        last_push = self._last_push
-        pop = 0
-        for p in range(_NQ):
-            xpos = need[p]
-            if xpos < 0 or last_push[p * _NQ + j] >= xpos:
-                continue
-            self.pushes[self.by_queue[p][xpos]] |= 1 << j
-            pop |= 1 << p
-            last_push[p * _NQ + j] = xpos
-        if pop:
-            self.pops[idx] = pop
+        if need != _NO_NEED:
+            last_push = self._last_push
+            pop = 0
+            for p in range(_NQ):
+                xpos = need[p]
+                if xpos < 0 or last_push[p * _NQ + j] >= xpos:
+                    continue
+                self.pushes[self.by_queue[p][xpos]] |= 1 << j
+                pop |= 1 << p
+                last_push[p * _NQ + j] = xpos
+            if pop:
+                self.pops[idx] = pop
         # record the accesses after all are checked (an instruction's own write must not hide what its other
         # accesses conflict with); a later access's split or an earlier write may have moved a span's indices
         me = (j, qpos)
         for sh, lo, hi, write, a, b in spans:
-            starts = sh.starts
+            starts, info = sh.starts, sh.info
             if b >= len(starts) or starts[a] != lo or starts[b] != hi:
                 a, b = sh.span(lo, hi)
-            if write:
-                sh.set_writer(a, b, me)
-            else:
-                sh.add_reader(a, b, j, qpos)
+            if write:       # Segments.set_writer
+                if b - a > 1:
+                    del starts[a + 1:b]
+                    del info[a + 1:b]
+                info[a] = (me, {})
+            else:           # Segments.add_reader
+                for k in range(a, b):
+                    writer, readers = info[k]
+                    info[k] = (writer, {**readers, j: qpos} if readers else {j: qpos})
         return idx
 
     def finish(self) -> list[Instr]:
