@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/compile_stages.py build/sd15/unet.qdq.onnx --mem-limit-gb 10 [--profile]
 
 Runs the frontend (load_model), each graph pass of sdac.compiler.passes one at a time, the lowering,
-the static verifier and the bundle writing (to a temporary file), printing wall and CPU time, current
-and peak resident set after each, and stops at the first failure with the error and its stack. The
-stages run as compile_model runs them (no cyclic GC, sdac.compiler.driver.compiling_runtime). With --profile, cProfile's top functions per stage. The address space is
+the static verifier and the bundle writing (to a temporary file), printing wall and CPU time (of the whole
+process: the DATA writer thread's included), current and peak resident set after each, and stops at the first
+failure with the error and its stack. The stages run as compile_model runs them (no cyclic GC,
+sdac.compiler.driver.compiling_runtime; the DATA writer thread joined after the verifier). With --profile, cProfile's top functions per stage. The address space is
 capped (--mem-limit-gb) so a runaway stage fails with MemoryError and a stack on the shared machine.
 """
 from __future__ import annotations
@@ -98,8 +99,14 @@ def run_stages(a, stage) -> None:
         return
     kg = ctx.kernel_graph
     del graph
-    bundle = stage("lower (instructions, DATA image)", lambda: lower(kg, DEFAULT))
-    stage("verify (static verifier)", lambda: verify(bundle))
+    # as compile_model runs them: the DATA image's writer thread packs and writes the weights during the
+    # lowering and the verifier, and is joined after it
+    bundle = stage("lower (instructions; DATA writer thread runs on)", lambda: lower(kg, DEFAULT, defer_data=True))
+    stage("verify (static verifier; DATA writer thread runs on)", lambda: verify(bundle))
+
+    def join():
+        bundle.data = bundle.data.finish()
+    stage("DATA writer join (after verify)", join)
     with tempfile.TemporaryDirectory() as tmp:
         stage("write_bundle (encode TEXT, copy DATA)", lambda: write_bundle(bundle, f"{tmp}/b.sdab"))
 
