@@ -274,3 +274,66 @@ def test_footprint_equals_the_plain_definition(bundle, L):
                     args[f.name] = int(rng.integers(max(f.min, 0), max(f.min, 0) + hi + 1)) if hi else f.min
             ins = Instr.make(ispec.name, **{k: (str(v) if isinstance(v, np.str_) else v) for k, v in args.items()})
             assert footprint(ins, L) == _footprint_plain(ins, L), ins
+
+
+# ------------------------------------------------- the program builder's tokens against a per-address reference
+
+def _reference_tokens(prog):
+    """The builder's rule on a per-address shadow (no segments): each instruction waits for the latest
+    conflicting access of every other queue (the last writer; on a write also the latest reader of each queue
+    since that write), unless an earlier token on that channel already orders it; accesses are recorded
+    after all of the instruction's accesses are checked, in order."""
+    from sdac.isa.spec import QUEUES
+    writer, readers = {}, {}          # (space, address) -> (queue, position) / {queue: position}
+    by_queue = {q: [] for q in QUEUES}
+    last_push = {}
+    pops, pushes = [], []
+    for idx, (q, accesses) in enumerate(prog):
+        pos = len(by_queue[q])
+        by_queue[q].append(idx)
+        pops.append(set())
+        pushes.append(set())
+        need = {}
+        for space, lo, hi, write in accesses:
+            for x in range(lo, hi):
+                w = writer.get((space, x))
+                if w and w[0] != q:
+                    need[w[0]] = max(need.get(w[0], -1), w[1])
+                if write:
+                    for rq, rpos in readers.get((space, x), {}).items():
+                        if rq != q:
+                            need[rq] = max(need.get(rq, -1), rpos)
+        for p, xpos in need.items():
+            if last_push.get((p, q), -1) < xpos:
+                pushes[by_queue[p][xpos]].add(q)
+                pops[idx].add(p)
+                last_push[(p, q)] = xpos
+        for space, lo, hi, write in accesses:
+            for x in range(lo, hi):
+                if write:
+                    writer[(space, x)], readers[(space, x)] = (q, pos), {}
+                else:
+                    readers.setdefault((space, x), {})[q] = pos
+    return pops, pushes
+
+
+def test_program_builder_tokens_equal_the_per_address_reference():
+    from sdac.compiler.lower.program import Access, ProgramBuilder
+    rng = np.random.default_rng(5)
+    op_of = {"ld": "load", "cmp": "mm", "sfu": "deq", "st": "store"}
+    for _ in range(300):
+        prog = []
+        for _ in range(int(rng.integers(5, 40))):
+            q = ("ld", "cmp", "sfu", "st")[rng.integers(4)]
+            accesses = []
+            for _ in range(int(rng.integers(0, 4))):
+                lo = int(rng.integers(0, 40))
+                accesses.append(Access(("act", "acc", "dram")[rng.integers(3)], lo, lo + int(rng.integers(0, 9)),
+                                       bool(rng.random() < 0.45)))
+            prog.append((q, accesses))
+        pb = ProgramBuilder()
+        for q, accesses in prog:
+            pb.emit(op_of[q], accesses)
+        instrs = pb.finish()
+        pops, pushes = _reference_tokens(prog)
+        assert [set(i.pop) for i in instrs] == pops and [set(i.push) for i in instrs] == pushes
