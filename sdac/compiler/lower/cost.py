@@ -96,13 +96,19 @@ def tiling_cycles(m: Machine, tiles: list[TileWork], setup_bytes: int = 0) -> fl
     return total + lead + last[2]
 
 
+# Tilings whose estimates differ by less than this are a tie, which the fewer, taller tiles win: fewer
+# instructions and weight re-fetches, and the estimate is not finer than that (SD-v1.5: 14 % fewer
+# instructions, same cycles).
+TIE = 0.005
+
+
 def choose_rows(m: Machine, limit: int, total_rows: int, work_of, granule: int) -> int:
     """The tile height (rows) with the lowest estimated cycles among multiples of granule up to limit."""
     return best_rows(m, limit, total_rows, work_of, granule)[0]
 
 
 def best_rows(m: Machine, limit: int, total_rows: int, work_of, granule: int) -> tuple[int, float]:
-    """choose_rows and the estimated cycles of that tiling."""
+    """choose_rows and the estimated cycles of that tiling (the tallest tile within TIE of the lowest)."""
     limit = max(1, min(limit, total_rows))
     cands = {limit}
     cands.update(r for r in range(granule, limit + 1, granule))
@@ -113,10 +119,8 @@ def best_rows(m: Machine, limit: int, total_rows: int, work_of, granule: int) ->
         if w is None:
             w = works[rows] = work_of(rows)
         return w
-    best = None
-    for r in sorted(cands):
-        tiles = [work(min(r, total_rows - r0)) for r0 in range(0, total_rows, r)]
-        c = tiling_cycles(m, tiles)
-        if best is None or c < best[0] - 1e-9:
-            best = (c, r)
-    return best[1], best[0]
+    cost = {r: tiling_cycles(m, [work(min(r, total_rows - r0)) for r0 in range(0, total_rows, r)])
+            for r in sorted(cands)}
+    low = min(cost.values())
+    r = max(r for r, c in cost.items() if c <= low * (1 + TIE))
+    return r, cost[r]

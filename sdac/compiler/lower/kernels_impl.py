@@ -16,7 +16,7 @@ import numpy as np
 from ...errors import CompileError
 from ..kernels import Act, AddTensor, AddVec, Emit, Kernel
 from ..weights import stored_int4
-from .epilogue import EpiloguePlan, plan_epilogue
+from .epilogue import EpiloguePlan, SfuOp, plan_epilogue
 from .cost import TileWork, best_rows, choose_rows, conv_cycles, mm_cycles
 from .fixed import scale_entries
 from .lowering import Lowerer, kernel_lowering
@@ -84,10 +84,18 @@ def _run_tiles(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, tiles
             n = low.cl(op.operand.channels) * (1 if op.vec else tm)
             operand_slot[j] = [a, a + n]
             a += 2 * n
-        if op.out_act is not None and op.out_act.name not in out_slot:
+        if op.out_act is not None and not op.on_chip and op.out_act.name not in out_slot:
             n = low.cl(op.out_act.channels) * tm
             out_slot[op.out_act.name] = [a, a + n]
             a += 2 * n
+    # on-chip temporaries (see _tmp_lines): in the last output's slot, or one shared single-buffered region
+    tmp_lines = _tmp_lines(low, plan)
+    for op in plan.ops:
+        if op.on_chip:
+            last = plan.ops[-1].out_act
+            fits = not plan.ops[-1].on_chip and last is not None and low.cl(op.out_act.channels) <= low.cl(last.channels)
+            out_slot[op.out_act.name] = out_slot[last.name] if fits else [a, a]
+    a += tmp_lines * tm
     if a > act_limit:
         raise CompileError(f"kernel {k.name}: tiles of {tm} rows need {a} act lines, the buffer has {act_limit}")
     # acc: the whole image resident (GroupNorm without spilling) or two tile slots
@@ -183,10 +191,27 @@ def _run_tiles(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, tiles
 
 
 def _tile_act_lines(low: Lowerer, plan: EpiloguePlan) -> int:
-    """act lines per tile row for the operands and int8 results of the epilogue (each double-buffered)."""
-    outs = {op.out_act.name: op.out_act.channels for op in plan.ops if op.out_act is not None}
+    """act lines per tile row for the operands and stored int8 results of the epilogue (each double-buffered)."""
+    outs = {op.out_act.name: op.out_act.channels for op in plan.ops if op.out_act is not None and not op.on_chip}
     return sum(low.cl(c) for c in outs.values()) + sum(
         low.cl(op.operand.channels) for op in plan.ops if op.operand is not None)
+
+
+def _tmp_lines(low: Lowerer, plan: EpiloguePlan) -> int:
+    """act lines per tile row of the one region shared by the on-chip int8 temporaries (requant_inside) that
+    do not fit the slot of the kernel's last output. A temporary is written and read back by the SFU before
+    the last op writes that output, so it can live there; the SFU runs in order, so the shared region needs
+    no second buffer."""
+    last = plan.ops[-1].out_act if plan.ops and not plan.ops[-1].on_chip else None
+    room = low.cl(last.channels) if last is not None else 0
+    return max([low.cl(op.out_act.channels) for op in plan.ops
+                if op.on_chip and low.cl(op.out_act.channels) > room], default=0)
+
+
+def _act_rows(low: Lowerer, plan: EpiloguePlan, per_row: int = 1) -> int:
+    """The most tile rows (of per_row image rows) whose double-buffered operand/result tiles and shared
+    temporaries fit the upper half of act."""
+    return (low.m.act_lines // 2) // (per_row * (2 * max(1, _tile_act_lines(low, plan)) + _tmp_lines(low, plan)))
 
 
 def _max_rows(low: Lowerer, plan: EpiloguePlan, in_lines: int, acc_lines: int) -> tuple[int, int]:
@@ -197,8 +222,7 @@ def _max_rows(low: Lowerer, plan: EpiloguePlan, in_lines: int, acc_lines: int) -
     tm = min((m.act_lines // 4) // in_lines, m.acc_lines // (2 * acc_lines), 0xFFFF)
     if any(op.st is not None and op.st.mode == "row" for op in plan.ops):
         tm = min(tm, m.stat_groups)
-    out_lines = _tile_act_lines(low, plan)
-    return min(tm, (m.act_lines // 2) // (2 * max(1, out_lines))), out_lines
+    return min(tm, _act_rows(low, plan)), _tile_act_lines(low, plan)
 
 
 # ------------------------------------------------------------------ weights
@@ -354,7 +378,7 @@ def lower_matmul(low: Lowerer, k: Kernel) -> None:
     main_scale = _steps(x, n_steps)[:, None] * np.asarray(k.weights.scale, np.float64)[None, :]
     plan = plan_epilogue(k, prm, "acc32", main_scale, N, image_rows)
     _place_prm(low, k, prm)
-    if _geglu_in_chunks(plan):
+    if _geglu_chunk_ops(plan) is not None:
         _lower_geglu_matmul(low, k, plan, prm, q, n_images, image_rows)
         return
     # MM-OS, or CONV-WS as a stride-3 3x3 conv (no per-tile fill and readout; the reduction padded to nine
@@ -437,18 +461,40 @@ def _matmul_form(low: Lowerer, k: Kernel, plan: EpiloguePlan, q, df: str,
     return _MatmulForm(df, ws, in_lines, cinl, tm, cycles)
 
 
-def _geglu_in_chunks(plan: EpiloguePlan) -> bool:
-    """A GeGLU projection whose epilogue is dequantize, GeGLU, emit: every output column j needs only
-    columns j (value) and H + j (gate) of the product, so it runs in column chunks."""
-    ops = plan.ops
-    if len(ops) not in (2, 3) or plan.gn or ops[0].kind != "deq" or ops[1].kind != "geglu":
-        return False
-    if any(op.st is not None or op.operand is not None or op.src_act for op in ops):
-        return False
+def _geglu_chunk_ops(plan: EpiloguePlan):
+    """A GeGLU projection whose epilogue is dequantize, [round to an int8 grid and back]*, GeGLU, emit:
+    every output column j needs only columns j (value) and H + j (gate) of the product, so it runs in column
+    chunks. Returns (deq, [(round, back)], geglu, rest) or None. (The roundings are requant_inside's
+    Requant steps: an emit to an on-chip int8 tile and a deq of it, element by element.)"""
+    ops = list(plan.ops)
+    if plan.gn or len(ops) < 2 or ops[0].kind != "deq" or ops[0].src_act:
+        return None
+    deq, i, rounds = ops[0], 1, []
+    while i + 1 < len(ops) and ops[i].on_chip:
+        rq, back = ops[i], ops[i + 1]
+        if rq.kind != "act" or rq.fn != "none" or back.kind != "deq" or back.src_tmp is not rq.out_act:
+            return None
+        rounds.append((rq, back))
+        i += 2
+    gg, rest = (ops[i], ops[i + 1:]) if i < len(ops) else (None, [])
+    if gg is None or gg.kind != "geglu" or len(rest) > 1:
+        return None
+    if any(op.st is not None or op.operand is not None for op in ops) or any(op.src_act for op in [gg, *rest]):
+        return None
     last = ops[-1]
     if last.out_act is None or last.on_chip:
-        return False
-    return len(ops) == 2 or (ops[1].out_act is None and last.kind == "act")
+        return None
+    if rest and (gg.out_act is not None or last.kind != "act"):
+        return None
+    return deq, rounds, gg, rest
+
+
+def _deq_cols(op: SfuOp, line0: int) -> dict:
+    """A deq's scale and bias fields for the columns starting at line line0 of its per-column vectors."""
+    args = dict(sc=op.sc.line + line0, per_ch=1) if op.per_ch else dict(sc=op.sc.word)
+    if op.bias is not None:
+        args.update(bias=1, bb=op.bias.line + line0)
+    return args
 
 
 def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, q,
@@ -462,7 +508,7 @@ def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmIma
     x = k.inputs[0]
     K = x.channels
     cl_in = low.cl(K)
-    deq, gg, *rest = plan.ops
+    deq, rounds, gg, rest = _geglu_chunk_ops(plan)
     out = plan.ops[-1].out_act
     H = plan.out_cols
     hl = H // L
@@ -492,8 +538,9 @@ def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmIma
                 array = sum(conv_cycles(m, r, cinl * L, 2 * n * L, "ws") for _, n in chunks)
             else:
                 array = sum(mm_cycles(m, r, 2 * n * L, K) for _, n in chunks)
-            return TileWork(r, 2 * H, r * K * 2 * H, r * cl_in * L + wbytes + r * hl * L, r * 4 * H,
-                            1 + len(chunks) * (5 + len(rest) + (not resident)), array=array,
+            return TileWork(r, 2 * H, r * K * 2 * H, r * cl_in * L + wbytes + r * hl * L,
+                            r * (4 + 4 * len(rounds)) * H,
+                            1 + len(chunks) * (5 + 4 * len(rounds) + len(rest) + (not resident)), array=array,
                             lead_bytes=r * cl_in * L + wbytes // len(chunks))
 
         tm, cycles = best_rows(m, tm, image_rows, work, m.tile_m)
@@ -522,11 +569,17 @@ def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmIma
             vlines = t.rows * vrs
             _emit_linear(low, df, a, in_lines, cl_in, cinl, wa, nb, kp, v, vrs, t.rows, 2 * n * L, K)
             for off, line0 in ((0, j), (n, hl + j)):      # value half, gate half: their columns' scales
-                args = dict(sc=deq.sc.line + line0, per_ch=1) if deq.per_ch else dict(sc=deq.sc.word)
-                if deq.bias is not None:
-                    args.update(bias=1, bb=deq.bias.line + line0)
                 low.emit("deq", [R("acc", v, vlines), W("acc", v + off, vlines - off), prm_acc], sbuf="acc",
-                         s=v + off, srs=vrs, d=v + off, drs=vrs, rows=t.rows, cols=n * L, **args)
+                         s=v + off, srs=vrs, d=v + off, drs=vrs, rows=t.rows, cols=n * L,
+                         **_deq_cols(deq, line0))
+                for rq, back in rounds:
+                    # to the model's int8 grid in the chunk's output slot (the GeGLU writes it only later)
+                    low.emit("act", [R("acc", v, vlines), W("act", o, t.rows * n), prm_acc], sbuf="acc",
+                             s=v + off, srs=vrs, out="act", d=o, drs=n, rows=t.rows, cols=n * L, fn=rq.fn,
+                             frac=rq.frac, sc=rq.sc.word)
+                    low.emit("deq", [R("act", o, t.rows * n), W("acc", v + off, vlines - off), prm_acc],
+                             sbuf="act", s=o, srs=n, d=v + off, drs=vrs, rows=t.rows, cols=n * L,
+                             **_deq_cols(back, line0))
             if rest:
                 dst, acc_out = dict(out="acc", d=v, drs=vrs), W("acc", v, vlines)
             else:
@@ -595,7 +648,7 @@ def lower_conv3x3(low: Lowerer, k: Kernel) -> None:
     row_in = Wd * cc
     th = min((act_quarter // row_in - 3) // s + 1, m.acc_lines // (2 * Wo * cl_out), 0xFFF, Ho)
     out_lines = _tile_act_lines(low, plan)
-    th = min(th, (m.act_lines // 2) // (2 * Wo * max(1, out_lines)))
+    th = min(th, _act_rows(low, plan, Wo))
     if th < 1:
         raise CompileError(f"kernel {k.name}: one output row does not fit the on-chip buffers")
     chunks = [(c0, min(cc, cl_in - c0)) for c0 in range(0, cl_in, cc)]
