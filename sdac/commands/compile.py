@@ -31,9 +31,10 @@ def register(sub) -> None:
     p.add_argument("--calib", metavar="SAMPLES.npz",
                    help="sample inputs (by ONNX name) to calibrate in-kernel fixed-point formats the model's "
                    "scales do not determine")
-    p.add_argument("--requant-inside", action="store_true",
-                   help="also round where the QDQ model quantizes values inside a fusion group (faithful to the "
-                   "QDQ graph; costs SFU passes). Default: keep them at the SFU's 16-bit precision")
+    p.add_argument("--requant-inside", action=argparse.BooleanOptionalAction, default=True,
+                   help="round where the QDQ model quantizes values inside a fusion group, as the model says "
+                   "(default). --no-requant-inside keeps them at the SFU's 16-bit precision: closer to the "
+                   "float model, fewer SFU passes")
     p.add_argument("--no-verify", action="store_true", help="skip the static verifier (not recommended)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")

@@ -178,7 +178,7 @@ def test_encoder_rejects_a_token_for_its_own_queue():
 
 def _best_rows_plain(m, limit, total_rows, work_of, granule):
     limit = max(1, min(limit, total_rows))
-    best = None
+    costs = {}
     for r in sorted({limit, *range(granule, limit + 1, granule)}):
         tiles = [work_of(min(r, total_rows - r0)) for r0 in range(0, total_rows, r)]
         total = 0.0
@@ -186,10 +186,10 @@ def _best_rows_plain(m, limit, total_rows, work_of, granule):
             total += max(cost.tile_cycles(m, w)) + w.instrs * m.instr_overhead
         first, last = cost.tile_cycles(m, tiles[0]), cost.tile_cycles(m, tiles[-1])
         lead = first[0] if tiles[0].lead_bytes is None else tiles[0].lead_bytes / m.dma_bytes_per_cycle + m.dma_latency
-        c = total + lead + last[2]
-        if best is None or c < best[0] - 1e-9:
-            best = (c, r)
-    return best[1], best[0]
+        costs[r] = total + lead + last[2]
+    # the tallest tile whose estimate is within TIE of the lowest
+    r = max(r for r, c in costs.items() if c <= min(costs.values()) * (1 + cost.TIE))
+    return r, costs[r]
 
 
 def test_best_rows_memo_is_the_plain_search():

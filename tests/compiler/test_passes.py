@@ -41,8 +41,10 @@ def table(m, n_steps=1, scale=0.05, skip=()):
 
 
 def compile_(m, n_steps=1, skip=(), ctx=None, **kw):
+    """The fusion structure: these tables give every tensor a scale, so by default (requant_inside) every
+    intermediate of a group would also be rounded (test_default_rounds_where_the_table_quantizes)."""
     g = load_model(m, table(m, n_steps, skip=skip))
-    kg = run_passes(g, ctx or PassContext(), **kw)
+    kg = run_passes(g, ctx or PassContext(requant_inside=False), **kw)
     return g, kg
 
 
@@ -109,6 +111,19 @@ def test_conv_gn_silu_fuses_into_one_ws_kernel_matching_onnxruntime():
     want = np.clip(np.round(want / 0.05), -128, 127) * 0.05
     got = run_kernel_graph(kg, {"x": x})["y"]
     assert sqnr_db(want, got) > 60
+
+
+def test_default_rounds_where_the_table_quantizes():
+    """By default a kernel also rounds its flowing value wherever the model quantizes it (kernels.Requant at
+    tensors the scale table names); the fusion is otherwise the same."""
+    m = conv_gn_silu_model()
+    _, plain = compile_(m)
+    _, faithful = compile_(m, ctx=PassContext())
+    k0, k1 = plain.kernels[0], faithful.kernels[0]
+    assert not any(isinstance(e, K.Requant) for e in k0.epilogue)
+    assert [type(e) for e in k1.epilogue if not isinstance(e, K.Requant)] == [type(e) for e in k0.epilogue]
+    rq = [e.tensor for e in k1.epilogue if isinstance(e, K.Requant)]
+    assert rq and all(t in table(m)["scales"] for t in rq)
 
 
 def test_groupnormalization_op_and_layernorm():

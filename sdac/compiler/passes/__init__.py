@@ -25,8 +25,9 @@ class PassContext:
     dump_dir: str = "."
     lanes: int = 20
     # round the value flowing inside a kernel to the int8 grid wherever the QDQ model quantizes it
-    # (kernels.Requant), so the kernel computes exactly what the model says between fused operators
-    requant_inside: bool = False
+    # (kernels.Requant), so the kernel computes exactly what the model says between fused operators;
+    # False keeps those values at the SFU's 16-bit precision (closer to the float model, fewer SFU passes)
+    requant_inside: bool = True
     kernel_graph: object | None = None     # set by form_kernels (a kernels.KernelGraph)
     ran: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
