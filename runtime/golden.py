@@ -859,9 +859,23 @@ class Golden:
             E = self._prmw(d, a["sc"], "the scale entry")
         Bc = self._read(d, "prm", a["bb"], [(1, 0)], cols, "the bias")[0].view(np.int32).astype(np.int64) \
             if a["bias"] else 0
-        fs = FloatScale.of(E, _absmax_int(S))
+        i32 = _int32_scale(E, S.dtype, Bc)
+        fs = None if i32 is not None else FloatScale.of(E, _absmax_int(S))
 
-        if fs is None:
+        if i32 is not None:             # int8 S (a requantized tile): the same values in int32
+            mul, half, sh = i32
+            B32 = np.asarray(Bc, np.int32)
+
+            def compute(r0, r1):
+                v = np.multiply(S[r0:r1], mul, dtype=np.int32)
+                v += half
+                v >>= sh
+                v += B32
+                return _uclip(v, -32768, 32767, out=v)
+
+            def into(r0, r1, out):
+                np.copyto(out, compute(r0, r1), casting="unsafe")
+        elif fs is None:
             def compute(r0, r1):        # N.sat16(N.apply_scale(S, E) + Bc)
                 v = scale_inplace(S[r0:r1].astype(np.int64), E)
                 v += Bc
@@ -1031,6 +1045,21 @@ def _absmax_int(x: np.ndarray) -> int:
     if x.dtype == np.int8:
         return 128
     return _absmax(x)
+
+
+def _int32_scale(e, dtype, bias) -> tuple | None:
+    """(mul, 2**(sh-1), sh) when N.apply_scale(q, e) + bias of any int8 q is exact in int32: one scale
+    entry, |q * mul| + 2**(sh-1) < 2**31 and the shifted value plus |bias| < 2**31 (then
+    (q * mul + 2**(sh-1)) >> sh is rshift_round itself). None otherwise, or with the fast paths off."""
+    if not _FLOAT_SCALE or dtype != np.int8 or np.ndim(e) != 0:
+        return None
+    e = int(e) & 0xFFFFFFFF
+    mul, sh = e & 0xFFFFFF, (e >> 24) & 63
+    half = (1 << sh) >> 1
+    bmax = int(np.max(np.abs(bias))) if np.ndim(bias) else abs(int(bias))
+    if sh > 30 or 128 * mul + half >= 1 << 31 or ((128 * mul + half) >> sh) + bmax >= 1 << 31:
+        return None
+    return np.int32(mul), np.int32(half), sh
 
 
 _float_scales: dict = {}

@@ -243,3 +243,26 @@ def test_float_scale_equals_apply_scale_or_declines():
         if fs is not None:
             assert np.array_equal(fs.apply(x).astype(np.int64), N.apply_scale(x, vec))
     assert used > 100 and declined > 20
+
+
+def test_int32_deq_of_int8_equals_numerics():
+    # every int8 value, every shift, multipliers up to the int32 bound, biases up to int32's edge
+    q = np.arange(-128, 128, dtype=np.int8)[None, :]
+    rng = np.random.default_rng(5)
+    used = 0
+    for e in _scales(rng, 300):
+        for bias in (0, rng.integers(-1000, 1000, 256), np.full(256, I32.max), np.full(256, I32.min + 1)):
+            got = G._int32_scale(e, np.int8, bias)
+            if got is None:
+                continue
+            used += 1
+            mul, half, sh = got
+            v = np.multiply(q, mul, dtype=np.int32)
+            v += half
+            v >>= sh
+            v += np.asarray(bias, np.int32)
+            want = N.sat16(N.apply_scale(q.astype(np.int64), e) + np.asarray(bias, np.int64))
+            assert np.array_equal(np.clip(v, -32768, 32767), want), (hex(e), bias)
+    assert used > 100
+    assert G._int32_scale((31 << 24) | 1, np.int8, 0) is None         # a shift past 30
+    assert G._int32_scale(5, np.int16, 0) is None                     # int8 sources only
