@@ -96,6 +96,12 @@ def test_cli_compile_and_run(tmp_path):
     assert sdac(["run", str(out), "--inputs", str(tmp_path / "in.npz"), "--outputs", str(tmp_path / "o.npz")]) == 0
     got = np.load(tmp_path / "o.npz")
     assert sqnr_db(_ort(hard_reference(onnx.load(qdq)), x), got[b.outputs[0].name]) >= 30.0
+    # the default rounds where the QDQ model rounds inside the group; --no-requant-inside does not
+    plain = tmp_path / "plain.sdab"
+    assert sdac(["compile", qdq, "-o", str(plain), "-q", "--no-requant-inside"]) == 0
+    ops = [[i.op for i in read_bundle(p).instrs] for p in (out, plain)]
+    assert ops[0] == [i.op for i in compile_model(qdq).bundle.instrs]
+    assert ops[1] == [i.op for i in compile_model(qdq, requant_inside=False).bundle.instrs] != ops[0]
 
 
 def test_cli_compile_bad_model(tmp_path, capsys):
