@@ -81,20 +81,23 @@ def compiling_runtime():
 
 def compile_model(model, *, step_scales=None, machine: Machine = DEFAULT, dataflow: dict | None = None,
                   dump_after=frozenset(), dump_dir: str = ".", calib: str | None = None,
-                  verify_program: bool = True, requant_inside: bool = True,
+                  verify_program: bool = True, requant_inside: bool = True, debug: bool = False,
                   progress=lambda msg: None) -> CompileResult:
-    """requant_inside (default): round wherever the QDQ model quantizes a value inside a fusion group (its
+    """debug: check the graph's invariants (ir.verify_graph) after every pass (the static verifier of the
+    program runs either way, unless verify_program is False).
+
+    requant_inside (default): round wherever the QDQ model quantizes a value inside a fusion group (its
     rounding points: conv/matmul outputs, inside GroupNorm the normalized value and its product with gamma,
     the attention scores; GeGLU gates and LayerNorm interiors keep full precision), at the cost of two more
     SFU passes per such value (one for the scores). False keeps those values at the SFU's 16-bit precision:
     closer to the float model than the QDQ model is, and faster on SFU-bound kernels."""
     with compiling_runtime():
         return _compile(model, step_scales, machine, dataflow, dump_after, dump_dir, calib, verify_program,
-                        requant_inside, progress)
+                        requant_inside, debug, progress)
 
 
 def _compile(model, step_scales, machine, dataflow, dump_after, dump_dir, calib, verify_program, requant_inside,
-             progress) -> CompileResult:
+             debug, progress) -> CompileResult:
     from .calibrate import calibrate_absmax
     from .lower import lower
     from .passes import PassContext, compile_graph
@@ -106,7 +109,7 @@ def _compile(model, step_scales, machine, dataflow, dump_after, dump_dir, calib,
     progress(f"importing {name}")
     ctx = PassContext(dataflow=dict(dataflow or {}), dump_dir=dump_dir, lanes=machine.lanes,
                       requant_inside=requant_inside, progress=progress)
-    kg, graph = compile_graph(model, step_scales, ctx=ctx, dump_after=set(dump_after))
+    kg, graph = compile_graph(model, step_scales, ctx=ctx, dump_after=set(dump_after), debug=debug)
     timings["frontend+passes"] = time.perf_counter() - t
     progress(f"passes done: {len(kg.kernels)} kernels ({timings['frontend+passes']:.2f} s)")
     explained = explain(kg, graph)

@@ -102,6 +102,10 @@ def test_cli_compile_and_run(tmp_path):
     ops = [[i.op for i in read_bundle(p).instrs] for p in (out, plain)]
     assert ops[0] == [i.op for i in compile_model(qdq).bundle.instrs]
     assert ops[1] == [i.op for i in compile_model(qdq, requant_inside=False).bundle.instrs] != ops[0]
+    # --debug checks the graph after every pass; the bundle is the same
+    checked = tmp_path / "debug.sdab"
+    assert sdac(["compile", qdq, "-o", str(checked), "-q", "--debug"]) == 0
+    assert checked.read_bytes() == out.read_bytes()
 
 
 def test_cli_compile_bad_model(tmp_path, capsys):
