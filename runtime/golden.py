@@ -235,6 +235,12 @@ def _int_selftest(fn) -> bool:
     return True
 
 
+def prepare_backends() -> bool:
+    """Set up the exact int8 GEMM backend now (the torch import and its self-test, about 1 s once per
+    process) rather than at the first large product; True when it is available."""
+    return _int_backend() is not None
+
+
 def _int_backend():
     """The exact int8 x int8 -> int32 GEMM, or None (no VNNI, no torch, turned off, self-test failed)."""
     if not _int_backend_fn:

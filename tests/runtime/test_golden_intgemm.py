@@ -123,6 +123,11 @@ def test_int_path_guards(monkeypatch):
     monkeypatch.delenv("SDAC_GOLDEN_INT")
     monkeypatch.setattr(G, "_cpu_has_vnni", lambda: False)
     assert G._int_backend() is None
+    # prepare_backends decides once, up front, what the first large product would have decided
+    monkeypatch.setattr(G, "_int_backend_fn", [])
+    assert G.prepare_backends() is False and G._int_backend_fn == [None]
+    monkeypatch.setattr(G, "_int_backend_fn", [lambda x, w: None])
+    assert G.prepare_backends() is True
 
 
 def test_float_path_when_the_backend_is_off(monkeypatch):
