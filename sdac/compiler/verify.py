@@ -14,7 +14,6 @@ A violation is a compiler bug: VerifyError names the instruction index.
 """
 from __future__ import annotations
 
-from bisect import bisect_right
 from typing import NamedTuple
 
 from ..errors import SdacError
@@ -365,19 +364,8 @@ def check_races(instrs, L: int, readonly: tuple[tuple[int, int], ...] = (), foot
             sh = shadow.get(space)
             if sh is None:
                 sh = shadow[space] = Segments()
-            # Segments.span inlined (one call fewer per access): segments a..b-1 cover exactly [slo, shi)
+            a, b = sh.span(slo, shi)    # segments a..b-1 cover exactly [slo, shi)
             starts, info = sh.starts, sh.info
-            b = bisect_right(starts, shi) - 1
-            if starts[b] != shi:
-                b += 1
-                starts.insert(b, shi)
-                info.insert(b, info[b - 1])
-            a = bisect_right(starts, slo, 0, b) - 1
-            if starts[a] != slo:
-                a += 1
-                starts.insert(a, slo)
-                info.insert(a, info[a - 1])
-                b += 1
             for k in range(a, b):
                 writer, readers = info[k]
                 if writer and writer[0] != j and vc[writer[0]] <= writer[1]:

@@ -13,7 +13,6 @@ k-th push). This is tinygrad's RAW/WAR edge construction with VTA's tokens.
 """
 from __future__ import annotations
 
-from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -85,19 +84,8 @@ class ProgramBuilder:
             sh = shadow.get(space)
             if sh is None:
                 sh = shadow[space] = Segments()
-            # Segments.span inlined (one call fewer per access): segments a..b-1 cover exactly [lo, hi)
-            starts, info = sh.starts, sh.info
-            b = bisect_right(starts, hi) - 1
-            if starts[b] != hi:
-                b += 1
-                starts.insert(b, hi)
-                info.insert(b, info[b - 1])
-            a = bisect_right(starts, lo, 0, b) - 1
-            if starts[a] != lo:
-                a += 1
-                starts.insert(a, lo)
-                info.insert(a, info[a - 1])
-                b += 1
+            a, b = sh.span(lo, hi)      # segments a..b-1 cover exactly [lo, hi)
+            info = sh.info
             spans.append((sh, lo, hi, write, a, b))
             for k in range(a, b):
                 writer, readers = info[k]
