@@ -125,6 +125,7 @@ def _compile(model, step_scales, machine, dataflow, dump_after, dump_dir, calib,
     # only the image's length); it is joined below, whatever the verifier found
     bundle = lower(kg, machine, progress=progress, defer_data=True)
     timings["lower"] = time.perf_counter() - t
+    bundle.meta["requant_inside"] = requant_inside      # the numerics-changing option (sdac info shows it)
     try:
         _finish_program(bundle, step_scales, verify_program, timings, progress)
     except BaseException:

@@ -100,6 +100,7 @@ def test_cli_compile_and_run(tmp_path):
     plain = tmp_path / "plain.sdab"
     assert sdac(["compile", qdq, "-o", str(plain), "-q", "--no-requant-inside"]) == 0
     ops = [[i.op for i in read_bundle(p).instrs] for p in (out, plain)]
+    assert read_bundle(out).meta["requant_inside"] is True and read_bundle(plain).meta["requant_inside"] is False
     assert ops[0] == [i.op for i in compile_model(qdq).bundle.instrs]
     assert ops[1] == [i.op for i in compile_model(qdq, requant_inside=False).bundle.instrs] != ops[0]
     # --debug checks the graph after every pass; the bundle is the same
