@@ -5,7 +5,8 @@
     .venv/bin/python benchmarks/run_all.py --list     # what would run
 
 Quick set: the golden model's instruction micro-benchmark (sdac.runtime.bench_golden) and the
-compile + golden + onnxruntime timing of the small test UNets (small_models.py).
+compile + golden + onnxruntime timing of the small test UNets (small_models.py), the digits UNet against
+onnxruntime per denoising step (digits_vs_ort.py).
 SD-v1.5 set: MACs per step (macs.py), compile (compile_sd15.py, issue #3), one golden step vs
 onnxruntime (golden_sd15.py, issue #4), and the performance model (perf_sd15.py) when present.
 Each benchmark runs as its own process; a failing one is reported and the rest still run.
@@ -25,7 +26,9 @@ PY = sys.executable
 
 def benchmarks(quick: bool) -> list[tuple[str, list[str]]]:
     out = [("golden model micro-benchmark", [PY, "-m", "sdac.runtime.bench_golden"]),
-           ("small UNets: compile, golden vs onnxruntime", [PY, str(HERE / "small_models.py")])]
+           ("small UNets: compile, golden vs onnxruntime", [PY, str(HERE / "small_models.py")]),
+           ("digits UNet: golden vs onnxruntime per step, the 30 dB bound (issue #4)",
+            [PY, str(HERE / "digits_vs_ort.py"), "--n", "8"])]
     if not quick:
         out += [("SD-v1.5 model build (cached)", [PY, str(HERE / "sd15_model.py"), "all"]),
                 ("SD-v1.5 MACs per step", [PY, str(HERE / "macs.py"), str(HERE.parent / "build/sd15/unet.qdq.onnx")]),
