@@ -365,7 +365,7 @@ def check_races(instrs, L: int, readonly: tuple[tuple[int, int], ...] = (), foot
             if sh is None:
                 sh = shadow[space] = Segments()
             a, b = sh.span(slo, shi)    # segments a..b-1 cover exactly [slo, shi)
-            starts, info = sh.starts, sh.info
+            info = sh.info
             for k in range(a, b):
                 writer, readers = info[k]
                 if writer and writer[0] != j and vc[writer[0]] <= writer[1]:
@@ -374,15 +374,10 @@ def check_races(instrs, L: int, readonly: tuple[tuple[int, int], ...] = (), foot
                     for other in readers.values():
                         if other[0] != j and vc[other[0]] <= other[1]:
                             _race(instrs, i, q, space, sh, k, slo, shi, other)
-            if write:       # Segments.set_writer
-                if b - a > 1:
-                    del starts[a + 1:b]
-                    del info[a + 1:b]
-                info[a] = (me, {})
-            else:           # Segments.add_reader
-                for k in range(a, b):
-                    writer, readers = info[k]
-                    info[k] = (writer, {**readers, j: me} if readers else {j: me})
+            if write:
+                sh.set_writer(a, b, me)
+            else:
+                sh.add_reader(a, b, j, me)
 
 
 def _race(instrs, i, q, space, sh, k, slo, shi, other) -> None:

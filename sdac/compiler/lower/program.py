@@ -113,18 +113,13 @@ class ProgramBuilder:
         # accesses conflict with); a later access's split or an earlier write may have moved a span's indices
         me = (j, qpos)
         for sh, lo, hi, write, a, b in spans:
-            starts, info = sh.starts, sh.info
+            starts = sh.starts
             if b >= len(starts) or starts[a] != lo or starts[b] != hi:
                 a, b = sh.span(lo, hi)
-            if write:       # Segments.set_writer
-                if b - a > 1:
-                    del starts[a + 1:b]
-                    del info[a + 1:b]
-                info[a] = (me, {})
-            else:           # Segments.add_reader
-                for k in range(a, b):
-                    writer, readers = info[k]
-                    info[k] = (writer, {**readers, j: qpos} if readers else {j: qpos})
+            if write:
+                sh.set_writer(a, b, me)
+            else:
+                sh.add_reader(a, b, j, qpos)
         return idx
 
     def finish(self) -> list[Instr]:
