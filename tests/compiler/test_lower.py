@@ -224,6 +224,26 @@ def test_tile_height_ties_go_to_the_taller_tile():
     assert all(costs[h] > best * (1 + TIE) for h in costs if h > r)
 
 
+def test_a_rounded_value_that_is_also_stored_comes_back_from_the_stored_tile():
+    """Requant(y) then Emit(y) (the model rounds a value the kernel also stores): the stored int8 tile is the
+    rounding and the flow reads it back; no temporary of its own, and both outputs match the float meaning."""
+    rng = RNG(13)
+    x = act("x", (1, 8, 8, 40), 0.05)
+    y = act("y", (1, 8, 8, 40), 0.04)
+    z = act("z", (1, 8, 8, 40), 0.03)
+    k = K.Kernel("conv", "conv3x3", [x], [K.Requant(np.full(1, 0.04, np.float32), "y"), K.Emit(y),
+                                           K.Norm("gn", 4, 1e-5, np.ones(40), np.zeros(40)), K.Emit(z)],
+                 weights=weights(rng, (40, 40, 3, 3), 0))
+    kg = K.KernelGraph([k], [x], [y, z])
+    b, out = run_both(kg, {"x": rng.normal(0, 1.5, x.shape)})
+    check(out)
+    to_act = [i for i in b.instrs if i.op in ("act", "norm") and i.args.get("out") == "act"]
+    back = [i for i in b.instrs if i.op == "deq" and i.args["sbuf"] == "act"]
+    stores = [i for i in b.instrs if i.op == "store" and i.args["buf"] == "act"]
+    assert back and len(to_act) == 2 * len(back)        # per tile: y (stored, read back) and z; no temporary
+    assert {i.args["s"] for i in back} <= {i.args["sram"] for i in stores}     # read back from y's stored tile
+
+
 def test_compare_kernels_locates_a_wrong_kernel():
     from sdac.compiler.divergence import compare_kernels
     rng = RNG(7)
