@@ -870,13 +870,14 @@ class Golden:
 
         if i32 is not None:             # int8 S (a requantized tile): the same values in int32
             mul, half, sh = i32
-            B32 = np.asarray(Bc, np.int32)
+            B32 = np.asarray(Bc, np.int32) if a["bias"] else None
 
             def compute(r0, r1):
                 v = np.multiply(S[r0:r1], mul, dtype=np.int32)
                 v += half
                 v >>= sh
-                v += B32
+                if B32 is not None:
+                    v += B32
                 return _uclip(v, -32768, 32767, out=v)
 
             def into(r0, r1, out):

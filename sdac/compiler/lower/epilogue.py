@@ -200,16 +200,14 @@ def plan_epilogue(k: Kernel, prm: PrmImage, main: str, main_scale: np.ndarray | 
             # when the kernel also stores that very value (an Emit of the same tensor next), the stored
             # tile is the rounding and the value comes back from it (one SFU pass fewer)
             nxt = steps[i + 1] if i + 2 < len(steps) else None
-            if isinstance(nxt, Emit) and nxt.out.name == e.tensor and \
-                    np.array_equal(np.asarray(nxt.out.scales, np.float32), np.asarray(e.scales, np.float32)):
-                tmp = nxt.out
-                rq = _emit(k, prm, F, tmp, grid)
-                i += 1                      # the Emit is done
-            else:
-                tmp = Act(f"{k.name}/requant{i}", (1, out_cols), np.asarray(e.scales, np.float32))
-                rq = _emit(k, prm, F, tmp, grid)
-                rq.on_chip = True
+            stored = isinstance(nxt, Emit) and nxt.out.name == e.tensor and \
+                np.array_equal(np.asarray(nxt.out.scales, np.float32), np.asarray(e.scales, np.float32))
+            tmp = nxt.out if stored else Act(f"{k.name}/requant{i}", (1, out_cols), np.asarray(e.scales, np.float32))
+            rq = _emit(k, prm, F, tmp, grid)
+            rq.on_chip = not stored
             ops.append(rq)
+            if stored:
+                i += 1                      # the Emit is done
             r = np.broadcast_to(np.asarray(e.scales, np.float64), (n_steps,))
             grid = _grid(steps, i + 1, n_steps, s_in=r)
             if i + 1 < len(steps) and isinstance(steps[i + 1], Norm):

@@ -89,13 +89,12 @@ def _run_tiles(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, tiles
             out_slot[op.out_act.name] = [a, a + n]
             a += 2 * n
     # on-chip temporaries (see _tmp_lines): in the last output's slot, or one shared single-buffered region
-    tmp_lines = _tmp_lines(low, plan)
+    home = _tmp_home(plan)
     for op in plan.ops:
         if op.on_chip:
-            last = plan.ops[-1].out_act
-            fits = not plan.ops[-1].on_chip and last is not None and low.cl(op.out_act.channels) <= low.cl(last.channels)
-            out_slot[op.out_act.name] = out_slot[last.name] if fits else [a, a]
-    a += tmp_lines * tm
+            fits = home is not None and low.cl(op.out_act.channels) <= low.cl(home.channels)
+            out_slot[op.out_act.name] = out_slot[home.name] if fits else [a, a]
+    a += _tmp_lines(low, plan) * tm
     if a > act_limit:
         raise CompileError(f"kernel {k.name}: tiles of {tm} rows need {a} act lines, the buffer has {act_limit}")
     # acc: the whole image resident (GroupNorm without spilling) or two tile slots
@@ -197,13 +196,18 @@ def _tile_act_lines(low: Lowerer, plan: EpiloguePlan) -> int:
         low.cl(op.operand.channels) for op in plan.ops if op.operand is not None)
 
 
+def _tmp_home(plan: EpiloguePlan) -> Act | None:
+    """The stored output of the kernel's last op, whose slot can hold on-chip int8 temporaries: each is
+    written and read back by the SFU before the last op writes that output. None when there is none."""
+    return plan.ops[-1].out_act if plan.ops and not plan.ops[-1].on_chip else None
+
+
 def _tmp_lines(low: Lowerer, plan: EpiloguePlan) -> int:
     """act lines per tile row of the one region shared by the on-chip int8 temporaries (requant_inside) that
-    do not fit the slot of the kernel's last output. A temporary is written and read back by the SFU before
-    the last op writes that output, so it can live there; the SFU runs in order, so the shared region needs
+    do not fit the slot of the kernel's last output (_tmp_home); the SFU runs in order, so that region needs
     no second buffer."""
-    last = plan.ops[-1].out_act if plan.ops and not plan.ops[-1].on_chip else None
-    room = low.cl(last.channels) if last is not None else 0
+    home = _tmp_home(plan)
+    room = low.cl(home.channels) if home is not None else 0
     return max([low.cl(op.out_act.channels) for op in plan.ops
                 if op.on_chip and low.cl(op.out_act.channels) > room], default=0)
 
@@ -378,8 +382,9 @@ def lower_matmul(low: Lowerer, k: Kernel) -> None:
     main_scale = _steps(x, n_steps)[:, None] * np.asarray(k.weights.scale, np.float64)[None, :]
     plan = plan_epilogue(k, prm, "acc32", main_scale, N, image_rows)
     _place_prm(low, k, prm)
-    if _geglu_chunk_ops(plan) is not None:
-        _lower_geglu_matmul(low, k, plan, prm, q, n_images, image_rows)
+    chunk_ops = _geglu_chunk_ops(plan)
+    if chunk_ops is not None:
+        _lower_geglu_matmul(low, k, plan, chunk_ops, prm, q, n_images, image_rows)
         return
     # MM-OS, or CONV-WS as a stride-3 3x3 conv (no per-tile fill and readout; the reduction padded to nine
     # taps of whole lines): whichever the cost model finds faster, unless an option forces the dataflow
@@ -466,7 +471,7 @@ def _geglu_chunk_ops(plan: EpiloguePlan):
     every output column j needs only columns j (value) and H + j (gate) of the product, so it runs in column
     chunks. Returns (deq, [(round, back)], geglu, rest) or None. (The roundings are requant_inside's
     Requant steps: an emit to an on-chip int8 tile and a deq of it, element by element.)"""
-    ops = list(plan.ops)
+    ops = plan.ops
     if plan.gn or len(ops) < 2 or ops[0].kind != "deq" or ops[0].src_act:
         return None
     deq, i, rounds = ops[0], 1, []
@@ -497,7 +502,7 @@ def _deq_cols(op: SfuOp, line0: int) -> dict:
     return args
 
 
-def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmImage, q,
+def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, chunk_ops, prm: PrmImage, q,
                         n_images: int, image_rows: int) -> None:
     """matmul + bias + GeGLU + emit in column chunks: chunk c computes the value columns [j, j+n) and the
     gate columns [H+j, H+j+n) (lines) with one mm (their weight blocks are stored next to each other), then
@@ -508,7 +513,7 @@ def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, prm: PrmIma
     x = k.inputs[0]
     K = x.channels
     cl_in = low.cl(K)
-    deq, rounds, gg, rest = _geglu_chunk_ops(plan)
+    deq, rounds, gg, rest = chunk_ops          # _geglu_chunk_ops(plan)
     out = plan.ops[-1].out_act
     H = plan.out_cols
     hl = H // L
