@@ -99,6 +99,72 @@ def has_int4_min(packed: np.ndarray) -> bool:
     return bool(np.any(x & ~((x & _NIB7) + _NIB7) & _NIB8))
 
 
+_CHUNK = 1 << 18    # bytes per read of external_has_int4_min (a reused buffer that stays in cache)
+
+
+def _chunk_has_int4_min(x: np.ndarray, t: np.ndarray) -> bool:
+    """has_int4_min of the uint64 words ``x``, computed in place in ``t`` (same size)."""
+    np.bitwise_and(x, _NIB7, out=t)
+    np.add(t, _NIB7, out=t)
+    np.invert(t, out=t)
+    np.bitwise_and(t, x, out=t)
+    np.bitwise_and(t, _NIB8, out=t)
+    return bool(t.any())
+
+
+def int4_min_flags(b: np.ndarray) -> np.ndarray:
+    """Per byte of packed int4 storage: bit 3 set where its low nibble is -8, bit 7 where its high one is
+    (has_int4_min's test per nibble; no carry crosses a nibble)."""
+    if b.size % 8 == 0:
+        x = b.view(np.uint64)
+        return (x & ~((x & _NIB7) + _NIB7) & _NIB8).view(np.uint8)
+    return (((b & 0x0F) == 0x08) * np.uint8(0x08)) | (((b & 0xF0) == 0x80) * np.uint8(0x80))
+
+
+def _external_rows(src: "ExternalData", row_bytes: int):
+    """The packed bytes of ``src`` in chunks of whole rows of ``row_bytes`` (views of one reused buffer), or
+    None at once if the file is short (the caller's plain read raises its error)."""
+    total = (int(np.prod(src.dims, dtype=np.int64)) + 1) // 2
+    rows = max(1, _CHUNK // row_bytes) * row_bytes
+    buf = np.empty(min(rows, total), np.uint8)
+    view = memoryview(buf)
+    with open(src.path, "rb", buffering=0) as f:
+        f.seek(src.offset)
+        left = total
+        while left:
+            k = min(left, buf.size)
+            if f.readinto(view[:k]) != k:
+                yield None
+                return
+            yield buf[:k]
+            left -= k
+
+
+def external_has_int4_min(src: "ExternalData") -> bool:
+    """has_int4_min(src.packed()) read in chunks into one small buffer, stopping at the first -8: no
+    allocation of the whole tensor (its page faults cost more than the read). A short file falls back to
+    src.packed(), which raises its error."""
+    n = (int(np.prod(src.dims, dtype=np.int64)) + 1) // 2
+    size = min(n, _CHUNK)
+    buf = np.empty(-(-size // 8) * 8, np.uint8)
+    words, tmp = buf.view(np.uint64), np.empty(buf.size // 8, np.uint64)
+    view = memoryview(buf)
+    with open(src.path, "rb", buffering=0) as f:
+        if os.fstat(f.fileno()).st_size < src.offset + n:    # (stopping early must not hide it)
+            return has_int4_min(src.packed())
+        f.seek(src.offset)
+        left = n
+        while left:
+            k = min(left, size)
+            if f.readinto(view[:k]) != k:
+                return has_int4_min(src.packed())
+            w = k // 8
+            if _chunk_has_int4_min(words[:w], tmp[:w]) or (k % 8 and has_int4_min(buf[w * 8:k])):
+                return True
+            left -= k
+    return False
+
+
 @dataclass(frozen=True)
 class ExternalData:
     """A tensor stored in an ONNX external-data file."""
@@ -335,7 +401,11 @@ def int4_may_hold_min(codes) -> bool | None:
     if not isinstance(codes, LazyArray) or any(op not in ("transpose", "getitem", "reshape") for op, _ in codes.ops):
         return None
     packed = _stored_bytes(codes)
-    return None if packed is None else has_int4_min(packed())
+    if packed is None:
+        return None
+    if isinstance(codes.source, ExternalData):
+        return external_has_int4_min(codes.source)
+    return has_int4_min(packed())
 
 
 def _stored_bytes(a):
@@ -389,6 +459,24 @@ def int4_min_channels(codes, axis: int) -> np.ndarray | None:
     if packed is None or codes.ops or not _whole_bytes(codes.shape, axis):
         return None
     n = codes.shape[axis]
+    if isinstance(codes.source, ExternalData):    # in chunks of whole rows, without allocating the tensor
+        row_bytes = codes.size // 2 // n if axis == 0 else n // 2
+        acc = np.zeros(row_bytes, np.uint8)
+        rows = []
+        for b in _external_rows(codes.source, row_bytes):
+            if b is None:      # a short file: the plain read below raises its error
+                break
+            flags = int4_min_flags(b).reshape(-1, row_bytes)
+            if axis == 0:
+                rows.append(flags.any(axis=1))
+            else:
+                acc |= np.bitwise_or.reduce(flags, axis=0)
+        else:
+            if axis == 0:
+                return np.concatenate(rows)
+            out = np.empty(n, bool)
+            out[0::2], out[1::2] = (acc & 0x08) != 0, (acc & 0x80) != 0
+            return out
     b = packed().reshape(-1, n // 2) if axis else packed().reshape(n, -1)
     lo, hi = (b & 0x0F) == 0x08, (b & 0xF0) == 0x80
     if axis == 0:
