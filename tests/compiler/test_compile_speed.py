@@ -302,4 +302,3 @@ def test_verifier_runs_while_the_data_writer_finishes(monkeypatch):
     with pytest.raises(V.VerifyError, match="instruction 5: race") as e:
         driver.compile_model("tiny.onnx")
     assert e.value.exit_code == 3
-
