@@ -59,12 +59,16 @@ def child_compile(model: str, out: str, profile: bool, mem_limit: float | None =
         res["write_s"] = time.perf_counter() - t
         b = r.bundle
         res.update(ok=True, instrs=len(b.instrs), bundle_bytes=os.path.getsize(out), data_bytes=len(b.data),
-                   dram_size=b.dram_size, kernels=len(r.kernel_graph.kernels), timings=r.timings, bundle=out)
+                   dram_size=b.dram_size, kernels=len(r.kernel_graph.kernels), timings=r.timings, bundle=out,
+                   verifier_peak_rss=r.verifier_peak_rss)
     except BaseException as e:  # noqa: BLE001 - the benchmark reports any failure and goes on
         res.update(ok=False, failed_after_s=time.perf_counter() - t0, error=bu.error_info(e))
         bu.log(f"compile FAILED: {type(e).__name__}: {str(e)[:500]}")
     res["stages"] = stages
-    res["peak_rss"] = bu.peak_rss_bytes()
+    # the compile's memory: this process's peak plus the verifier process's (sdac.compiler.verify_worker), as if
+    # both peaks came at once
+    res["main_peak_rss"] = bu.peak_rss_bytes()
+    res["peak_rss"] = res["main_peak_rss"] + res.get("verifier_peak_rss", 0)
     if profile:
         res["profile"] = prof.top(25)
     return res
@@ -138,10 +142,12 @@ def main(argv=None) -> int:
          f"target <= ORT session ({bu.secs(ortr.get('session_s'))})"
          + (f": {'MET' if ct <= ortr['session_s'] else 'NOT MET'} ({ct / ortr['session_s']:.2f}x)"
             if ok and ortr.get("session_s") else "")),
-        ("sdac peak memory (ru_maxrss)", gib(comp.get("peak_rss")),
+        ("sdac peak memory (ru_maxrss + verifier VmHWM)", gib(comp.get("peak_rss")),
          f"target < 1.5 x {gib(wbytes)} = {gib(1.5 * wbytes)}"
          + (f": {'MET' if comp['peak_rss'] < 1.5 * wbytes else 'NOT MET'} ({comp['peak_rss'] / wbytes:.2f}x)"
             if comp.get("peak_rss") else "")),
+        ("  of which the verifier process", gib(comp.get("verifier_peak_rss")),
+         "runs alongside the lowering (sdac.compiler.verify_worker)"),
         ("instructions", comp.get("instrs", "-"), ""),
         ("bundle size", gib(comp.get("bundle_bytes")) if ok else "-", f"static data {gib(comp.get('data_bytes'))}"
          if ok else ""),

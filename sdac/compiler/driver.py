@@ -27,6 +27,7 @@ class CompileResult:
     explain: str = ""
     dumped: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    verifier_peak_rss: int = 0      # bytes: the verifier process's peak (verify_in_parallel), else 0
 
 
 def _needs_calibration(kg: KernelGraph) -> bool:
@@ -82,7 +83,7 @@ def compiling_runtime():
 def compile_model(model, *, step_scales=None, machine: Machine = DEFAULT, dataflow: dict | None = None,
                   dump_after=frozenset(), dump_dir: str = ".", calib: str | None = None,
                   verify_program: bool = True, requant_inside: bool = True, debug: bool = False,
-                  progress=lambda msg: None) -> CompileResult:
+                  verify_in_parallel: bool | None = None, progress=lambda msg: None) -> CompileResult:
     """debug: check the graph's invariants (ir.verify_graph) after every pass (the static verifier of the
     program runs either way, unless verify_program is False).
 
@@ -90,14 +91,21 @@ def compile_model(model, *, step_scales=None, machine: Machine = DEFAULT, datafl
     rounding points: conv/matmul outputs, inside GroupNorm the normalized value and its product with gamma,
     the attention scores; GeGLU gates and LayerNorm interiors keep full precision), at the cost of two more
     SFU passes per such value (one for the scores). False keeps those values at the SFU's 16-bit precision:
-    closer to the float model than the QDQ model is, and faster on SFU-bound kernels."""
+    closer to the float model than the QDQ model is, and faster on SFU-bound kernels.
+
+    verify_in_parallel: run the verifier's per-instruction checks in a second process, fed while the lowering
+    emits (verify_worker.py); None: on large models (PARALLEL_VERIFY_KERNELS kernels or more), where it saves
+    most of the verifier's second. Either way the same checks run and the bundle is the same."""
     with compiling_runtime():
         return _compile(model, step_scales, machine, dataflow, dump_after, dump_dir, calib, verify_program,
-                        requant_inside, debug, progress)
+                        requant_inside, debug, verify_in_parallel, progress)
+
+
+PARALLEL_VERIFY_KERNELS = 100
 
 
 def _compile(model, step_scales, machine, dataflow, dump_after, dump_dir, calib, verify_program, requant_inside,
-             debug, progress) -> CompileResult:
+             debug, verify_in_parallel, progress) -> CompileResult:
     from .calibrate import calibrate_absmax
     from .lower import lower
     from .passes import PassContext, compile_graph
@@ -123,22 +131,36 @@ def _compile(model, step_scales, machine, dataflow, dump_after, dump_dir, calib,
     t = time.perf_counter()
     # the DATA image's writer thread goes on packing and writing weights while the verifier runs (it reads
     # only the image's length); it is joined below, whatever the verifier found
-    bundle = lower(kg, machine, progress=progress, defer_data=True)
+    if verify_in_parallel is None:
+        verify_in_parallel = len(kg.kernels) >= PARALLEL_VERIFY_KERNELS
+    stream = None
+    if verify_program and verify_in_parallel:
+        from .verify_worker import StreamingVerifier
+        stream = StreamingVerifier(machine)
+    try:
+        bundle = lower(kg, machine, progress=progress, defer_data=True, sink=stream)
+    except BaseException:
+        if stream is not None:
+            stream.close()
+        raise
     timings["lower"] = time.perf_counter() - t
     bundle.meta["requant_inside"] = requant_inside      # the numerics-changing option (sdac info shows it)
     try:
-        _finish_program(bundle, step_scales, verify_program, timings, progress)
+        _finish_program(bundle, step_scales, verify_program, timings, progress, stream)
     except BaseException:
+        if stream is not None:
+            stream.close()
         with contextlib.suppress(Exception):     # the writer stops; the verifier's error is the one to report
             bundle.data.finish()
         raise
     t = time.perf_counter()
     bundle.data = bundle.data.finish()
     timings["data wait"] = time.perf_counter() - t
-    return CompileResult(bundle, kg, explained, list(ctx.dumped), timings)
+    return CompileResult(bundle, kg, explained, list(ctx.dumped), timings,
+                         stream.peak_rss if stream is not None else 0)
 
 
-def _finish_program(bundle, step_scales, verify_program, timings, progress) -> None:
+def _finish_program(bundle, step_scales, verify_program, timings, progress, stream) -> None:
     from .verify import verify
     if step_scales:
         # the sampler needs the timesteps the scale banks were calibrated at (and their scheduler)
@@ -150,6 +172,9 @@ def _finish_program(bundle, step_scales, verify_program, timings, progress) -> N
     progress(f"lowered: {len(bundle.instrs)} instructions ({timings['lower']:.2f} s)")
     if verify_program:
         t = time.perf_counter()
-        verify(bundle)
+        if stream is not None:
+            stream.finish(bundle)   # the rest of the checks (the worker did most while lowering ran)
+        else:
+            verify(bundle)
         timings["verify"] = time.perf_counter() - t
         progress(f"verified ({timings['verify']:.2f} s)")

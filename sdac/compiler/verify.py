@@ -29,6 +29,7 @@ class VerifyError(SdacError):
 
     def __init__(self, index: int, message: str):
         self.index = index
+        self.detail = message
         super().__init__(f"verifier: instruction {index}: {message} (this is a compiler bug; please report it)")
 
 
@@ -200,31 +201,9 @@ def _stat_range(ins) -> tuple[int, int] | None:
     return a["gbase"], a["gbase"] + n
 
 
-def check_bounds(bundle, footprints: list | None = None) -> None:
-    """footprints: footprint() of every instruction, if the caller has them already."""
-    m = bundle.machine
-    L = m.lanes
-    caps = {b: m.buf_lines(b) for b in ("act", "wgt", "acc", "prm")}
-    step_extra = (bundle.n_steps - 1) * bundle.step_bank
-    for i, ins in enumerate(bundle.instrs):
-        op = ins.op
-        for space, lo, hi, _ in (footprints[i] if footprints is not None else footprint(ins, L)):
-            if space == "dram":
-                if op == "load" and ins.args.get("step"):
-                    hi += step_extra
-                if hi > bundle.dram_size:
-                    raise VerifyError(i, f"{op} touches DRAM [{lo:#x}, {hi:#x}) beyond the "
-                                         f"{bundle.dram_size:#x} bytes of device memory")
-            elif hi > caps[space]:
-                raise VerifyError(i, f"{op} touches {space} lines [{lo}, {hi}) beyond the buffer's "
-                                     f"{caps[space]} lines")
-        if op in _SFU_ALIASED:
-            alias = check_sfu_aliasing(ins, L)
-            if alias:
-                raise VerifyError(i, f"{op}: {alias}")
-            st = _stat_range(ins)
-            if st and st[1] > m.stat_groups:
-                raise VerifyError(i, f"{op} uses statistics registers [{st[0]}, {st[1]}) of {m.stat_groups}")
+def _readonly_ranges(bundle) -> tuple[tuple[int, int], ...]:
+    return tuple((lo, lo + n) for lo, n in ((bundle.data_base, len(bundle.data)),
+                                            (bundle.step_base, len(bundle.step_table))) if n)
 
 
 def queue_program(instrs, queues: list | None = None) -> list[tuple]:
@@ -303,100 +282,271 @@ def simulate_queues(instrs, depth: int, token_max: int, priority: tuple[str, ...
         raise VerifyError(n - 1, f"tokens left at halt: {', '.join(leaks)}")
 
 
+class ProgramChecker:
+    """The per-instruction half of the verifier, over the instructions in program order: buffer lines and
+    statistics registers in bounds, the SFU's operand rules, and no data race (vector clocks over the
+    FIFO-matched tokens: a write must happen after the last write and every read since it, a read after the
+    last write; earlier accesses are ordered before those, or were reported).
+
+    verify() gives it the whole program at once. A streaming caller (verify_worker.py) gives it kernel by
+    kernel while the lowering is still emitting (``readonly=None``), and then
+      * each pop comes with the index of the instruction whose push it takes (``sources``): the builder sets
+        push bits on earlier instructions when a later one needs them. finish() proves that the pushes so
+        announced are exactly the program's push bits, and add() that each channel's come in program order,
+        so the k-th pop takes the k-th push, as the hardware's FIFO matching does;
+      * ``deferred`` instructions get their DRAM address when the layout is known (the loads of static data
+        and step table): finish() proves they only read the read-only ranges, whose reads are not tracked;
+      * DRAM writes are checked against the read-only ranges in finish().
+    DRAM bounds need the final size: finish(). A violation raises VerifyError with the instruction's index."""
+
+    def __init__(self, machine, readonly: tuple[tuple[int, int], ...] | None = (), operands: bool = True):
+        """readonly: DRAM ranges no instruction may write (static data, step table); None while streaming.
+        operands: check buffer bounds and the SFU's operand rules (off: the race check alone)."""
+        self.m, self.L = machine, machine.lanes
+        self.caps = {b: machine.buf_lines(b) for b in ("act", "wgt", "acc", "prm")}
+        self.readonly = readonly
+        self.streaming = readonly is None
+        self.operands = operands
+        nq = self.nq = len(QUEUES)
+        self.last_vc = [(0,) * nq] * nq         # per queue: the vector clock of its latest instruction
+        self.push_vcs: dict[int, list] = {}     # channel producer * nq + consumer -> vector clocks of its pushes
+        self.pop_count = [0] * (nq * nq)
+        self.qpos = [0] * nq
+        self.shadow: dict[str, Segments] = {}
+        self.ops: list[str] = []                # each instruction's mnemonic (messages)
+        self.queues: list[int] = []             # each instruction's queue index (-1: control)
+        self.vcs: list = []                     # streaming: each instruction's vector clock (pushes come later)
+        self.announced: dict[int, int] = {}     # streaming: instruction -> push bits its pops announced
+        self.last_source = [-1] * (nq * nq)     # streaming: per channel, the latest pushing instruction
+        self.dram_max = (0, 0, -1, "")          # (hi, lo, index, op): the DRAM access reaching farthest
+        self.step_max = (0, 0, -1, "")          # the same for step-relative loads (before the steps are added)
+        self.late_writes: list = []             # streaming: (index, op, lo, hi) of every DRAM write
+        self.deferred: dict[int, str] = {}      # streaming: index -> op, DRAM address pending
+
+    def add(self, ops, queues, pops, footprints, pushes=None, sources=None, deferred=frozenset()) -> None:
+        """The next instructions: ops[k] = (mnemonic, fields); queues[k]: queue index (-1: control); pops[k]:
+        popped channels (producer * len(QUEUES) + consumer); footprints[k]: footprint(); then either pushes[k]
+        (the pushed channels: the whole program is known) or sources[k] (streaming: per popped channel, the
+        index of the instruction whose push it takes). deferred: indices (program-wide) of instructions whose
+        DRAM address is set later (streaming)."""
+        nq, caps = self.nq, self.caps
+        last_vc, push_vcs, pop_count, qpos, shadow = self.last_vc, self.push_vcs, self.pop_count, self.qpos, self.shadow
+        readonly, vcs, streaming, operands = self.readonly, self.vcs, self.streaming, self.operands
+        base = len(self.ops)
+        self.ops.extend(op for op, _ in ops)
+        self.queues.extend(queues)
+        for k, (op, a) in enumerate(ops):
+            i = base + k
+            j = queues[k]
+            if j < 0:
+                if streaming:
+                    vcs.append(None)
+                continue
+            fp = footprints[k]
+            late = i in deferred
+            if late:
+                self.deferred[i] = op
+            if operands:
+                for space, lo, hi, write in fp:
+                    if space == "dram":
+                        if late:
+                            continue
+                        if op == "load" and a.get("step"):
+                            if hi > self.step_max[0]:
+                                self.step_max = (hi, lo, i, op)
+                        elif hi > self.dram_max[0]:
+                            self.dram_max = (hi, lo, i, op)
+                    elif hi > caps[space]:
+                        raise VerifyError(i, f"{op} touches {space} lines [{lo}, {hi}) beyond the buffer's "
+                                             f"{caps[space]} lines")
+                if op in _SFU_ALIASED:
+                    self._check_sfu(i, _Ins(op, a))
+            # vector clock: the queue's previous instruction joined with the pushes this one pops
+            vc = last_vc[j]
+            for n_src, c in enumerate(pops[k]):
+                if sources is not None:
+                    self._announce(i, c, sources[k][n_src])
+                n = pop_count[c]
+                got = push_vcs.get(c, ())
+                if n >= len(got):
+                    raise VerifyError(i, f"pops a token {QUEUES[c // nq]}->{QUEUES[j]} that no earlier "
+                                         f"instruction pushes")
+                pop_count[c] = n + 1
+                vc = tuple(map(max, vc, got[n]))
+            pos = qpos[j]
+            vc = vc[:j] + (pos + 1,) + vc[j + 1:]
+            last_vc[j] = vc
+            if streaming:
+                vcs.append(vc)
+            else:
+                for c in pushes[k]:
+                    if c in push_vcs:
+                        push_vcs[c].append(vc)
+                    else:
+                        push_vcs[c] = [vc]
+            me = (j, pos, i)
+            qpos[j] = pos + 1
+            for space, slo, shi, write in fp:
+                if shi <= slo:
+                    continue
+                if space == "dram":
+                    if late:
+                        continue
+                    if streaming:
+                        if write:
+                            self.late_writes.append((i, op, slo, shi))
+                    elif readonly and self._reads_readonly(i, op, slo, shi, write):
+                        continue
+                sh = shadow.get(space)
+                if sh is None:
+                    sh = shadow[space] = Segments()
+                a_seg, b_seg = sh.span(slo, shi)    # segments a_seg..b_seg-1 cover exactly [slo, shi)
+                info = sh.info
+                for s in range(a_seg, b_seg):
+                    writer, readers = info[s]
+                    if writer and writer[0] != j and vc[writer[0]] <= writer[1]:
+                        self._race(i, space, sh, s, slo, shi, writer)
+                    if write and readers:
+                        for other in readers.values():
+                            if other[0] != j and vc[other[0]] <= other[1]:
+                                self._race(i, space, sh, s, slo, shi, other)
+                if write:
+                    sh.set_writer(a_seg, b_seg, me)
+                else:
+                    sh.add_reader(a_seg, b_seg, j, me)
+
+    def _announce(self, i: int, c: int, x: int) -> None:
+        """Streaming: instruction i pops channel c, taking the push of instruction x."""
+        nq = self.nq
+        if not (self.last_source[c] < x < i and self.queues[x] == c // nq):
+            raise VerifyError(i, f"pops {QUEUES[c // nq]}->{QUEUES[c % nq]} from instruction {x}: not an earlier "
+                                 f"instruction of {QUEUES[c // nq]} after the channel's previous pusher "
+                                 f"({self.last_source[c]})")
+        self.last_source[c] = x
+        self.announced[x] = self.announced.get(x, 0) | (1 << c)
+        if c in self.push_vcs:
+            self.push_vcs[c].append(self.vcs[x])
+        else:
+            self.push_vcs[c] = [self.vcs[x]]
+
+    def _reads_readonly(self, i: int, op: str, slo: int, shi: int, write: bool) -> bool:
+        """True for a read inside a read-only range (not tracked); a write into one is an error."""
+        for lo, hi in self.readonly:
+            if slo < hi and lo < shi:
+                if write:
+                    raise VerifyError(i, f"{op} writes DRAM [{max(lo, slo)}, {min(hi, shi)}) of the "
+                                         f"read-only static data or step table")
+                if lo <= slo and shi <= hi:
+                    return True
+        return False
+
+    def _check_sfu(self, i: int, ins) -> None:
+        alias = check_sfu_aliasing(ins, self.L)
+        if alias:
+            raise VerifyError(i, f"{ins.op}: {alias}")
+        st = _stat_range(ins)
+        if st and st[1] > self.m.stat_groups:
+            raise VerifyError(i, f"{ins.op} uses statistics registers [{st[0]}, {st[1]}) of {self.m.stat_groups}")
+
+    def _race(self, i, space, sh, s, slo, shi, other) -> None:
+        oq, _, oi = other
+        lo = max(sh.starts[s], slo)
+        hi = min(sh.starts[s + 1], shi) if s + 1 < len(sh.starts) else shi
+        raise VerifyError(i, f"{self.ops[i]} ({QUEUES[self.queues[i]]}) and instruction {oi} ({self.ops[oi]}, "
+                             f"{QUEUES[oq]}) race on {space} [{lo}, {hi}): no token orders them")
+
+    def finish(self, dram_size: int, step_extra: int = 0, readonly=(), deferred_args=None,
+               push_masks=None) -> None:
+        """The checks that need the final layout. step_extra: (steps - 1) * step bank, how far past its
+        address a step-relative load reaches. Streaming: readonly (the ranges), deferred_args (index -> final
+        fields of each deferred instruction) and push_masks (every instruction's push bits, bit = channel)."""
+        if self.operands:
+            for hi, lo, i, op in (self.dram_max, (self.step_max[0] + step_extra, *self.step_max[1:])):
+                if i >= 0 and hi > dram_size:
+                    raise VerifyError(i, f"{op} touches DRAM [{lo:#x}, {hi:#x}) beyond the {dram_size:#x} bytes "
+                                         f"of device memory")
+        if not self.streaming:
+            return
+        self.readonly = tuple(readonly)
+        for i, op, lo, hi in self.late_writes:
+            self._reads_readonly(i, op, lo, hi, True)
+        for i, op in sorted(self.deferred.items()):
+            a = deferred_args.get(i)
+            if a is None:
+                raise VerifyError(i, f"{op}: its DRAM address was never set")
+            for space, lo, hi, write in footprint(_Ins(op, a), self.L):
+                if space != "dram":
+                    continue
+                if op == "load" and a.get("step"):
+                    hi += step_extra
+                if hi > dram_size:
+                    raise VerifyError(i, f"{op} touches DRAM [{lo:#x}, {hi:#x}) beyond the {dram_size:#x} bytes "
+                                         f"of device memory")
+                if write or not any(r0 <= lo and hi <= r1 for r0, r1 in self.readonly):
+                    raise VerifyError(i, f"{op}: its DRAM address, set after the program was checked, must only "
+                                         f"read the static data or step table (reads [{lo:#x}, {hi:#x}))")
+        if push_masks is not None:
+            if len(push_masks) != len(self.ops):
+                raise VerifyError(len(self.ops) - 1, f"{len(push_masks)} push masks for {len(self.ops)} instructions")
+            for i, mask in enumerate(push_masks):
+                if mask != self.announced.get(i, 0):
+                    raise VerifyError(i, f"push bits {mask:#x}, but the pops that take its tokens announced "
+                                         f"{self.announced.get(i, 0):#x}")
+
+
+class _Ins(NamedTuple):
+    """What footprint() and the SFU checks read of an instruction."""
+    op: str
+    args: dict
+
+
+def _channels(instrs, queues: list[int]) -> tuple[list, list]:
+    """Each instruction's popped and pushed channels (producer * len(QUEUES) + consumer)."""
+    qi = {q: j for j, q in enumerate(QUEUES)}
+    nq = len(QUEUES)
+    pops, pushes = [], []
+    for ins, j in zip(instrs, queues):
+        pops.append(tuple(sorted(qi[p] * nq + j for p in ins.pop)) if ins.pop else ())
+        pushes.append(tuple(sorted(j * nq + qi[r] for r in ins.push)) if ins.push else ())
+    return pops, pushes
+
+
+def _feed_whole(checker: ProgramChecker, instrs, footprints: list | None, queues: list | None) -> None:
+    qi = {q: j for j, q in enumerate(QUEUES)}
+    qi["ctl"] = -1
+    qidx = [qi[ins.queue if queues is None else queues[i]] for i, ins in enumerate(instrs)]
+    pops, pushes = _channels(instrs, qidx)
+    L = checker.L
+    fps = footprints if footprints is not None else [footprint(ins, L) for ins in instrs]
+    checker.add([(ins.op, ins.args) for ins in instrs], qidx, pops, fps, pushes=pushes)
+
+
 def check_races(instrs, L: int, readonly: tuple[tuple[int, int], ...] = (), footprints: list | None = None,
                 queues: list | None = None) -> None:
-    """Conflicting accesses of different queues must be ordered by tokens (vector clocks).
+    """The race check of ProgramChecker alone, on a whole program. ``readonly``: DRAM ranges no instruction may
+    write (the static data, the step table); reads of them cannot race and are not tracked. footprints,
+    queues: footprint() and the queue of every instruction, if the caller has them already."""
+    import dataclasses
 
-    A write must happen after the last write and every read since it; a read after the last write (earlier
-    accesses are ordered before those, or were reported). ``readonly``: DRAM ranges no instruction may write
-    (the static data, the step table); reads of them cannot race and are not tracked. footprints, queues:
-    footprint() and the queue of every instruction, if the caller has them already."""
-    if queues is None:
-        queues = [ins.queue for ins in instrs]
-    nq = len(QUEUES)
-    qi = {q: j for j, q in enumerate(QUEUES)}
-    zero = (0,) * nq
-    last_vc = [zero] * nq                   # per queue: the vector clock of its latest instruction
-    push_vcs: dict[int, list] = {}          # channel producer * nq + consumer -> vector clocks of its pushes
-    pop_count = [0] * (nq * nq)
-    qpos = [0] * nq
-    shadow: dict[str, Segments] = {}
-    for i, ins in enumerate(instrs):
-        q = queues[i]
-        if q == "ctl":
-            continue
-        j = qi[q]
-        vc = last_vc[j]
-        for p in ins.pop:
-            c = qi[p] * nq + j
-            k = pop_count[c]
-            pushes = push_vcs.get(c, ())
-            if k >= len(pushes):
-                raise VerifyError(i, f"pops a token {p}->{q} that no earlier instruction pushes")
-            pop_count[c] = k + 1
-            vc = tuple(map(max, vc, pushes[k]))
-        pos = qpos[j]
-        vc = vc[:j] + (pos + 1,) + vc[j + 1:]
-        last_vc[j] = vc
-        for r in ins.push:
-            c = j * nq + qi[r]
-            if c in push_vcs:
-                push_vcs[c].append(vc)
-            else:
-                push_vcs[c] = [vc]
-        me = (j, pos, i)
-        qpos[j] = pos + 1
-        for space, slo, shi, write in (footprints[i] if footprints is not None else footprint(ins, L)):
-            if shi <= slo:
-                continue
-            if space == "dram" and readonly:
-                skip = False
-                for lo, hi in readonly:
-                    if slo < hi and lo < shi:
-                        if write:
-                            raise VerifyError(i, f"{ins.op} writes DRAM [{max(lo, slo)}, {min(hi, shi)}) of the "
-                                                 f"read-only static data or step table")
-                        if lo <= slo and shi <= hi:
-                            skip = True
-                            break
-                if skip:
-                    continue
-            sh = shadow.get(space)
-            if sh is None:
-                sh = shadow[space] = Segments()
-            a, b = sh.span(slo, shi)    # segments a..b-1 cover exactly [slo, shi)
-            info = sh.info
-            for k in range(a, b):
-                writer, readers = info[k]
-                if writer and writer[0] != j and vc[writer[0]] <= writer[1]:
-                    _race(instrs, i, q, space, sh, k, slo, shi, writer)
-                if write and readers:
-                    for other in readers.values():
-                        if other[0] != j and vc[other[0]] <= other[1]:
-                            _race(instrs, i, q, space, sh, k, slo, shi, other)
-            if write:
-                sh.set_writer(a, b, me)
-            else:
-                sh.add_reader(a, b, j, me)
-
-
-def _race(instrs, i, q, space, sh, k, slo, shi, other) -> None:
-    oq, _, oi = other
-    lo = max(sh.starts[k], slo)
-    hi = min(sh.starts[k + 1], shi) if k + 1 < len(sh.starts) else shi
-    raise VerifyError(i, f"{instrs[i].op} ({q}) and instruction {oi} ({instrs[oi].op}, {QUEUES[oq]}) race on "
-                         f"{space} [{lo}, {hi}): no token orders them")
+    from ..isa.machine import DEFAULT
+    _feed_whole(ProgramChecker(dataclasses.replace(DEFAULT, lanes=L), readonly, operands=False),
+                instrs, footprints, queues)
 
 
 def verify(bundle) -> None:
     """Raise VerifyError unless the bundle's program is in bounds, deadlock-free and race-free."""
+    check_queues(bundle)
+    checker = ProgramChecker(bundle.machine, _readonly_ranges(bundle))
+    _feed_whole(checker, bundle.instrs, None, None)
+    checker.finish(bundle.dram_size, (bundle.n_steps - 1) * bundle.step_bank)
+
+
+PRIORITIES = (("ld", "cmp", "sfu", "st"), ("st", "sfu", "cmp", "ld"), ("cmp", "sfu", "st", "ld"))
+
+
+def check_queues(bundle) -> None:
+    """Tokens balanced, no deadlock or token-counter overflow, under each of PRIORITIES."""
     m = bundle.machine
-    footprints = [footprint(ins, m.lanes) for ins in bundle.instrs]     # used by the bounds and the race checks
-    queues = [queue_of(ins.op, ins.args) for ins in bundle.instrs]
-    check_bounds(bundle, footprints)
-    prog = queue_program(bundle.instrs, queues)
-    for prio in (("ld", "cmp", "sfu", "st"), ("st", "sfu", "cmp", "ld"), ("cmp", "sfu", "st", "ld")):
+    prog = queue_program(bundle.instrs)
+    for prio in PRIORITIES:
         simulate_queues(bundle.instrs, m.queue_depth, m.token_max, prio, prog)
-    readonly = tuple((lo, lo + n) for lo, n in ((bundle.data_base, len(bundle.data)),
-                                                 (bundle.step_base, len(bundle.step_table))) if n)
-    check_races(bundle.instrs, m.lanes, readonly, footprints, queues)

@@ -107,6 +107,7 @@ class _FakeIns:
     pop: frozenset
     push: frozenset
     spans: list
+    args: dict = dataclasses.field(default_factory=dict)
 
 
 def _random_program(rng, n=14):

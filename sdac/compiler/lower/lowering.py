@@ -271,9 +271,11 @@ class Lowerer:
         lines = rows * self.cl(cols)
         return lines * self.m.line_bytes("acc") if lines > self.m.acc_lines else 0
 
-    def lower(self, progress=None, defer_data: bool = False) -> Bundle:
+    def lower(self, progress=None, defer_data: bool = False, sink=None) -> Bundle:
+        """sink: a verify_worker.StreamingVerifier, given each kernel's instructions when they are done."""
         import time
         kg = self.kg
+        n_relocs = 0
         last_report = time.perf_counter()
         self.plan_dram()
         pb = self.pb
@@ -288,10 +290,15 @@ class Lowerer:
             lower_kernel(self, k)
             self.debug.append({"kernel": k.name, "kind": k.kind, "first": first, "last": len(pb) - 1,
                                "sources": list(k.sources), **self.debug_extra})
+            if sink is not None:
+                sink.send(pb, len(pb), [r.index for r in self.relocs[n_relocs:]])
+                n_relocs = len(self.relocs)
             if progress and (time.perf_counter() - last_report > 2.0 or i + 1 == len(kg.kernels)):
                 last_report = time.perf_counter()
                 progress(f"lowering: kernel {i + 1}/{len(kg.kernels)} ({k.name}), {len(pb)} instructions")
         pb.emit("halt")
+        if sink is not None:
+            sink.send(pb, len(pb), [r.index for r in self.relocs[n_relocs:]])
         return self.finish(defer_data)
 
     def finish(self, defer_data: bool = False) -> Bundle:
@@ -353,11 +360,11 @@ def kernel_lowering(kind: str):
     return deco
 
 
-def lower(kg: KernelGraph, machine: Machine, progress=None, defer_data: bool = False) -> Bundle:
+def lower(kg: KernelGraph, machine: Machine, progress=None, defer_data: bool = False, sink=None) -> Bundle:
     """Lower a KernelGraph for a machine into a Bundle (not yet verified; see verify.py).
 
     defer_data: the Bundle's ``data`` is the DataImage itself, its writer thread possibly still packing and
     writing weights (it has the final ``len``, which is all the verifier reads); the caller replaces it with
     ``bundle.data.finish()`` (the bytes, or raises what the writer raised) before anything else reads it."""
     from . import kernels_impl  # noqa: F401  (registers the per-kind lowerings)
-    return Lowerer(kg, machine).lower(progress, defer_data)
+    return Lowerer(kg, machine).lower(progress, defer_data, sink)

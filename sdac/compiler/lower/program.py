@@ -56,6 +56,8 @@ class ProgramBuilder:
     by_queue: list = field(default_factory=lambda: [[] for _ in QUEUES])   # per queue index: instruction indices
     _last_push: list = field(default_factory=lambda: [-1] * (_NQ * _NQ))   # [producer * NQ + consumer]: position
     _shadow: dict = field(default_factory=dict)      # space -> Segments (last writer, latest readers)
+    pop_sources: dict = field(default_factory=dict)  # instruction -> the instructions whose pushes its pops take
+                                                     # (ascending producer queue; for a streaming verifier)
 
     def __len__(self) -> int:
         return len(self.ops)
@@ -100,15 +102,19 @@ class ProgramBuilder:
         if need != _NO_NEED:
             last_push = self._last_push
             pop = 0
+            sources = []
             for p in range(_NQ):
                 xpos = need[p]
                 if xpos < 0 or last_push[p * _NQ + j] >= xpos:
                     continue
-                self.pushes[self.by_queue[p][xpos]] |= 1 << j
+                x = self.by_queue[p][xpos]
+                self.pushes[x] |= 1 << j
+                sources.append(x)
                 pop |= 1 << p
                 last_push[p * _NQ + j] = xpos
             if pop:
                 self.pops[idx] = pop
+                self.pop_sources[idx] = sources
         # record the accesses after all are checked (an instruction's own write must not hide what its other
         # accesses conflict with); a later access's split or an earlier write may have moved a span's indices
         me = (j, qpos)

@@ -1,0 +1,217 @@
+"""The static verifier in a second process, fed kernel by kernel while the lowering still emits.
+
+On a large model the lowering and the verifier's per-instruction checks (bounds, SFU operand rules, races:
+verify.ProgramChecker) are each about a second of pure Python; run one after the other they take both,
+run in two processes they take about the longer one. The parent (``StreamingVerifier``) pickles each
+kernel's instructions as the lowering finishes it and a sender thread writes them to the worker's stdin
+(the lowering never waits for the worker); the worker (``python -m sdac.compiler.verify_worker``) checks
+them as they come. When the program is complete the parent sends what only the end knows (the DRAM layout,
+the relocated addresses, every push bit) and runs the queue simulation (verify.check_queues) while the
+worker finishes; the worker's verdict comes back on its stdout.
+
+The worker is a fresh interpreter (not a fork): it imports only the verifier, holds only the checker's
+state, and its memory is its own (the compile's peak memory is the two processes' peaks, both measured).
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import queue
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+
+from ..errors import SdacError
+from ..isa.encoding import queue_of
+from ..isa.machine import Machine
+from ..isa.spec import QUEUES
+from .verify import ProgramChecker, VerifyError, _readonly_ranges, check_queues, footprint
+
+_LEN = struct.Struct("<Q")
+_NQ = len(QUEUES)
+_QI = {q: j for j, q in enumerate(QUEUES)}
+_QI["ctl"] = -1
+
+
+class StreamingVerifier:
+    """Parent side. ``send`` after each kernel, ``finish`` with the lowered bundle (raises VerifyError);
+    ``close`` stops the worker (after an error of the lowering)."""
+
+    def __init__(self, machine: Machine):
+        self._stderr = tempfile.TemporaryFile()     # (a pipe could fill while we wait on stdout)
+        self.proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._stderr)
+        self.sent = 0                   # instructions sent
+        self.builder = None             # the lowering's ProgramBuilder (its push masks are final at the end)
+        self.peak_rss = 0               # the worker's peak resident set (bytes), once it has finished
+        self.deferred: list[int] = []   # instructions whose DRAM address the lowering sets at the end
+        self._out: queue.SimpleQueue = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._sender = threading.Thread(target=self._send_loop, name="sdac-verify-send", daemon=True)
+        self._sender.start()
+        self._put(("machine", machine.to_json()))
+
+    def _put(self, msg) -> None:
+        self._out.put(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _send_loop(self) -> None:
+        stdin = self.proc.stdin
+        try:
+            while (blob := self._out.get()) is not None:
+                stdin.write(_LEN.pack(len(blob)))
+                stdin.write(blob)
+            stdin.close()
+        except OSError as e:        # the worker is gone: finish() reports what it said
+            self._error = e
+
+    def send(self, builder, end: int, deferred=()) -> None:
+        """Instructions [sent, end) of the builder (ops, pop masks, pop sources); deferred: those among them
+        whose DRAM address is patched at the end."""
+        self.builder = builder
+        start = self.sent
+        if end <= start:
+            return
+        src = builder.pop_sources
+        self._put(("add", builder.ops[start:end], builder.pops[start:end],
+                   {i: src[i] for i in range(start, end) if i in src}, tuple(deferred)))
+        self.deferred.extend(deferred)
+        self.sent = end
+
+    def finish(self, bundle) -> None:
+        if self.sent != len(bundle.instrs):
+            self.close()
+            raise SdacError(f"streaming verifier: {self.sent} of {len(bundle.instrs)} instructions were sent "
+                            f"(compiler bug)")
+        self._put(("end", bundle.dram_size, (bundle.n_steps - 1) * bundle.step_bank, _readonly_ranges(bundle),
+                   {i: dict(bundle.instrs[i].args) for i in self.deferred}, self.builder.pushes))
+        self._out.put(None)
+        try:
+            check_queues(bundle)        # (on this core, while the worker finishes)
+        except BaseException:
+            self.close()
+            raise
+        self._sender.join()
+        out = self.proc.stdout.read()
+        self.proc.wait()
+        try:
+            verdict = pickle.loads(out)
+        except Exception:       # noqa: BLE001 - the worker died: say how
+            self._stderr.seek(0)
+            err = self._stderr.read().decode(errors="replace").strip()[-2000:]
+            raise SdacError(f"streaming verifier: the worker process ended with code {self.proc.returncode} "
+                            f"without a verdict: {err}") from None
+        finally:
+            self._stderr.close()
+        if verdict[0] == "error":
+            raise VerifyError(verdict[1], verdict[2])
+        if verdict[0] != "ok":
+            raise SdacError(f"streaming verifier failed (compiler bug): {verdict[1]}")
+        self.peak_rss = verdict[1]
+
+    def close(self) -> None:
+        self._out.put(None)
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._stderr.close()
+
+
+# ------------------------------------------------------------------ worker side
+
+def _read(stream):
+    head = stream.read(_LEN.size)
+    if len(head) < _LEN.size:
+        return None
+    return pickle.loads(stream.read(_LEN.unpack(head)[0]))
+
+
+def run_worker(stdin, stdout) -> int:
+    import traceback
+    try:
+        verdict = _check_stream(stdin)
+    except VerifyError as e:
+        verdict = ("error", e.index, e.detail)
+    except BaseException:       # noqa: BLE001 - the parent reports it
+        verdict = ("crash", traceback.format_exc())
+    stdout.write(pickle.dumps(verdict))
+    stdout.flush()
+    return 0
+
+
+def _check_stream(stdin):
+    msg = _read(stdin)
+    if msg is None:
+        return ("crash", "no input")
+    machine = Machine.from_dict(json.loads(msg[1]))
+    checker = ProgramChecker(machine, None)
+    L = machine.lanes
+    channels: dict = {}         # (queue, pop mask) -> channels
+    while (msg := _read(stdin)) is not None:
+        if msg[0] == "end":
+            _, dram_size, step_extra, readonly, deferred_args, pushes = msg
+            checker.finish(dram_size, step_extra, readonly, deferred_args, _push_channel_masks(checker, pushes))
+            return ("ok", _peak_rss())
+        _, ops, pop_masks, pop_sources, deferred = msg
+        base = len(checker.ops)
+        queues = [_QI[queue_of(op, a)] for op, a in ops]
+        pops, sources, fps = [], [], []
+        for k, (op, a) in enumerate(ops):
+            mask = pop_masks[k]
+            if mask:
+                key = (queues[k], mask)
+                ch = channels.get(key)
+                if ch is None:
+                    j = queues[k]
+                    ch = channels[key] = tuple(p * _NQ + j for p in range(_NQ) if mask >> p & 1)
+                pops.append(ch)
+                sources.append(pop_sources.get(base + k, ()))
+            else:
+                pops.append(())
+                sources.append(())
+            fps.append(footprint(_Op(op, a), L))
+        checker.add(ops, queues, pops, fps, sources=sources, deferred=frozenset(deferred))
+    return ("crash", "the input ended before the program did")
+
+
+def _peak_rss() -> int:
+    """This process's peak resident set since its exec (VmHWM; ru_maxrss would include the parent's pages
+    the fork before the exec counted)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class _Op:
+    __slots__ = ("op", "args")
+
+    def __init__(self, op, args):
+        self.op, self.args = op, args
+
+
+def _push_channel_masks(checker: ProgramChecker, pushes: list[int]) -> list[int]:
+    """The builder's push masks (bit = consumer queue) as channel bits (producer * len(QUEUES) + consumer)."""
+    out = []
+    cache: dict = {}
+    for i, m in enumerate(pushes):
+        if not m:
+            out.append(0)
+            continue
+        j = checker.queues[i] if i < len(checker.queues) else -1
+        key = (j, m)
+        v = cache.get(key)
+        if v is None:
+            v = cache[key] = sum(1 << (j * _NQ + r) for r in range(_NQ) if m >> r & 1) if j >= 0 else -1
+        out.append(v)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(run_worker(sys.stdin.buffer, sys.stdout.buffer))
