@@ -91,6 +91,10 @@ class Graph:
 
     def nodes(self, op: str | None = None) -> list[str]:
         """Node ids in a deterministic topological order (ties broken by creation order)."""
+        if self._topo is None and op is not None:   # no order needed to list none or one node
+            found = [n for n, d in self.g._node.items() if d["op"] == op]
+            if len(found) <= 1:
+                return found
         if self._topo is None:   # cached until the next mutation
             order = topological_order(self.g)
             if order is None:
@@ -115,7 +119,10 @@ class Graph:
             return []
         out = [(v, d["port"]) for v, keys in self.g._succ[p].items() for d in keys.values()
                if d["tensor"].name == tensor]
-        return sorted(out, key=lambda vp: (self.g._node[vp[0]]["order"], vp[1]))
+        if len(out) > 1:
+            attrs = self.g._node
+            out.sort(key=lambda vp: (attrs[vp[0]]["order"], vp[1]))
+        return out
 
     def const(self, tensor: str) -> np.ndarray | None:
         """The value of a constant tensor, or None."""
@@ -156,10 +163,15 @@ class Graph:
     def add_node(self, op: str, inputs: list[str], outputs: list[str], *, name: str | None = None,
                  attrs: dict | None = None, value: np.ndarray | None = None, sources: tuple[str, ...] = ()) -> str:
         self._topo = None
-        nid = name if name and name not in self.g else self.new_name(name or op)
+        g = self.g
+        nid = name if name and name not in g._node else self.new_name(name or op)
         order = next(self._counter)  # creation order breaks ties in the topological order
-        self.g.add_node(nid, op=op, name=name or nid, attrs=dict(attrs or {}), inputs=list(inputs),
-                        outputs=list(outputs), value=value, sources=tuple(sources), order=order)
+        # g.add_node(nid, ...) of a new node, without networkx's per-call overhead (13,000 calls on SD-v1.5)
+        g._succ[nid] = {}
+        g._pred[nid] = {}
+        g._node[nid] = {"op": op, "name": name or nid, "attrs": dict(attrs or {}), "inputs": list(inputs),
+                        "outputs": list(outputs), "value": value, "sources": tuple(sources), "order": order}
+        _clear_nx_cache(g)
         for t in outputs:
             if t:
                 if t in self._producer:
@@ -183,12 +195,33 @@ class Graph:
         p = self._producer.get(tensor)
         if p is None:
             raise CompileError(f"{self.source}: {self.describe(nid)} reads tensor {tensor!r} that nothing produces")
-        self.g.add_edge(p, nid, key=f"{tensor}@{port}", tensor=self.tensors[tensor], port=port)
+        # g.add_edge(p, nid, key=f"{tensor}@{port}", tensor=..., port=port) on networkx's dicts
+        g = self.g
+        keys = g._succ[p].get(nid)
+        if keys is None:
+            keys = g._succ[p][nid] = g._pred[nid][p] = {}
+        key = f"{tensor}@{port}"
+        data = keys.get(key)
+        if data is None:
+            keys[key] = {"tensor": self.tensors[tensor], "port": port}
+        else:
+            data.update(tensor=self.tensors[tensor], port=port)
+        _clear_nx_cache(g)
 
     def _unlink(self, tensor: str, nid: str, port: int) -> None:
         p = self._producer.get(tensor)
-        if tensor and p is not None and self.g.has_edge(p, nid, key=f"{tensor}@{port}"):
-            self.g.remove_edge(p, nid, key=f"{tensor}@{port}")
+        if not tensor or p is None:
+            return
+        # g.remove_edge(p, nid, key=...) if the edge exists, on networkx's dicts
+        g = self.g
+        keys = g._succ.get(p, {}).get(nid)
+        key = f"{tensor}@{port}"
+        if keys is not None and key in keys:
+            del keys[key]
+            if not keys:
+                del g._succ[p][nid]
+                del g._pred[nid][p]
+            _clear_nx_cache(g)
 
     def set_input(self, nid: str, port: int, tensor: str) -> None:
         self._topo = None
@@ -213,13 +246,22 @@ class Graph:
         if fate:
             for s in d["sources"]:
                 self.fate.setdefault(s, fate)
-        self.g.remove_node(nid)
+        # g.remove_node(nid) on networkx's dicts
+        g = self.g
+        succ, pred = g._succ, g._pred
+        del g._node[nid]
+        for u in succ.pop(nid):
+            del pred[u][nid]
+        for u in pred.pop(nid):
+            del succ[u][nid]
+        _clear_nx_cache(g)
 
     def remove_dead(self) -> bool:
         """Remove nodes none of whose outputs are used (Output nodes are the roots)."""
         changed = False
+        succ, attrs = self.g._succ, self.g._node
         while True:
-            dead = [n for n in self.g if self.g.out_degree(n) == 0 and self.op(n) not in ("Output", "Input")]
+            dead = [n for n, d in attrs.items() if not succ[n] and d["op"] not in ("Output", "Input")]
             if not dead:
                 return changed
             for n in dead:
@@ -266,22 +308,59 @@ class Graph:
         return copy.deepcopy(self)
 
 
+def _clear_nx_cache(g) -> None:
+    """What networkx does after every mutation (drop graphs a backend converted)."""
+    cache = getattr(g, "__networkx_cache__", None)
+    if cache:
+        cache.clear()
+
+
 # ------------------------------------------------------------------ verification
 
 def topological_order(g: nx.MultiDiGraph) -> list | None:
     """Kahn's algorithm, always taking the ready node created first (the smallest "order"; orders are unique):
     the order nx.lexicographical_topological_sort gives with that key, without its per-node views. None when
-    the graph has a cycle."""
+    the graph has a cycle. (Counts predecessors, not edges: parallel edges leave a node ready at the same time.
+    The heap holds the orders alone: int comparisons.)"""
     attrs, succ = g._node, g._succ
-    indeg = {n: sum(map(len, preds.values())) for n, preds in g._pred.items()}   # edges, parallel ones too
+    indeg = {}
+    node_of = {}
+    ready = []
+    for n, preds in g._pred.items():
+        o = attrs[n]["order"]
+        node_of[o] = n
+        if preds:
+            indeg[n] = len(preds)
+        else:
+            ready.append(o)
+    if len(node_of) != len(g._pred):    # orders not unique (not a Graph's): ties broken by node id
+        return _topological_order_ties(g)
+    heapq.heapify(ready)
+    pop, push = heapq.heappop, heapq.heappush
+    out = []
+    while ready:
+        n = node_of[pop(ready)]
+        out.append(n)
+        for v in succ[n]:
+            k = indeg[v] - 1
+            indeg[v] = k
+            if not k:
+                push(ready, attrs[v]["order"])
+    return out if len(out) == len(node_of) else None
+
+
+def _topological_order_ties(g: nx.MultiDiGraph) -> list | None:
+    """topological_order when orders repeat: ties broken by (order, node id)."""
+    attrs, succ = g._node, g._succ
+    indeg = {n: len(preds) for n, preds in g._pred.items()}
     ready = [(attrs[n]["order"], n) for n, d in indeg.items() if d == 0]
     heapq.heapify(ready)
     out = []
     while ready:
         _, n = heapq.heappop(ready)
         out.append(n)
-        for v, keys in succ[n].items():
-            indeg[v] -= len(keys)
+        for v in succ[n]:
+            indeg[v] -= 1
             if indeg[v] == 0:
                 heapq.heappush(ready, (attrs[v]["order"], v))
     return out if len(out) == len(indeg) else None

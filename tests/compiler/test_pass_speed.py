@@ -39,3 +39,80 @@ def test_int4_min_checks_on_external_data_read_in_chunks(tmp_path, monkeypatch, 
             W.int4_may_hold_min(short.T)
         with pytest.raises(OSError, match="expected"):
             W.int4_min_channels(short, axis)
+
+
+def _graph_by_networkx(graph):
+    """The MultiDiGraph networkx's own methods build from the port lists (the reference for ir.Graph's
+    direct edits of its dicts)."""
+    import networkx as nx
+    ref = nx.MultiDiGraph()
+    for n, d in graph.g._node.items():
+        ref.add_node(n, **d)
+    for n, d in graph.g._node.items():
+        for port, t in enumerate(d["inputs"]):
+            if t:
+                ref.add_edge(graph._producer[t], n, key=f"{t}@{port}", tensor=graph.tensors[t], port=port)
+    return ref
+
+
+def test_graph_edits_keep_networkx_structures_and_the_topological_order():
+    """Random adds, rewires and removals: the graph equals the one networkx builds, verify_graph passes, and
+    the topological order is networkx's lexicographical one (by creation order)."""
+    import networkx as nx
+    from sdac.compiler import ir
+    rng = np.random.default_rng(5)
+    graph = ir.Graph()
+    tensors = []
+    for i in range(300):
+        r = rng.random()
+        live = [t for t in tensors if t in graph._producer]
+        if r < 0.5 or len(live) < 3:
+            ins = [str(rng.choice(live)) for _ in range(rng.integers(0, 3))] if live else []
+            t = f"t{i}"
+            graph.add_tensor(t, (1,))
+            graph.add_node("X", ins + ([""] if ins and rng.random() < 0.2 else []), [t], name=str(rng.choice(["a", "b", t])))
+            tensors.append(t)
+        elif r < 0.8:
+            n = rng.choice(list(graph.g._node))
+            ins = graph.inputs(n)
+            if ins:
+                order = graph.node(n)["order"]
+                older = [t for t in live if graph.node(graph._producer[t])["order"] < order]
+                if older:
+                    graph.set_input(n, int(rng.integers(len(ins) + 1)), str(rng.choice(older)))
+        else:
+            t = str(rng.choice(live))
+            if not graph.consumers(t):
+                graph.remove_node(graph._producer[t])
+        if i % 50 == 49:
+            ir.verify_graph(graph)
+            ref = _graph_by_networkx(graph)
+            assert dict(graph.g._node) == dict(ref._node)
+            assert {(u, v, k): d for u, v, k, d in graph.g.edges(keys=True, data=True)} == \
+                {(u, v, k): d for u, v, k, d in ref.edges(keys=True, data=True)}
+            assert {n: set(p) for n, p in graph.g._pred.items()} == {n: set(p) for n, p in ref._pred.items()}
+            want = list(nx.lexicographical_topological_sort(ref, key=lambda v: ref.nodes[v]["order"]))
+            assert graph.nodes() == want
+            graph.remove_dead()
+            assert all(graph.g._succ[n] for n in graph.g._node)
+
+
+def test_topological_order_with_parallel_edges_and_repeated_orders():
+    import networkx as nx
+    from sdac.compiler import ir
+    rng = np.random.default_rng(6)
+    for n in (1, 10, 60):
+        for repeat in (False, True):
+            g = nx.MultiDiGraph()
+            orders = rng.integers(0, n // 3 + 1, n) if repeat else rng.permutation(n)
+            for i in range(n):
+                g.add_node(f"n{i:03d}", order=int(orders[i]))
+            for _ in range(3 * n):
+                a, b = sorted(rng.integers(0, n, 2))
+                if a != b:
+                    g.add_edge(f"n{a:03d}", f"n{b:03d}")     # repeated pairs: parallel edges
+            want = list(nx.lexicographical_topological_sort(g, key=lambda v: (g.nodes[v]["order"], v)))
+            assert ir.topological_order(g) == want
+            g.add_edge(f"n{n - 1:03d}", "n000")
+            if n > 1:
+                assert ir.topological_order(g) is None
