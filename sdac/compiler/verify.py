@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from ..errors import SdacError
 from ..isa.encoding import queue_of
-from ..isa.spec import QUEUES
+from ..isa.spec import QUEUES, SPEC
 from .shadow import Segments
 
 
@@ -160,6 +160,9 @@ def _sfu_operands(ins, L: int) -> list[tuple[str, int, int, int, int, bool]]:
 
 
 _SFU_ALIASED = frozenset(("deq", "add", "act", "geglu", "norm"))     # (and the only users of statistics)
+_DMA = frozenset(("load", "store"))     # the instructions with a DRAM address (their footprints vary most)
+_QUEUE_INDEX = {i.name: QUEUES.index(i.queue) for i in SPEC.instrs if i.queue in QUEUES}
+_QI_CTL = {**{q: j for j, q in enumerate(QUEUES)}, "ctl": -1}
 
 
 def check_sfu_aliasing(ins, L: int) -> str | None:
@@ -322,68 +325,88 @@ class ProgramChecker:
         self.step_max = (0, 0, -1, "")          # the same for step-relative loads (before the steps are added)
         self.late_writes: list = []             # streaming: (index, op, lo, hi) of every DRAM write
         self.deferred: dict[int, str] = {}      # streaming: index -> op, DRAM address pending
+        self._checked: dict = {}                # (op, field names, values) -> footprint, operands checked
+        self._channels: dict = {}               # (queue, pop mask) -> popped channels
 
-    def add(self, ops, queues, pops, footprints, pushes=None, sources=None, deferred=frozenset()) -> None:
-        """The next instructions: ops[k] = (mnemonic, fields); queues[k]: queue index (-1: control); pops[k]:
-        popped channels (producer * len(QUEUES) + consumer); footprints[k]: footprint(); then either pushes[k]
-        (the pushed channels: the whole program is known) or sources[k] (streaming: per popped channel, the
-        index of the instruction whose push it takes). deferred: indices (program-wide) of instructions whose
-        DRAM address is set later (streaming)."""
-        nq, caps = self.nq, self.caps
+    def add(self, ops, pop_masks, push_masks=None, sources=None, deferred=frozenset(), footprints=None,
+            queues=None) -> None:
+        """The next instructions: ops[k] = (mnemonic, fields); pop_masks[k]: bit p = pops a token pushed by queue
+        p (QUEUES order); then either push_masks[k] (bit r = pushes a token to queue r: the whole program is
+        known) or sources[k] (streaming: per popped queue, ascending, the index of the instruction whose push
+        it takes). deferred: indices (program-wide) of instructions whose DRAM address is set later
+        (streaming). footprints[k]: footprint() of each, if the caller has them (else computed here);
+        queues[k]: the queue of each (else from the mnemonic and fields)."""
+        nq, caps, L = self.nq, self.caps, self.L
         last_vc, push_vcs, pop_count, qpos, shadow = self.last_vc, self.push_vcs, self.pop_count, self.qpos, self.shadow
         readonly, vcs, streaming, operands = self.readonly, self.vcs, self.streaming, self.operands
-        base = len(self.ops)
-        self.ops.extend(op for op, _ in ops)
-        self.queues.extend(queues)
+        checked, channels = self._checked, self._channels
+        names, queue_list = self.ops, self.queues
+        base = len(names)
         for k, (op, a) in enumerate(ops):
             i = base + k
-            j = queues[k]
+            if queues is not None:
+                j = _QI_CTL[queues[k]]
+            else:
+                j = _QUEUE_INDEX.get(op)
+                if j is None:
+                    j = _QI_CTL[queue_of(op, a)]
+            names.append(op)
+            queue_list.append(j)
             if j < 0:
                 if streaming:
                     vcs.append(None)
                 continue
-            fp = footprints[k]
             late = i in deferred
             if late:
                 self.deferred[i] = op
-            if operands:
-                for space, lo, hi, write in fp:
-                    if space == "dram":
-                        if late:
-                            continue
-                        if op == "load" and a.get("step"):
-                            if hi > self.step_max[0]:
-                                self.step_max = (hi, lo, i, op)
-                        elif hi > self.dram_max[0]:
-                            self.dram_max = (hi, lo, i, op)
-                    elif hi > caps[space]:
-                        raise VerifyError(i, f"{op} touches {space} lines [{lo}, {hi}) beyond the buffer's "
-                                             f"{caps[space]} lines")
-                if op in _SFU_ALIASED:
-                    self._check_sfu(i, _Ins(op, a))
+            if footprints is not None:
+                fp = footprints[k]
+                if operands:
+                    self._check_operands(i, op, a, fp, late)
+            elif op in _DMA:
+                fp = _FOOTPRINT[op](a, L)
+                if operands:
+                    self._check_operands(i, op, a, fp, late)
+            else:
+                # the footprint and the operand checks are functions of the fields alone: once per distinct
+                # instruction (SD-v1.5: 64 k non-DMA instructions, 9 k distinct)
+                key = (op, tuple(a), tuple(a.values()))
+                fp = checked.get(key)
+                if fp is None:
+                    fp = checked[key] = footprint(_Ins(op, a), L)
+                    if operands:
+                        self._check_operands(i, op, a, fp, late)
             # vector clock: the queue's previous instruction joined with the pushes this one pops
             vc = last_vc[j]
-            for n_src, c in enumerate(pops[k]):
-                if sources is not None:
-                    self._announce(i, c, sources[k][n_src])
-                n = pop_count[c]
-                got = push_vcs.get(c, ())
-                if n >= len(got):
-                    raise VerifyError(i, f"pops a token {QUEUES[c // nq]}->{QUEUES[j]} that no earlier "
-                                         f"instruction pushes")
-                pop_count[c] = n + 1
-                vc = tuple(map(max, vc, got[n]))
+            mask = pop_masks[k]
+            if mask:
+                pops = channels.get((j, mask))
+                if pops is None:
+                    pops = channels[(j, mask)] = tuple(p * nq + j for p in range(nq) if mask >> p & 1)
+                for n_src, c in enumerate(pops):
+                    if sources is not None:
+                        self._announce(i, c, sources[k][n_src])
+                    n = pop_count[c]
+                    got = push_vcs.get(c, ())
+                    if n >= len(got):
+                        raise VerifyError(i, f"pops a token {QUEUES[c // nq]}->{QUEUES[j]} that no earlier "
+                                             f"instruction pushes")
+                    pop_count[c] = n + 1
+                    vc = tuple(map(max, vc, got[n]))
             pos = qpos[j]
             vc = vc[:j] + (pos + 1,) + vc[j + 1:]
             last_vc[j] = vc
             if streaming:
                 vcs.append(vc)
-            else:
-                for c in pushes[k]:
-                    if c in push_vcs:
-                        push_vcs[c].append(vc)
-                    else:
-                        push_vcs[c] = [vc]
+            elif push_masks[k]:
+                m = push_masks[k]
+                for r in range(nq):
+                    if m >> r & 1:
+                        c = j * nq + r
+                        if c in push_vcs:
+                            push_vcs[c].append(vc)
+                        else:
+                            push_vcs[c] = [vc]
             me = (j, pos, i)
             qpos[j] = pos + 1
             for space, slo, shi, write in fp:
@@ -414,6 +437,24 @@ class ProgramChecker:
                     sh.set_writer(a_seg, b_seg, me)
                 else:
                     sh.add_reader(a_seg, b_seg, j, me)
+
+    def _check_operands(self, i: int, op: str, a, fp, late: bool) -> None:
+        """Buffer lines in bounds (DRAM: the farthest access, checked in finish()), the SFU's operand rules."""
+        caps = self.caps
+        for space, lo, hi, _ in fp:
+            if space == "dram":
+                if late:
+                    continue
+                if op == "load" and a.get("step"):
+                    if hi > self.step_max[0]:
+                        self.step_max = (hi, lo, i, op)
+                elif hi > self.dram_max[0]:
+                    self.dram_max = (hi, lo, i, op)
+            elif hi > caps[space]:
+                raise VerifyError(i, f"{op} touches {space} lines [{lo}, {hi}) beyond the buffer's "
+                                     f"{caps[space]} lines")
+        if op in _SFU_ALIASED:
+            self._check_sfu(i, _Ins(op, a))
 
     def _announce(self, i: int, c: int, x: int) -> None:
         """Streaming: instruction i pops channel c, taking the push of instruction x."""
@@ -500,25 +541,18 @@ class _Ins(NamedTuple):
     args: dict
 
 
-def _channels(instrs, queues: list[int]) -> tuple[list, list]:
-    """Each instruction's popped and pushed channels (producer * len(QUEUES) + consumer)."""
-    qi = {q: j for j, q in enumerate(QUEUES)}
-    nq = len(QUEUES)
+def _feed_whole(checker: ProgramChecker, instrs, footprints: list | None = None, queues=None) -> None:
+    bit = {q: 1 << j for j, q in enumerate(QUEUES)}
+    masks: dict = {}        # frozenset of queues -> bits
     pops, pushes = [], []
-    for ins, j in zip(instrs, queues):
-        pops.append(tuple(sorted(qi[p] * nq + j for p in ins.pop)) if ins.pop else ())
-        pushes.append(tuple(sorted(j * nq + qi[r] for r in ins.push)) if ins.push else ())
-    return pops, pushes
-
-
-def _feed_whole(checker: ProgramChecker, instrs, footprints: list | None, queues: list | None) -> None:
-    qi = {q: j for j, q in enumerate(QUEUES)}
-    qi["ctl"] = -1
-    qidx = [qi[ins.queue if queues is None else queues[i]] for i, ins in enumerate(instrs)]
-    pops, pushes = _channels(instrs, qidx)
-    L = checker.L
-    fps = footprints if footprints is not None else [footprint(ins, L) for ins in instrs]
-    checker.add([(ins.op, ins.args) for ins in instrs], qidx, pops, fps, pushes=pushes)
+    for ins in instrs:
+        for qs, out in ((ins.pop, pops), (ins.push, pushes)):
+            m = masks.get(qs)
+            if m is None:
+                m = masks[qs] = sum(bit[q] for q in qs)
+            out.append(m)
+    checker.add([(ins.op, ins.args) for ins in instrs], pops, push_masks=pushes, footprints=footprints,
+                queues=queues)
 
 
 def check_races(instrs, L: int, readonly: tuple[tuple[int, int], ...] = (), footprints: list | None = None,
@@ -529,15 +563,16 @@ def check_races(instrs, L: int, readonly: tuple[tuple[int, int], ...] = (), foot
     import dataclasses
 
     from ..isa.machine import DEFAULT
-    _feed_whole(ProgramChecker(dataclasses.replace(DEFAULT, lanes=L), readonly, operands=False),
-                instrs, footprints, queues)
+    fps = footprints if footprints is not None else [footprint(ins, L) for ins in instrs]
+    _feed_whole(ProgramChecker(dataclasses.replace(DEFAULT, lanes=L), readonly, operands=False), instrs, fps,
+                queues if queues is not None else [ins.queue for ins in instrs])
 
 
 def verify(bundle) -> None:
     """Raise VerifyError unless the bundle's program is in bounds, deadlock-free and race-free."""
     check_queues(bundle)
     checker = ProgramChecker(bundle.machine, _readonly_ranges(bundle))
-    _feed_whole(checker, bundle.instrs, None, None)
+    _feed_whole(checker, bundle.instrs)
     checker.finish(bundle.dram_size, (bundle.n_steps - 1) * bundle.step_bank)
 
 

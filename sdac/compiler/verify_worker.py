@@ -24,15 +24,12 @@ import tempfile
 import threading
 
 from ..errors import SdacError
-from ..isa.encoding import queue_of
 from ..isa.machine import Machine
 from ..isa.spec import QUEUES
-from .verify import ProgramChecker, VerifyError, _readonly_ranges, check_queues, footprint
+from .verify import ProgramChecker, VerifyError, _readonly_ranges, check_queues
 
 _LEN = struct.Struct("<Q")
 _NQ = len(QUEUES)
-_QI = {q: j for j, q in enumerate(QUEUES)}
-_QI["ctl"] = -1
 
 
 class StreamingVerifier:
@@ -146,8 +143,6 @@ def _check_stream(stdin):
         return ("crash", "no input")
     machine = Machine.from_dict(json.loads(msg[1]))
     checker = ProgramChecker(machine, None)
-    L = machine.lanes
-    channels: dict = {}         # (queue, pop mask) -> channels
     while (msg := _read(stdin)) is not None:
         if msg[0] == "end":
             _, dram_size, step_extra, readonly, deferred_args, pushes = msg
@@ -155,23 +150,8 @@ def _check_stream(stdin):
             return ("ok", _peak_rss())
         _, ops, pop_masks, pop_sources, deferred = msg
         base = len(checker.ops)
-        queues = [_QI[queue_of(op, a)] for op, a in ops]
-        pops, sources, fps = [], [], []
-        for k, (op, a) in enumerate(ops):
-            mask = pop_masks[k]
-            if mask:
-                key = (queues[k], mask)
-                ch = channels.get(key)
-                if ch is None:
-                    j = queues[k]
-                    ch = channels[key] = tuple(p * _NQ + j for p in range(_NQ) if mask >> p & 1)
-                pops.append(ch)
-                sources.append(pop_sources.get(base + k, ()))
-            else:
-                pops.append(())
-                sources.append(())
-            fps.append(footprint(_Op(op, a), L))
-        checker.add(ops, queues, pops, fps, sources=sources, deferred=frozenset(deferred))
+        sources = [pop_sources.get(base + k, ()) if m else () for k, m in enumerate(pop_masks)]
+        checker.add(ops, pop_masks, sources=sources, deferred=frozenset(deferred))
     return ("crash", "the input ended before the program did")
 
 
@@ -187,13 +167,6 @@ def _peak_rss() -> int:
         pass
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-class _Op:
-    __slots__ = ("op", "args")
-
-    def __init__(self, op, args):
-        self.op, self.args = op, args
 
 
 def _push_channel_masks(checker: ProgramChecker, pushes: list[int]) -> list[int]:

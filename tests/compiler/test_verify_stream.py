@@ -92,13 +92,11 @@ def _streaming_checker(instrs, L=20, caps=True):
     """ProgramChecker in streaming mode over instrs (pop sources from FIFO matching), chunk by chunk."""
     c = V.ProgramChecker(dataclasses.replace(DEFAULT, lanes=L), None, operands=caps)
     b = _as_builder(instrs)
-    qidx = [QI.get(ins.queue, -1) for ins in instrs]
-    pops = [tuple(QI[p] * NQ + qidx[i] for p in sorted(ins.pop, key=QI.get)) for i, ins in enumerate(instrs)]
     fps = [V.footprint(ins, L) for ins in instrs]
     for s in range(0, len(instrs), 5):
         e = min(s + 5, len(instrs))
-        c.add([(ins.op, ins.args) for ins in instrs[s:e]], qidx[s:e], pops[s:e], fps[s:e],
-              sources=[b.pop_sources.get(i, ()) for i in range(s, e)])
+        c.add(b.ops[s:e], b.pops[s:e], sources=[b.pop_sources.get(i, ()) for i in range(s, e)],
+              footprints=fps[s:e], queues=[ins.queue for ins in instrs[s:e]])
     return c, b
 
 
@@ -145,10 +143,7 @@ def test_streaming_end_checks(bundle):
     ld = next(i for i, ins in enumerate(instrs) if ins.op == "load" and ins.args["dram"] >= bundle.data_base)
     c = V.ProgramChecker(DEFAULT, None)
     b = _as_builder(instrs)
-    qidx = [QI.get(ins.queue, -1) for ins in instrs]
-    pops = [tuple(QI[p] * NQ + qidx[i] for p in sorted(ins.pop, key=QI.get)) for i, ins in enumerate(instrs)]
-    c.add([(ins.op, ins.args) for ins in instrs], qidx, pops, [V.footprint(ins, 20) for ins in instrs],
-          sources=[b.pop_sources.get(i, ()) for i in range(len(instrs))], deferred={ld})
+    c.add(b.ops, b.pops, sources=[b.pop_sources.get(i, ()) for i in range(len(instrs))], deferred={ld})
     with pytest.raises(V.VerifyError, match=f"instruction {ld}: load: its DRAM address"):
         c.finish(bundle.dram_size, extra, ro, {ld: {**instrs[ld].args, "dram": 0}}, masks(b))
 
@@ -165,9 +160,5 @@ def test_a_pop_taking_a_repeated_push_is_rejected(bundle):
     srcs = list(b.pop_sources[second])
     srcs[order.index(ch[0])] = b.pop_sources[first][sorted(instrs[first].pop, key=QI.get).index(ch[0])]
     b.pop_sources[second] = srcs        # the push the first pop took, taken again
-    qidx = [QI.get(ins.queue, -1) for ins in instrs]
-    pops = [tuple(QI[p] * NQ + qidx[k] for p in sorted(ins.pop, key=QI.get)) for k, ins in enumerate(instrs)]
     with pytest.raises(V.VerifyError, match=f"instruction {second}: pops {ch[0]}->{ch[1]} from instruction"):
-        V.ProgramChecker(DEFAULT, None).add(
-            [(ins.op, ins.args) for ins in instrs], qidx, pops, [V.footprint(ins, 20) for ins in instrs],
-            sources=[b.pop_sources.get(k, ()) for k in range(len(instrs))])
+        V.ProgramChecker(DEFAULT, None).add(b.ops, b.pops, sources=[b.pop_sources.get(k, ()) for k in range(len(instrs))])
