@@ -116,3 +116,67 @@ def test_topological_order_with_parallel_edges_and_repeated_orders():
             g.add_edge(f"n{n - 1:03d}", "n000")
             if n > 1:
                 assert ir.topological_order(g) is None
+
+
+def _fold_cases():
+    """(op, input arrays, attrs) for fold_constants' numpy fast path, odd cases included."""
+    rng = np.random.default_rng(7)
+    i64 = lambda *v: np.array(v, np.int64)  # noqa: E731
+    f32 = rng.standard_normal((3, 4)).astype(np.float32)
+    cases = [("Identity", [f32], {}), ("Identity", [i64(5)], {}), ("Identity", [np.array(2.5)], {}),
+             ("Sqrt", [np.abs(f32)], {}), ("Sqrt", [f32], {}), ("Sqrt", [np.array([4.0], np.float64)], {}),
+             ("Cast", [i64(3, -2)], {"to": 1}), ("Cast", [f32 * 100], {"to": 7}), ("Cast", [f32], {"to": 9}),
+             ("Cast", [np.array([True, False])], {"to": 6}), ("Cast", [f32], {"to": 10}),
+             ("Equal", [i64(1, 2), i64(1, 3)], {}), ("Equal", [f32, f32[:1]], {}),
+             ("Where", [np.array([True, False]), i64(1, 2), i64(3, 4)], {}),
+             ("Where", [np.array([True, False]), f32[0, :2], f32[1, :2]], {}),
+             ("Gather", [i64(4, 5, 6), i64(0)], {"axis": 0}), ("Gather", [i64(4, 5, 6), np.array(-1, np.int64)], {}),
+             ("Gather", [f32, np.array([[1, 0], [2, 2]], np.int32)], {"axis": 0}),
+             ("Gather", [f32, i64(3, -4)], {"axis": 1}), ("Gather", [f32, i64(2)], {"axis": -2}),
+             ("ConstantOfShape", [i64(2, 3)], {"value": np.array([7], np.int64)}),
+             ("ConstantOfShape", [i64(1)], {}), ("ConstantOfShape", [i64(0)], {"value": np.array([1.5], np.float32)}),
+             ("Slice", [i64(1, 2, 3, 4), i64(0), i64(2)], {}), ("Slice", [i64(1, 2, 3, 4), i64(-2), i64(2 ** 62)], {}),
+             ("Slice", [f32, i64(1), i64(-1), i64(1)], {}), ("Slice", [f32, i64(3, 0), i64(0, 4), i64(1, 0), i64(-1, 2)], {}),
+             ("Slice", [f32, np.array([1], np.int32), np.array([3], np.int32), np.array([-1], np.int32)], {}),
+             ("Slice", [i64(1, 2, 3, 4), i64(-9), i64(9), i64(0), i64(-3)], {})]
+    for op in ("Add", "Sub", "Mul", "Div"):
+        cases += [(op, [i64(7, -7, 6, -1), i64(2, 2, -4, 3)], {}), (op, [i64(9), np.array(4, np.int64)], {}),
+                  (op, [f32, f32[0]], {}), (op, [np.array(3, np.int32), np.array(-2, np.int32)], {}),
+                  (op, [np.array([2.0, 0.5]), np.array([4.0, 8.0])], {})]
+    return cases
+
+
+@pytest.mark.parametrize("case", range(len(_fold_cases())))
+def test_fold_fast_path_equals_onnx_reference(case):
+    """fold_constants' numpy fast path gives onnx.reference's values, dtypes and shapes (or declines)."""
+    from sdac.compiler import ir
+    from sdac.compiler.passes import fold_constants as FC
+    op, arrays, attrs = _fold_cases()[case]
+    graph = ir.Graph(opset=17)
+    names = [graph.add_const(a, base=f"in{i}") for i, a in enumerate(arrays)]
+    graph.add_tensor("y", ())
+    n = graph.add_node(op, names, ["y"], attrs=attrs)
+    got = FC._fast_eval(graph, graph.node(n))
+    assert got is not None, "the fast path should take this case"
+    want = FC.evaluate_node(graph, n)
+    assert len(got) == len(want) == 1
+    assert got[0].dtype == want[0].dtype and got[0].shape == want[0].shape
+    assert np.array_equal(got[0], want[0], equal_nan=True)
+
+
+@pytest.mark.parametrize("op,arrays,attrs", [
+    ("Div", [np.array([1, 2], np.int64), np.array([0, 1], np.int64)], {}),      # integer division by zero
+    ("Add", [np.array([1], np.int64), np.array([1], np.int32)], {}),            # mixed types: onnx.reference fails
+    ("Gather", [np.array([1, 2], np.int64), np.array([2], np.int64)], {}),      # index out of range
+    ("Slice", [np.array([1, 2], np.int64), np.array([0], np.int64), np.array([1], np.int64),
+               np.array([0], np.int64), np.array([0], np.int64)], {}),           # step 0
+    ("Concat", [np.array([1], np.int64), np.array([2], np.int64)], {"axis": 0}),  # not a fast op
+])
+def test_fold_fast_path_declines_what_it_does_not_mirror(op, arrays, attrs):
+    from sdac.compiler import ir
+    from sdac.compiler.passes import fold_constants as FC
+    graph = ir.Graph(opset=17)
+    names = [graph.add_const(a, base=f"in{i}") for i, a in enumerate(arrays)]
+    graph.add_tensor("y", ())
+    n = graph.add_node(op, names, ["y"], attrs=attrs)
+    assert FC._fast_eval(graph, graph.node(n)) is None

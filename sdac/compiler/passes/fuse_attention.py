@@ -66,24 +66,53 @@ def _run_chain(graph: Graph, nodes: list[str], arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _forms(idx: np.ndarray, h: int, kind: str) -> list[np.ndarray]:
-    b, t, c = idx.shape
-    x = idx.reshape(b, t, h, c // h)
+def _index_type(shape) -> type:
+    """Element indices of a tensor: int32 when they fit (half the memory traffic of int64)."""
+    return np.int32 if int(np.prod(shape)) < 2 ** 31 else np.int64
+
+
+def _forms_shapes(shape, h: int, kind: str):
+    """The permutation and the two shapes of a head split of (B,T,C) into h heads: (B,h,...) and (B*h,...)."""
+    b, t, c = shape
     perm = {"q": (0, 2, 1, 3), "k": (0, 2, 3, 1), "v": (0, 2, 1, 3)}[kind]
-    y = x.transpose(perm)
-    return [y, y.reshape(b * h, *y.shape[2:])]
+    split = (b, t, h, c // h)
+    y = tuple(split[i] for i in perm)
+    return perm, y, (b * h,) + y[2:]
 
 
-def _match(graph, root, nodes, kind, heads=None):
+def _is_form(idx: np.ndarray, got: np.ndarray, h: int, kind: str) -> bool:
+    """Whether ``got`` moved the elements of ``idx`` like one of the head splits into h heads (the split view
+    is compared in place: no copy of the (B*h, ...) reshape)."""
+    perm, y_shape, flat_shape = _forms_shapes(idx.shape, h, kind)
+    if got.shape == y_shape:
+        other = got
+    elif got.shape == flat_shape:
+        other = got.reshape(y_shape)
+    else:
+        return False
+    b, t, c = idx.shape
+    return np.array_equal(idx.reshape(b, t, h, c // h).transpose(perm), other)
+
+
+def _indices(shape, cache: dict) -> np.ndarray:
+    """np.arange over a shape (read-only uses only: one array per shape and pass)."""
+    idx = cache.get(shape)
+    if idx is None:
+        idx = cache[shape] = np.arange(int(np.prod(shape)), dtype=_index_type(shape)).reshape(shape)
+    return idx
+
+
+def _match(graph, root, nodes, kind, heads=None, cache=None):
+    """The smallest head count whose split the chain ``nodes`` performs on ``root`` (only ``heads`` if
+    given), or None."""
     shp = graph.shape(root)
     if len(shp) != 3:
         return None
-    idx = np.arange(int(np.prod(shp))).reshape(shp)
+    idx = _indices(tuple(shp), {} if cache is None else cache)
     got = _run_chain(graph, nodes, idx)
     for h in ([heads] if heads else [h for h in range(1, shp[2] + 1) if shp[2] % h == 0]):
-        for f in _forms(idx, h, kind):
-            if f.shape == got.shape and np.array_equal(f, got):
-                return h
+        if _is_form(idx, got, h, kind):
+            return h
     return None
 
 
@@ -99,6 +128,7 @@ def _scale_of(graph: Graph, seen) -> np.ndarray | None:
 
 def run(graph: Graph, ctx) -> bool:
     changed = False
+    indices: dict = {}     # shape -> index array (read only)
     for sm in graph.nodes("Softmax"):
         d = graph.node(sm)
         if sm not in graph.g:
@@ -120,15 +150,15 @@ def run(graph: Graph, ctx) -> bool:
         a_root, a_nodes, a_f, a_seen = _trace_up(graph, graph.inputs(mm1)[0])
         b_root, b_nodes, b_f, b_seen = _trace_up(graph, graph.inputs(mm1)[1])
         v_root, v_nodes, v_f, v_seen = _trace_up(graph, graph.inputs(mm2)[1])
-        heads = _match(graph, a_root, a_nodes, "q")
-        if heads is None or _match(graph, b_root, b_nodes, "k", heads) is None or \
-                _match(graph, v_root, v_nodes, "v", heads) is None:
+        heads = _match(graph, a_root, a_nodes, "q", cache=indices)
+        if heads is None or _match(graph, b_root, b_nodes, "k", heads, indices) is None or \
+                _match(graph, v_root, v_nodes, "v", heads, indices) is None:
             raise CompileError(f"{graph.source}: {graph.describe(mm1)}: attention whose head reshapes sdac cannot "
                                f"map (q, k, v must be (B,T,heads*d) tensors split into heads)")
         # output chain: layout ops until the heads are merged back to (B, T, C)
         b_, t_, c_ = graph.shape(a_root)
         o, o_nodes = graph.outputs(mm2)[0], []
-        h_idx = np.arange(b_ * t_ * c_).reshape(b_, heads, t_, c_ // heads)
+        h_idx = _indices((b_, t_, c_), indices).reshape(b_, heads, t_, c_ // heads)
         want = h_idx.transpose(0, 2, 1, 3).reshape(b_, t_, c_)
         cur = h_idx.reshape(graph.shape(o))
         while not (cur.shape == want.shape and np.array_equal(cur, want)):
