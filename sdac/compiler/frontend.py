@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -154,9 +155,18 @@ def _attr_value(a):
     return v
 
 
+_RAW_NP = {1: np.dtype(np.float32), 2: np.dtype(np.uint8), 3: np.dtype(np.int8), 5: np.dtype(np.int16),
+           6: np.dtype(np.int32), 7: np.dtype(np.int64), 9: np.dtype(np.bool_), 10: np.dtype(np.float16),
+           11: np.dtype(np.float64)}
+
+
 def _to_array(tp) -> np.ndarray:
     import onnx
     from onnx import numpy_helper
+    if tp.data_type in _RAW_NP and tp.HasField("raw_data") and tp.data_location != onnx.TensorProto.EXTERNAL \
+            and not tp.HasField("segment") and sys.byteorder == "little":
+        # numpy_helper.to_array's own path for these (3,600 scales and zero points on SD-v1.5)
+        return np.asarray(np.frombuffer(tp.raw_data, dtype=_RAW_NP[tp.data_type]).reshape(tp.dims))
     arr = numpy_helper.to_array(tp)
     if tp.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
         arr = np.asarray(arr).astype(np.int8 if tp.data_type == onnx.TensorProto.INT4 else np.uint8)
@@ -239,7 +249,8 @@ def load_model(model, step_scales: str | dict | None = None) -> Graph:
         graph.add_node("Input", [], [vi.name], name=f"input:{vi.name}", attrs={"onnx_name": vi.name})
     for init in proto.graph.initializer:   # the original (int4) values, not the inference copy
         v = _initializer_value(init, base_dir, where)
-        graph.add_tensor(init.name, v.shape, _DTYPES.get(init.data_type, str(v.dtype)))
+        dtype = _DTYPES.get(init.data_type)
+        graph.add_tensor(init.name, v.shape, dtype if dtype is not None else str(v.dtype))
         graph.add_node("Constant", [], [init.name], name=init.name, value=v)
 
     for i, nd in enumerate(gp.node):

@@ -180,3 +180,19 @@ def test_fold_fast_path_declines_what_it_does_not_mirror(op, arrays, attrs):
     graph.add_tensor("y", ())
     n = graph.add_node(op, names, ["y"], attrs=attrs)
     assert FC._fast_eval(graph, graph.node(n)) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int8, np.uint8, np.int16, np.int32,
+                                   np.int64, np.bool_])
+def test_frontend_small_tensor_reading_equals_numpy_helper(dtype):
+    """frontend._to_array reads raw_data itself for plain types: numpy_helper.to_array's values, dtype, shape
+    (and the typed-field encodings still go through numpy_helper)."""
+    from onnx import helper, numpy_helper
+    from sdac.compiler import frontend
+    rng = np.random.default_rng(8)
+    for shape in [(), (1,), (3, 2), (0,)]:
+        a = (rng.standard_normal(shape) * 50).astype(dtype)
+        for t in (numpy_helper.from_array(a, "t"),
+                  helper.make_tensor("t", helper.np_dtype_to_tensor_dtype(a.dtype), shape, a.reshape(-1).tolist())):
+            got, want = frontend._to_array(t), numpy_helper.to_array(t)
+            assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)

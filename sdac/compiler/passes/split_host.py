@@ -82,8 +82,7 @@ def run(graph: Graph, ctx) -> bool:
     else:
         # cut from the original model instead, so the host computes exactly what the model says
         # (including the Q/DQ pairs on the time-embedding path)
-        src = onnx.ModelProto()
-        src.CopyFrom(graph.meta["proto"])
+        src = graph.meta["proto"]     # (only this pass reads it: extended in place, not copied)
         known = {v.name for v in list(src.graph.value_info) + list(src.graph.input) + list(src.graph.output)}
         for t in boundary:   # the extractor wants a type for every output
             if t not in known:
@@ -95,10 +94,11 @@ def run(graph: Graph, ctx) -> bool:
             raise CompileError(f"{graph.source}: cannot extract the host prologue ({str(e).splitlines()[0][:200]})")
         model.graph.name = "sdac_host_prologue"
     try:
-        onnx.checker.check_model(model)
+        host_model = model.SerializeToString()    # once: the checker reads these bytes too
+        onnx.checker.check_model(host_model)
     except Exception as e:
         raise CompileError(f"{graph.source}: host prologue is not a valid ONNX model ({str(e).splitlines()[0]})")
-    graph.host_model = model.SerializeToString()
+    graph.host_model = host_model
     graph.host_inputs = hin
 
     for t in boundary:
