@@ -10,6 +10,7 @@ import contextlib
 import gc
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,7 +137,10 @@ def _compile(model, step_scales, machine, dataflow, dump_after, dump_dir, calib,
     stream = None
     if verify_program and verify_in_parallel:
         from .verify_worker import StreamingVerifier
-        stream = StreamingVerifier(machine)
+        try:
+            stream = StreamingVerifier(machine)
+        except OSError as e:        # no second interpreter here: the verifier runs after the lowering
+            warnings.warn(f"streaming verifier not started ({e}); verifying after the lowering", RuntimeWarning)
     try:
         bundle = lower(kg, machine, progress=progress, defer_data=True, sink=stream)
     except BaseException:

@@ -571,6 +571,11 @@ def check_races(instrs, L: int, readonly: tuple[tuple[int, int], ...] = (), foot
 def verify(bundle) -> None:
     """Raise VerifyError unless the bundle's program is in bounds, deadlock-free and race-free."""
     check_queues(bundle)
+    check_program(bundle)
+
+
+def check_program(bundle) -> None:
+    """ProgramChecker over the whole program: bounds, SFU operand rules, races."""
     checker = ProgramChecker(bundle.machine, _readonly_ranges(bundle))
     _feed_whole(checker, bundle.instrs)
     checker.finish(bundle.dram_size, (bundle.n_steps - 1) * bundle.step_bank)

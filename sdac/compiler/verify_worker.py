@@ -22,11 +22,12 @@ import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 
 from ..errors import SdacError
 from ..isa.machine import Machine
 from ..isa.spec import QUEUES
-from .verify import ProgramChecker, VerifyError, _readonly_ranges, check_queues
+from .verify import ProgramChecker, VerifyError, _readonly_ranges, check_program, check_queues
 
 _LEN = struct.Struct("<Q")
 _NQ = len(QUEUES)
@@ -36,10 +37,13 @@ class StreamingVerifier:
     """Parent side. ``send`` after each kernel, ``finish`` with the lowered bundle (raises VerifyError);
     ``close`` stops the worker (after an error of the lowering)."""
 
+    command = [sys.executable, "-m", __name__]
+
     def __init__(self, machine: Machine):
+        """Starts the worker (OSError if it cannot be started)."""
         self._stderr = tempfile.TemporaryFile()     # (a pipe could fill while we wait on stdout)
-        self.proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._stderr)
+        self.proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._stderr)
         self.sent = 0                   # instructions sent
         self.builder = None             # the lowering's ProgramBuilder (its push masks are final at the end)
         self.peak_rss = 0               # the worker's peak resident set (bytes), once it has finished
@@ -94,18 +98,22 @@ class StreamingVerifier:
         self.proc.wait()
         try:
             verdict = pickle.loads(out)
-        except Exception:       # noqa: BLE001 - the worker died: say how
+        except Exception:       # noqa: BLE001 - the worker died without a verdict
             self._stderr.seek(0)
-            err = self._stderr.read().decode(errors="replace").strip()[-2000:]
-            raise SdacError(f"streaming verifier: the worker process ended with code {self.proc.returncode} "
-                            f"without a verdict: {err}") from None
+            err = self._stderr.read().decode(errors="replace").strip()[-1000:]
+            verdict = ("crash", f"the worker process ended with code {self.proc.returncode}: {err}")
         finally:
             self._stderr.close()
         if verdict[0] == "error":
             raise VerifyError(verdict[1], verdict[2])
-        if verdict[0] != "ok":
-            raise SdacError(f"streaming verifier failed (compiler bug): {verdict[1]}")
-        self.peak_rss = verdict[1]
+        if verdict[0] == "ok":
+            self.peak_rss = verdict[1]
+            return
+        # the worker could not check the program (it died, or the checker failed there): check it here, so the
+        # bundle is still verified, and say why
+        warnings.warn(f"streaming verifier: {verdict[1].strip()}; verifying in the compiler's process instead",
+                      RuntimeWarning, stacklevel=2)
+        check_program(bundle)
 
     def close(self) -> None:
         self._out.put(None)

@@ -162,3 +162,24 @@ def test_a_pop_taking_a_repeated_push_is_rejected(bundle):
     b.pop_sources[second] = srcs        # the push the first pop took, taken again
     with pytest.raises(V.VerifyError, match=f"instruction {second}: pops {ch[0]}->{ch[1]} from instruction"):
         V.ProgramChecker(DEFAULT, None).add(b.ops, b.pops, sources=[b.pop_sources.get(k, ()) for k in range(len(instrs))])
+
+
+def test_a_worker_that_dies_leaves_the_check_to_the_compiler(bundle, monkeypatch):
+    import sys
+    monkeypatch.setattr(StreamingVerifier, "command", [sys.executable, "-c", "import sys; sys.exit(5)"])
+    with pytest.warns(RuntimeWarning, match="code 5.*verifying in the compiler's process"):
+        _stream(bundle)                                 # verified in process: fine
+    i = next(j for j, ins in enumerate(bundle.instrs) if ins.op == "conv")
+    bad = list(bundle.instrs)
+    bad[i] = bad[i].replace(o=DEFAULT.acc_lines - 1)
+    with pytest.warns(RuntimeWarning), pytest.raises(V.VerifyError, match=f"instruction {i}: conv touches acc"):
+        _stream(bundle, bad)
+
+
+def test_compile_without_a_second_interpreter_still_verifies(monkeypatch):
+    from sdac.compiler import verify_worker
+    monkeypatch.setattr(verify_worker.StreamingVerifier, "command", ["/nonexistent/python"])
+    q, _ = build("resnet")
+    with pytest.warns(RuntimeWarning, match="streaming verifier not started"):
+        r = compile_model(q, verify_in_parallel=True)
+    assert r.verifier_peak_rss == 0 and "verify" in r.timings
