@@ -9,6 +9,7 @@ with liveness-based reuse), then the per-step table, then the static data.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,11 +138,12 @@ class Lowerer:
         self.act_end = _align(top)
 
     # ------------------------------------------------------------ emission helpers
-    def __post_init__(self):
-        self.emit = self.pb.emit        # (the builder's method itself: one call per instruction, not two)
+    # emit(op, accesses, **fields) -> instruction index: ProgramBuilder.emit, bound once (one call per
+    # instruction, not two)
+    emit: Callable = field(init=False, repr=False)
 
-    def emit(self, op: str, accesses, /, **args) -> int:
-        return self.pb.emit(op, accesses, **args)
+    def __post_init__(self):
+        self.emit = self.pb.emit
 
     def load_rows(self, a: Act, dst: int, r0: int, rows: int, line0: int = 0, lines: int | None = None,
                   sram_stride: int | None = None) -> None:
