@@ -281,6 +281,9 @@ def load_model(model, step_scales: str | dict | None = None) -> Graph:
 
     for vi in gp.output:
         graph.add_node("Output", [vi.name], [], name=f"output:{vi.name}", attrs={"onnx_name": vi.name})
+    # every node was created after the producers of its inputs (add_node links to existing producers), so the
+    # creation order is the topological order Graph.nodes() gives (ties by creation order): no sort needed
+    graph._topo = list(graph.g._node)
 
     if step_scales is not None:
         doc = step_scales if isinstance(step_scales, dict) else read_step_scales(step_scales)

@@ -196,3 +196,15 @@ def test_frontend_small_tensor_reading_equals_numpy_helper(dtype):
                   helper.make_tensor("t", helper.np_dtype_to_tensor_dtype(a.dtype), shape, a.reshape(-1).tolist())):
             got, want = frontend._to_array(t), numpy_helper.to_array(t)
             assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("name", ["unet_cond", "transformer", "conv_gn_silu"])
+def test_loaded_graph_order_is_the_topological_order(name):
+    """load_model hands over its creation order as the topological order (every node is created after the
+    producers of its inputs): what topological_order computes."""
+    from sdac.compiler import ir
+    from sdac.compiler.frontend import load_model
+    from sdac.models import build
+    graph = load_model(build(name)[0])
+    assert graph._topo is not None
+    assert graph._topo == ir.topological_order(graph.g)

@@ -57,9 +57,21 @@ def _dequant_const(graph: Graph, n: str) -> None:
         graph.set_input(c, port, out)
 
 
-def _check_activation_quant(graph: Graph, n: str) -> float:
+def _check_activation_quant(graph: Graph, n: str, checked: dict | None = None) -> float:
+    """The scale of an activation Q/DQ node (checked: one per tensor, int8, zero point 0). ``checked`` keeps
+    the scales of (scale, zero point) tensor pairs already checked (the constants do not change)."""
     d = graph.node(n)
     ins = d["inputs"]
+    key = (ins[1], ins[2] if len(ins) > 2 else "") if len(ins) > 1 else None
+    if checked is not None and key in checked:
+        return checked[key]
+    s = _check_activation_quant_values(graph, n, ins)
+    if checked is not None and key is not None:
+        checked[key] = s
+    return s
+
+
+def _check_activation_quant_values(graph: Graph, n: str, ins: list[str]) -> float:
     s = np.asarray(_scalar_const(graph, ins[1], n, "scale"))
     if s.size != 1:
         raise CompileError(f"{graph.source}: {graph.describe(n)}: per-channel activation quantization is not "
@@ -83,10 +95,11 @@ def run(graph: Graph, ctx) -> bool:
         if graph.const(graph.inputs(n)[0]) is not None:
             _dequant_const(graph, n)
             changed = True
+    checked: dict = {}
     for n in graph.nodes("QuantizeLinear"):
         x = graph.inputs(n)[0]
         qout = graph.outputs(n)[0]
-        s = _check_activation_quant(graph, n)
+        s = _check_activation_quant(graph, n, checked)
         if graph.const(x) is not None:   # a quantized constant: its fake-quantized value
             v = np.clip(np.round(np.asarray(graph.const(x), np.float64) / s), -128, 127) * s
             c = graph.add_const(v.astype(np.float32), base=x, sources=graph.node(n)["sources"])
@@ -103,7 +116,7 @@ def run(graph: Graph, ctx) -> bool:
             if graph.op(c) != "DequantizeLinear":
                 raise CompileError(f"{graph.source}: {graph.describe(c)} reads the quantized tensor {qout!r} "
                                    f"directly (sdac needs QuantizeLinear -> DequantizeLinear pairs)")
-            if abs(_check_activation_quant(graph, c) - s) > 1e-6 * s:
+            if abs(_check_activation_quant(graph, c, checked) - s) > 1e-6 * s:
                 raise CompileError(f"{graph.source}: {graph.describe(c)}: scale differs from its QuantizeLinear")
             out = graph.outputs(c)[0]
             graph.replace_uses(out, x)
