@@ -160,13 +160,23 @@ _RAW_NP = {1: np.dtype(np.float32), 2: np.dtype(np.uint8), 3: np.dtype(np.int8),
            11: np.dtype(np.float64)}
 
 
+# typed-field storage of plain types: field, its numpy type, the tensor's numpy type (numpy_helper.to_array)
+_FIELD_NP = {1: ("float_data", np.float32, np.float32), 2: ("int32_data", np.int32, np.uint8),
+             3: ("int32_data", np.int32, np.int8), 6: ("int32_data", np.int32, np.int32),
+             7: ("int64_data", np.int64, np.int64), 11: ("double_data", np.float64, np.float64)}
+
+
 def _to_array(tp) -> np.ndarray:
+    if tp.data_location != 1 and not tp.HasField("segment"):
+        # numpy_helper.to_array's own paths for plain types (3,600 scales and zero points on SD-v1.5)
+        if tp.HasField("raw_data"):
+            if tp.data_type in _RAW_NP and sys.byteorder == "little":
+                return np.asarray(np.frombuffer(tp.raw_data, dtype=_RAW_NP[tp.data_type]).reshape(tp.dims))
+        elif tp.data_type in _FIELD_NP:
+            field, storage, dtype = _FIELD_NP[tp.data_type]
+            return np.asarray(np.asarray(getattr(tp, field), dtype=storage).astype(dtype).reshape(tp.dims))
     import onnx
     from onnx import numpy_helper
-    if tp.data_type in _RAW_NP and tp.HasField("raw_data") and tp.data_location != onnx.TensorProto.EXTERNAL \
-            and not tp.HasField("segment") and sys.byteorder == "little":
-        # numpy_helper.to_array's own path for these (3,600 scales and zero points on SD-v1.5)
-        return np.asarray(np.frombuffer(tp.raw_data, dtype=_RAW_NP[tp.data_type]).reshape(tp.dims))
     arr = numpy_helper.to_array(tp)
     if tp.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
         arr = np.asarray(arr).astype(np.int8 if tp.data_type == onnx.TensorProto.INT4 else np.uint8)

@@ -155,7 +155,7 @@ class Graph:
                 return name
 
     def add_tensor(self, name: str, shape, dtype: str = "float32", scales=None) -> TensorType:
-        t = TensorType(name, tuple(int(s) for s in shape), dtype,
+        t = TensorType(name, tuple(map(int, shape)), dtype,
                        None if scales is None else np.asarray(scales, np.float32))
         self.tensors[name] = t
         return t

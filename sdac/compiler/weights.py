@@ -383,8 +383,7 @@ class QuantWeight(LazyArray):
 
 def external_source(tensor, base_dir: str) -> ExternalData | None:
     """The external-data location of a TensorProto (None if its data is inline)."""
-    from onnx import TensorProto
-    if tensor.data_location != TensorProto.EXTERNAL:
+    if tensor.data_location != _EXTERNAL:
         return None
     info = {e.key: e.value for e in tensor.external_data}
     loc = info.get("location", "")

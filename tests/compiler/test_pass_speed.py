@@ -208,3 +208,49 @@ def test_loaded_graph_order_is_the_topological_order(name):
     graph = load_model(build(name)[0])
     assert graph._topo is not None
     assert graph._topo == ir.topological_order(graph.g)
+
+
+def _shapes_model_by_helpers(graph):
+    """refresh_shapes' model as onnx.helper builds it (the reference for fold_constants.shapes_model)."""
+    import onnx
+    from onnx import helper, numpy_helper
+    from sdac.compiler.ir import onnx_node
+    nodes, inits, weights = [], [], []
+    elem = {"float32": onnx.TensorProto.FLOAT, "int64": onnx.TensorProto.INT64}
+    for n in graph.nodes():
+        d = graph.node(n)
+        if d["op"] == "Constant":
+            v = d["value"]
+            if np.size(v) <= 64:
+                inits.append(numpy_helper.from_array(np.asarray(v), d["outputs"][0]))
+            else:
+                weights.append(helper.make_tensor_value_info(d["outputs"][0], onnx.helper.np_dtype_to_tensor_dtype(
+                    v.dtype), list(v.shape)))
+        elif d["op"] not in ("Input", "Output"):
+            nodes.append(onnx_node(d))
+    ins = [helper.make_tensor_value_info(t, elem.get(graph.tensors[t].dtype, onnx.TensorProto.FLOAT),
+                                         list(graph.shape(t))) for t in graph.graph_inputs()] + weights
+    outs = [helper.make_empty_tensor_value_info(t) for t in graph.graph_outputs()]
+    gi = set(graph.graph_inputs())
+    known = [helper.make_tensor_value_info(t, elem.get(tt.dtype, onnx.TensorProto.FLOAT), list(tt.shape))
+             for t, tt in graph.tensors.items() if t not in gi and graph.producer(t) is not None
+             and graph.op(graph.producer(t)) != "Constant" and tt.shape and min(tt.shape) > 0]
+    return helper.make_model(helper.make_graph(nodes, "shapes", ins, outs, inits, value_info=known),
+                             opset_imports=[helper.make_opsetid("", graph.opset)])
+
+
+@pytest.mark.parametrize("name", ["unet_cond", "transformer", "attention"])
+def test_shapes_model_bytes_equal_onnx_helpers(name):
+    """fold_constants.shapes_model builds the bytes onnx.helper builds (after fold_qdq, and with a scalar
+    graph input and an unknown dimension)."""
+    from sdac.compiler.frontend import load_model
+    from sdac.compiler.passes import PassContext, fold_constants, fold_qdq
+    from sdac.models import build
+    graph = load_model(build(name)[0])
+    fold_qdq.run(graph, PassContext())
+    graph.add_tensor("scalar_in", ())
+    graph.add_node("Input", [], ["scalar_in"], name="input:scalar_in")
+    graph.add_tensor("open_in", (1, -1))
+    graph.add_node("Input", [], ["open_in"], name="input:open_in")
+    assert fold_constants.shapes_model(graph).SerializeToString() == \
+        _shapes_model_by_helpers(graph).SerializeToString()

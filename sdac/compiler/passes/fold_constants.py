@@ -140,18 +140,30 @@ def propagate_same_shape(graph: Graph) -> None:
                 t.shape = x.shape
 
 
-def refresh_shapes(graph: Graph) -> None:
-    """Re-run ONNX shape inference now that shape computations are constants (the exporter's
-    Shape->Gather->... chains leave e.g. Slice outputs unknown in the original model)."""
+def _add_value_info(field, name: str, elem: int, shape) -> None:
+    """field.append(helper.make_tensor_value_info(name, elem, list(shape))) without the intermediate
+    messages (the same bytes)."""
+    vi = field.add()
+    vi.name = name
+    tt = vi.type.tensor_type
+    tt.elem_type = elem
+    tt.shape.SetInParent()        # (an empty shape is a scalar, not an unknown rank)
+    dims = tt.shape.dim
+    for s in shape:
+        dims.add().dim_value = s
+
+
+def shapes_model(graph: Graph):
+    """The model refresh_shapes runs ONNX shape inference on: the graph's nodes, constants up to 64 elements
+    as initializers, the weights and graph inputs as typed inputs, every known shape as value_info.
+    (Built field by field: the bytes helper.make_model(helper.make_graph(...)) gives, without its copies.)"""
     import onnx
-    from onnx import helper, numpy_helper
-    propagate_same_shape(graph)
-    unknown = [t for n in graph.nodes() if graph.op(n) not in ("Constant", "Input", "Output")
-               for t in graph.outputs(n) if t and (not graph.shape(t) or min(graph.shape(t)) < 0)]
-    if not unknown:
-        return
-    nodes, inits, weights = [], [], []
+    from onnx import numpy_helper
     elem = {"float32": onnx.TensorProto.FLOAT, "int64": onnx.TensorProto.INT64}
+    model = onnx.ModelProto()
+    model.ir_version = onnx.IR_VERSION
+    gr = model.graph
+    nodes, inits, weights = [], [], []
     for n in graph.nodes():
         d = graph.node(n)
         if d["op"] == "Constant":
@@ -159,19 +171,42 @@ def refresh_shapes(graph: Graph) -> None:
             if np.size(v) <= 64:   # shape data; weights only need their type
                 inits.append(numpy_helper.from_array(np.asarray(v), d["outputs"][0]))
             else:
-                weights.append(helper.make_tensor_value_info(d["outputs"][0], onnx.helper.np_dtype_to_tensor_dtype(
-                    v.dtype), list(v.shape)))
+                weights.append((d["outputs"][0], onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape))
         elif d["op"] not in ("Input", "Output"):
             nodes.append(onnx_node(d))
-    ins = [helper.make_tensor_value_info(t, elem.get(graph.tensors[t].dtype, onnx.TensorProto.FLOAT),
-                                         list(graph.shape(t))) for t in graph.graph_inputs()] + weights
-    outs = [helper.make_empty_tensor_value_info(t) for t in graph.graph_outputs()]
-    gi = set(graph.graph_inputs())
-    known = [helper.make_tensor_value_info(t, elem.get(tt.dtype, onnx.TensorProto.FLOAT), list(tt.shape))
-             for t, tt in graph.tensors.items() if t not in gi and graph.producer(t) is not None
-             and graph.op(graph.producer(t)) != "Constant" and tt.shape and min(tt.shape) > 0]
-    model = helper.make_model(helper.make_graph(nodes, "shapes", ins, outs, inits, value_info=known),
-                              opset_imports=[helper.make_opsetid("", graph.opset)])
+    gr.node.extend(nodes)
+    gr.name = "shapes"
+    gi = graph.graph_inputs()
+    for t in gi:
+        _add_value_info(gr.input, t, elem.get(graph.tensors[t].dtype, onnx.TensorProto.FLOAT), graph.shape(t))
+    for w in weights:
+        _add_value_info(gr.input, *w)
+    for t in graph.graph_outputs():
+        gr.output.add().name = t
+    gr.initializer.extend(inits)
+    gi = set(gi)
+    producer, attrs = graph._producer, graph.g._node
+    for t, tt in graph.tensors.items():
+        if t not in gi and tt.shape and min(tt.shape) > 0:
+            p = producer.get(t)
+            if p is not None and attrs[p]["op"] != "Constant":
+                _add_value_info(gr.value_info, t, elem.get(tt.dtype, onnx.TensorProto.FLOAT), tt.shape)
+    opset = model.opset_import.add()
+    opset.domain = ""
+    opset.version = graph.opset
+    return model
+
+
+def refresh_shapes(graph: Graph) -> None:
+    """Re-run ONNX shape inference now that shape computations are constants (the exporter's
+    Shape->Gather->... chains leave e.g. Slice outputs unknown in the original model)."""
+    import onnx
+    propagate_same_shape(graph)
+    unknown = [t for n in graph.nodes() if graph.op(n) not in ("Constant", "Input", "Output")
+               for t in graph.outputs(n) if t and (not graph.shape(t) or min(graph.shape(t)) < 0)]
+    if not unknown:
+        return
+    model = shapes_model(graph)
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception:

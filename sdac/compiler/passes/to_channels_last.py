@@ -42,16 +42,23 @@ def run(graph: Graph, ctx) -> bool:
     # chains of layout ops are judged from their root to each end a non-layout op reads:
     # the intermediates (e.g. (B,C) -> (B,C,1) -> (B,C,1,1)) need not be device tensors
     moved: dict[str, tuple[str, np.ndarray]] = {}   # tensor -> (root tensor, root indices moved here)
+    aranges: dict = {}     # (size, dtype) -> np.arange (read only: reshaped views of it are moved around)
+
+    def arange(size: int, dtype) -> np.ndarray:
+        a = aranges.get((size, dtype))
+        if a is None:
+            a = aranges[size, dtype] = np.arange(size, dtype=dtype)
+        return a
     layout_nodes = [n for n in graph.nodes() if graph.op(n) in LAYOUT]
     for n in layout_nodes:
         x, y = graph.inputs(n)[0], graph.outputs(n)[0]
         root, idx = moved.get(x, (x, None))
         if idx is None:
-            idx = np.arange(int(np.prod(graph.shape(x))), dtype=_index_type(graph.shape(x))).reshape(graph.shape(x))
+            idx = arange(int(np.prod(graph.shape(x))), _index_type(graph.shape(x))).reshape(graph.shape(x))
         out = apply_layout(graph, n, idx)
         moved[y] = (root, out)
         if any(graph.op(c) not in LAYOUT for c, _ in graph.consumers(y)):
-            a = device_matrix(np.arange(out.size, dtype=out.dtype).reshape(graph.shape(root)),
+            a = device_matrix(arange(out.size, out.dtype).reshape(graph.shape(root)),
                               graph.tensors[root].channel_axis)
             b = device_matrix(out, graph.tensors[y].channel_axis)
             if a.shape != b.shape or not np.array_equal(a, b):
