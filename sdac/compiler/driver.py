@@ -181,4 +181,5 @@ def _finish_program(bundle, step_scales, verify_program, timings, progress, stre
         else:
             verify(bundle)
         timings["verify"] = time.perf_counter() - t
-        progress(f"verified ({timings['verify']:.2f} s)")
+        progress(f"verified ({timings['verify']:.2f} s"
+                 + (", after a worker process checked alongside the lowering)" if stream is not None else ")"))
