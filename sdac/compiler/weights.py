@@ -485,13 +485,39 @@ def int4_min_channels(codes, axis: int) -> np.ndarray | None:
     return out
 
 
+def _external_channel_bytes(src: ExternalData, n: int, axis: int, chans: np.ndarray) -> np.ndarray | None:
+    """The packed bytes of channels ``chans`` along ``axis`` (first: their rows; last: the byte columns
+    holding them, every row) read from the file: only those rows, or in chunks. None if the file is short."""
+    total = (int(np.prod(src.dims, dtype=np.int64)) + 1) // 2
+    with open(src.path, "rb", buffering=0) as f:
+        if os.fstat(f.fileno()).st_size < src.offset + total:
+            return None
+        if axis == 0:
+            row = total // n
+            out = np.empty((len(chans), row), np.uint8)
+            for i, c in enumerate(chans.tolist()):
+                f.seek(src.offset + c * row)
+                if f.readinto(memoryview(out[i])) != row:
+                    return None
+            return out
+    cols = chans // 2
+    parts = []
+    for b in _external_rows(src, n // 2):
+        if b is None:
+            return None
+        parts.append(b.reshape(-1, n // 2)[:, cols])
+    return np.concatenate(parts)
+
+
 def int4_channel_codes(codes, axis: int, chans: np.ndarray) -> np.ndarray:
     """np.take(np.asarray(codes), chans, axis) for a tensor int4_min_channels accepts, unpacking only those
     channels."""
     shape, n = codes.shape, codes.shape[axis]
+    b = _external_channel_bytes(codes.source, n, axis, chans) if isinstance(codes.source, ExternalData) else None
     if axis == 0:
-        rows = _stored_bytes(codes)().reshape(n, -1)[chans]
+        rows = _stored_bytes(codes)().reshape(n, -1)[chans] if b is None else b
         return unpack_int4(rows, rows.size * 2, True).reshape((len(chans),) + tuple(shape[1:]))
-    b = _stored_bytes(codes)().reshape(-1, n // 2)[:, chans // 2]
+    if b is None:
+        b = _stored_bytes(codes)().reshape(-1, n // 2)[:, chans // 2]
     nib = np.where(chans % 2 == 1, b >> 4, b & 0x0F).astype(np.int8)
     return ((nib ^ 8) - 8).astype(np.int8).reshape(tuple(shape[:-1]) + (len(chans),))

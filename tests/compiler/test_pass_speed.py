@@ -254,3 +254,32 @@ def test_shapes_model_bytes_equal_onnx_helpers(name):
     graph.add_node("Input", [], ["open_in"], name="input:open_in")
     assert fold_constants.shapes_model(graph).SerializeToString() == \
         _shapes_model_by_helpers(graph).SerializeToString()
+
+
+@pytest.mark.parametrize("shape,axis", [((6, 4, 3, 3), 0), ((12, 10), 1), ((4, 6), 0), ((1100, 700), 1),
+                                        ((1100, 700), 0)])
+def test_int4_channel_codes_from_external_data(tmp_path, monkeypatch, shape, axis):
+    """Reading only the requantized channels' bytes of an external tensor gives np.take of its codes."""
+    monkeypatch.setattr(W, "_CHUNK", 64)
+    q = RNG.integers(-8, 8, shape).astype(np.int8)
+    lz = _external(tmp_path, q)
+    for chans in (np.array([0]), np.array([1, 3]), np.arange(shape[axis])[::-2].copy()):
+        chans = np.sort(chans)
+        assert np.array_equal(W.int4_channel_codes(lz, axis, chans), np.take(q, chans, axis))
+
+
+@pytest.mark.parametrize("name", ["unet_cond", "transformer"])
+def test_early_removal_of_unused_constants_changes_nothing(monkeypatch, name):
+    """fold_qdq drops the constants nothing reads before fold_constants runs: the same graph, fates (in
+    order), tensors and kernels as leaving them to fold_constants' remove_dead."""
+    from sdac.compiler.passes import PassContext, compile_graph, fold_qdq
+    from sdac.models import build
+    model = build(name)[0]
+
+    def run():
+        kg, g = compile_graph(model, ctx=PassContext(), debug=True)
+        return (list(g.fate.items()), list(g.g._node), [(k.name, k.kind, k.sources) for k in kg.kernels],
+                [(t, tt.shape, tt.dtype, tt.layout) for t, tt in g.tensors.items()])
+    early = run()
+    monkeypatch.setattr(fold_qdq, "_remove_unused_constants", lambda graph: None)
+    assert run() == early

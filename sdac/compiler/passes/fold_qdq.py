@@ -126,4 +126,17 @@ def run(graph: Graph, ctx) -> bool:
     for n in graph.nodes("DequantizeLinear"):
         raise CompileError(f"{graph.source}: {graph.describe(n)}: DequantizeLinear of a non-constant tensor that "
                            f"no QuantizeLinear produced (quantized model inputs are not supported)")
+    _remove_unused_constants(graph)
     return changed
+
+
+def _remove_unused_constants(graph: Graph) -> None:
+    """Remove the constants nothing reads any more (the scales and zero points of the folded Q/DQ nodes: 3,800
+    of SD-v1.5's 7,900 nodes here), as fold_constants' remove_dead would after its folding, so that its
+    topological sort and folding loop see 4,000 nodes instead of 8,000. The same graph either way: a node
+    without consumers changes no other node's place in the order (Graph.nodes), its sources get the same
+    fate, and its id is its tensor's name (no later add_node or new_name can take it)."""
+    succ = graph.g._succ
+    for n, d in list(graph.g._node.items()):
+        if d["op"] == "Constant" and not succ[n] and d["outputs"] == [n]:
+            graph.remove_node(n, fate="removed (unused)")
