@@ -162,16 +162,23 @@ def _has_race_brute_force(prog) -> bool:
     return False
 
 
-def test_race_checker_agrees_with_brute_force(monkeypatch):
+@pytest.mark.parametrize("streaming", [False, True])
+def test_race_checker_agrees_with_brute_force(monkeypatch, streaming):
+    """The whole-program check, and the streaming one (pops announced with their pushers, kernel by kernel)."""
     from sdac.compiler import verify as V
     monkeypatch.setattr(V, "footprint", lambda ins, L: ins.spans)
+    if streaming:
+        from tests.compiler.test_verify_stream import _streaming_checker
+        check = lambda prog: _streaming_checker(prog, caps=False)   # noqa: E731
+    else:
+        check = lambda prog: V.check_races(prog, 20)                # noqa: E731
     rng = np.random.default_rng(3)
     found = {True: 0, False: 0}
     for _ in range(400):
         prog = _random_program(rng)
         expect = _has_race_brute_force(prog)
         try:
-            V.check_races(prog, 20)
+            check(prog)
             got = False
         except VerifyError as e:
             assert "race" in str(e)

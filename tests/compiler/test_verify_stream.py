@@ -2,7 +2,6 @@
 import dataclasses
 import types
 
-import numpy as np
 import pytest
 
 from sdac.bundle import encode_program
@@ -89,7 +88,8 @@ def test_the_worker_finds_a_missing_token(bundle):
 # ------------------------------------------------- streaming mode of the checker, in process
 
 def _streaming_checker(instrs, L=20, caps=True):
-    """ProgramChecker in streaming mode over instrs (pop sources from FIFO matching), chunk by chunk."""
+    """ProgramChecker in streaming mode over instrs (pop sources from FIFO matching), chunk by chunk.
+    (test_verify.py runs it against the brute-force race reference.)"""
     c = V.ProgramChecker(dataclasses.replace(DEFAULT, lanes=L), None, operands=caps)
     b = _as_builder(instrs)
     fps = [V.footprint(ins, L) for ins in instrs]
@@ -98,24 +98,6 @@ def _streaming_checker(instrs, L=20, caps=True):
         c.add(b.ops[s:e], b.pops[s:e], sources=[b.pop_sources.get(i, ()) for i in range(s, e)],
               footprints=fps[s:e], queues=[ins.queue for ins in instrs[s:e]])
     return c, b
-
-
-def test_streaming_race_check_agrees_with_brute_force(monkeypatch):
-    from tests.compiler.test_verify import _has_race_brute_force, _random_program
-    monkeypatch.setattr(V, "footprint", lambda ins, L: ins.spans)
-    rng = np.random.default_rng(11)
-    found = {True: 0, False: 0}
-    for _ in range(300):
-        prog = _random_program(rng)
-        try:
-            _streaming_checker(prog, caps=False)
-            got = False
-        except V.VerifyError as e:
-            assert "race" in str(e)
-            got = True
-        assert got == _has_race_brute_force(prog)
-        found[got] += 1
-    assert min(found.values()) > 30
 
 
 def test_streaming_end_checks(bundle):
