@@ -69,9 +69,14 @@ class StreamingVerifier:
 
     def send(self, builder, end: int, deferred=()) -> None:
         """Instructions [sent, end) of the builder (ops, pop masks, pop sources); deferred: those among them
-        whose DRAM address is patched at the end."""
+        whose DRAM address is patched at the end. An instruction's fields and pops must be final once sent
+        (the lowering patches only relocated DRAM addresses, and the control instruction setstep)."""
         self.builder = builder
         start = self.sent
+        late = [d for d in deferred if not start <= d < end]
+        if late:        # its pre-patch address would have been checked as an ordinary access
+            raise SdacError(f"streaming verifier: instruction {late[0]} became relocated after it was sent "
+                            f"(compiler bug)")
         if end <= start:
             return
         src = builder.pop_sources

@@ -165,3 +165,15 @@ def test_compile_without_a_second_interpreter_still_verifies(monkeypatch):
     with pytest.warns(RuntimeWarning, match="streaming verifier not started"):
         r = compile_model(q, verify_in_parallel=True)
     assert r.verifier_peak_rss == 0 and "verify" in r.timings
+
+
+def test_a_relocation_after_sending_is_a_compiler_bug(bundle):
+    from sdac.errors import SdacError
+    sv = StreamingVerifier(bundle.machine)
+    try:
+        b = _as_builder(bundle.instrs)
+        sv.send(b, 10)
+        with pytest.raises(SdacError, match="instruction 3 became relocated after it was sent"):
+            sv.send(b, 20, [3])
+    finally:
+        sv.close()
