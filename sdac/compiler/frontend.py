@@ -101,33 +101,40 @@ def for_shape_inference(proto):
     return p
 
 
-def _host_part(proto, base_dir: str):
+def _node_io(nodes) -> list[tuple[str, list[str], list[str]]]:
+    """(op_type, inputs, outputs) of each NodeProto (read once: protobuf fields are slow to walk)."""
+    return [(nd.op_type, list(nd.input), list(nd.output)) for nd in nodes]
+
+
+def _host_part(proto, base_dir: str, node_io=None):
     """The nodes (and their initializers) that depend only on rank <= 1 inputs (the timestep) and
-    constants: all split_host may cut the host prologue from; the rest of the model is not kept."""
+    constants: all split_host may cut the host prologue from; the rest of the model is not kept.
+    ``node_io``: _node_io of proto's nodes, if already known."""
     import onnx
+    if node_io is None:
+        node_io = _node_io(proto.graph.node)
     inits = {i.name for i in proto.graph.initializer}
     host = {vi.name for vi in proto.graph.input if vi.name not in inits and len(vi.type.tensor_type.shape.dim) <= 1}
     const = set(inits)
     kinds = []
-    for nd in proto.graph.node:
-        ins = [t for t in nd.input if t]
-        if nd.op_type == "Constant" or all(t in const for t in ins):
-            const.update(nd.output)
+    for op_type, inputs, outputs in node_io:
+        ins = [t for t in inputs if t]
+        if op_type == "Constant" or all(t in const for t in ins):
+            const.update(outputs)
             kinds.append("const")
         elif all(t in host or t in const for t in ins):
-            host.update(nd.output)
+            host.update(outputs)
             kinds.append("host")
         else:
             kinds.append(None)
     # keep the host nodes and only the constant subgraphs that feed them (not every weight's DQ)
-    used = {t for nd, k in zip(proto.graph.node, kinds) if k == "host" for t in nd.input}
+    used = {t for (_, inputs, _), k in zip(node_io, kinds) if k == "host" for t in inputs}
     keep = [k == "host" for k in kinds]
     for i in reversed(range(len(kinds))):
-        nd = proto.graph.node[i]
-        if kinds[i] == "const" and any(o in used for o in nd.output):
+        if kinds[i] == "const" and any(o in used for o in node_io[i][2]):
             keep[i] = True
-            used.update(nd.input)
-    nodes = [nd for nd, k in zip(proto.graph.node, keep) if k]
+            used.update(node_io[i][1])
+    nodes = [proto.graph.node[i] for i, k in enumerate(keep) if k]
     p = onnx.ModelProto()
     p.ir_version = proto.ir_version
     p.opset_import.extend(proto.opset_import)
@@ -240,7 +247,9 @@ def load_model(model, step_scales: str | dict | None = None) -> Graph:
     opset = max([o.version for o in inferred.opset_import if o.domain in ("", "ai.onnx")] or [17])
     graph = Graph(source=base, opset=opset)
     base_dir = "" if isinstance(model, onnx.ModelProto) else os.path.dirname(os.path.abspath(where))
-    graph.meta["proto"] = _host_part(proto, base_dir)   # the host prologue is cut from it (with its QDQ nodes)
+    node_io = _node_io(gp.node)     # the inference copy has the model's nodes, in order (only Q/DQ domains differ)
+    graph.meta["proto"] = _host_part(proto, base_dir, node_io if len(node_io) == len(proto.graph.node) else None)
+    # (the host prologue is cut from it, with its QDQ nodes)
 
     types: dict[str, tuple[tuple[int, ...], str]] = {}
     for vi in list(gp.input) + list(gp.value_info) + list(gp.output):
@@ -263,7 +272,7 @@ def load_model(model, step_scales: str | dict | None = None) -> Graph:
         graph.add_tensor(init.name, v.shape, dtype if dtype is not None else str(v.dtype))
         graph.add_node("Constant", [], [init.name], name=init.name, value=v)
 
-    for i, nd in enumerate(gp.node):
+    for i, (nd, (_, node_inputs, node_outputs)) in enumerate(zip(gp.node, node_io)):
         name = nd.name or f"{nd.op_type}_{i}"
         graph.onnx_nodes.append((name, nd.op_type))
         ms_qdq = nd.domain == "com.microsoft" and nd.op_type in ("QuantizeLinear", "DequantizeLinear")
@@ -280,14 +289,14 @@ def load_model(model, step_scales: str | dict | None = None) -> Graph:
             if v is None:
                 raise CompileError(f"{base}: node {name!r} (Constant): unsupported constant attribute")
             v = np.asarray(v)
-            graph.add_tensor(nd.output[0], v.shape, str(v.dtype))
-            graph.add_node("Constant", [], [nd.output[0]], name=name, value=v, sources=(name,))
+            graph.add_tensor(node_outputs[0], v.shape, str(v.dtype))
+            graph.add_node("Constant", [], [node_outputs[0]], name=name, value=v, sources=(name,))
             continue
-        for o in nd.output:
+        for o in node_outputs:
             if o:
                 shape, dtype = types.get(o, ((), "unknown"))
                 graph.add_tensor(o, shape, dtype)
-        graph.add_node(nd.op_type, list(nd.input), list(nd.output), name=name, attrs=attrs, sources=(name,))
+        graph.add_node(nd.op_type, node_inputs, node_outputs, name=name, attrs=attrs, sources=(name,))
 
     for vi in gp.output:
         graph.add_node("Output", [vi.name], [], name=f"output:{vi.name}", attrs={"onnx_name": vi.name})
