@@ -309,10 +309,9 @@ class Graph:
 
 
 def _clear_nx_cache(g) -> None:
-    """What networkx does after every mutation (drop graphs a backend converted)."""
-    cache = getattr(g, "__networkx_cache__", None)
-    if cache:
-        cache.clear()
+    """What networkx does after every mutation (drop graphs a backend converted; only if there are any)."""
+    if g.__dict__.get("__networkx_cache__"):
+        g.__networkx_cache__.clear()
 
 
 # ------------------------------------------------------------------ verification

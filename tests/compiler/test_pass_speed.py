@@ -283,3 +283,19 @@ def test_early_removal_of_unused_constants_changes_nothing(monkeypatch, name):
     early = run()
     monkeypatch.setattr(fold_qdq, "_remove_unused_constants", lambda graph: None)
     assert run() == early
+
+
+def test_has_path_equals_networkx():
+    import networkx as nx
+    from sdac.compiler.passes.form_kernels import _has_path
+    rng = np.random.default_rng(9)
+    for n in (2, 10, 40):
+        g = nx.MultiDiGraph()
+        g.add_nodes_from(range(n))
+        for _ in range(int(1.5 * n)):
+            a, b = sorted(rng.integers(0, n, 2))
+            if a != b:
+                g.add_edge(int(a), int(b))
+        for a in range(n):
+            for b in range(n):
+                assert _has_path(g, a, b) == nx.has_path(g, a, b)

@@ -128,6 +128,31 @@ def quantize_weights(graph: Graph, ctx, w_t: str, wf: np.ndarray, out_axis: int,
     return K.Weights(q.astype(np.int8), s.astype(np.float32))
 
 
+def _has_path(g, a: str, b: str) -> bool:
+    """nx.has_path(g, a, b): a breadth-first search from both ends, the smaller frontier first (as networkx
+    does), on the adjacency dicts."""
+    if a == b:
+        return True
+    succ, pred = g._succ, g._pred
+    seen_a, seen_b, front_a, front_b = {a}, {b}, [a], [b]
+    while front_a and front_b:
+        forward = len(front_a) <= len(front_b)
+        adj, front, seen, other = (succ, front_a, seen_a, seen_b) if forward else (pred, front_b, seen_b, seen_a)
+        nxt = []
+        for u in front:
+            for v in adj[u]:
+                if v in other:
+                    return True
+                if v not in seen:
+                    seen.add(v)
+                    nxt.append(v)
+        if forward:
+            front_a = nxt
+        else:
+            front_b = nxt
+    return False
+
+
 class _Former:
     def __init__(self, graph: Graph, ctx):
         self.g, self.ctx = graph, ctx
@@ -249,8 +274,7 @@ class _Former:
         p = self.g.producer(t)
         if p is None or p in self.assigned or p in self.building or self.g.op(p) in ("Input", "Constant"):
             return False
-        import networkx as nx
-        if nx.has_path(self.g.g, anchor, p):
+        if _has_path(self.g.g, anchor, p):
             return False
         # only one kernel ahead (its inputs are already computed): the short branch (a shortcut
         # conv) runs first, the long one absorbs the add (conv + residual + GN + SiLU)
