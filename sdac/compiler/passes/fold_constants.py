@@ -50,6 +50,8 @@ def _fast_eval(graph: Graph, d: dict) -> list[np.ndarray] | None:
     (SD-v1.5 folds 508 such nodes; each ReferenceEvaluator costs 0.1 ms and the first one imports every
     reference op). None when anything is unusual (the caller then runs onnx.reference, errors included)."""
     op, a = d["op"], d["attrs"]
+    if graph.opset < 13:     # (these ops' definitions are the same from opset 13 on)
+        return None
     vals = [None if not t else np.array(graph.const(t), order="C") for t in d["inputs"]]
     if any(v is not None and v.dtype not in _NUMERIC for v in vals):
         return None
@@ -84,7 +86,7 @@ def _fast_eval(graph: Graph, d: dict) -> list[np.ndarray] | None:
         if v.size != 1 or v.dtype not in _NUMERIC:
             return None
         return [np.full(tuple(x), v.flat[0])]
-    if op == "Slice" and graph.opset >= 10 and 3 <= len(vals) <= 5 and all(
+    if op == "Slice" and 3 <= len(vals) <= 5 and all(
             v is not None and v.dtype in (np.int32, np.int64) and v.ndim <= 1 for v in vals[1:]) and \
             (len(vals) < 5 or np.all(vals[4])):
         axes = vals[3] if len(vals) > 3 else None
