@@ -121,16 +121,19 @@ def int4_min_flags(b: np.ndarray) -> np.ndarray:
     return (((b & 0x0F) == 0x08) * np.uint8(0x08)) | (((b & 0xF0) == 0x80) * np.uint8(0x80))
 
 
-def _external_rows(src: "ExternalData", row_bytes: int):
-    """The packed bytes of ``src`` in chunks of whole rows of ``row_bytes`` (views of one reused buffer), or
-    None at once if the file is short (the caller's plain read raises its error)."""
+def _external_rows(src: "ExternalData", row_bytes: int, first_row: int = 0):
+    """The packed bytes of ``src`` from row ``first_row`` on, in chunks of whole rows of ``row_bytes`` (views
+    of one reused buffer), or None at once if the file is short (the caller's plain read raises its error)."""
     total = (int(np.prod(src.dims, dtype=np.int64)) + 1) // 2
     rows = max(1, _CHUNK // row_bytes) * row_bytes
-    buf = np.empty(min(rows, total), np.uint8)
+    buf = np.empty(max(1, min(rows, total - first_row * row_bytes)), np.uint8)
     view = memoryview(buf)
     with open(src.path, "rb", buffering=0) as f:
-        f.seek(src.offset)
-        left = total
+        if os.fstat(f.fileno()).st_size < src.offset + total:
+            yield None
+            return
+        f.seek(src.offset + first_row * row_bytes)
+        left = total - first_row * row_bytes
         while left:
             k = min(left, buf.size)
             if f.readinto(view[:k]) != k:
@@ -140,10 +143,11 @@ def _external_rows(src: "ExternalData", row_bytes: int):
             left -= k
 
 
-def external_has_int4_min(src: "ExternalData") -> bool:
+def external_has_int4_min(src: "ExternalData", clean: dict | None = None) -> bool:
     """has_int4_min(src.packed()) read in chunks into one small buffer, stopping at the first -8: no
     allocation of the whole tensor (its page faults cost more than the read). A short file falls back to
-    src.packed(), which raises its error."""
+    src.packed(), which raises its error. ``clean[src]`` is set to the number of leading bytes found free of
+    -8 (int4_min_channels need not read them again)."""
     n = (int(np.prod(src.dims, dtype=np.int64)) + 1) // 2
     size = min(n, _CHUNK)
     buf = np.empty(-(-size // 8) * 8, np.uint8)
@@ -160,6 +164,8 @@ def external_has_int4_min(src: "ExternalData") -> bool:
                 return has_int4_min(src.packed())
             w = k // 8
             if _chunk_has_int4_min(words[:w], tmp[:w]) or (k % 8 and has_int4_min(buf[w * 8:k])):
+                if clean is not None:
+                    clean[src] = n - left
                 return True
             left -= k
     return False
@@ -394,16 +400,17 @@ def external_source(tensor, base_dir: str) -> ExternalData | None:
                         tuple(int(d) for d in tensor.dims))
 
 
-def int4_may_hold_min(codes) -> bool | None:
+def int4_may_hold_min(codes, clean: dict | None = None) -> bool | None:
     """For views (transpose, indexing, reshape) of a stored int4 tensor: whether the stored tensor holds the
-    code -8 anywhere (so the view may), from its packed bytes. None for anything else (read the values)."""
+    code -8 anywhere (so the view may), from its packed bytes. None for anything else (read the values).
+    ``clean``: see external_has_int4_min (pass the same dict to int4_min_channels)."""
     if not isinstance(codes, LazyArray) or any(op not in ("transpose", "getitem", "reshape") for op, _ in codes.ops):
         return None
     packed = _stored_bytes(codes)
     if packed is None:
         return None
     if isinstance(codes.source, ExternalData):
-        return external_has_int4_min(codes.source)
+        return external_has_int4_min(codes.source, clean)
     return has_int4_min(packed())
 
 
@@ -451,18 +458,20 @@ def stored_int4(a) -> np.ndarray | None:
     return b.reshape(-1)
 
 
-def int4_min_channels(codes, axis: int) -> np.ndarray | None:
+def int4_min_channels(codes, axis: int, clean: dict | None = None) -> np.ndarray | None:
     """Per channel along ``axis`` (first or last) of a stored int4 tensor without views: whether it holds the
-    code -8, from the packed bytes. None for anything else (read the values)."""
+    code -8, from the packed bytes. None for anything else (read the values). ``clean``: the leading bytes
+    int4_may_hold_min found free of -8, per external tensor (their whole rows are not read again)."""
     packed = _stored_bytes(codes)
     if packed is None or codes.ops or not _whole_bytes(codes.shape, axis):
         return None
     n = codes.shape[axis]
     if isinstance(codes.source, ExternalData):    # in chunks of whole rows, without allocating the tensor
         row_bytes = codes.size // 2 // n if axis == 0 else n // 2
+        first_row = (clean or {}).get(codes.source, 0) // row_bytes
         acc = np.zeros(row_bytes, np.uint8)
-        rows = []
-        for b in _external_rows(codes.source, row_bytes):
+        rows = [np.zeros(first_row, bool)] if axis == 0 else []
+        for b in _external_rows(codes.source, row_bytes, first_row):
             if b is None:      # a short file: the plain read below raises its error
                 break
             flags = int4_min_flags(b).reshape(-1, row_bytes)

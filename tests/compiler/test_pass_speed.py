@@ -34,6 +34,9 @@ def test_int4_min_checks_on_external_data_read_in_chunks(tmp_path, monkeypatch, 
             want = (np.moveaxis(q, axis, 0).reshape(shape[axis], -1) == -8).any(axis=1)
             assert W.int4_may_hold_min(lz) == bool(want.any()) == W.int4_may_hold_min(lz.T)
             assert np.array_equal(W.int4_min_channels(lz, axis), want)
+            clean: dict = {}       # the rows before the first -8 found are not read again: same channels
+            assert W.int4_may_hold_min(lz.T, clean) == bool(want.any()) and (lz.source in clean) == want.any()
+            assert np.array_equal(W.int4_min_channels(lz, axis, clean), want)
         short = _external(tmp_path, q, truncate=1)
         with pytest.raises(OSError, match="expected"):
             W.int4_may_hold_min(short.T)

@@ -68,8 +68,9 @@ def quantize_weights(graph: Graph, ctx, w_t: str, wf: np.ndarray, out_axis: int,
         # read) and left where they are (the lowering reads them): the same results as recovering them from
         # float32(q) * float32(scale)
         over = np.zeros(n_out, bool)
-        if int4_may_hold_min(wf.codes) is not False:     # int4 -8 in the stored bytes (rare), or not int4
-            over = int4_min_channels(wf.codes, out_axis)
+        clean: dict = {}      # (the leading bytes found free of -8 need not be read again)
+        if int4_may_hold_min(wf.codes, clean) is not False:     # int4 -8 in the stored bytes (rare), or not int4
+            over = int4_min_channels(wf.codes, out_axis, clean)
             if over is not None:                          # stored int4: read only the channels that change
                 def codes_of(chans):
                     return int4_channel_codes(wf.codes, out_axis, chans), wf.scale[chans], np.arange(len(chans))
