@@ -36,6 +36,10 @@ def register(sub) -> None:
                    "(default). --no-requant-inside keeps them at the SFU's 16-bit precision: closer to the "
                    "float model, fewer SFU passes")
     p.add_argument("--no-verify", action="store_true", help="skip the static verifier (not recommended)")
+    p.add_argument("--verify-worker", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the verifier's per-instruction checks in a second process while the lowering "
+                   "emits (default: on models of 100 kernels or more); --no-verify-worker verifies after the "
+                   "lowering, in this process")
     p.add_argument("--debug", action="store_true",
                    help="check the graph's invariants after every pass (names the pass that broke one)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     result = compile_model(src, step_scales=args.step_scales, machine=machine, dataflow=overrides,
                            dump_after=set(args.dump_after), dump_dir=args.dump_dir, calib=args.calib,
                            verify_program=not args.no_verify, requant_inside=args.requant_inside, debug=args.debug,
-                           progress=say)
+                           verify_in_parallel=args.verify_worker, progress=say)
     if args.explain:
         print(result.explain)
     write_bundle(result.bundle, out)

@@ -177,3 +177,14 @@ def test_a_relocation_after_sending_is_a_compiler_bug(bundle):
             sv.send(b, 20, [3])
     finally:
         sv.close()
+
+
+def test_cli_verify_worker_option(tmp_path, capsys):
+    from sdac.cli import main
+    q, _ = build("resnet")
+    for flag, said in (("--verify-worker", True), ("--no-verify-worker", False)):
+        out = tmp_path / f"r{said}.sdab"
+        assert main(["compile", q, "-o", str(out), flag]) == 0
+        err = capsys.readouterr().err
+        assert ("after a worker process checked" in err) == said, err
+    assert (tmp_path / "rTrue.sdab").read_bytes() == (tmp_path / "rFalse.sdab").read_bytes()
