@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import CompileError, SdacError
 from .ir import Graph
-from .weights import LazyArray, ProtoData, external_source, inlined, is_small_external
+from .weights import LazyArray, ProtoData, external_source, inline, inlined, is_small_external
 
 # ONNX ops some pass knows how to fold, canonicalize, move to the host or map to a kernel.
 SUPPORTED_ONNX_OPS = {
@@ -144,8 +144,7 @@ def _host_part(proto, base_dir: str, node_io=None):
     for init in proto.graph.initializer:
         if init.name in used:
             p.graph.initializer.append(init)
-            t = p.graph.initializer[-1]      # the host model is serialized standalone
-            t.CopyFrom(inlined(t, base_dir))
+            inline(p.graph.initializer[-1], base_dir)      # (a copy: the host model is serialized standalone)
     p.graph.value_info.extend(vi for vi in proto.graph.value_info if vi.name in host)
     return p
 

@@ -49,13 +49,20 @@ def inlined(t, base_dir: str):
     if t.data_location != _EXTERNAL:
         return t
     from onnx import TensorProto
-    from onnx.external_data_helper import load_external_data_for_tensor
     c = TensorProto()
     c.CopyFrom(t)
-    load_external_data_for_tensor(c, base_dir)
-    c.ClearField("data_location")
-    del c.external_data[:]
+    inline(c, base_dir)
     return c
+
+
+def inline(t, base_dir: str) -> None:
+    """Read an initializer's external data into it (no data_location, no external_data entries after)."""
+    if t.data_location != _EXTERNAL:
+        return
+    from onnx.external_data_helper import load_external_data_for_tensor
+    load_external_data_for_tensor(t, base_dir)
+    t.ClearField("data_location")
+    del t.external_data[:]
 
 
 def _nibble_pairs(signed: bool) -> np.ndarray:
