@@ -312,7 +312,8 @@ class ProgramChecker:
         self.operands = operands
         nq = self.nq = len(QUEUES)
         self.last_vc = [(0,) * nq] * nq         # per queue: the vector clock of its latest instruction
-        self.push_vcs: dict[int, list] = {}     # channel producer * nq + consumer -> vector clocks of its pushes
+        self.push_vcs: dict[int, list] = {}     # whole program: per channel (producer * nq + consumer), the vector
+                                                # clocks of its pushes, in order (streaming: a pop names its pusher)
         self.pop_count = [0] * (nq * nq)
         self.qpos = [0] * nq
         self.shadow: dict[str, Segments] = {}
@@ -341,6 +342,7 @@ class ProgramChecker:
         readonly, vcs, streaming, operands = self.readonly, self.vcs, self.streaming, self.operands
         checked, channels = self._checked, self._channels
         names, queue_list = self.ops, self.queues
+        last_source, announced = self.last_source, self.announced
         base = len(names)
         for k, (op, a) in enumerate(ops):
             i = base + k
@@ -383,16 +385,22 @@ class ProgramChecker:
                 pops = channels.get((j, mask))
                 if pops is None:
                     pops = channels[(j, mask)] = tuple(p * nq + j for p in range(nq) if mask >> p & 1)
-                for n_src, c in enumerate(pops):
-                    if sources is not None:
-                        self._announce(i, c, sources[k][n_src])
-                    n = pop_count[c]
-                    got = push_vcs.get(c, ())
-                    if n >= len(got):
-                        raise VerifyError(i, f"pops a token {QUEUES[c // nq]}->{QUEUES[j]} that no earlier "
-                                             f"instruction pushes")
-                    pop_count[c] = n + 1
-                    vc = tuple(map(max, vc, got[n]))
+                if sources is not None:     # streaming: each pop names its pusher, checked in _announce
+                    for c, x in zip(pops, sources[k]):
+                        if not (last_source[c] < x < i and queue_list[x] == c // nq):
+                            self._announce(i, c, x)         # (raises)
+                        last_source[c] = x
+                        announced[x] = announced.get(x, 0) | (1 << c)
+                        vc = tuple(map(max, vc, vcs[x]))
+                else:
+                    for c in pops:
+                        n = pop_count[c]
+                        got = push_vcs.get(c, ())
+                        if n >= len(got):
+                            raise VerifyError(i, f"pops a token {QUEUES[c // nq]}->{QUEUES[j]} that no earlier "
+                                                 f"instruction pushes")
+                        pop_count[c] = n + 1
+                        vc = tuple(map(max, vc, got[n]))
             pos = qpos[j]
             vc = vc[:j] + (pos + 1,) + vc[j + 1:]
             last_vc[j] = vc
@@ -457,18 +465,13 @@ class ProgramChecker:
             self._check_sfu(i, _Ins(op, a))
 
     def _announce(self, i: int, c: int, x: int) -> None:
-        """Streaming: instruction i pops channel c, taking the push of instruction x."""
+        """Streaming: instruction i pops channel c, taking the push of instruction x, which must be an earlier
+        instruction of the producer queue, after the channel's previous pusher (add() checks it inline)."""
         nq = self.nq
         if not (self.last_source[c] < x < i and self.queues[x] == c // nq):
             raise VerifyError(i, f"pops {QUEUES[c // nq]}->{QUEUES[c % nq]} from instruction {x}: not an earlier "
                                  f"instruction of {QUEUES[c // nq]} after the channel's previous pusher "
                                  f"({self.last_source[c]})")
-        self.last_source[c] = x
-        self.announced[x] = self.announced.get(x, 0) | (1 << c)
-        if c in self.push_vcs:
-            self.push_vcs[c].append(self.vcs[x])
-        else:
-            self.push_vcs[c] = [self.vcs[x]]
 
     def _reads_readonly(self, i: int, op: str, slo: int, shi: int, write: bool) -> bool:
         """True for a read inside a read-only range (not tracked); a write into one is an error."""
