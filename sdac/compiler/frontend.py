@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import CompileError, SdacError
 from .ir import Graph
-from .weights import LazyArray, ProtoData, external_source, inline, inlined, is_small_external
+from .weights import LazyArray, ProtoData, external_source, inlined, is_small_external
 
 # ONNX ops some pass knows how to fold, canonicalize, move to the host or map to a kernel.
 SUPPORTED_ONNX_OPS = {
@@ -141,10 +141,9 @@ def _host_part(proto, base_dir: str, node_io=None):
     p.graph.name = proto.graph.name
     p.graph.node.extend(nodes)
     p.graph.input.extend(vi for vi in proto.graph.input if vi.name in host)
-    for init in proto.graph.initializer:
-        if init.name in used:
-            p.graph.initializer.append(init)
-            inline(p.graph.initializer[-1], base_dir)      # (a copy: the host model is serialized standalone)
+    # (external data stays external here: split_host reads it into the host model it cuts, which is
+    # serialized standalone, after the cut; load_model checks the files exist)
+    p.graph.initializer.extend(init for init in proto.graph.initializer if init.name in used)
     p.graph.value_info.extend(vi for vi in proto.graph.value_info if vi.name in host)
     return p
 
@@ -248,6 +247,7 @@ def load_model(model, step_scales: str | dict | None = None) -> Graph:
     base_dir = "" if isinstance(model, onnx.ModelProto) else os.path.dirname(os.path.abspath(where))
     node_io = _node_io(gp.node)     # the inference copy has the model's nodes, in order (only Q/DQ domains differ)
     graph.meta["proto"] = _host_part(proto, base_dir, node_io if len(node_io) == len(proto.graph.node) else None)
+    graph.meta["proto_dir"] = base_dir      # (its external data's directory)
     # (the host prologue is cut from it, with its QDQ nodes)
 
     types: dict[str, tuple[tuple[int, ...], str]] = {}

@@ -16,6 +16,7 @@ import numpy as np
 
 from ...errors import CompileError
 from ..ir import Graph, onnx_node
+from ..weights import inline
 
 
 def host_input_names(graph: Graph) -> list[str]:
@@ -93,6 +94,12 @@ def run(graph: Graph, ctx) -> bool:
         except Exception as e:
             raise CompileError(f"{graph.source}: cannot extract the host prologue ({str(e).splitlines()[0][:200]})")
         model.graph.name = "sdac_host_prologue"
+        try:      # its weights, from the model's external data (the host model is serialized standalone)
+            for t in model.graph.initializer:
+                inline(t, graph.meta.get("proto_dir", ""))
+        except Exception as e:
+            raise CompileError(f"{graph.source}: cannot read the host prologue's weights "
+                               f"({type(e).__name__}: {str(e).splitlines()[0][:200]})")
     try:
         host_model = model.SerializeToString()    # once: the checker reads these bytes too
         onnx.checker.check_model(host_model)
