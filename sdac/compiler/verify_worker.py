@@ -137,10 +137,6 @@ def _read(stream):
     return pickle.loads(stream.read(_LEN.unpack(head)[0]))
 
 
-WORKER_NICE = 5      # the worker yields a core to the lowering and the DATA writer (the compile's critical path)
-                     # when they compete; its backlog is checked when they are done (SD-v1.5: -0.1 to -0.3 s)
-
-
 def run_worker(stdin, stdout) -> int:
     import traceback
     try:
@@ -204,10 +200,6 @@ def _push_channel_masks(checker: ProgramChecker, pushes: list[int]) -> list[int]
 
 
 if __name__ == "__main__":
-    import os
-    if hasattr(os, "nice"):
-        try:
-            os.nice(WORKER_NICE)
-        except OSError:
-            pass
+    # (not niced: a niced worker was 0.1-0.3 s faster on an idle machine, and up to 0.9 s slower on a loaded
+    # one, where other processes took its core)
     sys.exit(run_worker(sys.stdin.buffer, sys.stdout.buffer))
