@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import CompileError, SdacError
 from .ir import Graph
-from .weights import LazyArray, ProtoData, external_source, inlined, is_small_external
+from .weights import LazyArray, ProtoData, external_source, inline, is_small_external
 
 # ONNX ops some pass knows how to fold, canonicalize, move to the host or map to a kernel.
 SUPPORTED_ONNX_OPS = {
@@ -50,7 +50,7 @@ def _load_proto(model, where: str):
         base_dir = os.path.dirname(os.path.abspath(path))
         for init in proto.graph.initializer:
             if is_small_external(init):
-                init.CopyFrom(inlined(init, base_dir))
+                inline(init, base_dir)
     except Exception as e:  # onnx raises several unrelated types for bad files
         raise SdacError(f"{path}: cannot read ONNX model ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
     if not proto.graph.node:
