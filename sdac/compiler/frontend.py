@@ -246,9 +246,9 @@ def load_model(model, step_scales: str | dict | None = None) -> Graph:
     graph = Graph(source=base, opset=opset)
     base_dir = "" if isinstance(model, onnx.ModelProto) else os.path.dirname(os.path.abspath(where))
     node_io = _node_io(gp.node)     # the inference copy has the model's nodes, in order (only Q/DQ domains differ)
+    # the host prologue is cut from it (with its QDQ nodes); its external data lies in proto_dir
     graph.meta["proto"] = _host_part(proto, base_dir, node_io if len(node_io) == len(proto.graph.node) else None)
-    graph.meta["proto_dir"] = base_dir      # (its external data's directory)
-    # (the host prologue is cut from it, with its QDQ nodes)
+    graph.meta["proto_dir"] = base_dir
 
     types: dict[str, tuple[tuple[int, ...], str]] = {}
     for vi in list(gp.input) + list(gp.value_info) + list(gp.output):
