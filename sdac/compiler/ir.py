@@ -385,6 +385,7 @@ def verify_graph(graph: Graph, known_ops: set[str] | None = None) -> None:
     op legal at the graph's stage.
     """
     g = graph.g
+    succ = g._succ
     where = f"{graph.source} (stage {graph.stage})"
     order = topological_order(g)
     if order is None:
@@ -393,7 +394,7 @@ def verify_graph(graph: Graph, known_ops: set[str] | None = None) -> None:
     graph._topo = order       # the graph as checked (nodes() reuses it until the next mutation)
     if known_ops is None:
         known_ops = {"canonical": CANONICAL_OPS, "device": DEVICE_OPS}.get(graph.stage)
-    for n, d in g.nodes(data=True):
+    for n, d in g._node.items():
         op = d["op"]
         if known_ops is not None and op not in known_ops and op not in STRUCTURAL_OPS:
             raise CompileError(f"{where}: {graph.describe(n)}: op {op} is not legal at this stage")
@@ -405,7 +406,7 @@ def verify_graph(graph: Graph, known_ops: set[str] | None = None) -> None:
             if t not in graph.tensors:
                 raise CompileError(f"{where}: {graph.describe(n)} input {port} {t!r} has no tensor type")
             p = graph._producer.get(t)
-            if p is None or not g.has_edge(p, n, key=f"{t}@{port}"):
+            if p is None or f"{t}@{port}" not in succ.get(p, {}).get(n, {}):     # (g.has_edge)
                 raise CompileError(f"{where}: {graph.describe(n)} input {port} {t!r} has no edge from its producer")
         for t in d["outputs"]:
             if t and graph._producer.get(t) != n:
@@ -417,27 +418,35 @@ def verify_graph(graph: Graph, known_ops: set[str] | None = None) -> None:
             if tuple(np.shape(d["value"])) != t.shape:
                 raise CompileError(f"{where}: constant {n!r} value shape {np.shape(d['value'])} != type {t.shape}")
         _check_shape_rule(graph, n, d, where)
-    for u, v, k, d in g.edges(keys=True, data=True):
-        t = d.get("tensor")
-        if not isinstance(t, TensorType):
-            raise CompileError(f"{where}: edge {u}->{v} carries no tensor type")
-        if g.nodes[v]["inputs"][d["port"]] != t.name or graph._producer.get(t.name) != u:
-            raise CompileError(f"{where}: edge {u}->{v} ({t.name}) disagrees with the port lists")
-        if graph.tensors.get(t.name) is not t:
-            raise CompileError(f"{where}: edge {u}->{v} carries a stale type for {t.name}")
+    nodes = g._node
+    for u, nbrs in succ.items():      # g.edges(keys=True, data=True), in its order
+        for v, keys in nbrs.items():
+            for d in keys.values():
+                t = d.get("tensor")
+                if not isinstance(t, TensorType):
+                    raise CompileError(f"{where}: edge {u}->{v} carries no tensor type")
+                if nodes[v]["inputs"][d["port"]] != t.name or graph._producer.get(t.name) != u:
+                    raise CompileError(f"{where}: edge {u}->{v} ({t.name}) disagrees with the port lists")
+                if graph.tensors.get(t.name) is not t:
+                    raise CompileError(f"{where}: edge {u}->{v} carries a stale type for {t.name}")
 
 
 def _numel(s) -> int:
-    return int(np.prod(s)) if len(s) else 1
+    n = 1
+    for x in s:       # (np.prod of a shape, in Python ints)
+        n *= x
+    return n
+
+
+_SAME_SHAPE_OPS = {"Silu", "Gelu", "GroupNorm", "LayerNorm", "Scale", "Bias"}
 
 
 def _check_shape_rule(graph: Graph, n: str, d: dict, where: str) -> None:
     op, ins, outs = d["op"], d["inputs"], d["outputs"]
     shp = graph.tensors
-    same_shape_ops = {"Silu", "Gelu", "GroupNorm", "LayerNorm", "Scale", "Bias"}
     a_, y_ = shp[ins[0]].shape if ins else (), shp[outs[0]].shape if outs else ()
-    same = a_ == y_ if graph.stage != "device" else (_numel(a_) == _numel(y_) and a_[-1:] == y_[-1:])
-    if op in same_shape_ops and not same:
+    if op in _SAME_SHAPE_OPS and not (a_ == y_ if graph.stage != "device" else
+                                      (_numel(a_) == _numel(y_) and a_[-1:] == y_[-1:])):
         raise CompileError(f"{where}: {graph.describe(n)}: output shape {shp[outs[0]].shape} != input "
                            f"{shp[ins[0]].shape}")
     if op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose") and graph.stage != "onnx":

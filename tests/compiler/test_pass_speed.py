@@ -302,3 +302,42 @@ def test_has_path_equals_networkx():
         for a in range(n):
             for b in range(n):
                 assert _has_path(g, a, b) == nx.has_path(g, a, b)
+
+
+def test_verify_graph_reads_the_edges_it_checks():
+    """verify_graph walks networkx's dicts itself: each broken edge is still named."""
+    from sdac.compiler import ir
+    from sdac.errors import CompileError
+
+    def fresh():
+        g = ir.Graph()
+        for t in ("a", "b", "c"):
+            g.add_tensor(t, (1, 4))
+        g.add_node("Input", [], ["a"], name="in")
+        g.add_node("Silu", ["a"], ["b"], name="s")
+        g.add_node("Silu", ["b"], ["c"], name="t")
+        g.add_node("Output", ["c"], [], name="out")
+        ir.verify_graph(g)
+        return g
+    g = fresh()
+    g.g._succ["in"]["s"]["a@0"]["tensor"] = None
+    with pytest.raises(CompileError, match="in->s carries no tensor type"):
+        ir.verify_graph(g)
+    g = fresh()
+    g.g._succ["in"]["s"]["a@0"]["tensor"] = ir.TensorType("a", (1, 4))
+    with pytest.raises(CompileError, match="stale type for a"):
+        ir.verify_graph(g)
+    g = fresh()
+    del g.g._succ["s"]["t"]["b@0"]
+    with pytest.raises(CompileError, match="input 0 'b' has no edge from its producer"):
+        ir.verify_graph(g)
+    g = fresh()
+    g.g._succ["in"]["s"]["a@0"]["port"] = 1
+    g.node("s")["inputs"].append("x")
+    g.add_tensor("x", (1, 4))
+    with pytest.raises(CompileError):
+        ir.verify_graph(g)
+    g = fresh()
+    g.tensors["c"].shape = (1, 5)
+    with pytest.raises(CompileError, match="output shape"):
+        ir.verify_graph(g)
