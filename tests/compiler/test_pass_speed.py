@@ -341,3 +341,26 @@ def test_verify_graph_reads_the_edges_it_checks():
     g.tensors["c"].shape = (1, 5)
     with pytest.raises(CompileError, match="output shape"):
         ir.verify_graph(g)
+
+
+def test_attention_chain_keys_tell_layouts_apart():
+    """fuse_attention reuses answers for chains with equal keys: equal layouts give equal keys, and any
+    difference apply_layout sees (op, perm, reshape target, axes) gives a different key."""
+    from sdac.compiler import ir
+    from sdac.compiler.passes.fuse_attention import _chain_key
+
+    def chain(shape_to, perm, tag):
+        g = ir.Graph()
+        g.add_tensor("x", (1, 8, 6))
+        g.add_node("Input", [], ["x"], name="in")
+        s = g.add_const(np.array(shape_to, np.int64), base="shape")
+        g.add_tensor("r" + tag, shape_to)
+        a = g.add_node("Reshape", ["x", s], ["r" + tag], name="reshape" + tag)
+        g.add_tensor("t" + tag, ())
+        b = g.add_node("Transpose", ["r" + tag], ["t" + tag], name="transpose" + tag, attrs={"perm": perm})
+        return _chain_key(g, [a, b])
+    base = chain([1, 8, 2, 3], [0, 2, 1, 3], "a")
+    assert base is not None and base == chain([1, 8, 2, 3], [0, 2, 1, 3], "b")
+    assert base != chain([1, 8, 3, 2], [0, 2, 1, 3], "a")
+    assert base != chain([1, 8, 2, 3], [0, 2, 3, 1], "a")
+    assert chain([1, 8, 2, 3], (0, 2, 1, 3), "a") is not None

@@ -102,18 +102,60 @@ def _indices(shape, cache: dict) -> np.ndarray:
     return idx
 
 
-def _match(graph, root, nodes, kind, heads=None, cache=None):
+def _frozen(v):
+    """A hashable stand-in for an attribute or constant value (None if there is none)."""
+    if isinstance(v, np.ndarray):
+        return ("array", v.dtype.str, v.shape, v.tobytes())
+    if isinstance(v, (list, tuple)):
+        items = tuple(_frozen(x) for x in v)
+        return None if None in items else ("seq", items)
+    try:
+        hash(v)
+    except TypeError:
+        return None
+    return v
+
+
+def _chain_key(graph: Graph, nodes: list[str]):
+    """Everything apply_layout reads of the chain's layout nodes (op, attributes, constant inputs), or None
+    if some part has no hashable form. Two chains with the same key on the same root shape move the
+    elements alike (SD-v1.5's 32 attention blocks have a few distinct chains)."""
+    parts = []
+    for n in nodes:
+        d = graph.node(n)
+        if d["op"] == "Scale":        # (_run_chain skips it)
+            continue
+        attrs = tuple(sorted((k, _frozen(v)) for k, v in d["attrs"].items()))
+        consts = tuple(None if not t else _frozen(graph.const(t)) if graph.const(t) is not None else ("dynamic", t)
+                       for t in d["inputs"][1:])
+        if any(v is None for _, v in attrs) or any(v is None for v in consts):
+            return None
+        parts.append((d["op"], attrs, consts))
+    return tuple(parts)
+
+
+def _match(graph, root, nodes, kind, heads=None, cache=None, matched=None):
     """The smallest head count whose split the chain ``nodes`` performs on ``root`` (only ``heads`` if
-    given), or None."""
+    given), or None. ``matched``: answers by (root shape, kind, heads, chain key), reused."""
     shp = graph.shape(root)
     if len(shp) != 3:
         return None
+    key = None
+    if matched is not None:
+        chain = _chain_key(graph, nodes)
+        key = None if chain is None else (tuple(shp), kind, heads, chain)
+        if key is not None and key in matched:
+            return matched[key]
     idx = _indices(tuple(shp), {} if cache is None else cache)
     got = _run_chain(graph, nodes, idx)
+    found = None
     for h in ([heads] if heads else [h for h in range(1, shp[2] + 1) if shp[2] % h == 0]):
         if _is_form(idx, got, h, kind):
-            return h
-    return None
+            found = h
+            break
+    if key is not None:
+        matched[key] = found
+    return found
 
 
 def _scale_of(graph: Graph, seen) -> np.ndarray | None:
@@ -129,6 +171,8 @@ def _scale_of(graph: Graph, seen) -> np.ndarray | None:
 def run(graph: Graph, ctx) -> bool:
     changed = False
     indices: dict = {}     # shape -> index array (read only)
+    matched: dict = {}     # _match's answers by chain
+    merged_by_chain: dict = {}   # whether an output chain has merged the heads back, by its start and nodes
     for sm in graph.nodes("Softmax"):
         d = graph.node(sm)
         if sm not in graph.g:
@@ -150,24 +194,40 @@ def run(graph: Graph, ctx) -> bool:
         a_root, a_nodes, a_f, a_seen = _trace_up(graph, graph.inputs(mm1)[0])
         b_root, b_nodes, b_f, b_seen = _trace_up(graph, graph.inputs(mm1)[1])
         v_root, v_nodes, v_f, v_seen = _trace_up(graph, graph.inputs(mm2)[1])
-        heads = _match(graph, a_root, a_nodes, "q", cache=indices)
-        if heads is None or _match(graph, b_root, b_nodes, "k", heads, indices) is None or \
-                _match(graph, v_root, v_nodes, "v", heads, indices) is None:
+        heads = _match(graph, a_root, a_nodes, "q", cache=indices, matched=matched)
+        if heads is None or _match(graph, b_root, b_nodes, "k", heads, indices, matched) is None or \
+                _match(graph, v_root, v_nodes, "v", heads, indices, matched) is None:
             raise CompileError(f"{graph.source}: {graph.describe(mm1)}: attention whose head reshapes sdac cannot "
                                f"map (q, k, v must be (B,T,heads*d) tensors split into heads)")
         # output chain: layout ops until the heads are merged back to (B, T, C)
         b_, t_, c_ = graph.shape(a_root)
         o, o_nodes = graph.outputs(mm2)[0], []
-        h_idx = _indices((b_, t_, c_), indices).reshape(b_, heads, t_, c_ // heads)
-        want = h_idx.transpose(0, 2, 1, 3).reshape(b_, t_, c_)
-        cur = h_idx.reshape(graph.shape(o))
-        while not (cur.shape == want.shape and np.array_equal(cur, want)):
+        start = (b_, t_, c_, heads, tuple(graph.shape(o)))
+        keys: list = []       # _chain_key of each node taken (the answers of equal chains are reused)
+        cur = None            # the heads' indices moved along o_nodes (computed when no answer is known)
+        while True:
+            state = None if None in keys else (start, tuple(keys))
+            merged = merged_by_chain.get(state) if state is not None else None
+            if merged is None:
+                h_idx = _indices((b_, t_, c_), indices).reshape(b_, heads, t_, c_ // heads)
+                if cur is None:
+                    cur = h_idx.reshape(start[-1])
+                    for n in o_nodes:
+                        cur = apply_layout(graph, n, cur)
+                want = h_idx.transpose(0, 2, 1, 3).reshape(b_, t_, c_)
+                merged = cur.shape == want.shape and np.array_equal(cur, want)
+                if state is not None:
+                    merged_by_chain[state] = merged
+            if merged:
+                break
             cs = graph.consumers(o)
             if len(cs) != 1 or graph.op(cs[0][0]) not in LAYOUT:
                 raise CompileError(f"{graph.source}: {graph.describe(mm2)}: attention output is not merged back "
                                    f"to (B, T, heads*d) by reshapes")
             o_nodes.append(cs[0][0])
-            cur = apply_layout(graph, cs[0][0], cur)
+            keys.append(_chain_key(graph, [cs[0][0]]))
+            if cur is not None:
+                cur = apply_layout(graph, cs[0][0], cur)
             o = graph.outputs(cs[0][0])[0]
         if len(v_nodes) != len([n for n in v_nodes if graph.op(n) != "Scale"]):
             raise CompileError(f"{graph.source}: {graph.describe(mm2)}: scaling of v is not supported")
