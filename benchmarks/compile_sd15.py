@@ -42,6 +42,11 @@ def child_compile(model: str, out: str, profile: bool, mem_limit: float | None =
     import sdac.compiler.lower.kernels_impl  # noqa: F401
     import sdac.compiler.passes.explain  # noqa: F401
     import sdac.compiler.verify  # noqa: F401
+    import sdac.compiler.verify_worker  # noqa: F401
+    import sdac.compiler.frontend  # noqa: F401
+    for name in ("fold_qdq", "fold_constants", "split_host", "canonicalize", "fuse_attention", "to_channels_last",
+                 "form_kernels", "choose_dataflow"):
+        __import__(f"sdac.compiler.passes.{name}")
     res: dict = {"model": model, "rss_after_imports": bu.peak_rss_bytes()}
     stages = []
     cpu0 = _cpu_times()
