@@ -38,7 +38,7 @@ def register(sub) -> None:
     p.add_argument("--no-verify", action="store_true", help="skip the static verifier (not recommended)")
     p.add_argument("--verify-worker", action=argparse.BooleanOptionalAction, default=None,
                    help="run the verifier's per-instruction checks in a second process while the lowering "
-                   "emits (default: on models of 100 kernels or more); --no-verify-worker verifies after the "
+                   "emits (default: on large models, 4000 graph nodes or more); --no-verify-worker verifies after the "
                    "lowering, in this process")
     p.add_argument("--debug", action="store_true",
                    help="check the graph's invariants after every pass (names the pass that broke one)")

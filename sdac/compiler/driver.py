@@ -95,30 +95,59 @@ def compile_model(model, *, step_scales=None, machine: Machine = DEFAULT, datafl
     closer to the float model than the QDQ model is, and faster on SFU-bound kernels.
 
     verify_in_parallel: run the verifier's per-instruction checks in a second process, fed while the lowering
-    emits (verify_worker.py); None: on large models (PARALLEL_VERIFY_KERNELS kernels or more), where it saves
-    most of the verifier's second. Either way the same checks run and the bundle is the same."""
+    emits (verify_worker.py); None: on large models (an imported graph of PARALLEL_VERIFY_NODES nodes or
+    more: SD-v1.5 has 11,763), where it saves most of the verifier's time. The worker starts as soon as the
+    model is imported, so its start-up overlaps the passes. Either way the same checks run and the bundle is
+    the same."""
     with compiling_runtime():
         return _compile(model, step_scales, machine, dataflow, dump_after, dump_dir, calib, verify_program,
                         requant_inside, debug, verify_in_parallel, progress)
 
 
-PARALLEL_VERIFY_KERNELS = 100
+PARALLEL_VERIFY_NODES = 4000
 
 
 def _compile(model, step_scales, machine, dataflow, dump_after, dump_dir, calib, verify_program, requant_inside,
              debug, verify_in_parallel, progress) -> CompileResult:
-    from .calibrate import calibrate_absmax
-    from .lower import lower
-    from .passes import PassContext, compile_graph
-    from .passes.explain import explain
+    from .passes import PassContext
 
     timings = {}
     t = time.perf_counter()
     name = Path(model).name if isinstance(model, (str, Path)) else "model"
     progress(f"importing {name}")
+    worker = []         # the StreamingVerifier, once the imported graph shows the model is large
+
+    def start_verifier(graph) -> None:
+        big = len(graph.nodes()) >= PARALLEL_VERIFY_NODES
+        if verify_program and (verify_in_parallel or (verify_in_parallel is None and big)):
+            from .verify_worker import StreamingVerifier
+            try:
+                worker.append(StreamingVerifier(machine))
+            except OSError as e:    # no second interpreter here: the verifier runs after the lowering
+                warnings.warn(f"streaming verifier not started ({e}); verifying after the lowering", RuntimeWarning)
+
     ctx = PassContext(dataflow=dict(dataflow or {}), dump_dir=dump_dir, lanes=machine.lanes,
-                      requant_inside=requant_inside, progress=progress)
+                      requant_inside=requant_inside, progress=progress, on_loaded=start_verifier)
+    try:
+        result = _lower_and_verify(model, step_scales, machine, ctx, dump_after, debug, calib, verify_program,
+                                   requant_inside, timings, t, progress, worker)
+    except BaseException:
+        for w in worker:            # the worker stops, whatever failed
+            w.close()
+        raise
+    result.verifier_peak_rss = worker[0].peak_rss if worker else 0
+    return result
+
+
+def _lower_and_verify(model, step_scales, machine, ctx, dump_after, debug, calib, verify_program, requant_inside,
+                      timings, t, progress, worker: list) -> CompileResult:
+    from .calibrate import calibrate_absmax
+    from .lower import lower
+    from .passes import compile_graph
+    from .passes.explain import explain
+
     kg, graph = compile_graph(model, step_scales, ctx=ctx, dump_after=set(dump_after), debug=debug)
+    stream = worker[0] if worker else None      # started by ctx.on_loaded
     timings["frontend+passes"] = time.perf_counter() - t
     progress(f"passes done: {len(kg.kernels)} kernels ({timings['frontend+passes']:.2f} s)")
     explained = explain(kg, graph)
@@ -130,38 +159,21 @@ def _compile(model, step_scales, machine, dataflow, dump_after, dump_dir, calib,
         timings["calibrate"] = time.perf_counter() - t
         progress(f"calibrated in-kernel formats ({timings['calibrate']:.2f} s)")
     t = time.perf_counter()
-    # the DATA image's writer thread goes on packing and writing weights while the verifier runs (it reads
-    # only the image's length); it is joined below, whatever the verifier found
-    if verify_in_parallel is None:
-        verify_in_parallel = len(kg.kernels) >= PARALLEL_VERIFY_KERNELS
-    stream = None
-    if verify_program and verify_in_parallel:
-        from .verify_worker import StreamingVerifier
-        try:
-            stream = StreamingVerifier(machine)
-        except OSError as e:        # no second interpreter here: the verifier runs after the lowering
-            warnings.warn(f"streaming verifier not started ({e}); verifying after the lowering", RuntimeWarning)
-    try:
-        bundle = lower(kg, machine, progress=progress, defer_data=True, sink=stream)
-    except BaseException:
-        if stream is not None:
-            stream.close()
-        raise
+    bundle = lower(kg, machine, progress=progress, defer_data=True, sink=stream)
     timings["lower"] = time.perf_counter() - t
     bundle.meta["requant_inside"] = requant_inside      # the numerics-changing option (sdac info shows it)
+    # the DATA image's writer thread goes on packing and writing weights while the verifier runs (it reads
+    # only the image's length); it is joined below, whatever the verifier found
     try:
         _finish_program(bundle, step_scales, verify_program, timings, progress, stream)
     except BaseException:
-        if stream is not None:
-            stream.close()
         with contextlib.suppress(Exception):     # the writer stops; the verifier's error is the one to report
             bundle.data.finish()
         raise
     t = time.perf_counter()
     bundle.data = bundle.data.finish()
     timings["data wait"] = time.perf_counter() - t
-    return CompileResult(bundle, kg, explained, list(ctx.dumped), timings,
-                         stream.peak_rss if stream is not None else 0)
+    return CompileResult(bundle, kg, explained, list(ctx.dumped), timings)
 
 
 def _finish_program(bundle, step_scales, verify_program, timings, progress, stream) -> None:

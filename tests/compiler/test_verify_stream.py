@@ -188,3 +188,20 @@ def test_cli_verify_worker_option(tmp_path, capsys):
         err = capsys.readouterr().err
         assert ("after a worker process checked" in err) == said, err
     assert (tmp_path / "rTrue.sdab").read_bytes() == (tmp_path / "rFalse.sdab").read_bytes()
+
+
+def test_a_failing_compile_stops_the_worker(monkeypatch):
+    """The worker starts when the model is imported; a pass that fails afterwards stops it."""
+    from sdac.compiler import passes, verify_worker
+    from sdac.errors import CompileError
+    closed = []
+    real_close = verify_worker.StreamingVerifier.close
+    monkeypatch.setattr(verify_worker.StreamingVerifier, "close", lambda self: (closed.append(self), real_close(self)))
+
+    def broken(*a, **k):
+        raise CompileError("a pass failed")
+    monkeypatch.setattr(passes, "run_passes", broken)
+    q, _ = build("resnet")
+    with pytest.raises(CompileError, match="a pass failed"):
+        compile_model(q, verify_in_parallel=True)
+    assert len(closed) == 1 and closed[0].proc.poll() is not None

@@ -34,6 +34,7 @@ class PassContext:
     dumped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     progress: object | None = None         # callable(str): one line per pass (long compiles show progress)
+    on_loaded: object | None = None        # callable(Graph): called once the model is imported, before the passes
 
     def warn(self, msg: str) -> None:
         self.warnings.append(msg)
@@ -108,6 +109,8 @@ def compile_graph(model, step_scales=None, ctx: PassContext | None = None, dump_
     """Frontend + passes: ONNX file (or ModelProto) -> (KernelGraph, Graph)."""
     from ..frontend import load_model
     graph = load_model(model, step_scales)
+    if ctx is not None and ctx.on_loaded is not None:
+        ctx.on_loaded(graph)
     kg = run_passes(graph, ctx, dump_after=dump_after, debug=debug)
     return kg, graph
 
