@@ -58,6 +58,8 @@ def complete_args(op: str, args: Mapping[str, int | str]) -> dict[str, int | str
 # per mnemonic: the fixed queue, or None when a field names it (sync's q); the field that names it
 _QUEUE = {i.name: (None if i.queue.startswith("field:") else i.queue) for i in SPEC.instrs}
 _QUEUE_FIELD = {i.name: i.queue.split(":", 1)[1] for i in SPEC.instrs if i.queue.startswith("field:")}
+FIXED_QUEUE = _QUEUE        # for hot loops (the program builder): queue_of without the call when it is fixed
+field_defaults = _defaults  # every field of a mnemonic with its default, in spec order (do not mutate)
 
 
 def queue_of(op: str, args: Mapping[str, int | str]) -> str:

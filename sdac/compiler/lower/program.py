@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ...isa.encoding import Instr, complete_args, queue_of
+from ...isa.encoding import FIXED_QUEUE, Instr, complete_args, field_defaults, queue_of
 from ...isa.spec import QUEUES
 from ..shadow import Segments
 
@@ -43,6 +43,7 @@ _BIT = {q: 1 << i for i, q in enumerate(QUEUES)}
 _QI = {q: i for i, q in enumerate(QUEUES)}
 _NQ = len(QUEUES)
 _NO_NEED = [-1] * _NQ
+_DEFAULTS: dict = {}        # mnemonic -> its fields' defaults in spec order (encoding.field_defaults)
 _QUEUE_SET = [frozenset(q for q in QUEUES if m & _BIT[q]) for m in range(1 << len(QUEUES))]   # mask -> set
 
 
@@ -63,8 +64,17 @@ class ProgramBuilder:
         return len(self.ops)
 
     def emit(self, op: str, accesses: list[Access] | tuple[Access, ...] = (), /, **args) -> int:
-        full = complete_args(op, args)      # the fields with their defaults, checked now (not at the end)
-        q = queue_of(op, full)
+        # the fields with their defaults, checked now (not at the end): complete_args, inlined
+        defaults = _DEFAULTS.get(op)
+        if defaults is None:
+            full = complete_args(op, args)
+            defaults = _DEFAULTS[op] = field_defaults(op)
+        else:
+            full = defaults.copy()
+            full.update(args)
+            if len(full) != len(defaults):
+                complete_args(op, args)     # (raises, naming the unknown field)
+        q = FIXED_QUEUE[op] or queue_of(op, full)
         ops = self.ops
         idx = len(ops)
         ops.append((op, full))
