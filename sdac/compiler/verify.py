@@ -320,7 +320,8 @@ class ProgramChecker:
         self.ops: list[str] = []                # each instruction's mnemonic (messages)
         self.queues: list[int] = []             # each instruction's queue index (-1: control)
         self.vcs: list = []                     # streaming: each instruction's vector clock (pushes come later)
-        self.announced: dict[int, int] = {}     # streaming: instruction -> push bits its pops announced
+        self.announced: dict[int, int] = {}     # streaming: instruction -> push bits (bit = consumer queue) its
+                                                # pops announced
         self.last_source = [-1] * (nq * nq)     # streaming: per channel, the latest pushing instruction
         self.dram_max = (0, 0, -1, "")          # (hi, lo, index, op): the DRAM access reaching farthest
         self.step_max = (0, 0, -1, "")          # the same for step-relative loads (before the steps are added)
@@ -388,9 +389,9 @@ class ProgramChecker:
                 if sources is not None:     # streaming: each pop names its pusher, checked in _announce
                     for c, x in zip(pops, sources[k]):
                         if not (last_source[c] < x < i and queue_list[x] == c // nq):
-                            self._announce(i, c, x)         # (raises)
+                            self._bad_source(i, c, x)
                         last_source[c] = x
-                        announced[x] = announced.get(x, 0) | (1 << c)
+                        announced[x] = announced.get(x, 0) | (1 << j)
                         vc = tuple(map(max, vc, vcs[x]))
                 else:
                     for c in pops:
@@ -464,14 +465,13 @@ class ProgramChecker:
         if op in _SFU_ALIASED:
             self._check_sfu(i, _Ins(op, a))
 
-    def _announce(self, i: int, c: int, x: int) -> None:
-        """Streaming: instruction i pops channel c, taking the push of instruction x, which must be an earlier
-        instruction of the producer queue, after the channel's previous pusher (add() checks it inline)."""
+    def _bad_source(self, i: int, c: int, x: int) -> None:
+        """Streaming: instruction i pops channel c naming instruction x as its pusher, which is not an earlier
+        instruction of the producer queue after the channel's previous pusher."""
         nq = self.nq
-        if not (self.last_source[c] < x < i and self.queues[x] == c // nq):
-            raise VerifyError(i, f"pops {QUEUES[c // nq]}->{QUEUES[c % nq]} from instruction {x}: not an earlier "
-                                 f"instruction of {QUEUES[c // nq]} after the channel's previous pusher "
-                                 f"({self.last_source[c]})")
+        raise VerifyError(i, f"pops {QUEUES[c // nq]}->{QUEUES[c % nq]} from instruction {x}: not an earlier "
+                             f"instruction of {QUEUES[c // nq]} after the channel's previous pusher "
+                             f"({self.last_source[c]})")
 
     def _reads_readonly(self, i: int, op: str, slo: int, shi: int, write: bool) -> bool:
         """True for a read inside a read-only range (not tracked); a write into one is an error."""
@@ -503,12 +503,12 @@ class ProgramChecker:
                push_masks=None) -> None:
         """The checks that need the final layout. step_extra: (steps - 1) * step bank, how far past its
         address a step-relative load reaches. Streaming: readonly (the ranges), deferred_args (index -> final
-        fields of each deferred instruction) and push_masks (every instruction's push bits, bit = channel)."""
+        fields of each deferred instruction) and push_masks (every instruction's push bits, bit = consumer
+        queue, as add() takes them)."""
         if self.operands:
             for hi, lo, i, op in (self.dram_max, (self.step_max[0] + step_extra, *self.step_max[1:])):
-                if i >= 0 and hi > dram_size:
-                    raise VerifyError(i, f"{op} touches DRAM [{lo:#x}, {hi:#x}) beyond the {dram_size:#x} bytes "
-                                         f"of device memory")
+                if i >= 0:
+                    _check_dram_end(i, op, lo, hi, dram_size)
         if not self.streaming:
             return
         self.readonly = tuple(readonly)
@@ -523,9 +523,7 @@ class ProgramChecker:
                     continue
                 if op == "load" and a.get("step"):
                     hi += step_extra
-                if hi > dram_size:
-                    raise VerifyError(i, f"{op} touches DRAM [{lo:#x}, {hi:#x}) beyond the {dram_size:#x} bytes "
-                                         f"of device memory")
+                _check_dram_end(i, op, lo, hi, dram_size)
                 if write or not any(r0 <= lo and hi <= r1 for r0, r1 in self.readonly):
                     raise VerifyError(i, f"{op}: its DRAM address, set after the program was checked, must only "
                                          f"read the static data or step table (reads [{lo:#x}, {hi:#x}))")
@@ -536,6 +534,11 @@ class ProgramChecker:
                 if mask != self.announced.get(i, 0):
                     raise VerifyError(i, f"push bits {mask:#x}, but the pops that take its tokens announced "
                                          f"{self.announced.get(i, 0):#x}")
+
+
+def _check_dram_end(i: int, op: str, lo: int, hi: int, dram_size: int) -> None:
+    if hi > dram_size:
+        raise VerifyError(i, f"{op} touches DRAM [{lo:#x}, {hi:#x}) beyond the {dram_size:#x} bytes of device memory")
 
 
 class _Ins(NamedTuple):

@@ -26,11 +26,9 @@ import warnings
 
 from ..errors import SdacError
 from ..isa.machine import Machine
-from ..isa.spec import QUEUES
 from .verify import ProgramChecker, VerifyError, _readonly_ranges, check_program, check_queues
 
 _LEN = struct.Struct("<Q")
-_NQ = len(QUEUES)
 
 
 class StreamingVerifier:
@@ -49,7 +47,6 @@ class StreamingVerifier:
         self.peak_rss = 0               # the worker's peak resident set (bytes), once it has finished
         self.deferred: list[int] = []   # instructions whose DRAM address the lowering sets at the end
         self._out: queue.SimpleQueue = queue.SimpleQueue()
-        self._error: BaseException | None = None
         self._sender = threading.Thread(target=self._send_loop, name="sdac-verify-send", daemon=True)
         self._sender.start()
         self._put(("machine", machine.to_json()))
@@ -64,8 +61,8 @@ class StreamingVerifier:
                 stdin.write(_LEN.pack(len(blob)))
                 stdin.write(blob)
             stdin.close()
-        except OSError as e:        # the worker is gone: finish() reports what it said
-            self._error = e
+        except OSError:             # the worker is gone: finish() reports what it said
+            pass
 
     def send(self, builder, end: int, deferred=()) -> None:
         """Instructions [sent, end) of the builder (ops, pop masks, pop sources); deferred: those among them
@@ -159,7 +156,7 @@ def _check_stream(stdin):
     while (msg := _read(stdin)) is not None:
         if msg[0] == "end":
             _, dram_size, step_extra, readonly, deferred_args, pushes = msg
-            checker.finish(dram_size, step_extra, readonly, deferred_args, _push_channel_masks(checker, pushes))
+            checker.finish(dram_size, step_extra, readonly, deferred_args, pushes)
             return ("ok", _peak_rss())
         _, ops, pop_masks, pop_sources, deferred = msg
         base = len(checker.ops)
@@ -180,23 +177,6 @@ def _peak_rss() -> int:
         pass
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _push_channel_masks(checker: ProgramChecker, pushes: list[int]) -> list[int]:
-    """The builder's push masks (bit = consumer queue) as channel bits (producer * len(QUEUES) + consumer)."""
-    out = []
-    cache: dict = {}
-    for i, m in enumerate(pushes):
-        if not m:
-            out.append(0)
-            continue
-        j = checker.queues[i] if i < len(checker.queues) else -1
-        key = (j, m)
-        v = cache.get(key)
-        if v is None:
-            v = cache[key] = sum(1 << (j * _NQ + r) for r in range(_NQ) if m >> r & 1) if j >= 0 else -1
-        out.append(v)
-    return out
 
 
 if __name__ == "__main__":
