@@ -109,71 +109,61 @@ PARALLEL_VERIFY_NODES = 4000
 
 def _compile(model, step_scales, machine, dataflow, dump_after, dump_dir, calib, verify_program, requant_inside,
              debug, verify_in_parallel, progress) -> CompileResult:
-    from .passes import PassContext
+    from .calibrate import calibrate_absmax
+    from .lower import lower
+    from .passes import PassContext, compile_graph
+    from .passes.explain import explain
 
     timings = {}
     t = time.perf_counter()
     name = Path(model).name if isinstance(model, (str, Path)) else "model"
     progress(f"importing {name}")
-    worker = []         # the StreamingVerifier, once the imported graph shows the model is large
+    stream = None       # the StreamingVerifier, once the imported graph shows the model is large
+    with contextlib.ExitStack() as cleanup:
 
-    def start_verifier(graph) -> None:
-        big = len(graph.nodes()) >= PARALLEL_VERIFY_NODES
-        if verify_program and (verify_in_parallel or (verify_in_parallel is None and big)):
-            from .verify_worker import StreamingVerifier
-            try:
-                worker.append(StreamingVerifier(machine))
-            except OSError as e:    # no second interpreter here: the verifier runs after the lowering
-                warnings.warn(f"streaming verifier not started ({e}); verifying after the lowering", RuntimeWarning)
+        def start_verifier(graph) -> None:
+            nonlocal stream
+            big = len(graph.nodes()) >= PARALLEL_VERIFY_NODES
+            if verify_program and (verify_in_parallel or (verify_in_parallel is None and big)):
+                from .verify_worker import StreamingVerifier
+                try:
+                    stream = StreamingVerifier(machine)
+                except OSError as e:    # no second interpreter here: the verifier runs after the lowering
+                    warnings.warn(f"streaming verifier not started ({e}); verifying after the lowering",
+                                  RuntimeWarning)
+                    return
+                cleanup.callback(stream.close)      # stops the worker whatever fails (harmless once finished)
 
-    ctx = PassContext(dataflow=dict(dataflow or {}), dump_dir=dump_dir, lanes=machine.lanes,
-                      requant_inside=requant_inside, progress=progress, on_loaded=start_verifier)
-    try:
-        result = _lower_and_verify(model, step_scales, machine, ctx, dump_after, debug, calib, verify_program,
-                                   requant_inside, timings, t, progress, worker)
-    except BaseException:
-        for w in worker:            # the worker stops, whatever failed
-            w.close()
-        raise
-    result.verifier_peak_rss = worker[0].peak_rss if worker else 0
-    return result
-
-
-def _lower_and_verify(model, step_scales, machine, ctx, dump_after, debug, calib, verify_program, requant_inside,
-                      timings, t, progress, worker: list) -> CompileResult:
-    from .calibrate import calibrate_absmax
-    from .lower import lower
-    from .passes import compile_graph
-    from .passes.explain import explain
-
-    kg, graph = compile_graph(model, step_scales, ctx=ctx, dump_after=set(dump_after), debug=debug)
-    stream = worker[0] if worker else None      # started by ctx.on_loaded
-    timings["frontend+passes"] = time.perf_counter() - t
-    progress(f"passes done: {len(kg.kernels)} kernels ({timings['frontend+passes']:.2f} s)")
-    explained = explain(kg, graph)
-    del graph           # the float weights of the graph are not needed past the kernels (GBs for SD-v1.5)
-    if calib or _needs_calibration(kg):
+        ctx = PassContext(dataflow=dict(dataflow or {}), dump_dir=dump_dir, lanes=machine.lanes,
+                          requant_inside=requant_inside, progress=progress, on_loaded=start_verifier)
+        kg, graph = compile_graph(model, step_scales, ctx=ctx, dump_after=set(dump_after), debug=debug)
+        timings["frontend+passes"] = time.perf_counter() - t
+        progress(f"passes done: {len(kg.kernels)} kernels ({timings['frontend+passes']:.2f} s)")
+        explained = explain(kg, graph)
+        del graph           # the float weights of the graph are not needed past the kernels (GBs for SD-v1.5)
+        if calib or _needs_calibration(kg):
+            t = time.perf_counter()
+            samples = load_samples(calib, kg) if calib else synthetic_samples(kg)
+            calibrate_absmax(kg, samples)
+            timings["calibrate"] = time.perf_counter() - t
+            progress(f"calibrated in-kernel formats ({timings['calibrate']:.2f} s)")
         t = time.perf_counter()
-        samples = load_samples(calib, kg) if calib else synthetic_samples(kg)
-        calibrate_absmax(kg, samples)
-        timings["calibrate"] = time.perf_counter() - t
-        progress(f"calibrated in-kernel formats ({timings['calibrate']:.2f} s)")
-    t = time.perf_counter()
-    bundle = lower(kg, machine, progress=progress, defer_data=True, sink=stream)
-    timings["lower"] = time.perf_counter() - t
-    bundle.meta["requant_inside"] = requant_inside      # the numerics-changing option (sdac info shows it)
-    # the DATA image's writer thread goes on packing and writing weights while the verifier runs (it reads
-    # only the image's length); it is joined below, whatever the verifier found
-    try:
-        _finish_program(bundle, step_scales, verify_program, timings, progress, stream)
-    except BaseException:
-        with contextlib.suppress(Exception):     # the writer stops; the verifier's error is the one to report
-            bundle.data.finish()
-        raise
-    t = time.perf_counter()
-    bundle.data = bundle.data.finish()
-    timings["data wait"] = time.perf_counter() - t
-    return CompileResult(bundle, kg, explained, list(ctx.dumped), timings)
+        bundle = lower(kg, machine, progress=progress, defer_data=True, sink=stream)
+        timings["lower"] = time.perf_counter() - t
+        bundle.meta["requant_inside"] = requant_inside      # the numerics-changing option (sdac info shows it)
+        # the DATA image's writer thread goes on packing and writing weights while the verifier runs (it reads
+        # only the image's length); it is joined below, whatever the verifier found
+        try:
+            _finish_program(bundle, step_scales, verify_program, timings, progress, stream)
+        except BaseException:
+            with contextlib.suppress(Exception):     # the writer stops; the verifier's error is the one to report
+                bundle.data.finish()
+            raise
+        t = time.perf_counter()
+        bundle.data = bundle.data.finish()
+        timings["data wait"] = time.perf_counter() - t
+        return CompileResult(bundle, kg, explained, list(ctx.dumped), timings,
+                             stream.peak_rss if stream is not None else 0)
 
 
 def _finish_program(bundle, step_scales, verify_program, timings, progress, stream) -> None:
