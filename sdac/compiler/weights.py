@@ -151,30 +151,21 @@ def _external_rows(src: "ExternalData", row_bytes: int, first_row: int = 0):
 
 
 def external_has_int4_min(src: "ExternalData", clean: dict | None = None) -> bool:
-    """has_int4_min(src.packed()) read in chunks into one small buffer, stopping at the first -8: no
-    allocation of the whole tensor (its page faults cost more than the read). A short file falls back to
-    src.packed(), which raises its error. ``clean[src]`` is set to the number of leading bytes found free of
-    -8 (int4_min_channels need not read them again)."""
-    n = (int(np.prod(src.dims, dtype=np.int64)) + 1) // 2
-    size = min(n, _CHUNK)
-    buf = np.empty(-(-size // 8) * 8, np.uint8)
-    words, tmp = buf.view(np.uint64), np.empty(buf.size // 8, np.uint64)
-    view = memoryview(buf)
-    with open(src.path, "rb", buffering=0) as f:
-        if os.fstat(f.fileno()).st_size < src.offset + n:    # (stopping early must not hide it)
+    """has_int4_min(src.packed()) read in chunks into one small buffer (_external_rows), stopping at the first
+    -8: no allocation of the whole tensor (its page faults cost more than the read). A short file falls back
+    to src.packed(), which raises its error. ``clean[src]`` is set to the number of leading bytes found free
+    of -8 (int4_min_channels need not read them again)."""
+    tmp = np.empty(_CHUNK // 8, np.uint64)
+    done = 0
+    for b in _external_rows(src, 8):        # (8-byte rows: chunks of whole uint64 words, but for the tail)
+        if b is None:
             return has_int4_min(src.packed())
-        f.seek(src.offset)
-        left = n
-        while left:
-            k = min(left, size)
-            if f.readinto(view[:k]) != k:
-                return has_int4_min(src.packed())
-            w = k // 8
-            if _chunk_has_int4_min(words[:w], tmp[:w]) or (k % 8 and has_int4_min(buf[w * 8:k])):
-                if clean is not None:
-                    clean[src] = n - left
-                return True
-            left -= k
+        w = b.size // 8
+        if _chunk_has_int4_min(b[:w * 8].view(np.uint64), tmp[:w]) or (b.size % 8 and has_int4_min(b[w * 8:])):
+            if clean is not None:
+                clean[src] = done
+            return True
+        done += b.size
     return False
 
 
