@@ -386,7 +386,7 @@ class ProgramChecker:
                 pops = channels.get((j, mask))
                 if pops is None:
                     pops = channels[(j, mask)] = tuple(p * nq + j for p in range(nq) if mask >> p & 1)
-                if sources is not None:     # streaming: each pop names its pusher, checked in _announce
+                if sources is not None:     # streaming: each pop names its pusher (checked here)
                     for c, x in zip(pops, sources[k]):
                         if not (last_source[c] < x < i and queue_list[x] == c // nq):
                             self._bad_source(i, c, x)
