@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
+
 from ...isa.machine import Machine
 
 
@@ -115,14 +117,31 @@ def best_rows(m: Machine, limit: int, total_rows: int, work_of, granule: int) ->
     cands = {limit}
     cands.update(r for r in range(granule, limit + 1, granule))
     works: dict[int, TileWork] = {}      # a tiling has at most two tile heights: each is estimated once
+    terms: dict[int, float] = {}         # tile height -> its tiling_cycles term
 
     def work(rows: int) -> TileWork:
         w = works.get(rows)
         if w is None:
             w = works[rows] = work_of(rows)
+            terms[rows] = max(tile_cycles(m, w)) + w.instrs * m.instr_overhead
         return w
-    cost = {r: tiling_cycles(m, [work(min(r, total_rows - r0)) for r0 in range(0, total_rows, r)])
-            for r in sorted(cands)}
+    cost = {}
+    for r in sorted(cands):
+        # tiling_cycles of q full tiles and a shorter last one, without the list of tiles: the running sum
+        # adds the same term q times, in the same order (add.accumulate is sequential, so the float result
+        # is tiling_cycles' own, bit for bit)
+        q, rem = divmod(total_rows, r)          # q >= 1: r <= limit <= total_rows
+        full = work(r)
+        seq = np.full(q + 1, terms[r])
+        seq[0] = 0.0
+        total = float(np.add.accumulate(seq)[-1])
+        last = full
+        if rem:
+            last = work(rem)
+            total += terms[rem]
+        lead = tile_cycles(m, full)[0] if full.lead_bytes is None else \
+            full.lead_bytes / m.dma_bytes_per_cycle + m.dma_latency
+        cost[r] = total + lead + tile_cycles(m, last)[2]
     low = min(cost.values())
     r = max(r for r, c in cost.items() if c <= low * (1 + TIE))
     return r, cost[r]
