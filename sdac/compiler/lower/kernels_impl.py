@@ -7,6 +7,7 @@ queue can fetch tile t+1 while the array computes tile t.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -40,6 +41,12 @@ def _tiles(n_images: int, image_rows: int, tm: int) -> list[Tile]:
             n = min(tm, image_rows - r)
             out.append(Tile(b, b * image_rows + r, n, r == 0, r + n >= image_rows))
     return out
+
+
+def _counted(values) -> list[tuple[int, int]]:
+    """(value, count) of each distinct value: cost sums over weight groups and chunks evaluate each distinct
+    width once (the widths repeat but for the last; the cycle counts are ints, so the sum is the same)."""
+    return sorted(collections.Counter(values).items())
 
 
 def _round_tile(tm: int, limit: int, granule: int) -> int:
@@ -450,13 +457,13 @@ def _matmul_form(low: Lowerer, k: Kernel, plan: EpiloguePlan, q, df: str,
         return None
     wbytes = 0 if ws.resident else ws.nbytes
     sfu_ops = len(plan.ops)
-    group_cols = [min(N, g1 * L) - g0 * L for g0, g1 in ws.groups]
+    group_cols = _counted(min(N, g1 * L) - g0 * L for g0, g1 in ws.groups)
 
     def work(r: int) -> TileWork:
         if df == "ws":
-            array = sum(conv_cycles(m, r, cinl * L, c, "ws") for c in group_cols)
+            array = sum(n * conv_cycles(m, r, cinl * L, c, "ws") for c, n in group_cols)
         else:
-            array = sum(mm_cycles(m, r, c, K) for c in group_cols)
+            array = sum(n * mm_cycles(m, r, c, K) for c, n in group_cols)
         return TileWork(r, N, r * K * N, r * cl_in * L + wbytes + r * out_lines * L, r * N * sfu_ops,
                         2 + len(ws.groups) * (1 + (not ws.resident)) + 2 * sfu_ops, array=array,
                         lead_bytes=r * cl_in * L + wbytes // len(ws.groups))
@@ -538,11 +545,14 @@ def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, chunk_ops, 
         resident = 2 * hl * kp <= half
         wbytes = 0 if resident else 2 * hl * kp * L // 2
 
-        def work(r: int, df=df, chunks=chunks, cinl=cinl, resident=resident, wbytes=wbytes) -> TileWork:
+        chunk_widths = _counted(n for _, n in chunks)
+
+        def work(r: int, df=df, chunks=chunks, chunk_widths=chunk_widths, cinl=cinl, resident=resident,
+                 wbytes=wbytes) -> TileWork:
             if df == "ws":
-                array = sum(conv_cycles(m, r, cinl * L, 2 * n * L, "ws") for _, n in chunks)
+                array = sum(c * conv_cycles(m, r, cinl * L, 2 * n * L, "ws") for n, c in chunk_widths)
             else:
-                array = sum(mm_cycles(m, r, 2 * n * L, K) for _, n in chunks)
+                array = sum(c * mm_cycles(m, r, 2 * n * L, K) for n, c in chunk_widths)
             return TileWork(r, 2 * H, r * K * 2 * H, r * cl_in * L + wbytes + r * hl * L,
                             r * (4 + 4 * len(rounds)) * H,
                             1 + len(chunks) * (5 + 4 * len(rounds) + len(rest) + (not resident)), array=array,
@@ -660,14 +670,15 @@ def lower_conv3x3(low: Lowerer, k: Kernel) -> None:
     wbytes = 0 if ws.resident else ws.nbytes * len(chunks)
     sfu_ops = len(plan.ops)
 
-    group_cols = [min(Cout, g1 * L) - g0 * L for g0, g1 in ws.groups]
-    chunk_cin = [min(Cin - c0 * L, n * L) for c0, n in chunks]
+    group_cols = _counted(min(Cout, g1 * L) - g0 * L for g0, g1 in ws.groups)
+    chunk_cin = _counted(min(Cin - c0 * L, n * L) for c0, n in chunks)
 
     def work(r: int) -> TileWork:      # r output image rows
         return TileWork(r * Wo, Cout, r * Wo * 9 * Cin * Cout, ((r - 1) * s + 3) * Wd * cl_in * L + wbytes
                         + r * Wo * out_lines * L, r * Wo * Cout * sfu_ops,
                         2 + len(chunks) * len(ws.groups) * (1 + (not ws.resident)) + 2 * sfu_ops,
-                        array=sum(conv_cycles(m, r * Wo, ci, c, df) for ci in chunk_cin for c in group_cols),
+                        array=sum(ni * nc * conv_cycles(m, r * Wo, ci, c, df) for ci, ni in chunk_cin
+                                  for c, nc in group_cols),
                         lead_bytes=((r - 1) * s + 3) * Wd * cc * L + wbytes // (len(chunks) * len(ws.groups)))
 
     th = choose_rows(m, th, Ho, work, 1)
