@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..errors import SdacError
-from ..isa.encoding import queue_of
+from ..isa.encoding import FIXED_QUEUE, queue_of
 from ..isa.spec import QUEUES, SPEC
 from .shadow import Segments
 
@@ -217,28 +217,45 @@ def queue_program(instrs, queues: list | None = None) -> list[tuple]:
     out = []
     seen: dict = {}        # (queue, pop, push) -> entry: programs repeat a few token patterns
     for i, ins in enumerate(instrs):
-        q = ins.queue if queues is None else queues[i]
+        q = queues[i] if queues is not None else (FIXED_QUEUE.get(ins.op) or ins.queue)
         if q == "ctl":
             out.append((-1, ins.op == "halt", (), ()))
             continue
-        key = (q, frozenset(ins.pop), frozenset(ins.push))
+        pop, push = ins.pop, ins.push
+        if not isinstance(pop, frozenset) or not isinstance(push, frozenset):
+            pop, push = frozenset(pop), frozenset(push)
+        key = (q, pop, push)        # (a frozenset keeps its hash: the compiled program shares its sets)
         e = seen.get(key)
         if e is None:
             j = qi[q]
-            e = seen[key] = (j, False, tuple(qi[p] * nq + j for p in ins.pop), tuple(j * nq + qi[r] for r in ins.push))
+            e = seen[key] = (j, False, tuple(qi[p] * nq + j for p in sorted(pop, key=qi.__getitem__)),
+                             tuple(j * nq + qi[r] for r in sorted(push, key=qi.__getitem__)))
         out.append(e)
     return out
 
 
 def simulate_queues(instrs, depth: int, token_max: int, priority: tuple[str, ...], prog=None) -> None:
     """Abstract run of fetch, FIFOs and tokens (no data). Raises VerifyError on deadlock, overflow or leak.
-    prog: queue_program(instrs), when the caller simulates the same program more than once."""
+    prog: queue_program(instrs), when the caller simulates the same program more than once.
+
+    Each round, fetch moves instructions in program order into their queue's FIFO until one is full (or
+    halt), then every unit, in priority order, runs its FIFO's head if the tokens it pops are there. A
+    FIFO holds the next instructions of its queue in order, so it is a window [head, fetched) over the
+    queue's instruction list."""
     prog = queue_program(instrs) if prog is None else prog
     nq = len(QUEUES)
-    fifo = [[] for _ in QUEUES]
+    members = [[] for _ in QUEUES]      # per queue: its instructions' indices, pops and pushes, in order
+    pops_of = [[] for _ in QUEUES]
+    pushes_of = [[] for _ in QUEUES]
+    for i, (j, _, pops, pushes) in enumerate(prog):
+        if j >= 0:
+            members[j].append(i)
+            pops_of[j].append(pops)
+            pushes_of[j].append(pushes)
     heads = [0] * nq
+    fetched = [0] * nq
     tokens = [0] * (nq * nq)        # channel producer * nq + consumer
-    order = [QUEUES.index(q) for q in priority]
+    order = [(QUEUES.index(q), pops_of[QUEUES.index(q)], pushes_of[QUEUES.index(q)]) for q in priority]
     pc, n, halted = 0, len(prog), False
     while True:
         while not halted and pc < n:
@@ -247,32 +264,31 @@ def simulate_queues(instrs, depth: int, token_max: int, priority: tuple[str, ...
                 halted = halted or halt
                 pc += 1
                 continue
-            if len(fifo[j]) - heads[j] >= depth:
+            if fetched[j] - heads[j] >= depth:
                 break
-            fifo[j].append(pc)
+            fetched[j] += 1
             pc += 1
         progressed = False
-        for j in order:     # one instruction per unit per round: interleave the units
+        for j, pops_j, pushes_j in order:     # one instruction per unit per round: interleave the units
             h = heads[j]
-            if h == len(fifo[j]):
+            if h == fetched[j]:
                 continue
-            i = fifo[j][h]
-            _, _, pops, pushes = prog[i]
+            pops = pops_j[h]
             for c in pops:
                 if not tokens[c]:
                     break
             else:
                 for c in pops:
                     tokens[c] -= 1
-                for c in pushes:
+                for c in pushes_j[h]:
                     tokens[c] += 1
                     if tokens[c] > token_max:
-                        raise VerifyError(i, f"push {QUEUES[c // nq]}->{QUEUES[c % nq]} raises the token counter "
-                                             f"above {token_max}")
+                        raise VerifyError(members[j][h], f"push {QUEUES[c // nq]}->{QUEUES[c % nq]} raises the "
+                                                         f"token counter above {token_max}")
                 heads[j] = h + 1
                 progressed = True
         if not progressed:
-            busy = [fifo[j][heads[j]] for j in range(nq) if heads[j] < len(fifo[j])]
+            busy = [members[j][heads[j]] for j in range(nq) if heads[j] < fetched[j]]
             if busy or (not halted and pc < n):
                 at = min(busy) if busy else pc
                 raise VerifyError(at, f"deadlock: queues cannot progress (priority {'>'.join(priority)})")
