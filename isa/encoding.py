@@ -109,6 +109,19 @@ class Instr:
         return Instr(self.op, args, frozenset(pop), frozenset(push))
 
 
+def instrs_of(ops, pops, pushes, sets) -> list[Instr]:
+    """Instructions from parallel lists: (op, args) pairs and token masks, ``sets[mask]`` the frozenset of a
+    mask. For the program builder's 90 k instructions: the frozen dataclass's __init__ (a checked
+    object.__setattr__ per field) would cost twice the build; the result is equal to Instr(op, args, ...)."""
+    new = object.__new__
+    out = []
+    for (op, args), pop, push in zip(ops, pops, pushes):
+        ins = new(Instr)
+        ins.__dict__.update(op=op, args=args, pop=sets[pop], push=sets[push])
+        out.append(ins)
+    return out
+
+
 def _field_code(ispec: InstrSpec, f: Field, value: int | str) -> int:
     if f.kind == "enum":
         members = SPEC.enums[f.enum]

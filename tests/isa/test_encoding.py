@@ -174,3 +174,16 @@ def test_encoder_rejects_bad_values():
             encode(ins)
     with pytest.raises(EncodeError, match="unknown field"):
         Instr.make("load", bogus=1)
+
+
+def test_instrs_of_builds_what_the_constructor_builds():
+    from dataclasses import FrozenInstanceError
+
+    from sdac.isa.encoding import instrs_of
+    sets = [frozenset(q for i, q in enumerate(QUEUES) if m >> i & 1) for m in range(1 << len(QUEUES))]
+    ops = [("mm", {"rows": 3}), ("halt", {})]
+    got = instrs_of(ops, [1, 0], [6, 0], sets)
+    want = [Instr("mm", {"rows": 3}, frozenset({QUEUES[0]}), frozenset({QUEUES[1], QUEUES[2]})), Instr("halt", {})]
+    assert got == want and repr(got) == repr(want)
+    with pytest.raises(FrozenInstanceError):
+        got[0].op = "load"

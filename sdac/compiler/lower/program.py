@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ...isa.encoding import FIXED_QUEUE, Instr, complete_args, field_defaults, queue_of
+from ...isa.encoding import FIXED_QUEUE, Instr, complete_args, field_defaults, instrs_of, queue_of
 from ...isa.spec import QUEUES
 from ..shadow import Segments
 
@@ -139,5 +139,4 @@ class ProgramBuilder:
         return idx
 
     def finish(self) -> list[Instr]:
-        return [Instr(op, args, _QUEUE_SET[self.pops[i]], _QUEUE_SET[self.pushes[i]])
-                for i, (op, args) in enumerate(self.ops)]
+        return instrs_of(self.ops, self.pops, self.pushes, _QUEUE_SET)
