@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -177,6 +178,13 @@ def main(argv=None) -> int:
     if a.repeat > 1:
         rows.append(("runs (compile / ORT session, s)", f"{comp.get('all_compile_s', '-')} / "
                      f"{ortr.get('all_session_s', '-')}", f"best of {a.repeat} each, alternating"))
+        pairs = paired_ratios(comps, orts)
+        if pairs:
+            comp["paired_ratios"] = pairs
+            rows.append(("compile / ORT session, run by run", f"median {statistics.median(pairs):.2f}x "
+                         f"(range {min(pairs):.2f}-{max(pairs):.2f}x)",
+                         "each compile over the session created right after it: the machine's speed drifts "
+                         "between runs, and a pair sees the same speed"))
     print()
     print(bu.md_table(rows, ("SD-v1.5 compile", "measured", "target / note")))
     if comp.get("stages"):
@@ -195,6 +203,12 @@ def main(argv=None) -> int:
               "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     (sd15_model.CACHE / f"compile_{a.model}.json").write_text(json.dumps(result, indent=1))
     return 0 if ok else 1
+
+
+def paired_ratios(comps: list[dict], orts: list[dict]) -> list[float]:
+    """compile_s / session_s of the runs that alternated (run i's compile, then its ORT session)."""
+    return [round(c["compile_s"] / o["session_s"], 3) for c, o in zip(comps, orts)
+            if c.get("ok") and o.get("session_s")]
 
 
 def gib(b):
