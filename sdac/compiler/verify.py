@@ -255,7 +255,7 @@ def simulate_queues(instrs, depth: int, token_max: int, priority: tuple[str, ...
     heads = [0] * nq
     fetched = [0] * nq
     tokens = [0] * (nq * nq)        # channel producer * nq + consumer
-    order = [(QUEUES.index(q), pops_of[QUEUES.index(q)], pushes_of[QUEUES.index(q)]) for q in priority]
+    order = [(j, pops_of[j], pushes_of[j]) for j in map(QUEUES.index, priority)]
     pc, n, halted = 0, len(prog), False
     while True:
         while not halted and pc < n:
@@ -378,12 +378,8 @@ class ProgramChecker:
             late = i in deferred
             if late:
                 self.deferred[i] = op
-            if footprints is not None:
-                fp = footprints[k]
-                if operands:
-                    self._check_operands(i, op, a, fp, late)
-            elif op in _DMA:
-                fp = _FOOTPRINT[op](a, L)
+            if footprints is not None or op in _DMA:
+                fp = footprints[k] if footprints is not None else _FOOTPRINT[op](a, L)
                 if operands:
                     self._check_operands(i, op, a, fp, late)
             else:

@@ -84,6 +84,18 @@ def tile_cycles(m: Machine, w: TileWork) -> tuple[float, float, float]:
     return dma, array, sfu
 
 
+def _tile_term(m: Machine, w: TileWork) -> float:
+    """A tile's share of a pipelined tiling: its longest unit plus its instructions' fixed cost."""
+    return max(tile_cycles(m, w)) + w.instrs * m.instr_overhead
+
+
+def _lead(m: Machine, first: TileWork) -> float:
+    """What the first tile's loads add before the pipeline runs (the bytes the array needs first, if known)."""
+    if first.lead_bytes is None:
+        return tile_cycles(m, first)[0]
+    return first.lead_bytes / m.dma_bytes_per_cycle + m.dma_latency
+
+
 def tiling_cycles(m: Machine, tiles: list[TileWork], setup_bytes: int = 0) -> float:
     """Estimated cycles of a kernel: pipelined tiles plus the unoverlapped prologue and epilogue."""
     if not tiles:
@@ -93,11 +105,9 @@ def tiling_cycles(m: Machine, tiles: list[TileWork], setup_bytes: int = 0) -> fl
     for w in tiles:
         t = terms.get(id(w))
         if t is None:
-            t = terms[id(w)] = max(tile_cycles(m, w)) + w.instrs * m.instr_overhead
+            t = terms[id(w)] = _tile_term(m, w)
         total += t
-    first, last = tile_cycles(m, tiles[0]), tile_cycles(m, tiles[-1])
-    lead = first[0] if tiles[0].lead_bytes is None else tiles[0].lead_bytes / m.dma_bytes_per_cycle + m.dma_latency
-    return total + lead + last[2]
+    return total + _lead(m, tiles[0]) + tile_cycles(m, tiles[-1])[2]
 
 
 # Tilings whose estimates differ by less than this are a tie, which the fewer, taller tiles win: fewer
@@ -123,7 +133,7 @@ def best_rows(m: Machine, limit: int, total_rows: int, work_of, granule: int) ->
         w = works.get(rows)
         if w is None:
             w = works[rows] = work_of(rows)
-            terms[rows] = max(tile_cycles(m, w)) + w.instrs * m.instr_overhead
+            terms[rows] = _tile_term(m, w)
         return w
     cost = {}
     for r in sorted(cands):
@@ -139,9 +149,7 @@ def best_rows(m: Machine, limit: int, total_rows: int, work_of, granule: int) ->
         if rem:
             last = work(rem)
             total += terms[rem]
-        lead = tile_cycles(m, full)[0] if full.lead_bytes is None else \
-            full.lead_bytes / m.dma_bytes_per_cycle + m.dma_latency
-        cost[r] = total + lead + tile_cycles(m, last)[2]
+        cost[r] = total + _lead(m, full) + tile_cycles(m, last)[2]
     low = min(cost.values())
     r = max(r for r, c in cost.items() if c <= low * (1 + TIE))
     return r, cost[r]
