@@ -96,21 +96,28 @@ def pack_int4(q: np.ndarray) -> np.ndarray:
 _NIB8, _NIB7 = np.uint64(0x8888888888888888), np.uint64(0x7777777777777777)
 
 
-def has_int4_min(packed: np.ndarray) -> bool:
-    """Whether any nibble of the packed bytes is 0b1000 (int4 -8), without unpacking: per nibble, bit 3 set
-    and the low three bits clear (adding 7 to them carries into bit 3 unless they are all zero)."""
+def _int4_min_words(packed) -> np.ndarray:
+    """The packed bytes (zero padded to whole uint64 words) with bit 3 of each nibble set where that nibble is
+    0b1000 (int4 -8) and every other bit clear, without unpacking: per nibble, bit 3 set and the low three
+    bits clear (adding 7 to them carries into bit 3 unless they are all zero; no carry crosses a nibble)."""
     b = np.asarray(packed, np.uint8).reshape(-1)
     if b.size % 8:
         b = np.concatenate([b, np.zeros(8 - b.size % 8, np.uint8)])
     x = b.view(np.uint64)
-    return bool(np.any(x & ~((x & _NIB7) + _NIB7) & _NIB8))
+    return x & ~((x & _NIB7) + _NIB7) & _NIB8
+
+
+def has_int4_min(packed: np.ndarray) -> bool:
+    """Whether any nibble of the packed bytes is int4 -8."""
+    return bool(np.any(_int4_min_words(packed)))
 
 
 _CHUNK = 1 << 18    # bytes per read of external_has_int4_min (a reused buffer that stays in cache)
 
 
 def _chunk_has_int4_min(x: np.ndarray, t: np.ndarray) -> bool:
-    """has_int4_min of the uint64 words ``x``, computed in place in ``t`` (same size)."""
+    """has_int4_min of the uint64 words ``x``: _int4_min_words' test computed in place in ``t`` (same size),
+    for the chunked read of a large tensor (no allocation per chunk)."""
     np.bitwise_and(x, _NIB7, out=t)
     np.add(t, _NIB7, out=t)
     np.invert(t, out=t)
@@ -120,12 +127,9 @@ def _chunk_has_int4_min(x: np.ndarray, t: np.ndarray) -> bool:
 
 
 def int4_min_flags(b: np.ndarray) -> np.ndarray:
-    """Per byte of packed int4 storage: bit 3 set where its low nibble is -8, bit 7 where its high one is
-    (has_int4_min's test per nibble; no carry crosses a nibble)."""
-    if b.size % 8 == 0:
-        x = b.view(np.uint64)
-        return (x & ~((x & _NIB7) + _NIB7) & _NIB8).view(np.uint8)
-    return (((b & 0x0F) == 0x08) * np.uint8(0x08)) | (((b & 0xF0) == 0x80) * np.uint8(0x80))
+    """Per byte of packed int4 storage (same shape): bit 3 set where its low nibble is -8, bit 7 where its high
+    one is (_int4_min_words, byte by byte)."""
+    return _int4_min_words(b).view(np.uint8)[:np.size(b)].reshape(np.shape(b))
 
 
 def _external_rows(src: "ExternalData", row_bytes: int, first_row: int = 0):
@@ -478,17 +482,16 @@ def int4_min_channels(codes, axis: int, clean: dict | None = None) -> np.ndarray
             else:
                 acc |= np.bitwise_or.reduce(flags, axis=0)
         else:
-            if axis == 0:
-                return np.concatenate(rows)
-            out = np.empty(n, bool)
-            out[0::2], out[1::2] = (acc & 0x08) != 0, (acc & 0x80) != 0
-            return out
-    b = packed().reshape(-1, n // 2) if axis else packed().reshape(n, -1)
-    lo, hi = (b & 0x0F) == 0x08, (b & 0xF0) == 0x80
-    if axis == 0:
-        return (lo | hi).any(axis=1)
+            return np.concatenate(rows) if axis == 0 else _column_channels(acc, n)
+    flags = int4_min_flags(packed().reshape(-1, n // 2) if axis else packed().reshape(n, -1))
+    return flags.any(axis=1) if axis == 0 else _column_channels(np.bitwise_or.reduce(flags, axis=0), n)
+
+
+def _column_channels(acc: np.ndarray, n: int) -> np.ndarray:
+    """Channels along the last axis from the OR of every row's int4_min_flags: byte j holds channels 2j (low
+    nibble, bit 3) and 2j+1 (high nibble, bit 7)."""
     out = np.empty(n, bool)
-    out[0::2], out[1::2] = lo.any(axis=0), hi.any(axis=0)
+    out[0::2], out[1::2] = (acc & 0x08) != 0, (acc & 0x80) != 0
     return out
 
 
