@@ -856,7 +856,10 @@ class Golden:
         """Saturate to the output type: act int8, acc int16 (held in int32)."""
         return N.sat8(x) if a["out"] == "act" else N.sat16(x)
 
-    def _op_deq(self, d, a) -> None:
+    def _dequantize(self, d, a):
+        """deq's operands (S, its scale, its bias, in that order of checks) and its value per row block:
+        (compute, into), compute(r0, r1) = sat16(apply_scale(S, E) + Bc) as exact integers (int32, int64
+        or float64), into(r0, r1, out) writes them into out (None: use compute)."""
         rows, cols = a["rows"], a["cols"]
         S = self._read(d, a["sbuf"], a["s"], [(rows, a["srs"])], cols, "S")
         if a["per_ch"]:
@@ -882,27 +885,50 @@ class Golden:
 
             def into(r0, r1, out):
                 np.copyto(out, compute(r0, r1), casting="unsafe")
-        elif fs is None:
+            return compute, into
+        if fs is None:
             def compute(r0, r1):        # N.sat16(N.apply_scale(S, E) + Bc)
                 v = scale_inplace(S[r0:r1].astype(np.int64), E)
                 v += Bc
                 return _clip(v, 16)
-            into = None
-        else:
-            Bf = np.asarray(Bc, dtype=np.float64)
+            return compute, None
+        Bf = np.asarray(Bc, dtype=np.float64)
 
-            def scaled(r0, r1):         # the same values in float64 (FloatScale says why exact)
-                f = fs.apply(S[r0:r1])
-                f += Bf
-                return _uclip(f, -32768.0, 32767.0, out=f)
+        def scaled(r0, r1):             # the same values in float64 (FloatScale says why exact)
+            f = fs.apply(S[r0:r1])
+            f += Bf
+            return _uclip(f, -32768.0, 32767.0, out=f)
 
-            def compute(r0, r1):
-                return scaled(r0, r1).astype(np.int64)
+        def into(r0, r1, out):
+            np.copyto(out, scaled(r0, r1), casting="unsafe")
+        return scaled, into
 
-            def into(r0, r1, out):
-                np.copyto(out, scaled(r0, r1), casting="unsafe")
+    def _op_deq(self, d, a) -> None:
+        rows, cols = a["rows"], a["cols"]
+        value, into = self._dequantize(d, a)
+
+        def compute(r0, r1):
+            v = value(r0, r1)
+            return v.astype(np.int64) if v.dtype == np.float64 else v
         self._sfu(d, a, rows, cols, "acc", compute, stats=True, srcs=[(a["sbuf"], a["s"], rows, a["srs"])],
                   into=into)
+
+    def _op_deqact(self, d, a) -> None:
+        """deq then act with the int16 value kept in the pipeline (isa.toml: the same D as the pair)."""
+        rows, cols = a["rows"], a["cols"]
+        value, _ = self._dequantize(d, a)
+        e = self._prmw(d, a["osc"], "the output scale entry")
+        lim = 127.0 if a["out"] == "act" else 32767.0
+        fs = FloatScale.of(e, 32768) if a["fn"] == "none" else None
+
+        def compute(r0, r1):
+            x = value(r0, r1)           # |x| <= 32768 integers
+            if fs is not None:          # sat_out(apply_scale(x, e)) in exact float64
+                f = fs.apply(x)
+                return _uclip(f, -lim - 1, lim, out=f).astype(np.int64)
+            Y = N.fn_q(a["fn"], np.asarray(x, dtype=np.int64), a["frac"])
+            return self._sat_out(a, N.apply_scale(Y, e))
+        self._sfu(d, a, rows, cols, a["out"], compute, srcs=[(a["sbuf"], a["s"], rows, a["srs"])])
 
     def _op_add(self, d, a) -> None:
         rows, cols = a["rows"], a["cols"]

@@ -122,6 +122,14 @@ module sdac_decode
                   `SDAC_F(ACT, COLS) == '0 ||
                   `SDAC_F(ACT, GSIZE) == '0;
       end
+      OP_DEQACT: begin
+        known = 1'b1;
+        used = USED_DEQACT;
+        queue_id = Q_SFU;
+        bad_enum = `SDAC_F(DEQACT, FN) > 2'd2;
+        bad_min = `SDAC_F(DEQACT, ROWS) == '0 ||
+                  `SDAC_F(DEQACT, COLS) == '0;
+      end
       OP_GEGLU: begin
         known = 1'b1;
         used = USED_GEGLU;

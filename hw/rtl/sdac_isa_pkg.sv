@@ -52,6 +52,7 @@ package sdac_isa_pkg;
   localparam logic [5:0] OP_NORM = 6'd20;
   localparam logic [5:0] OP_SOFTMAX = 6'd21;
   localparam logic [5:0] OP_TRANSPOSE = 6'd22;
+  localparam logic [5:0] OP_DEQACT = 6'd23;
 
   // Enums
   localparam logic [1:0] QUEUE_LD = 2'd0;
@@ -449,6 +450,38 @@ package sdac_isa_pkg;
   localparam int F_TRANSPOSE_COLS_LO = 104;
   localparam int F_TRANSPOSE_COLS_W = 16;
   localparam logic [WORD_BITS-1:0] USED_TRANSPOSE = 256'hffffffffffffffffffffffffff3fff;
+  // deqact: deq then act in one pass, without the int16 value in acc: D = out(scale(fn(sat16(scale_c(S) + bias_c)))).
+  localparam int F_DEQACT_SBUF_LO = 16;
+  localparam int F_DEQACT_SBUF_W = 1;
+  localparam int F_DEQACT_S_LO = 17;
+  localparam int F_DEQACT_S_W = 20;
+  localparam int F_DEQACT_SRS_LO = 37;
+  localparam int F_DEQACT_SRS_W = 16;
+  localparam int F_DEQACT_OUT_LO = 53;
+  localparam int F_DEQACT_OUT_W = 1;
+  localparam int F_DEQACT_D_LO = 54;
+  localparam int F_DEQACT_D_W = 20;
+  localparam int F_DEQACT_DRS_LO = 74;
+  localparam int F_DEQACT_DRS_W = 16;
+  localparam int F_DEQACT_ROWS_LO = 90;
+  localparam int F_DEQACT_ROWS_W = 16;
+  localparam int F_DEQACT_COLS_LO = 106;
+  localparam int F_DEQACT_COLS_W = 16;
+  localparam int F_DEQACT_SC_LO = 122;
+  localparam int F_DEQACT_SC_W = 20;
+  localparam int F_DEQACT_PER_CH_LO = 142;
+  localparam int F_DEQACT_PER_CH_W = 1;
+  localparam int F_DEQACT_BIAS_LO = 143;
+  localparam int F_DEQACT_BIAS_W = 1;
+  localparam int F_DEQACT_BB_LO = 144;
+  localparam int F_DEQACT_BB_W = 20;
+  localparam int F_DEQACT_FN_LO = 164;
+  localparam int F_DEQACT_FN_W = 2;
+  localparam int F_DEQACT_FRAC_LO = 166;
+  localparam int F_DEQACT_FRAC_W = 5;
+  localparam int F_DEQACT_OSC_LO = 171;
+  localparam int F_DEQACT_OSC_W = 20;
+  localparam logic [WORD_BITS-1:0] USED_DEQACT = 256'h7fffffffffffffffffffffffffffffffffffffffffff3fff;
 
   // Numerics constants (isa/numerics.py)
   localparam int INV6_Q16 = 10923;

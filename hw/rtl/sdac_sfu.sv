@@ -1,4 +1,4 @@
-// Special function unit: deq, add, act, geglu, norm, softmax and transpose, bit-exact with
+// Special function unit: deq, add, act, deqact, geglu, norm, softmax and transpose, bit-exact with
 // isa/numerics.py and the golden model (runtime/golden.py). docs/hardware.md, section "SFU".
 //
 // One instruction at a time: `start` (sampled while idle) latches the 256-bit word; the unit
@@ -8,7 +8,8 @@
 //   "element-wise pipeline" below): per-operand read walkers and line FIFOs, NSTG compute stages
 //   of L lanes (int64 wrap-around semantics like numpy), statistics / row reductions and the
 //   write at the tail; one line per cycle when each buffer port serves one operand (norm first
-//   computes its group parameters, one group per cycle; softmax streams each row three times);
+//   computes its group parameters, one group per cycle; softmax streams each row three times;
+//   deqact runs deq's stages, then act's, on the same line);
 // * transpose moves L x L byte tiles (reads one line per cycle, then writes one per cycle).
 // `done` pulses for one cycle at the end, with `error` / `err_code` when the instruction failed.
 //
@@ -145,7 +146,7 @@ module sdac_sfu
   endfunction
 
   // ---------------------------------------------------------------- decoded instruction
-  typedef enum logic [2:0] {K_DEQ, K_ADD, K_ACT, K_GEGLU, K_NORM, K_SOFTMAX, K_TRANSPOSE, K_BAD} kind_t;
+  typedef enum logic [3:0] {K_DEQ, K_ADD, K_ACT, K_GEGLU, K_NORM, K_SOFTMAX, K_TRANSPOSE, K_DEQACT, K_BAD} kind_t;
 
   typedef struct packed {
     kind_t       kind;
@@ -175,6 +176,7 @@ module sdac_sfu
     logic [1:0]  fn;
     logic [4:0]  frac;
     logic [19:0] nd;
+    logic [19:0] osc;        // deqact: output scale word (scalar slot 1)
   } dec_t;
 
   dec_t dec, q;   // decoded from the input word; latched at start
@@ -203,6 +205,26 @@ module sdac_sfu
         dec.st_chan = `SFU_F(DEQ, ST_MODE);
         dec.gsize = `SFU_F(DEQ, GSIZE);
         dec.gbase = `SFU_F(DEQ, GBASE);
+      end
+      OP_DEQACT: begin
+        dec.kind = K_DEQACT;
+        dec.a_act = `SFU_F(DEQACT, SBUF);
+        dec.a_base = `SFU_F(DEQACT, S);
+        dec.a_rs = `SFU_F(DEQACT, SRS);
+        dec.d_act = `SFU_F(DEQACT, OUT);
+        dec.d_base = `SFU_F(DEQACT, D);
+        dec.d_rs = `SFU_F(DEQACT, DRS);
+        dec.rows = `SFU_F(DEQACT, ROWS);
+        dec.cols = `SFU_F(DEQACT, COLS);
+        dec.sc = `SFU_F(DEQACT, SC);
+        dec.sc_en = !`SFU_F(DEQACT, PER_CH);
+        dec.p1_en = `SFU_F(DEQACT, PER_CH);
+        dec.p1_base = `SFU_F(DEQACT, SC);
+        dec.p2_en = `SFU_F(DEQACT, BIAS);
+        dec.p2_base = `SFU_F(DEQACT, BB);
+        dec.fn = `SFU_F(DEQACT, FN);
+        dec.frac = `SFU_F(DEQACT, FRAC);
+        dec.osc = `SFU_F(DEQACT, OSC);
       end
       OP_ADD: begin
         dec.kind = K_ADD;
@@ -329,7 +351,7 @@ module sdac_sfu
     return 32'(w) / 32'(LANES) >= 32'(PRM_DEPTH);
   endfunction
 
-  logic stat_oob, e_a, e_b, e_d, e_sc, e_p1, e_p2, e_nd;
+  logic stat_oob, e_a, e_b, e_d, e_sc, e_p1, e_p2, e_nd, e_osc;
   logic [7:0] chk_err;
   always_comb begin
     // statistics registers gbase .. gbase + groups - 1 must exist
@@ -344,11 +366,12 @@ module sdac_sfu
     e_p1 = q.p1_en && prm_oob(q.p1_base, nl);
     e_p2 = q.p2_en && prm_oob(q.p2_base, nl);
     e_nd = q.kind == K_NORM && word_oob(22'(q.nd) + 22'd2);
+    e_osc = q.kind == K_DEQACT && word_oob(22'(q.osc));
     chk_err = ERR_OK;
     unique case (q.kind)
-      K_DEQ, K_ADD, K_ACT: begin
+      K_DEQ, K_ADD, K_ACT, K_DEQACT: begin
         if (q.kind == K_ACT && q.st && q.d_act) chk_err = ERR_BAD_FIELD;
-        else if (e_a || e_b || e_sc || e_p1 || e_p2 || e_d) chk_err = ERR_OOB_BUF;
+        else if (e_a || e_b || e_sc || e_p1 || e_p2 || e_osc || e_d) chk_err = ERR_OOB_BUF;
         else if (q.st && stat_oob) chk_err = ERR_OOB_STAT;
       end
       K_NORM: begin
@@ -371,7 +394,7 @@ module sdac_sfu
 
   logic [LANES-1:0] pend;           // lanes of the pipeline's tail line whose statistics are pending
   // scalars
-  logic [31:0] sc_e, inv_n, eps, nsh;
+  logic [31:0] sc_e, inv_n, eps, nsh, osc_e;
   logic [1:0]  scal_k;
   // softmax row state: max (pass 0), sum of exponentials (pass 1)
   s64 mx, total;
@@ -512,15 +535,15 @@ module sdac_sfu
   logic [LW-1:0] scal_lane;
   logic [31:0] scal_val;
   always_comb begin
-    scal_word = (scal_k == 2'd0) ? 22'(q.sc) : 22'(q.nd) + 22'(scal_k) - 22'd1;
+    scal_word = (scal_k == 2'd0) ? 22'(q.sc) : (q.kind == K_DEQACT) ? 22'(q.osc) : 22'(q.nd) + 22'(scal_k) - 22'd1;
     scal_line = 22'(32'(scal_word) / 32'(LANES));
     scal_lane = LW'(32'(scal_word) % 32'(LANES));
     scal_val = prm_rd_data[32 * scal_lane +: 32];
   end
 
-  // scalar slots: 0 = PRMW[sc], 1..3 = PRMW[nd .. nd+2] (norm)
+  // scalar slots: 0 = PRMW[sc], 1..3 = PRMW[nd .. nd+2] (norm), 1 = PRMW[osc] (deqact)
   function automatic logic scal_en(input logic [1:0] k);
-    return (k == 2'd0) ? q.sc_en : q.kind == K_NORM;
+    return (k == 2'd0) ? q.sc_en : q.kind == K_NORM || (k == 2'd1 && q.kind == K_DEQACT);
   endfunction
 
   function automatic logic slot_en(input logic [1:0] k);
@@ -570,7 +593,8 @@ module sdac_sfu
   // ---------------------------------------------------------------- element-wise pipeline logic
   // One stage of one lane: the numerics.py expressions, a multiply and a rounding shift at most per
   // stage. Stages: deq / add 0-1; norm 0-3 (the normalization) then 4-11 like act; act and geglu
-  // 3-11 (3 saturate, 4-8 hard SiLU / GeLU, 9 geglu product, 10 output scale, 11 saturate);
+  // 3-11 (3 saturate, 4-8 hard SiLU / GeLU, 9 geglu product, 10 output scale, 11 saturate); deqact
+  // 0-1 like deq, 2 passes, 3 takes deq's result as act's input, 4-11 like act (scale PRMW[osc]);
   // act without fn enters at 9. For norm: b = mu, e = gamma, bias = beta of the lane.
   function automatic lane_t stage_fn(input int k, input lane_t i, input logic [1:0] lpass);
     lane_t o;
@@ -590,18 +614,19 @@ module sdac_sfu
     end
     unique case (k)
       0: unique case (q.kind)
-           K_DEQ: o.w = rsr(i.a * e_mul(i.e), e_sh(i.e));                  // apply_scale(S, E_c)
+           K_DEQ, K_DEQACT: o.w = rsr(i.a * e_mul(i.e), e_sh(i.e));         // apply_scale(S, E_c)
            K_ADD: o.w = rsr(i.b * e_mul(sc_e), e_sh(sc_e));                // apply_scale(B, e)
            default: o.w = (sat16(i.a) <<< NORM_MEAN_FRAC) - i.b;           // norm: d = x * 2**8 - mu
          endcase
       1: unique case (q.kind)
-           K_DEQ: o.w = sat16(i.w + (q.p2_en ? s64'(signed'(i.bias)) : 64'sd0));
+           K_DEQ, K_DEQACT: o.w = sat16(i.w + (q.p2_en ? s64'(signed'(i.bias)) : 64'sd0));
            K_ADD: o.w = sat16(i.a + i.w);
            default: o.w = rsr(i.w * s64'({47'd0, i.rm}), 40'sd16);           // norm: t
          endcase
-      2: o.w = rsr(i.w * s64'(signed'(i.e)), 40'(signed'(nsh)) + 40'(i.re));  // norm: * gamma
+      2: if (q.kind == K_NORM) o.w = rsr(i.w * s64'(signed'(i.e)), 40'(signed'(nsh)) + 40'(i.re));  // * gamma
       3: if (q.kind == K_NORM) begin o.x = sat16(i.w + s64'(signed'(i.bias))); o.w = o.x; end   // + beta
          else if (q.kind == K_ACT) begin o.x = sat16(i.a); o.w = o.x; end
+         else if (q.kind == K_DEQACT) o.x = i.w;                         // deq's result (int16)
          else begin o.x = sat16(i.b); o.w = o.x; o.a = sat16(i.a); end     // geglu: gate B
       4: if (q.fn == FN_SILU) o.t = clip(i.x + (64'sd3 <<< q.frac), 64'sd0, 64'sd6 <<< q.frac);
          else if (q.fn == FN_GELU) o.w = rsr(i.x * s64'(GELU_ALPHA_Q10), 40'sd10);
@@ -611,7 +636,8 @@ module sdac_sfu
       8: if (q.fn != FN_NONE) o.w = rsr(i.w, 40'(q.frac) + 40'sd16);
       9: if (q.kind == K_GEGLU) o.w = rsr(i.a * i.w, 40'(q.frac));             // A * gelu(B)
          else if (q.kind == K_ACT && q.fn == FN_NONE) o.w = sat16(i.a);       // act, fn none: enters here
-      10: o.w = rsr(i.w * e_mul(sc_e), e_sh(sc_e));                           // output scale
+      10: o.w = (q.kind == K_DEQACT) ? rsr(i.w * e_mul(osc_e), e_sh(osc_e))   // output scale
+                                     : rsr(i.w * e_mul(sc_e), e_sh(sc_e));
       default: o.w = q.d_act ? sat8(i.w) : sat16(i.w);
     endcase
     return o;
@@ -880,7 +906,7 @@ module sdac_sfu
             if (q.st_clr) st_valid <= '0;
             scal_k <= 2'd0;
             if (q.sc_en) state <= S_SCAL;
-            else if (q.kind == K_NORM) begin
+            else if (q.kind == K_NORM || q.kind == K_DEQACT) begin
               scal_k <= 2'd1;
               state <= S_SCAL;
             end else state <= S_STREAM;
@@ -910,7 +936,7 @@ module sdac_sfu
           if (prm_rd_valid) begin
             unique case (scal_k)
               2'd0: sc_e <= scal_val;
-              2'd1: inv_n <= scal_val;
+              2'd1: if (q.kind == K_DEQACT) osc_e <= scal_val; else inv_n <= scal_val;
               2'd2: eps <= scal_val;
               default: nsh <= scal_val;
             endcase

@@ -97,7 +97,7 @@ def _fp_sfu(op: str):
     """The element-wise SFU instructions: source(s), result, parameter lines."""
     two = op in ("add", "geglu")
     src_f, srs_f = ("a", "ars") if two else ("s", "srs")
-    src_from_field = op in ("deq", "act")
+    src_from_field = op in ("deq", "act", "deqact")
 
     def fp(a, L):
         rows, cols = a["rows"], a["cols"]
@@ -118,7 +118,7 @@ def _fp_sfu(op: str):
             return out
         dst_buf = "act" if op == "softmax" else ("acc" if op in ("deq", "add") else a["out"])
         out.append(_new_span(Span, (dst_buf, d, d + r1 * a["drs"] + c, True)))
-        if op == "deq":
+        if op in ("deq", "deqact"):
             sc = a["sc"]
             if a["per_ch"]:
                 out.append(_new_span(Span, ("prm", sc, sc + c, False)))
@@ -127,6 +127,9 @@ def _fp_sfu(op: str):
             if a["bias"]:
                 bb = a["bb"]
                 out.append(_new_span(Span, ("prm", bb, bb + c, False)))
+            if op == "deqact":
+                osc = a["osc"] // L
+                out.append(_new_span(Span, ("prm", osc, osc + 1, False)))
         elif op == "norm":
             nd, g, bt = a["nd"], a["gamma"], a["beta"]
             out.append(_new_span(Span, ("prm", nd // L, (nd + 2) // L + 1, False)))
@@ -140,14 +143,14 @@ def _fp_sfu(op: str):
 
 
 _FOOTPRINT = {"load": _fp_dma(True), "store": _fp_dma(False), "mm": _fp_mm, "conv": _fp_conv,
-              **{op: _fp_sfu(op) for op in ("deq", "add", "act", "geglu", "norm", "softmax", "transpose")}}
+              **{op: _fp_sfu(op) for op in ("deq", "add", "act", "deqact", "geglu", "norm", "softmax", "transpose")}}
 
 
 def _sfu_operands(ins, L: int) -> list[tuple[str, int, int, int, int, bool]]:
     """(buffer, base, row stride, rows, lines per row, write) of an element-wise SFU instruction."""
     a, op = ins.args, ins.op
     rows, c = a["rows"], _cl(a["cols"], L)
-    if op in ("deq", "act"):
+    if op in ("deq", "act", "deqact"):
         src = [(a["sbuf"], a["s"], a["srs"])]
     elif op == "add":
         src = [("acc", a["a"], a["ars"]), (a["bbuf"], a["b"], a["brs"])]
@@ -159,7 +162,7 @@ def _sfu_operands(ins, L: int) -> list[tuple[str, int, int, int, int, bool]]:
     return [(b, base, rs, rows, c, False) for b, base, rs in src] + [(dst, a["d"], a["drs"], rows, c, True)]
 
 
-_SFU_ALIASED = frozenset(("deq", "add", "act", "geglu", "norm"))     # (and the only users of statistics)
+_SFU_ALIASED = frozenset(("deq", "add", "act", "deqact", "geglu", "norm"))
 _DMA = frozenset(("load", "store"))     # the instructions with a DRAM address (their footprints vary most)
 _QUEUE_INDEX = {i.name: QUEUES.index(i.queue) for i in SPEC.instrs if i.queue in QUEUES}
 _QI_CTL = {**{q: j for j, q in enumerate(QUEUES)}, "ctl": -1}

@@ -170,8 +170,9 @@ PROFILES: dict[str, dict] = {
                       # SFU pipeline: 1 line/cycle (geglu 2: A and B share the acc port; add with bbuf=acc
                       # too, not modelled), fixed = setup + pipeline depth; norm 1 cycle per group; softmax
                       # 3 passes per row, each of the last two after the previous has drained
-                      sfu_costs=(("deq", 1, 0, 7), ("act", 1, 0, 11), ("add", 1, 0, 7), ("geglu", 2, 0, 14),
-                                 ("softmax", 3, 8, 9), ("norm", 1, 1, 28), ("transpose", 1.25, 0, 5)),
+                      sfu_costs=(("deq", 1, 0, 7), ("act", 1, 0, 11), ("deqact", 1, 0, 19), ("add", 1, 0, 7),
+                                 ("geglu", 2, 0, 14), ("softmax", 3, 8, 9), ("norm", 1, 1, 28),
+                                 ("transpose", 1.25, 0, 5)),
                       sfu_extra=()),
 }
 
@@ -283,7 +284,7 @@ def latencies(instrs, t: Timing) -> Work:
             lat[ix] = O + fixed + np.ceil(per_line * lines + per_group * groups
                                           + _sfu_extra(t, instrs, idx) * lines).astype(np.int64)
             sfu[ix] = rows * cols
-        elif op in ("deq", "add", "act", "geglu", "norm", "softmax"):
+        elif op in ("deq", "add", "act", "deqact", "geglu", "norm", "softmax"):
             rows, cols = a("rows"), a("cols")
             lines = rows * _cdiv(cols, L)
             passes = {"softmax": t.softmax_passes, "geglu": t.geglu_passes}.get(op, 1)

@@ -232,10 +232,10 @@ def _footprint_plain(ins, L):
         rng("act", a["i"], (a["ih"] - 1) * a["irs"] + (a["iw"] - 1) * a["ips"], _cl(a["cin"], L), False)
         rng("wgt", a["w"], (_cl(a["cout"], L) - 1) * a["wbs"] + 8 * a["wts"], a["cin"], False)
         rng("acc", a["o"], (a["oh"] - 1) * a["ors"] + (a["ow"] - 1) * a["ops"], _cl(a["cout"], L), True)
-    elif op in ("deq", "add", "act", "geglu", "norm", "softmax", "transpose"):
+    elif op in ("deq", "add", "act", "deqact", "geglu", "norm", "softmax", "transpose"):
         rows, cols = a["rows"], a["cols"]
         c = _cl(cols, L)
-        src_buf = a["sbuf"] if op in ("deq", "act") else ("act" if op == "transpose" else "acc")
+        src_buf = a["sbuf"] if op in ("deq", "act", "deqact") else ("act" if op == "transpose" else "acc")
         src = a["a"] if op in ("add", "geglu") else a["s"]
         srs = a["ars"] if op in ("add", "geglu") else a["srs"]
         rng(src_buf, src, (rows - 1) * srs, c, False)
@@ -248,13 +248,15 @@ def _footprint_plain(ins, L):
             rng("act", a["d"], (cols - 1) * a["drs"], _cl(rows, L), True)
         else:
             rng(dst_buf, a["d"], (rows - 1) * a["drs"], c, True)
-        if op == "deq":
+        if op in ("deq", "deqact"):
             if a["per_ch"]:
                 rng("prm", a["sc"], 0, c, False)
             else:
                 rng("prm", a["sc"] // L, 0, 1, False)
             if a["bias"]:
                 rng("prm", a["bb"], 0, c, False)
+            if op == "deqact":
+                rng("prm", a["osc"] // L, 0, 1, False)
         elif op == "norm":
             rng("prm", a["nd"] // L, (a["nd"] + 2) // L - a["nd"] // L, 1, False)
             rng("prm", a["gamma"], 0, c, False)

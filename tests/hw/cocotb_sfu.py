@@ -34,7 +34,8 @@ ACT_N = int(os.environ.get("SDAC_SFU_ACT", "1024"))
 PRM_N = int(os.environ.get("SDAC_SFU_PRM", "256"))
 NSTAT = int(os.environ.get("SDAC_SFU_NSTAT", "64"))
 N_PER_OP = int(os.environ.get("SDAC_SFU_N", "100"))
-OPS = [o for o in os.environ.get("SDAC_SFU_OPS", "deq,add,act,geglu,norm,softmax,transpose").split(",") if o]
+OPS = [o for o in os.environ.get("SDAC_SFU_OPS", "deq,add,act,deqact,geglu,norm,softmax,transpose").split(",")
+       if o]
 SEED = int(os.environ.get("SDAC_SFU_SEED", "1"))
 STALL = float(os.environ.get("SDAC_SFU_STALL", "0.25"))
 
@@ -315,12 +316,11 @@ def zones(n):
     return (0, t), (t, 2 * t), (2 * t, n)
 
 
-def gen_deq(rng):
-    c = Case("deq")
+def deq_operands(rng, c, which):
+    """The source, scale and bias of a deq or deqact (which: 0 source, 2 scale, 3 bias out of bounds):
+    their fields, the region's rows / cols / nl, and the dequantized value X (for calibrating what follows)."""
     rows, cols = rand_shape(rng)
     nl = cdiv(cols, L)
-    oob = rng.random() < 0.06
-    which = int(rng.integers(0, 4)) if oob else -1
     sbuf = "act" if rng.random() < 0.35 else "acc"
     za, _, zd = zones(ACC_N if sbuf == "acc" else ACT_N)
     s, srs = pick_region(rng, *za, rows, nl, oob=which == 0, nlines=ACC_N if sbuf == "acc" else ACT_N)
@@ -328,13 +328,9 @@ def gen_deq(rng):
         S = fill_rows(c, "acc", s, rows, srs, cols, lambda n: rand_i32(rng, n))
     else:
         S = fill_rows(c, "act", s, rows, srs, cols, lambda n: rand_i8(rng, n))
-    inplace = sbuf == "acc" and srs >= nl and rng.random() < 0.2 and which < 0
-    if inplace:
-        d, drs = s, srs
-    else:
-        d, drs = pick_region(rng, *zones(ACC_N)[2], rows, nl, oob=which == 1, nlines=ACC_N)
     per_ch = int(rng.random() < 0.5)
     sh_range = (0, 24) if sbuf == "act" else (8, 40)
+    E = np.zeros(cols, np.int64)
     if per_ch:
         if which == 2:
             sc = PRM_N - nl + 1
@@ -347,19 +343,60 @@ def gen_deq(rng):
                     if col < cols and rng.random() < 0.8:
                         vec[lane] = calibrated_scale(rng, np.abs(S[:, col]).max(), 14)
                 c.prm_fill.append((sc + j, vec))
+                E[j * L:(j + 1) * L] = vec[:len(E[j * L:(j + 1) * L])]
     else:
-        sc = scalar_word(rng, c, maybe_calibrated(rng, S, 14, sh_range), oob=which == 2)
+        e = maybe_calibrated(rng, S, 14, sh_range)
+        sc = scalar_word(rng, c, e, oob=which == 2)
+        E[:] = e & 0xFFFFFFFF
     bias = int(rng.random() < 0.5)
     bb = 0
+    B = np.zeros(cols, np.int64)
     if which == 3:
         bias, bb = 1, PRM_N - nl + int(rng.integers(1, 3))
     elif bias:
         bb = c.prm_lines(rng, nl)
         cls = rng.choice(["small", "i16", "full"], p=[0.45, 0.45, 0.1])
         for j in range(nl):
-            c.prm_fill.append((bb + j, rand_i32(rng, L, cls).view(np.uint32)))
-    c.fields = dict(sbuf=sbuf, s=s, srs=srs, d=d, drs=drs, rows=rows, cols=cols, sc=sc, per_ch=per_ch,
-                    bias=bias, bb=bb, **stat_fields(rng, rows, cols, c))
+            v = rand_i32(rng, L, cls)
+            c.prm_fill.append((bb + j, v.view(np.uint32)))
+            B[j * L:(j + 1) * L] = v[:len(B[j * L:(j + 1) * L])]
+    X = N.sat16(N.apply_scale(S.astype(np.int64), E[None, :]) + B[None, :])
+    fields = dict(sbuf=sbuf, s=s, srs=srs, rows=rows, cols=cols, sc=sc, per_ch=per_ch, bias=bias, bb=bb)
+    return fields, nl, X
+
+
+def gen_deq(rng):
+    c = Case("deq")
+    oob = rng.random() < 0.06
+    which = int(rng.integers(0, 4)) if oob else -1
+    f, nl, _ = deq_operands(rng, c, which)
+    rows, cols, s, srs = f["rows"], f["cols"], f["s"], f["srs"]
+    inplace = f["sbuf"] == "acc" and srs >= nl and rng.random() < 0.2 and which < 0
+    if inplace:
+        d, drs = s, srs
+    else:
+        d, drs = pick_region(rng, *zones(ACC_N)[2], rows, nl, oob=which == 1, nlines=ACC_N)
+    c.fields = dict(f, d=d, drs=drs, **stat_fields(rng, rows, cols, c))
+    return c
+
+
+def gen_deqact(rng):
+    c = Case("deqact")
+    oob = rng.random() < 0.06
+    which = int(rng.integers(0, 5)) if oob else -1
+    f, nl, X = deq_operands(rng, c, which)
+    rows, s, srs = f["rows"], f["s"], f["srs"]
+    out = "act" if rng.random() < 0.6 else "acc"
+    ndst = ACC_N if out == "acc" else ACT_N
+    if f["sbuf"] == out and srs >= nl and rng.random() < 0.25 and which < 0:
+        d, drs = s, srs                                         # in place
+    else:
+        d, drs = pick_region(rng, *zones(ndst)[2], rows, nl, oob=which == 1, nlines=ndst)
+    fn = str(rng.choice(["none", "silu", "gelu"]))
+    frac = fn_frac(rng, X)
+    Y = N.fn_q(fn, X, frac)
+    osc = scalar_word(rng, c, maybe_calibrated(rng, Y, 7 if out == "act" else 14, (0, 24)), oob=which == 4)
+    c.fields = dict(f, out=out, d=d, drs=drs, fn=fn, frac=frac, osc=osc)
     return c
 
 
@@ -588,8 +625,8 @@ def gen_transpose(rng):
     return c
 
 
-GENERATORS = {"deq": gen_deq, "add": gen_add, "act": gen_act, "geglu": gen_geglu, "norm": gen_norm,
-              "softmax": gen_softmax, "transpose": gen_transpose}
+GENERATORS = {"deq": gen_deq, "add": gen_add, "act": gen_act, "deqact": gen_deqact, "geglu": gen_geglu,
+              "norm": gen_norm, "softmax": gen_softmax, "transpose": gen_transpose}
 
 
 # ------------------------------------------------------------------ running one case
@@ -792,6 +829,8 @@ THROUGHPUT_CASES = [
     ("act", "act", dict(fn="none")),
     ("act silu", "act", dict(fn="silu")),
     ("act gelu", "act", dict(fn="gelu")),
+    ("deqact per_ch+bias", "deqact", dict(per_ch=1, bias=1, fn="none", out="act")),
+    ("deqact gelu", "deqact", dict(per_ch=0, bias=0, fn="gelu", out="acc")),
     ("geglu", "geglu", {}),
     ("norm row silu", "norm", dict(st_mode="row", fn="silu")),
     ("softmax", "softmax", {}),

@@ -172,6 +172,66 @@ def test_act_statistics_need_acc_output():
     assert (e.value.code, e.value.index) == ("BAD_FIELD", 1)
 
 
+@pytest.mark.parametrize("fn", ["none", "silu", "gelu"])
+@pytest.mark.parametrize("sbuf,out,per_ch,bias", [("acc", "act", 1, 1), ("acc", "acc", 0, 0), ("act", "act", 0, 1),
+                                                  ("act", "acc", 1, 0)])
+def test_deqact(fn, sbuf, out, per_ch, bias):
+    g, rng = random_machine_state(10)
+    rows, cols, frac = 4, L + 5, 8
+    g.prm[3, :] = entries(rng, L, sh=(8, 24))
+    g.prm[4, :5] = entries(rng, 5, sh=(8, 24))
+    g.prm[10, :] = rng.integers(0, 2**32, L, dtype=np.uint64)
+    g.prm[11, :] = rng.integers(-3000, 3000, L).astype(np.int32).view(np.uint32)
+    g.prm[12, 7] = N.make_scale(int(rng.integers(1 << 10, 1 << 20)), 12)
+    g.prm[13, 2] = N.make_scale(int(rng.integers(1 << 10, 1 << 16)), 14)
+    a = dict(sbuf=sbuf, s=2, srs=3, out=out, d=100, drs=2, rows=rows, cols=cols,
+             sc=3 if per_ch else 12 * L + 7, per_ch=per_ch, bias=bias, bb=10, fn=fn, frac=frac, osc=13 * L + 2)
+    src = g.acc if sbuf == "acc" else g.act
+    dst = (g.acc if out == "acc" else g.act).copy()
+    acc = g.acc.copy()
+    for r in range(rows):
+        for c in range(cols):
+            e = int(g.prm[3 + c // L][c % L]) if per_ch else prmw(g, a["sc"])
+            b = s32(int(g.prm[10 + c // L][c % L])) if bias else 0
+            x = sat(scale(el(src, 2, 3, r, c), e) + b, 16)
+            put(dst, 100, 2, r, c, sat(scale(FN[fn](x, frac), prmw(g, a["osc"])), 16 if out == "acc" else 8))
+    stats = g.stat_sum.copy(), g.stat_sq.copy()
+    res = run1(g, Instr.make("deqact", **a))
+    assert np.array_equal(g.acc if out == "acc" else g.act, dst)
+    if out == "act":
+        assert np.array_equal(g.acc, acc)                       # deq's int16 value is not written
+    assert np.array_equal(g.stat_sum, stats[0]) and np.array_equal(g.stat_sq, stats[1])
+    assert res.sfu_elems == rows * cols
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_deqact_equals_deq_then_act(seed):
+    """The fused instruction's result is the pair's (deq into a temporary, act reading it) on random state."""
+    rng = np.random.default_rng(seed)
+    g1, _ = random_machine_state(20 + seed)
+    g1.prm[:] = rng.integers(0, 2**32, g1.prm.shape, dtype=np.uint64)
+    g1.prm[:8] = np.array(entries(rng, 8 * L, sh=(0, 30)), np.uint64).reshape(8, L)
+    rows, cols = int(rng.integers(1, 9)), int(rng.integers(1, 3 * L))
+    common = dict(sbuf=str(rng.choice(["acc", "act"])), s=0, srs=3, rows=rows, cols=cols)
+    deq = dict(common, sc=int(rng.integers(0, 8 * L)), per_ch=int(rng.integers(2)), bias=int(rng.integers(2)),
+               bb=int(rng.integers(8, 60)))
+    if deq["per_ch"]:
+        deq["sc"] = int(rng.integers(0, 5))
+    act = dict(out=str(rng.choice(["acc", "act"])), d=300, drs=3, fn=str(rng.choice(["none", "silu", "gelu"])),
+               frac=int(rng.integers(0, 14)))
+    osc = int(rng.integers(0, 8 * L))
+    g2 = Golden(M, 64)
+    for name in ("act", "acc", "prm"):
+        getattr(g2, name)[:] = getattr(g1, name)
+    run1(g1, Instr.make("deqact", **deq, **act, osc=osc))
+    pair = [Instr.make("sync", q="ld"), Instr.make("deq", **deq, d=200, drs=3),
+            Instr.make("act", sbuf="acc", s=200, srs=3, rows=rows, cols=cols, **act, sc=osc), Instr.make("halt")]
+    g2.run(pair)
+    out = act["out"]
+    lines = slice(300, 300 + 3 * rows)
+    assert np.array_equal(getattr(g1, out)[lines], getattr(g2, out)[lines])
+
+
 @pytest.mark.parametrize("out", ["act", "acc"])
 def test_geglu(out):
     g, rng = random_machine_state(4)
@@ -273,6 +333,8 @@ def test_transpose_and_overlap():
     (Instr.make("norm", rows=3, st_mode="row", gbase=30), "OOB_STAT"),
     (Instr.make("deq", sc=64 * L), "OOB_BUF"),                   # scale word past prm
     (Instr.make("deq", per_ch=1, sc=63, cols=L + 1), "OOB_BUF"),  # scale vector's second line
+    (Instr.make("deqact", osc=64 * L), "OOB_BUF"),               # output scale word past prm
+    (Instr.make("deqact", bias=1, bb=63, cols=L + 1), "OOB_BUF"),  # bias vector's second line
     (Instr.make("norm", nd=64 * L - 2), "OOB_BUF"),              # the descriptor's third word
     (Instr.make("softmax", s=511, srs=1, rows=2), "OOB_BUF"),
     (Instr.make("transpose", d=511, drs=1, cols=2), "OOB_BUF"),
@@ -301,6 +363,7 @@ def test_sfu_row_blocks_change_nothing(monkeypatch):
     test_deq("act", 0, 0, "row")
     test_add_with_broadcast("act", 0)
     test_act("silu", "acc", "acc")
+    test_deqact("gelu", "acc", "act", 1, 1)
     test_geglu("act")
     test_norm_after_statistics("row", "none", "acc")
     test_norm_after_statistics("chan", "silu", "act")

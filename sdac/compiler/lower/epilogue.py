@@ -17,6 +17,7 @@ is held exactly, as q * 256, with eps scaled per step.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -41,7 +42,7 @@ class StatSpec:
 
 @dataclass
 class SfuOp:
-    kind: str                       # deq | add | act | norm | geglu
+    kind: str                       # deq | add | act | norm | geglu | deqact (parts: the deq and the act)
     frac: int = 0                   # fractional bits of the op's input (act/norm/geglu) or output (deq)
     sc: PrmRef | None = None        # scale entry (word) or per-column vector (deq per_ch)
     per_ch: bool = False
@@ -59,6 +60,7 @@ class SfuOp:
     gamma: PrmRef | None = None
     beta: PrmRef | None = None
     cols_out: int = 0               # geglu: output columns (half the input)
+    parts: tuple = ()               # deqact: (deq, act), its fields the act's but for the deq's source
 
 
 @dataclass
@@ -281,9 +283,54 @@ def plan_epilogue(k: Kernel, prm: PrmImage, main: str, main_scale: np.ndarray | 
             prev.out_act, prev.sc = op.out_act, op.sc
             continue
         folded.append(op)
-    if split is not None:
-        split = min(split, len(folded))
-    return EpiloguePlan(folded, split if split is not None else len(folded), gn, stat_groups, out_cols)
+    split = min(split, len(folded)) if split is not None else len(folded)
+    if not any(op.kind == "geglu" for op in folded):     # (GeGLU projections sequence their own ops)
+        folded, split = fuse_deq_act(folded, split)
+    return EpiloguePlan(folded, split, gn, stat_groups, out_cols)
+
+
+def _reads_value(op: SfuOp) -> bool:
+    """Does op read the int16 value held at the tile's acc lines?"""
+    return not (op.kind in ("deq", "deqact") and op.src_act)
+
+
+def _writes_value(op: SfuOp) -> bool:
+    """Does op (re)write the value held at the tile's acc lines?"""
+    return op.kind in ("deq", "add") or op.out_act is None
+
+
+def fuse_deq_act(ops: list[SfuOp], split: int) -> tuple[list[SfuOp], int]:
+    """Each deq followed by an act that reads its value becomes one deqact (one SFU pass, one instruction)
+    where the deq's int16 value is not needed afterwards: the act writes its result back in place, or no
+    later op reads the tile's acc lines before one rewrites them. Neither may accumulate statistics.
+    Returns the ops and the split index among them."""
+    out: list[SfuOp] = []
+    new_split = None
+    j = 0
+    while j < len(ops):
+        if j == split:
+            new_split = len(out)
+        op = ops[j]
+        nxt = ops[j + 1] if j + 1 < len(ops) else None
+        if (op.kind == "deq" and op.st is None and nxt is not None and nxt.kind == "act" and nxt.st is None
+                and j + 1 != split and (nxt.out_act is None or _value_dead(ops[j + 2:]))):
+            out.append(dataclasses.replace(nxt, kind="deqact", src_act=op.src_act, src_tmp=op.src_tmp,
+                                           parts=(op, nxt)))
+            j += 2
+            continue
+        out.append(op)
+        j += 1
+    return out, len(out) if new_split is None else new_split
+
+
+def _value_dead(rest: list[SfuOp]) -> bool:
+    """No op of rest reads the tile's acc value before one rewrites it."""
+    for op in rest:
+        if _reads_value(op):
+            return False
+        if _writes_value(op):
+            return True
+    return True
 
 
 def _descriptor(prm: PrmImage, inv_n: int, eps, FO: int) -> PrmRef:

@@ -791,7 +791,6 @@ def lower_attention(low: Lowerer, k: Kernel) -> None:
         raise CompileError(f"kernel {k.name}: {S} keys do not fit the act buffer")
     tq = _round_tile(tq, T, m.tile_m)
     slot_base = 2 * kv_sets * S * dl
-    op_deq, *rest = plan.ops
     cl_out = low.cl(out.channels)
     tiles = [(b, hh, t0) for b in range(B) for hh in range(h) for t0 in range(0, T, tq)]
 
@@ -827,10 +826,9 @@ def lower_attention(low: Lowerer, k: Kernel) -> None:
         n, o_acc = a["n"], a["o_acc"]
         low.emit("mm", [R("act", a["ps"], n * cs), R("act", a["vbase"], S * dl), W("acc", o_acc, n * dl)],
                  a=a["ps"], ars=cs, wsrc="act", w=a["vbase"], ws=dl, c=o_acc, crs=dl, m=n, n=d, k=S)
-        low.sfu(op_deq, prm, v=o_acc, vrs=dl, rows=n, cols=d, st_first=False)
-        for op in rest[:-1]:
-            low.sfu(op, prm, v=o_acc, vrs=dl, rows=n, cols=d, st_first=False)
-        low.sfu(rest[-1], prm, v=o_acc, vrs=dl, rows=n, cols=d, st_first=False, out=a["os"], outrs=dl)
+        for op in plan.ops:     # the Emit's op writes the tile's output slot
+            kw = dict(out=a["os"], outrs=dl) if op.out_act is not None else {}
+            low.sfu(op, prm, v=o_acc, vrs=dl, rows=n, cols=d, st_first=False, **kw)
         r0 = a["b"] * T + a["t0"]
         dram = low.addr[out.name] + (r0 * cl_out + a["hh"] * dl) * L
         low._chunked("store", [R("act", a["os"], n * dl), W("dram", dram, ((n - 1) * cl_out + dl) * L)],

@@ -238,6 +238,30 @@ class Lowerer:
                 acc = [R("acc", v, vlines), W("acc", v, vlines), prm_acc]
                 self.emit("act", acc, sbuf="acc", s=v, srs=vrs, out="acc", d=v, drs=vrs, rows=rows, cols=cols,
                           fn=op.fn, frac=op.frac, sc=op.sc.word, **st)
+        elif op.kind == "deqact":
+            deq, act = op.parts
+            if op.src_act:
+                src_buf, s, rs = "act", src, srs
+            else:
+                src_buf, s, rs = "acc", v, vrs
+            if op.out_act is not None:
+                dst_buf, d, drs = "act", out, outrs
+            else:
+                dst_buf, d, drs = "acc", v, vrs
+            c = self.cl(cols)
+            if src_buf == dst_buf and (s, rs) != (d, drs) and s < d + (rows - 1) * drs + c and \
+                    d < s + (rows - 1) * rs + c:
+                # an int8 temporary read where the result goes, at another stride: the pair, through acc
+                kw = dict(src=src, srs=srs, out=out, outrs=outrs)
+                self.sfu(deq, prm, v=v, vrs=vrs, rows=rows, cols=cols, st_first=False, **kw)
+                self.sfu(act, prm, v=v, vrs=vrs, rows=rows, cols=cols, st_first=False, **kw)
+                return
+            args = dict(sc=deq.sc.line, per_ch=1) if deq.per_ch else dict(sc=deq.sc.word)
+            if deq.bias is not None:
+                args.update(bias=1, bb=deq.bias.line)
+            acc = [R(src_buf, s, rows * rs), W(dst_buf, d, rows * drs), prm_acc]
+            self.emit("deqact", acc, sbuf=src_buf, s=s, srs=rs, out=dst_buf, d=d, drs=drs, rows=rows, cols=cols,
+                      **args, fn=act.fn, frac=act.frac, osc=act.sc.word)
         elif op.kind in ("norm", "geglu"):
             # int8 into an act tile, or int16 back in place
             if op.out_act is not None:
