@@ -1033,6 +1033,9 @@ class Golden:
         rows, cols = a["rows"], a["cols"]
         S = self._read(d, "acc", a["s"], [(rows, a["srs"])], cols, "the scores")
         e = self._prmw(d, a["sc"], "the scale entry")
+        if a["pre"]:                    # sat16(apply_scale(S, PRMW[psc])), as a deq (int16 fits int32)
+            e1 = self._prmw(d, a["psc"], "the first scale entry")
+            S = _clip(scale_inplace(S.astype(np.int64), e1), 16).astype(np.int32)
         self._sfu(d, a, rows, cols, "act", lambda r0, r1: softmax_fast(S[r0:r1], e),
                   srcs=[("acc", a["s"], rows, a["srs"])], into=lambda r0, r1, out: softmax_fast(S[r0:r1], e, out))
 

@@ -435,7 +435,11 @@ package sdac_isa_pkg;
   localparam int F_SOFTMAX_COLS_W = 16;
   localparam int F_SOFTMAX_SC_LO = 120;
   localparam int F_SOFTMAX_SC_W = 20;
-  localparam logic [WORD_BITS-1:0] USED_SOFTMAX = 256'hfffffffffffffffffffffffffffffff3fff;
+  localparam int F_SOFTMAX_PRE_LO = 140;
+  localparam int F_SOFTMAX_PRE_W = 1;
+  localparam int F_SOFTMAX_PSC_LO = 141;
+  localparam int F_SOFTMAX_PSC_W = 20;
+  localparam logic [WORD_BITS-1:0] USED_SOFTMAX = 256'h1ffffffffffffffffffffffffffffffffffff3fff;
   // transpose: Transpose an int8 matrix in act: D[c, r] = S[r, c].
   localparam int F_TRANSPOSE_S_LO = 16;
   localparam int F_TRANSPOSE_S_W = 20;

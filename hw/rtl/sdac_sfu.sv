@@ -176,7 +176,8 @@ module sdac_sfu
     logic [1:0]  fn;
     logic [4:0]  frac;
     logic [19:0] nd;
-    logic [19:0] osc;        // deqact: output scale word (scalar slot 1)
+    logic        sc2_en;     // a second scalar scale entry PRMW[sc2] (scalar slot 1)
+    logic [19:0] sc2;        //   deqact: the output scale; softmax with pre: the scores' first scale
   } dec_t;
 
   dec_t dec, q;   // decoded from the input word; latched at start
@@ -224,7 +225,8 @@ module sdac_sfu
         dec.p2_base = `SFU_F(DEQACT, BB);
         dec.fn = `SFU_F(DEQACT, FN);
         dec.frac = `SFU_F(DEQACT, FRAC);
-        dec.osc = `SFU_F(DEQACT, OSC);
+        dec.sc2_en = 1'b1;
+        dec.sc2 = `SFU_F(DEQACT, OSC);
       end
       OP_ADD: begin
         dec.kind = K_ADD;
@@ -316,6 +318,8 @@ module sdac_sfu
         dec.cols = `SFU_F(SOFTMAX, COLS);
         dec.sc_en = 1'b1;
         dec.sc = `SFU_F(SOFTMAX, SC);
+        dec.sc2_en = `SFU_F(SOFTMAX, PRE);
+        dec.sc2 = `SFU_F(SOFTMAX, PSC);
       end
       OP_TRANSPOSE: begin
         dec.kind = K_TRANSPOSE;
@@ -351,7 +355,7 @@ module sdac_sfu
     return 32'(w) / 32'(LANES) >= 32'(PRM_DEPTH);
   endfunction
 
-  logic stat_oob, e_a, e_b, e_d, e_sc, e_p1, e_p2, e_nd, e_osc;
+  logic stat_oob, e_a, e_b, e_d, e_sc, e_p1, e_p2, e_nd, e_sc2;
   logic [7:0] chk_err;
   always_comb begin
     // statistics registers gbase .. gbase + groups - 1 must exist
@@ -366,12 +370,12 @@ module sdac_sfu
     e_p1 = q.p1_en && prm_oob(q.p1_base, nl);
     e_p2 = q.p2_en && prm_oob(q.p2_base, nl);
     e_nd = q.kind == K_NORM && word_oob(22'(q.nd) + 22'd2);
-    e_osc = q.kind == K_DEQACT && word_oob(22'(q.osc));
+    e_sc2 = q.sc2_en && word_oob(22'(q.sc2));
     chk_err = ERR_OK;
     unique case (q.kind)
       K_DEQ, K_ADD, K_ACT, K_DEQACT: begin
         if (q.kind == K_ACT && q.st && q.d_act) chk_err = ERR_BAD_FIELD;
-        else if (e_a || e_b || e_sc || e_p1 || e_p2 || e_osc || e_d) chk_err = ERR_OOB_BUF;
+        else if (e_a || e_b || e_sc || e_p1 || e_p2 || e_sc2 || e_d) chk_err = ERR_OOB_BUF;
         else if (q.st && stat_oob) chk_err = ERR_OOB_STAT;
       end
       K_NORM: begin
@@ -379,7 +383,7 @@ module sdac_sfu
         else if (stat_oob) chk_err = ERR_OOB_STAT;
         else if (e_nd || e_p1 || e_p2 || e_sc || e_d) chk_err = ERR_OOB_BUF;
       end
-      K_GEGLU, K_SOFTMAX, K_TRANSPOSE: if (e_a || e_b || e_sc || e_d) chk_err = ERR_OOB_BUF;
+      K_GEGLU, K_SOFTMAX, K_TRANSPOSE: if (e_a || e_b || e_sc || e_sc2 || e_d) chk_err = ERR_OOB_BUF;
       default: chk_err = ERR_BAD_OPCODE;
     endcase
   end
@@ -394,7 +398,7 @@ module sdac_sfu
 
   logic [LANES-1:0] pend;           // lanes of the pipeline's tail line whose statistics are pending
   // scalars
-  logic [31:0] sc_e, inv_n, eps, nsh, osc_e;
+  logic [31:0] sc_e, inv_n, eps, nsh, sc2_e;
   logic [1:0]  scal_k;
   // softmax row state: max (pass 0), sum of exponentials (pass 1)
   s64 mx, total;
@@ -535,15 +539,15 @@ module sdac_sfu
   logic [LW-1:0] scal_lane;
   logic [31:0] scal_val;
   always_comb begin
-    scal_word = (scal_k == 2'd0) ? 22'(q.sc) : (q.kind == K_DEQACT) ? 22'(q.osc) : 22'(q.nd) + 22'(scal_k) - 22'd1;
+    scal_word = (scal_k == 2'd0) ? 22'(q.sc) : q.sc2_en ? 22'(q.sc2) : 22'(q.nd) + 22'(scal_k) - 22'd1;
     scal_line = 22'(32'(scal_word) / 32'(LANES));
     scal_lane = LW'(32'(scal_word) % 32'(LANES));
     scal_val = prm_rd_data[32 * scal_lane +: 32];
   end
 
-  // scalar slots: 0 = PRMW[sc], 1..3 = PRMW[nd .. nd+2] (norm), 1 = PRMW[osc] (deqact)
+  // scalar slots: 0 = PRMW[sc], 1..3 = PRMW[nd .. nd+2] (norm), 1 = PRMW[sc2] (deqact, softmax with pre)
   function automatic logic scal_en(input logic [1:0] k);
-    return (k == 2'd0) ? q.sc_en : q.kind == K_NORM || (k == 2'd1 && q.kind == K_DEQACT);
+    return (k == 2'd0) ? q.sc_en : q.kind == K_NORM || (k == 2'd1 && q.sc2_en);
   endfunction
 
   function automatic logic slot_en(input logic [1:0] k);
@@ -594,14 +598,21 @@ module sdac_sfu
   // One stage of one lane: the numerics.py expressions, a multiply and a rounding shift at most per
   // stage. Stages: deq / add 0-1; norm 0-3 (the normalization) then 4-11 like act; act and geglu
   // 3-11 (3 saturate, 4-8 hard SiLU / GeLU, 9 geglu product, 10 output scale, 11 saturate); deqact
-  // 0-1 like deq, 2 passes, 3 takes deq's result as act's input, 4-11 like act (scale PRMW[osc]);
+  // 0-1 like deq, 2 passes, 3 takes deq's result as act's input, 4-11 like act (scale PRMW[sc2]);
   // act without fn enters at 9. For norm: b = mu, e = gamma, bias = beta of the lane.
   function automatic lane_t stage_fn(input int k, input lane_t i, input logic [1:0] lpass);
     lane_t o;
+    int kk;
     o = i;
     if (q.kind == K_SOFTMAX) begin
-      // softmax_q: u = -apply_scale(x - max, e); ex = 2**(-u/256) (Q15); p = min(127, ex * rl * 127 >> 15+k)
-      unique case (k)
+      // softmax_q: u = -apply_scale(x - max, e); ex = 2**(-u/256) (Q15); p = min(127, ex * rl * 127 >> 15+k);
+      // with pre, stage 0 first puts the scores on their grid (as a deq) and the rest runs a stage later
+      kk = q.sc2_en ? k - 1 : k;
+      if (kk < 0) begin
+        o.a = sat16(rsr(i.a * e_mul(sc2_e), e_sh(sc2_e)));
+        return o;
+      end
+      unique case (kk)
         0: if (lpass != 2'd0) o.w = rsr((i.a - mx) * e_mul(sc_e), e_sh(sc_e));
         1: o.t = exp2_q15(i.w);
         2: o.w = i.t * s64'({48'd0, sm_rl_c});
@@ -636,7 +647,7 @@ module sdac_sfu
       8: if (q.fn != FN_NONE) o.w = rsr(i.w, 40'(q.frac) + 40'sd16);
       9: if (q.kind == K_GEGLU) o.w = rsr(i.a * i.w, 40'(q.frac));             // A * gelu(B)
          else if (q.kind == K_ACT && q.fn == FN_NONE) o.w = sat16(i.a);       // act, fn none: enters here
-      10: o.w = (q.kind == K_DEQACT) ? rsr(i.w * e_mul(osc_e), e_sh(osc_e))   // output scale
+      10: o.w = (q.kind == K_DEQACT) ? rsr(i.w * e_mul(sc2_e), e_sh(sc2_e))   // output scale
                                      : rsr(i.w * e_mul(sc_e), e_sh(sc_e));
       default: o.w = q.d_act ? sat8(i.w) : sat16(i.w);
     endcase
@@ -721,7 +732,8 @@ module sdac_sfu
   assign stream_op = q.kind != K_TRANSPOSE && q.kind != K_BAD;
   assign slines = 33'(q.rows) * 33'(nl);
   assign pc_en = 32'(nl) <= 32'(PCL);
-  assign s_t = (q.kind == K_DEQ || q.kind == K_ADD) ? 4'd1 : (q.kind == K_SOFTMAX) ? 4'd3 : 4'(NSTG - 1);
+  assign s_t = (q.kind == K_DEQ || q.kind == K_ADD) ? 4'd1 : (q.kind == K_SOFTMAX) ? (q.sc2_en ? 4'd4 : 4'd3)
+             : 4'(NSTG - 1);
   assign s_e = (q.kind == K_ACT && q.fn == FN_NONE) ? 4'd9 :
                (q.kind == K_ACT || q.kind == K_GEGLU) ? 4'd3 : 4'd0;
   assign tdaddr = sinfo[s_t].daddr;
@@ -906,7 +918,7 @@ module sdac_sfu
             if (q.st_clr) st_valid <= '0;
             scal_k <= 2'd0;
             if (q.sc_en) state <= S_SCAL;
-            else if (q.kind == K_NORM || q.kind == K_DEQACT) begin
+            else if (q.kind == K_NORM || q.sc2_en) begin
               scal_k <= 2'd1;
               state <= S_SCAL;
             end else state <= S_STREAM;
@@ -936,7 +948,7 @@ module sdac_sfu
           if (prm_rd_valid) begin
             unique case (scal_k)
               2'd0: sc_e <= scal_val;
-              2'd1: if (q.kind == K_DEQACT) osc_e <= scal_val; else inv_n <= scal_val;
+              2'd1: if (q.sc2_en) sc2_e <= scal_val; else inv_n <= scal_val;
               2'd2: eps <= scal_val;
               default: nsh <= scal_val;
             endcase

@@ -138,6 +138,9 @@ def _fp_sfu(op: str):
         else:
             sc = a["sc"] // L
             out.append(_new_span(Span, ("prm", sc, sc + 1, False)))
+            if op == "softmax" and a["pre"]:
+                psc = a["psc"] // L
+                out.append(_new_span(Span, ("prm", psc, psc + 1, False)))
         return out
     return fp
 

@@ -79,7 +79,8 @@ class Timing:
     halt_cycles: int = 4                 # token check and DONE after the last unit is idle
     conv_ws_as_os: bool = False          # True: the array implements only MM-OS; conv df=ws is timed as os
     # Per-op SFU costs replacing the formula above: (op, cycles per line, cycles per row, fixed cycles);
-    # for transpose "lines" counts the lines read plus the lines written.
+    # for transpose "lines" counts the lines read plus the lines written. An entry "op+field" holds the
+    # costs of that op's instructions whose (bool) field is set, e.g. "softmax+pre".
     sfu_costs: tuple = ()
     # Extra SFU cycles per line for instruction options: (feature, cycles per line), feature one of
     # silu, gelu (fn of act / norm), st (statistics), per_ch (deq scale vector), bias (deq bias).
@@ -171,7 +172,8 @@ PROFILES: dict[str, dict] = {
                       # too, not modelled), fixed = setup + pipeline depth; norm 1 cycle per group; softmax
                       # 3 passes per row, each of the last two after the previous has drained
                       sfu_costs=(("deq", 1, 0, 7), ("act", 1, 0, 11), ("deqact", 1, 0, 19), ("add", 1, 0, 7),
-                                 ("geglu", 2, 0, 14), ("softmax", 3, 8, 9), ("norm", 1, 1, 28),
+                                 ("geglu", 2, 0, 14), ("softmax", 3, 8, 9), ("softmax+pre", 3, 10, 12),
+                                 ("norm", 1, 1, 28),
                                  ("transpose", 1.25, 0, 5)),
                       sfu_extra=()),
 }
@@ -277,6 +279,11 @@ def latencies(instrs, t: Timing) -> Work:
             if op == "transpose":
                 lines = lines + cols * _cdiv(rows, L)
             per_line, per_group, fixed = costs[op]
+            for name, (pl, pg, fx) in costs.items():       # variants: "op+field" where the field is set
+                if name.startswith(op + "+"):
+                    on = a(name.split("+", 1)[1]).astype(bool)
+                    per_line, per_group, fixed = (np.where(on, pl, per_line), np.where(on, pg, per_group),
+                                                  np.where(on, fx, fixed))
             groups = rows
             if op == "norm":              # per statistics group: rows (LayerNorm) or channel groups (GroupNorm)
                 groups = _norm_groups(instrs, idx)

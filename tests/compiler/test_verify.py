@@ -263,6 +263,8 @@ def _footprint_plain(ins, L):
             rng("prm", a["beta"], 0, c, False)
         elif op != "transpose":
             rng("prm", a["sc"] // L, 0, 1, False)
+            if op == "softmax" and a["pre"]:
+                rng("prm", a["psc"] // L, 0, 1, False)
     return out
 
 

@@ -586,11 +586,17 @@ def gen_softmax(rng):
     rows, cols = rand_shape(rng, max_rows=6, max_cols=4 * L + 5)
     nl = cdiv(cols, L)
     oob = rng.random() < 0.06
-    which = int(rng.integers(0, 3)) if oob else -1
+    which = int(rng.integers(0, 4)) if oob else -1
     s, srs = pick_region(rng, *zones(ACC_N)[0], rows, nl, oob=which == 0, nlines=ACC_N)
     S = fill_rows(c, "acc", s, rows, srs, cols,
                   lambda n: rand_i32(rng, n, rng.choice(["small", "i16", "wide", "full"])))
     d, drs = pick_region(rng, *zones(ACT_N)[2], rows, nl, oob=which == 1, nlines=ACT_N)
+    pre = dict(pre=0, psc=0)
+    if rng.random() < 0.5 or which == 3:
+        # the scores first put on a grid (as a deq in place would: saturating at int16)
+        e1 = maybe_calibrated(rng, S, int(rng.integers(7, 15)), (8, 40))
+        pre = dict(pre=1, psc=scalar_word(rng, c, e1, oob=which == 3))
+        S = N.sat16(N.apply_scale(S.astype(np.int64), e1))
     if rng.random() < 0.75:
         # map the score range to a few (1..14) octaves of exponent: most probabilities in between
         span = int((S.max(axis=1) - S.min(axis=1)).max()) if S.size else 1
@@ -598,7 +604,7 @@ def gen_softmax(rng):
     else:
         e = rand_scale(rng, (0, 30))
     sc = scalar_word(rng, c, e, oob=which == 2)
-    c.fields = dict(s=s, srs=srs, d=d, drs=drs, rows=rows, cols=cols, sc=sc)
+    c.fields = dict(s=s, srs=srs, d=d, drs=drs, rows=rows, cols=cols, sc=sc, **pre)
     return c
 
 
@@ -833,7 +839,8 @@ THROUGHPUT_CASES = [
     ("deqact gelu", "deqact", dict(per_ch=0, bias=0, fn="gelu", out="acc")),
     ("geglu", "geglu", {}),
     ("norm row silu", "norm", dict(st_mode="row", fn="silu")),
-    ("softmax", "softmax", {}),
+    ("softmax", "softmax", dict(pre=0)),
+    ("softmax pre", "softmax", dict(pre=1)),
     ("transpose", "transpose", {}),
 ]
 

@@ -88,6 +88,7 @@ def programs():
     P["deqact per_ch bias silu"] = [I("deqact", per_ch=1, bias=1, bb=1, fn="silu", frac=8, out="act", osc=0,
                                       **sfu)]
     P["softmax"] = [I("softmax", **sfu)]
+    P["softmax pre"] = [I("softmax", pre=1, psc=1, **sfu)]
     P["norm silu"] = [I("norm", out="act", fn="silu", st_mode="row", nd=0, gamma=1, beta=2, **sfu)]
     P["add, geglu"] = [I("add", a=0, ars=3, bbuf="act", b=0, brs=3, d=0, drs=3, rows=13, cols=10, sc=0),
                        I("geglu", a=0, ars=3, b=60, brs=3, d=0, drs=3, rows=13, cols=10, sc=0)]

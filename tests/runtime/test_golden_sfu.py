@@ -309,6 +309,34 @@ def test_softmax():
     assert np.array_equal(g.act, act)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_softmax_pre_equals_deq_then_softmax(seed):
+    """pre=1 rescales the scores as a deq in place would (saturating at int16), then the SoftMax: the same
+    probabilities as the pair, and the scores in acc stay as they were."""
+    g, rng = random_machine_state(30 + seed)
+    rows, cols = int(rng.integers(1, 6)), int(rng.integers(1, 4 * L))
+    g.acc[:] = rng.integers(-2**31, 2**31, g.acc.shape) if seed == 2 else rng.integers(-60000, 60000, g.acc.shape)
+    g.prm[0, 3] = N.make_scale(369, 8)
+    g.prm[0, 5] = N.make_scale(int(rng.integers(1 << 10, 1 << 22)), int(rng.integers(10, 26)))
+    g2 = Golden(M, 64)
+    for name in ("act", "acc", "prm"):
+        getattr(g2, name)[:] = getattr(g, name)
+    acc = g.acc.copy()
+    a = dict(s=57, srs=4, d=10, drs=4, rows=rows, cols=cols, sc=3)
+    run1(g, Instr.make("softmax", **a, pre=1, psc=5))
+    g2.run([Instr.make("sync", q="ld"), Instr.make("deq", sbuf="acc", s=57, srs=4, d=57, drs=4, rows=rows, cols=cols,
+                                                   sc=5),
+            Instr.make("softmax", **a), Instr.make("halt")])
+    assert np.array_equal(g.act, g2.act)
+    assert np.array_equal(g.acc, acc)
+    # and against the element-wise definition
+    e1 = prmw(g, 5)
+    for r in range(rows):
+        x = np.array([sat(scale(el(acc, 57, 4, r, c), e1), 16) for c in range(cols)])
+        p = N.softmax_q(x, prmw(g, 3))
+        assert [el(g.act, 10, 4, r, c) for c in range(cols)] == [int(v) for v in p]
+
+
 def test_transpose_and_overlap():
     g, _ = random_machine_state(7)
     rows, cols = L + 3, 7
@@ -337,6 +365,7 @@ def test_transpose_and_overlap():
     (Instr.make("deqact", bias=1, bb=63, cols=L + 1), "OOB_BUF"),  # bias vector's second line
     (Instr.make("norm", nd=64 * L - 2), "OOB_BUF"),              # the descriptor's third word
     (Instr.make("softmax", s=511, srs=1, rows=2), "OOB_BUF"),
+    (Instr.make("softmax", pre=1, psc=64 * L), "OOB_BUF"),       # the first scale word past prm
     (Instr.make("transpose", d=511, drs=1, cols=2), "OOB_BUF"),
     (Instr.make("geglu", d=511, drs=1, rows=2, out="act"), "OOB_BUF"),
 ])

@@ -766,8 +766,8 @@ def lower_attention(low: Lowerer, k: Kernel) -> None:
     sq, sk, sv = _steps(qa, n_steps), _steps(ka, n_steps), _steps(va, n_steps)
     score_rq = None
     if k.score_scales is not None:
-        # the model rounds the scores to its int8 grid (requant_inside): one deq in place puts them on that
-        # grid (saturating at int16, not int8: they differ only past the calibrated range), SoftMax reads that
+        # the model rounds the scores to its int8 grid (requant_inside): the SoftMax's first scale (pre) puts
+        # them on that grid (saturating at int16, not int8: they differ only past the calibrated range)
         ss = np.broadcast_to(np.asarray(k.score_scales, np.float64), (n_steps,))
         score_rq = prm.word(scale_entries(sq * sk * k.sm_scale / ss, f"kernel {k.name} scores"))
         sm = prm.word(scale_entries(ss * math.log2(math.e) * 256.0, f"kernel {k.name} softmax"))
@@ -811,11 +811,9 @@ def lower_attention(low: Lowerer, k: Kernel) -> None:
         low.load_rows(qa, qs, a["b"] * T + a["t0"], n, line0=a["hh"] * dl, lines=dl)
         low.emit("mm", [R("act", qs, n * dl), R("act", a["kbase"], S * dl), W("acc", sc_acc, n * cs)],
                  a=qs, ars=dl, wsrc="act_t", w=a["kbase"], ws=dl, c=sc_acc, crs=cs, m=n, n=S, k=d)
-        if score_rq is not None:
-            low.emit("deq", [R("acc", sc_acc, n * cs), W("acc", sc_acc, n * cs), R("prm", prm.base, prm.lines)],
-                     sbuf="acc", s=sc_acc, srs=cs, d=sc_acc, drs=cs, rows=n, cols=S, sc=score_rq.word)
+        pre = {} if score_rq is None else dict(pre=1, psc=score_rq.word)    # rounded to the grid in the same pass
         low.emit("softmax", [R("acc", sc_acc, n * cs), W("act", ps, n * cs), R("prm", prm.base, prm.lines)],
-                 s=sc_acc, srs=cs, d=ps, drs=cs, rows=n, cols=S, sc=sm.word)
+                 s=sc_acc, srs=cs, d=ps, drs=cs, rows=n, cols=S, sc=sm.word, **pre)
 
     def values(i):      # (this head's V,) P.V on the array, dequantize and emit the head's columns, store
         a = addrs(i)
