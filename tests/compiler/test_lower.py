@@ -182,7 +182,8 @@ def test_requant_inside_keeps_the_tiling():
             return [i for i in r.bundle.instrs[d["first"]:d["last"] + 1] if i.op == which]
         if name == "transformer":
             assert [i.args for i in ops(faithful, "mm")] == [i.args for i in ops(plain, "mm")]
-        assert len(ops(faithful, "deq")) > len(ops(plain, "deq")), name          # it does round inside
+        sfu_passes = [sum(len(ops(r, op)) for op in ("deq", "deqact", "act")) for r in (plain, faithful)]
+        assert sfu_passes[1] > sfu_passes[0], name          # it does round inside
         dram = [next(k.dram_bytes for k in estimate(r.bundle).kernels if k.name == kernel) for r in (plain, faithful)]
         assert dram[1] <= 1.1 * dram[0], (name, dram)
         x = models.sample_inputs(name, seed=4)
@@ -302,8 +303,11 @@ def test_geglu_projection_in_column_chunks(rounds):
     check(out, min_db=25, max_lsb=5 if rounds else 3)
     per_tile = [i.args["cols"] for i in b.instrs if i.op == "geglu"]
     assert per_tile[:3] == [40, 40, 20]                   # 5 output lines in chunks of 2, 2, 1
-    back = [i for i in b.instrs if i.op == "deq" and i.args["sbuf"] == "act"]    # from an on-chip int8 tile
-    assert len(back) == (4 * len(per_tile) if rounds else 0)        # two roundings of each half
+    # two roundings of each half: each one pass into an on-chip int8 tile (the first fused with the
+    # dequantize), each read back from it (the first read fused with the second rounding, in place)
+    back = [i for i in b.instrs if i.op in ("deq", "deqact") and i.args["sbuf"] == "act"]
+    to_tile = [i for i in b.instrs if i.op == "deqact" and i.args["out"] == "act"]
+    assert len(back) == len(to_tile) == (4 * len(per_tile) if rounds else 0)
 
 
 def test_groupnorm_of_an_int8_tensor_larger_than_acc_recomputes():

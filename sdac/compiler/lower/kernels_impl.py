@@ -554,8 +554,8 @@ def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, chunk_ops, 
             else:
                 array = sum(c * mm_cycles(m, r, 2 * n * L, K) for n, c in chunk_widths)
             return TileWork(r, 2 * H, r * K * 2 * H, r * cl_in * L + wbytes + r * hl * L,
-                            r * (4 + 4 * len(rounds)) * H,
-                            1 + len(chunks) * (5 + 4 * len(rounds) + len(rest) + (not resident)), array=array,
+                            r * (4 + 2 * len(rounds)) * H,
+                            1 + len(chunks) * (5 + 2 * len(rounds) + len(rest) + (not resident)), array=array,
                             lead_bytes=r * cl_in * L + wbytes // len(chunks))
 
         tm, cycles = best_rows(m, tm, image_rows, work, m.tile_m)
@@ -584,17 +584,15 @@ def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, chunk_ops, 
             vlines = t.rows * vrs
             _emit_linear(low, df, a, in_lines, cl_in, cinl, wa, nb, kp, v, vrs, t.rows, 2 * n * L, K)
             for off, line0 in ((0, j), (n, hl + j)):      # value half, gate half: their columns' scales
-                low.emit("deq", [R("acc", v, vlines), W("acc", v + off, vlines - off), prm_acc], sbuf="acc",
-                         s=v + off, srs=vrs, d=v + off, drs=vrs, rows=t.rows, cols=n * L,
-                         **_deq_cols(deq, line0))
+                src, src_acc, scale = dict(sbuf="acc", s=v + off, srs=vrs), R("acc", v, vlines), _deq_cols(deq, line0)
                 for rq, back in rounds:
-                    # to the model's int8 grid in the chunk's output slot (the GeGLU writes it only later)
-                    low.emit("act", [R("acc", v, vlines), W("act", o, t.rows * n), prm_acc], sbuf="acc",
-                             s=v + off, srs=vrs, out="act", d=o, drs=n, rows=t.rows, cols=n * L, fn=rq.fn,
-                             frac=rq.frac, sc=rq.sc.word)
-                    low.emit("deq", [R("act", o, t.rows * n), W("acc", v + off, vlines - off), prm_acc],
-                             sbuf="act", s=o, srs=n, d=v + off, drs=vrs, rows=t.rows, cols=n * L,
-                             **_deq_cols(back, line0))
+                    # dequantize (or bring back) and round to the model's int8 grid in one pass, into the
+                    # chunk's output slot (the GeGLU writes it only later)
+                    low.emit("deqact", [src_acc, W("act", o, t.rows * n), prm_acc], **src, out="act", d=o, drs=n,
+                             rows=t.rows, cols=n * L, **scale, fn=rq.fn, frac=rq.frac, osc=rq.sc.word)
+                    src, src_acc, scale = dict(sbuf="act", s=o, srs=n), R("act", o, t.rows * n), _deq_cols(back, line0)
+                low.emit("deq", [src_acc, W("acc", v + off, vlines - off), prm_acc], **src, d=v + off, drs=vrs,
+                         rows=t.rows, cols=n * L, **scale)
             if rest:
                 dst, acc_out = dict(out="acc", d=v, drs=vrs), W("acc", v, vlines)
             else:
