@@ -167,6 +167,9 @@ def main(argv=None) -> int:
         ("CPU time (compile process / verifier process)",
          f"{bu.secs(comp.get('cpu_self_s'))} / {bu.secs(comp.get('cpu_children_s'))}" if ok else "-",
          "on 2 cores: the compile's wall time is at least half the sum"),
+        ("  of which the DATA image (weights packed, checksummed, stored)",
+         bu.secs(comp.get("timings", {}).get("data cpu")) if ok else "-",
+         "compile process, mostly its writer thread during the lowering"),
         ("instructions", comp.get("instrs", "-"), ""),
         ("bundle size", gib(comp.get("bundle_bytes")) if ok else "-", f"static data {gib(comp.get('data_bytes'))}"
          if ok else ""),

@@ -29,6 +29,7 @@ import numbers
 import os
 import struct
 import tempfile
+import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -118,6 +119,7 @@ class DataImage:
 
     def __init__(self, spill: int = 64 << 20, thread_from: int = 1 << 20):
         self.spill, self.thread_from, self.size, self.crc = spill, thread_from, 0, 0
+        self.cpu = 0.0          # CPU seconds of the threads that made, checksummed and stored the parts
         self.buf: bytearray | None = bytearray()
         self.file = None
         self._writer = None
@@ -146,6 +148,7 @@ class DataImage:
     def _write(self, nbytes: int, make) -> None:
         """Make, check, checksum and store one part (on the writer thread once there is one: then only that
         thread touches buf and file until finish() has joined it)."""
+        t = time.thread_time()
         blob = make()
         if len(blob) != nbytes:
             raise SdacError(f"DATA image: a part of {len(blob)} bytes was announced as {nbytes} (compiler bug)")
@@ -158,6 +161,7 @@ class DataImage:
                 self.buf = None
         else:
             self.file.write(blob)
+        self.cpu += time.thread_time() - t
 
     def finish(self):
         while self._jobs:

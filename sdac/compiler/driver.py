@@ -160,8 +160,10 @@ def _compile(model, step_scales, machine, dataflow, dump_after, dump_dir, calib,
                 bundle.data.finish()
             raise
         t = time.perf_counter()
-        bundle.data = bundle.data.finish()
+        image = bundle.data
+        bundle.data = image.finish()
         timings["data wait"] = time.perf_counter() - t
+        timings["data cpu"] = image.cpu         # CPU (not wall) time: packing, checksumming, storing weights
         return CompileResult(bundle, kg, explained, list(ctx.dumped), timings,
                              stream.peak_rss if stream is not None else 0)
 

@@ -1,4 +1,6 @@
 """The compiler's fast paths against the plain definitions they replace (same results, same errors)."""
+import time
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -223,6 +225,18 @@ def test_data_image_writer_thread_keeps_order_and_reports_failures(spill, thread
     assert isinstance(data, SpilledData) == (spill < len(img)) and bytes(data) == b"".join(parts)
     if isinstance(data, SpilledData):
         assert data.crc == zlib.crc32(b"".join(parts))
+    assert img.cpu > 0
+    # the CPU time counts the parts' own making (a part that burns CPU shows), on whichever thread made it
+    busy = DataImage(spill=spill, thread_from=thread_from)
+
+    def burn():
+        t = time.thread_time()
+        while time.thread_time() - t < 0.05:
+            pass
+        return bytes(400)
+    busy.append(400, burn)
+    busy.finish()
+    assert busy.cpu >= 0.05
     bad = DataImage(spill=10, thread_from=thread_from)
     bad += bytes(20)
 
