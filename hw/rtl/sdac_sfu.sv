@@ -186,8 +186,8 @@ module sdac_sfu
     dec = '0;
     dec.gsize = 12'd1;
     unique case (instr[F_OPCODE_LO +: F_OPCODE_W])
-      OP_DEQ: begin
-        dec.kind = K_DEQ;
+      OP_DEQ, OP_DEQACT: begin
+        // deqact lists deq's fields first, at deq's bit positions (isa.toml; tests/isa checks it)
         dec.a_act = `SFU_F(DEQ, SBUF);
         dec.a_base = `SFU_F(DEQ, S);
         dec.a_rs = `SFU_F(DEQ, SRS);
@@ -201,32 +201,21 @@ module sdac_sfu
         dec.p1_base = `SFU_F(DEQ, SC);
         dec.p2_en = `SFU_F(DEQ, BIAS);
         dec.p2_base = `SFU_F(DEQ, BB);
-        dec.st = `SFU_F(DEQ, ST);
-        dec.st_clr = `SFU_F(DEQ, ST_CLR);
-        dec.st_chan = `SFU_F(DEQ, ST_MODE);
-        dec.gsize = `SFU_F(DEQ, GSIZE);
-        dec.gbase = `SFU_F(DEQ, GBASE);
-      end
-      OP_DEQACT: begin
-        dec.kind = K_DEQACT;
-        dec.a_act = `SFU_F(DEQACT, SBUF);
-        dec.a_base = `SFU_F(DEQACT, S);
-        dec.a_rs = `SFU_F(DEQACT, SRS);
-        dec.d_act = `SFU_F(DEQACT, OUT);
-        dec.d_base = `SFU_F(DEQACT, D);
-        dec.d_rs = `SFU_F(DEQACT, DRS);
-        dec.rows = `SFU_F(DEQACT, ROWS);
-        dec.cols = `SFU_F(DEQACT, COLS);
-        dec.sc = `SFU_F(DEQACT, SC);
-        dec.sc_en = !`SFU_F(DEQACT, PER_CH);
-        dec.p1_en = `SFU_F(DEQACT, PER_CH);
-        dec.p1_base = `SFU_F(DEQACT, SC);
-        dec.p2_en = `SFU_F(DEQACT, BIAS);
-        dec.p2_base = `SFU_F(DEQACT, BB);
-        dec.fn = `SFU_F(DEQACT, FN);
-        dec.frac = `SFU_F(DEQACT, FRAC);
-        dec.sc2_en = 1'b1;
-        dec.sc2 = `SFU_F(DEQACT, OSC);
+        if (instr[F_OPCODE_LO +: F_OPCODE_W] == OP_DEQ) begin
+          dec.kind = K_DEQ;
+          dec.st = `SFU_F(DEQ, ST);
+          dec.st_clr = `SFU_F(DEQ, ST_CLR);
+          dec.st_chan = `SFU_F(DEQ, ST_MODE);
+          dec.gsize = `SFU_F(DEQ, GSIZE);
+          dec.gbase = `SFU_F(DEQ, GBASE);
+        end else begin
+          dec.kind = K_DEQACT;
+          dec.d_act = `SFU_F(DEQACT, OUT);
+          dec.fn = `SFU_F(DEQACT, FN);
+          dec.frac = `SFU_F(DEQACT, FRAC);
+          dec.sc2_en = 1'b1;
+          dec.sc2 = `SFU_F(DEQACT, OSC);
+        end
       end
       OP_ADD: begin
         dec.kind = K_ADD;
