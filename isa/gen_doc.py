@@ -113,6 +113,13 @@ def render() -> str:
     w("")
     w(" ".join(SPEC.summary.split()))
     w("")
+    older = [str(v) for v in SPEC.runs if v != SPEC.version]
+    if older:
+        w(f"Programs of version{'s' if len(older) > 1 else ''} {', '.join(older)} are programs of this version with "
+          "the same meaning (it only added instructions and fields in bits that were reserved): bundles of "
+          "those versions still load and run (`[isa] runs`); a device of an older version refuses a bundle of "
+          "this one.")
+        w("")
     w("This is the reference a hardware implementation follows. The definitions it renders are the ones "
       "the encoder (`sdac.isa.encoding`), the assembler (`sdac.isa.asm`), the golden model "
       "(`sdac.runtime.golden`) and the generated SystemVerilog package (`hw/rtl/sdac_isa_pkg.sv`) use.")

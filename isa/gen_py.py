@@ -26,6 +26,7 @@ def render() -> str:
     w('"""')
     w("")
     w(f"ISA_VERSION = {SPEC.version}")
+    w(f"ISA_RUNS = {SPEC.runs!r}  # versions whose programs this version runs unchanged")
     w(f"WORD_BYTES = {SPEC.word_bytes}")
     w(f"CSR_ADDR_BITS = {SPEC.csr_addr_bits}")
     w(f"CSR_SPAN = {1 << SPEC.csr_addr_bits:#x}  # bytes of address space the register block decodes")

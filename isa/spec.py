@@ -125,6 +125,7 @@ class IsaSpec:
     csr: Mapping[str, CsrReg] = field(default_factory=lambda: MappingProxyType({}))  # in offset order
     csr_addr_bits: int = 8
     csr_summary: str = ""
+    runs: tuple[int, ...] = ()      # versions whose programs run unchanged: this one and [isa].runs
 
     @property
     def word_bytes(self) -> int:
@@ -268,7 +269,11 @@ def parse_spec(text: str) -> IsaSpec:
 
     errors = {k: (int(v["code"]), v["doc"]) for k, v in raw.get("errors", {}).items()}
     csr, csr_addr_bits, csr_summary = _csr(raw.get("csr", {}))
-    spec = IsaSpec(name=raw["isa"]["name"], version=int(raw["isa"]["version"]), word_bits=word_bits,
+    version = int(raw["isa"]["version"])
+    runs = tuple(sorted({version, *(int(v) for v in raw["isa"].get("runs", []))}))
+    if runs[-1] != version:
+        raise SpecError(f"[isa] runs {list(runs)}: only older versions than {version} can be listed")
+    spec = IsaSpec(name=raw["isa"]["name"], version=version, runs=runs, word_bits=word_bits,
                    summary=raw["isa"]["summary"].strip(), header=tuple(header),
                    enums=MappingProxyType(enums), instrs=tuple(instrs), errors=MappingProxyType(errors),
                    csr=csr, csr_addr_bits=csr_addr_bits, csr_summary=csr_summary)

@@ -47,6 +47,7 @@ except ImportError:                             # on a board: csr_map.py next to
 
 ERROR_NAMES = CSR.ERROR_NAMES
 ISA_VERSION = CSR.ISA_VERSION
+ISA_RUNS = CSR.ISA_RUNS         # versions whose programs version ISA_VERSION runs unchanged
 WORD_BYTES = CSR.WORD_BYTES
 PROG_ALIGN = 4096
 
@@ -137,8 +138,9 @@ class Image:
         _, version, hsize, count, _, toff, fsize, isa_version, table_crc = struct.unpack_from("<8sHHIIIQII", blob)
         if version != 1 or fsize != len(blob) or count > 8:
             fail(f"unsupported or truncated bundle (format {version}, {fsize} bytes in header, {len(blob)} in file)")
-        if isa_version != ISA_VERSION:
-            fail(f"compiled for ISA version {isa_version}, this driver implements {ISA_VERSION}")
+        if isa_version not in ISA_RUNS:
+            fail(f"compiled for ISA version {isa_version}, this driver implements {ISA_VERSION} (and runs "
+                 f"versions {', '.join(map(str, ISA_RUNS))})")
         table = blob[toff:toff + 32 * count]
         if zlib.crc32(table) != table_crc:
             fail("corrupted: section table CRC mismatch")
@@ -260,7 +262,10 @@ class Driver:
         ident = self.identify()
         want = DeviceId(image.isa_version, image.lanes, int(image.machine.get("array_rows", ident.array_rows)),
                         int(image.machine.get("array_cols", ident.array_cols)))
-        if ident != want:
+        # a device of a later version this driver knows runs the older bundle's program unchanged
+        runs = ident.version in ISA_RUNS and image.isa_version in ISA_RUNS and image.isa_version <= ident.version
+        if not runs or (ident.lanes, ident.array_rows, ident.array_cols) != (want.lanes, want.array_rows,
+                                                                            want.array_cols):
             raise DeviceError("MISMATCH", f"the device implements ISA version {ident.version} with {ident.lanes} "
                               f"lanes and a {ident.array_rows}x{ident.array_cols} array, the bundle needs version "
                               f"{want.version} with {want.lanes} lanes and a {want.array_rows}x{want.array_cols} "

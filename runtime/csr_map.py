@@ -7,7 +7,8 @@ Register offsets are named after the register (CTRL, STATUS, ...); a one-bit fie
 <REG>_<FIELD>; a wider field has <REG>_<FIELD>_LSB and <REG>_<FIELD>_BITS.
 """
 
-ISA_VERSION = 1
+ISA_VERSION = 2
+ISA_RUNS = (1, 2)  # versions whose programs this version runs unchanged
 WORD_BYTES = 32
 CSR_ADDR_BITS = 8
 CSR_SPAN = 0x100  # bytes of address space the register block decodes

@@ -331,8 +331,9 @@ def parse_bundle(blob: bytes, name: str = "<bytes>") -> Bundle:
         fail("corrupted: header CRC mismatch")
     if version != FORMAT_VERSION:
         fail(f"bundle format version {version}, this sdac reads version {FORMAT_VERSION}")
-    if isa_version != SPEC.version:
-        fail(f"compiled for ISA version {isa_version}, this sdac implements version {SPEC.version}")
+    if isa_version not in SPEC.runs:
+        fail(f"compiled for ISA version {isa_version}, this sdac implements version {SPEC.version} (and runs "
+             f"bundles of versions {', '.join(map(str, SPEC.runs))})")
     if hsize != HEADER_SIZE or toff != HEADER_SIZE or flags != 0 or any(blob[_HEADER.size + 4:HEADER_SIZE]):
         fail("corrupted: unexpected header fields")
     if fsize != len(blob):

@@ -114,6 +114,12 @@ def test_wrong_format_and_isa_version():
     blob = bytearray(sample_bundle().to_bytes())
     struct.pack_into("<I", blob, 32, 99)
     _expect(_refix(blob), "ISA version 99")
+    # a bundle of an older version this one runs unchanged ([isa] runs) reads as it was written
+    from sdac.isa.spec import SPEC
+    assert min(SPEC.runs) < SPEC.version
+    blob = bytearray(sample_bundle().to_bytes())
+    struct.pack_into("<I", blob, 32, min(SPEC.runs))
+    assert Bundle.from_bytes(_refix(blob), "m.sdab").instrs == sample_bundle().instrs
 
 
 def test_crc_mismatches():

@@ -2,7 +2,7 @@
 // isa/numerics.py and isa/tables.py. Do not edit by hand.
 // verilator lint_off UNUSEDPARAM
 package sdac_isa_pkg;
-  localparam int ISA_VERSION = 1;
+  localparam int ISA_VERSION = 2;
   localparam int WORD_BITS = 256;
 
   // Default machine description

@@ -1,6 +1,7 @@
 """The register-level driver (runtime/board.py) against the fake device: the CSR protocol's start / busy /
 done / error / timeout paths, the PYNQ port with a stand-in pynq module, and the standalone pieces
 (bundle reader, host conversion, error table) against sdac's own."""
+import dataclasses
 import subprocess
 import sys
 import types
@@ -98,6 +99,16 @@ def test_image_from_file_equals_from_bundle(bundle, tmp_path):
         B.Image.from_bytes(bytes(blob))
     with pytest.raises(SdacError, match="magic"):
         B.Image.from_bytes(b"hello" * 20)
+    # the header's ISA version (offset 32, outside the CRCs): an older one this version runs, or an unknown one
+    import struct
+    for version, ok in ((min(SPEC.runs), True), (SPEC.version + 1, False)):
+        blob = bytearray(p.read_bytes())
+        struct.pack_into("<I", blob, 32, version)
+        if ok:
+            assert B.Image.from_bytes(bytes(blob)).isa_version == version
+        else:
+            with pytest.raises(SdacError, match=f"compiled for ISA version {version}"):
+                B.Image.from_bytes(bytes(blob))
 
 
 def test_host_conversion_matches_sdac_host(bundle):
@@ -261,6 +272,31 @@ def test_identity_and_memory_checks(bundle):
         B.Driver(FakeDevice(wide, img.device_bytes)).load(img)
     assert B.Driver(FakeDevice(bundle.machine, img.device_bytes)).identify() == B.DeviceId(
         SPEC.version, bundle.machine.lanes, bundle.machine.array_rows, bundle.machine.array_cols)
+
+
+def test_isa_versions_a_device_runs(bundle):
+    """A device of this version runs bundles of the versions it lists as running unchanged ([isa] runs); an
+    older device refuses a bundle of a newer version (it may hold instructions the device lacks)."""
+    img = B.Image.from_bundle(bundle)
+
+    class Version(FakeDevice):
+        def __init__(self, version, *a):
+            super().__init__(*a)
+            self.version = version
+
+        def read32(self, o):
+            v = super().read32(o)
+            if o == OFF["ID"]:
+                v = (v & ~0xFF) | self.version
+            return v
+    older = min(SPEC.runs)
+    assert older < SPEC.version                 # (this version runs an older one's programs)
+    B.Driver(Version(SPEC.version, bundle.machine, img.device_bytes)).load(
+        dataclasses.replace(img, isa_version=older))
+    with pytest.raises(DeviceError, match=f"implements ISA version {older} .* needs version {SPEC.version}"):
+        B.Driver(Version(older, bundle.machine, img.device_bytes)).load(img)
+    with pytest.raises(DeviceError, match="MISMATCH"):
+        B.Driver(Version(SPEC.version + 1, bundle.machine, img.device_bytes)).load(img)   # unknown to us
 
 
 def test_pynq_port_end_to_end(bundle):
