@@ -213,6 +213,50 @@ def test_on_chip_temporaries_take_no_tile_rows():
     assert _act_rows(low, plan(40, 160)) == (DEFAULT.act_lines // 2) // (2 * 2 + 8)
 
 
+def test_deq_and_act_fuse_only_where_the_deq_value_is_dead():
+    """fuse_deq_act: a deq and the act after it become one deqact when the int16 value the deq leaves in acc
+    is not read afterwards (the act writes back in place, or the next op touching the tile's acc lines
+    rewrites them), neither accumulates statistics, and the pair does not span the GroupNorm split."""
+    from sdac.compiler.lower.epilogue import SfuOp, StatSpec, fuse_deq_act
+    y, t = act("y", (1, 40), 0.1), act("t", (1, 40), 0.1)
+    deq, emit = (lambda **k: SfuOp("deq", **k)), (lambda **k: SfuOp("act", out_act=y, **k))
+
+    def kinds(ops, split=None):
+        out, sp = fuse_deq_act(ops, len(ops) if split is None else split)
+        return [o.kind for o in out], sp
+    assert kinds([deq(), emit()]) == (["deqact"], 1)
+    assert kinds([deq(), SfuOp("act", fn="silu")]) == (["deqact"], 1)                 # in place: writes it back
+    rounding = [deq(), SfuOp("act", out_act=t, on_chip=True), deq(src_act=True, src_tmp=t), emit()]
+    assert kinds(rounding) == (["deqact", "deqact"], 2)            # the read-back rewrites the tile's acc
+    assert kinds([deq(), emit(), SfuOp("add")]) == (["deq", "act", "add"], 3)   # the add reads the deq's value
+    norm = SfuOp("norm", group=StatSpec("chan", 4, False))
+    assert kinds([deq(), emit(), norm], split=2) == (["deq", "act", "norm"], 2)
+    assert kinds([deq(st=StatSpec("row", 1, True)), SfuOp("act", fn="silu")]) == (["deq", "act"], 2)
+    assert kinds([deq(), SfuOp("act", fn="silu"), norm], split=1) == (["deq", "act", "norm"], 1)   # spans split
+    fused, _ = fuse_deq_act(rounding, 4)
+    assert fused[0].parts == (rounding[0], rounding[1]) and fused[0].out_act is t and fused[1].src_tmp is t
+
+
+def test_deqact_with_overlapping_int8_tiles_is_emitted_as_the_pair():
+    """A deqact whose int8 source and int8 result overlap at different strides would break the ISA's
+    in-place-or-disjoint rule: the lowering emits the deq and the act instead (through the tile's acc)."""
+    from sdac.compiler.lower.epilogue import SfuOp
+    from sdac.compiler.lower.lowering import Lowerer
+    from sdac.compiler.lower.params import PrmImage
+    prm = PrmImage(DEFAULT.lanes, 1)
+    prm.base = 0
+    t, y = act("t", (1, 40), 0.1), act("y", (1, 60), 0.1)
+    d = SfuOp("deq", src_act=True, src_tmp=t, sc=prm.word(1 << 24))
+    a = SfuOp("act", out_act=y, sc=prm.word(1 << 24))
+    op = SfuOp("deqact", src_act=True, src_tmp=t, out_act=y, sc=a.sc, parts=(d, a))
+    for out, outrs, want in ((100, 2, ["deqact"]),        # in place: same address and stride
+                             (300, 3, ["deqact"]),        # disjoint
+                             (100, 3, ["deq", "act"])):   # overlapping at another stride
+        low = Lowerer(None, DEFAULT)
+        low.sfu(op, prm, v=0, vrs=2, rows=4, cols=40, st_first=False, src=100, srs=2, out=out, outrs=outrs)
+        assert [i.op for i in low.pb.finish()] == want, (out, outrs)
+
+
 def test_tile_height_ties_go_to_the_taller_tile():
     """best_rows: among tilings estimated within TIE of the cheapest, the tallest (fewest tiles) wins."""
     from sdac.compiler.lower.cost import TIE, TileWork, best_rows, tiling_cycles
