@@ -917,18 +917,28 @@ class Golden:
         """deq then act with the int16 value kept in the pipeline (isa.toml: the same D as the pair)."""
         rows, cols = a["rows"], a["cols"]
         value, _ = self._dequantize(d, a)
-        e = self._prmw(d, a["osc"], "the output scale entry")
-        lim = 127.0 if a["out"] == "act" else 32767.0
-        fs = FloatScale.of(e, 32768) if a["fn"] == "none" else None
+        compute, into = self._activation(a, self._prmw(d, a["osc"], "the output scale entry"), value)
+        self._sfu(d, a, rows, cols, a["out"], compute, srcs=[(a["sbuf"], a["s"], rows, a["srs"])], into=into)
 
-        def compute(r0, r1):
-            x = value(r0, r1)           # |x| <= 32768 integers
-            if fs is not None:          # sat_out(apply_scale(x, e)) in exact float64
-                f = fs.apply(x)
-                return _uclip(f, -lim - 1, lim, out=f).astype(np.int64)
-            Y = N.fn_q(a["fn"], np.asarray(x, dtype=np.int64), a["frac"])
-            return self._sat_out(a, N.apply_scale(Y, e))
-        self._sfu(d, a, rows, cols, a["out"], compute, srcs=[(a["sbuf"], a["s"], rows, a["srs"])])
+    def _activation(self, a, e, x):
+        """act's stage after its input: D = sat_out(apply_scale(fn_q(fn, X, frac), e)) of the int16 values
+        X = x(r0, r1) (exact integers of any dtype), per row block: (compute, into) as _sfu takes them (into
+        only for fn none, where D is computed in exact float64)."""
+        fs = FloatScale.of(e, 32768) if a["fn"] == "none" else None
+        if fs is None:
+            def compute(r0, r1):
+                Y = N.fn_q(a["fn"], np.asarray(x(r0, r1), dtype=np.int64), a["frac"])
+                return self._sat_out(a, N.apply_scale(Y, e))
+            return compute, None
+        lim = 127.0 if a["out"] == "act" else 32767.0
+
+        def scaled(r0, r1):             # sat_out(apply_scale(X, e)) in exact float64 (FloatScale says why)
+            f = fs.apply(x(r0, r1))
+            return _uclip(f, -lim - 1, lim, out=f)
+
+        def into(r0, r1, out):
+            np.copyto(out, scaled(r0, r1), casting="unsafe")
+        return (lambda r0, r1: scaled(r0, r1).astype(np.int64)), into
 
     def _op_add(self, d, a) -> None:
         rows, cols = a["rows"], a["cols"]
@@ -963,27 +973,13 @@ class Golden:
             raise DeviceError("BAD_FIELD", "act: statistics (st=1) need out=acc", d.index)
         S = self._read(d, a["sbuf"], a["s"], [(rows, a["srs"])], cols, "S")
         e = self._prmw(d, a["sc"], "the scale entry")
-        lim = 127.0 if a["out"] == "act" else 32767.0
-        fs = FloatScale.of(e, 32768) if a["fn"] == "none" else None
 
         def sat16(r0, r1):          # int8 inputs need no saturation
             blk = S[r0:r1]
             return blk if blk.dtype == np.int8 else _uclip(blk, -32768, 32767)
-
-        def compute(r0, r1):
-            if fs is not None:
-                return scaled(r0, r1).astype(np.int64)
-            Y = N.fn_q(a["fn"], N.sat16(S[r0:r1].astype(np.int64)), a["frac"])
-            return self._sat_out(a, N.apply_scale(Y, e))
-
-        def scaled(r0, r1):         # fn = none: sat_out(apply_scale(sat16(S), e)) in exact float64
-            f = fs.apply(sat16(r0, r1))
-            return _uclip(f, -lim - 1, lim, out=f)
-
-        def into(r0, r1, out):
-            np.copyto(out, scaled(r0, r1), casting="unsafe")
+        compute, into = self._activation(a, e, sat16)
         self._sfu(d, a, rows, cols, a["out"], compute, stats=True, srcs=[(a["sbuf"], a["s"], rows, a["srs"])],
-                  into=into if fs is not None else None)
+                  into=into)
 
     def _op_geglu(self, d, a) -> None:
         rows, cols = a["rows"], a["cols"]
