@@ -17,10 +17,10 @@ import numpy as np
 from ...errors import CompileError
 from ..kernels import Act, AddTensor, AddVec, Emit, Kernel
 from ..weights import stored_int4
-from .epilogue import EpiloguePlan, SfuOp, plan_epilogue
+from .epilogue import EpiloguePlan, plan_epilogue
 from .cost import TileWork, best_rows, choose_rows, conv_cycles, mm_cycles
 from .fixed import scale_entries
-from .lowering import Lowerer, kernel_lowering
+from .lowering import Lowerer, deq_scale_fields, kernel_lowering
 from .params import PrmImage
 from .program import Access, R, W
 
@@ -501,14 +501,6 @@ def _geglu_chunk_ops(plan: EpiloguePlan):
     return deq, rounds, gg, rest
 
 
-def _deq_cols(op: SfuOp, line0: int) -> dict:
-    """A deq's scale and bias fields for the columns starting at line line0 of its per-column vectors."""
-    args = dict(sc=op.sc.line + line0, per_ch=1) if op.per_ch else dict(sc=op.sc.word)
-    if op.bias is not None:
-        args.update(bias=1, bb=op.bias.line + line0)
-    return args
-
-
 def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, chunk_ops, prm: PrmImage, q,
                         n_images: int, image_rows: int) -> None:
     """matmul + bias + GeGLU + emit in column chunks: chunk c computes the value columns [j, j+n) and the
@@ -584,13 +576,15 @@ def _lower_geglu_matmul(low: Lowerer, k: Kernel, plan: EpiloguePlan, chunk_ops, 
             vlines = t.rows * vrs
             _emit_linear(low, df, a, in_lines, cl_in, cinl, wa, nb, kp, v, vrs, t.rows, 2 * n * L, K)
             for off, line0 in ((0, j), (n, hl + j)):      # value half, gate half: their columns' scales
-                src, src_acc, scale = dict(sbuf="acc", s=v + off, srs=vrs), R("acc", v, vlines), _deq_cols(deq, line0)
+                src, src_acc = dict(sbuf="acc", s=v + off, srs=vrs), R("acc", v, vlines)
+                scale = deq_scale_fields(deq, line0)
                 for rq, back in rounds:
                     # dequantize (or bring back) and round to the model's int8 grid in one pass, into the
                     # chunk's output slot (the GeGLU writes it only later)
                     low.emit("deqact", [src_acc, W("act", o, t.rows * n), prm_acc], **src, out="act", d=o, drs=n,
                              rows=t.rows, cols=n * L, **scale, fn=rq.fn, frac=rq.frac, osc=rq.sc.word)
-                    src, src_acc, scale = dict(sbuf="act", s=o, srs=n), R("act", o, t.rows * n), _deq_cols(back, line0)
+                    src, src_acc = dict(sbuf="act", s=o, srs=n), R("act", o, t.rows * n)
+                    scale = deq_scale_fields(back, line0)
                 low.emit("deq", [src_acc, W("acc", v + off, vlines - off), prm_acc], **src, d=v + off, drs=vrs,
                          rows=t.rows, cols=n * L, **scale)
             if rest:

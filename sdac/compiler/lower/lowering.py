@@ -215,9 +215,7 @@ class Lowerer:
         if op.st is not None:
             st = dict(st=1, st_clr=int(st_first), st_mode=op.st.mode, gsize=op.st.gsize, gbase=stat_base)
         if op.kind == "deq":
-            args = dict(sc=op.sc.line, per_ch=1) if op.per_ch else dict(sc=op.sc.word)
-            if op.bias is not None:
-                args.update(bias=1, bb=op.bias.line)
+            args = deq_scale_fields(op)
             if op.src_act:
                 acc = [R("act", src, rows * srs), W("acc", v, vlines), prm_acc]
                 self.emit("deq", acc, sbuf="act", s=src, srs=srs, d=v, drs=vrs, rows=rows, cols=cols, **args, **st)
@@ -256,12 +254,9 @@ class Lowerer:
                 self.sfu(deq, prm, v=v, vrs=vrs, rows=rows, cols=cols, st_first=False, **kw)
                 self.sfu(act, prm, v=v, vrs=vrs, rows=rows, cols=cols, st_first=False, **kw)
                 return
-            args = dict(sc=deq.sc.line, per_ch=1) if deq.per_ch else dict(sc=deq.sc.word)
-            if deq.bias is not None:
-                args.update(bias=1, bb=deq.bias.line)
             acc = [R(src_buf, s, rows * rs), W(dst_buf, d, rows * drs), prm_acc]
             self.emit("deqact", acc, sbuf=src_buf, s=s, srs=rs, out=dst_buf, d=d, drs=drs, rows=rows, cols=cols,
-                      **args, fn=act.fn, frac=act.frac, osc=act.sc.word)
+                      **deq_scale_fields(deq), fn=act.fn, frac=act.frac, osc=act.sc.word)
         elif op.kind in ("norm", "geglu"):
             # int8 into an act tile, or int16 back in place
             if op.out_act is not None:
@@ -384,6 +379,15 @@ def kernel_lowering(kind: str):
         KERNELS[kind] = fn
         return fn
     return deco
+
+
+def deq_scale_fields(op: SfuOp, line0: int = 0) -> dict:
+    """A deq's (or deqact's) scale and bias fields, for the columns from line line0 of its per-column
+    vectors on."""
+    args = dict(sc=op.sc.line + line0, per_ch=1) if op.per_ch else dict(sc=op.sc.word)
+    if op.bias is not None:
+        args.update(bias=1, bb=op.bias.line + line0)
+    return args
 
 
 def lower(kg: KernelGraph, machine: Machine, progress=None, defer_data: bool = False, sink=None) -> Bundle:
