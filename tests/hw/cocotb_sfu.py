@@ -343,7 +343,7 @@ def deq_operands(rng, c, which):
                     if col < cols and rng.random() < 0.8:
                         vec[lane] = calibrated_scale(rng, np.abs(S[:, col]).max(), 14)
                 c.prm_fill.append((sc + j, vec))
-                E[j * L:(j + 1) * L] = vec[:len(E[j * L:(j + 1) * L])]
+                E[j * L:(j + 1) * L] = vec[:cols - j * L]
     else:
         e = maybe_calibrated(rng, S, 14, sh_range)
         sc = scalar_word(rng, c, e, oob=which == 2)
@@ -359,7 +359,7 @@ def deq_operands(rng, c, which):
         for j in range(nl):
             v = rand_i32(rng, L, cls)
             c.prm_fill.append((bb + j, v.view(np.uint32)))
-            B[j * L:(j + 1) * L] = v[:len(B[j * L:(j + 1) * L])]
+            B[j * L:(j + 1) * L] = v[:cols - j * L]
     X = N.sat16(N.apply_scale(S.astype(np.int64), E[None, :]) + B[None, :])
     fields = dict(sbuf=sbuf, s=s, srs=srs, rows=rows, cols=cols, sc=sc, per_ch=per_ch, bias=bias, bb=bb)
     return fields, nl, X
