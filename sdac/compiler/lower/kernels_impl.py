@@ -350,6 +350,9 @@ def _matmul_blocks(wq, L: int, rows: int | None = None) -> np.ndarray:
     return lines.view(np.uint8).reshape(nblk, rows, L // 2)
 
 
+_LOW_NIBBLES, _HIGH_NIBBLES, _FOUR = np.uint64(0x0F0F0F0F0F0F0F0F), np.uint64(0xF0F0F0F0F0F0F0F0), np.uint64(4)
+
+
 def _conv_blocks(wq, L: int) -> np.ndarray:
     """[Cout, Cin, 3, 3] int4 weights -> [nblk, 9 Cin, L/2] packed blocks, rows (ky, kx, ci) (_packed_blocks of
     wq.transpose(0, 2, 3, 1)). A stored int4 tensor with whole bytes per output channel pairs taps of one
@@ -359,14 +362,27 @@ def _conv_blocks(wq, L: int) -> np.ndarray:
     if stored is None or (9 * cin) % 2:
         return _packed_blocks(np.asarray(wq, np.int8).transpose(0, 2, 3, 1), L)
     nblk = -(-cout // L)
-    s = stored.reshape(cout, 9 * cin // 2)
-    if nblk * L != cout:
-        s = np.concatenate([s, np.zeros((nblk * L - cout, 9 * cin // 2), np.uint8)])
-    s = s.reshape(nblk, L // 2, 2, 9 * cin // 2)
-    a, b = s[:, :, 0], s[:, :, 1]                      # channels 2j, 2j+1: bytes of taps (2e, 2e+1)
-    even = (a & 0xF) | (b << 4)                        # tap 2e: both low nibbles
-    odd = (a >> 4) | (b & 0xF0)                        # tap 2e+1: both high nibbles
-    taps = np.stack([even, odd], axis=-1).reshape(nblk, L // 2, cin, 9)
+    R = 9 * cin // 2
+    # channels 2j and 2j+1 of each block, copied apart into word-aligned buffers (zero rows pad the last block)
+    n = nblk * (L // 2) * R
+    # (np.empty, not np.zeros: calloc's fresh pages cost more than the copy)
+    a, b = np.empty(-(-n // 8) * 8, np.uint8), np.empty(-(-n // 8) * 8, np.uint8)
+    s = stored.reshape(cout, R)
+    for c, half in ((0, a), (1, b)):
+        rows = s[c::2]
+        half[:rows.size].reshape(rows.shape)[...] = rows
+        half[rows.size:] = 0
+    # the nibble pairing in 64-bit words, 16 nibbles per operation (byte by byte it took 2x the time of the rest)
+    a, b = a.view(np.uint64), b.view(np.uint64)
+    even = a & _LOW_NIBBLES                             # tap 2e: both low nibbles
+    even |= (b & _LOW_NIBBLES) << _FOUR
+    odd = a >> _FOUR                                    # tap 2e+1: both high nibbles
+    odd &= _LOW_NIBBLES
+    odd |= b & _HIGH_NIBBLES
+    taps = np.empty((nblk, L // 2, R, 2), np.uint8)
+    taps[..., 0] = even.view(np.uint8)[:n].reshape(nblk, L // 2, R)
+    taps[..., 1] = odd.view(np.uint8)[:n].reshape(nblk, L // 2, R)
+    taps = taps.reshape(nblk, L // 2, cin, 9)
     return np.ascontiguousarray(taps.transpose(0, 3, 2, 1)).reshape(nblk, 9 * cin, L // 2)
 
 
