@@ -281,3 +281,33 @@ def decode_program(blob: bytes, base_index: int = 0) -> list[Instr]:
         raise DecodeError(f"program length {len(blob)} is not a multiple of the {WORD_BYTES}-byte word")
     return [decode(blob[i:i + WORD_BYTES], base_index + i // WORD_BYTES)
             for i in range(0, len(blob), WORD_BYTES)]
+
+
+# per instruction: the version that added it, and (field, version, enum) of its fields added after it
+_SINCE = {i.name: (i.since, tuple((f.name, f.since, f.enum) for f in i.fields if f.since > i.since))
+          for i in SPEC.instrs}
+
+
+def needed_version(ins: Instr) -> int:
+    """The oldest ISA version with this instruction as it is: its opcode and every field it sets (not 0)."""
+    since, later = _SINCE[ins.op]
+    for name, v, enum in later:
+        x = ins.args.get(name, 0)
+        if isinstance(x, str):
+            x = SPEC.enums[enum][x]
+        if x and v > since:
+            since = v
+    return since
+
+
+def program_version(instrs: Iterable[Instr]) -> int:
+    """The oldest ISA version that runs the program (what its bundle's header says: an older device still
+    runs a program that uses nothing newer)."""
+    need = 1
+    for i in instrs:
+        since, later = _SINCE[i.op]
+        if later:
+            since = needed_version(i)
+        if since > need:
+            need = since
+    return need

@@ -117,8 +117,9 @@ def render() -> str:
     if older:
         w(f"Programs of version{'s' if len(older) > 1 else ''} {', '.join(older)} are programs of this version with "
           "the same meaning (it only added instructions and fields in bits that were reserved): bundles of "
-          "those versions still load and run (`[isa] runs`); a device of an older version refuses a bundle of "
-          "this one.")
+          "those versions still load and run (`[isa] runs`). A bundle's header names the oldest version that runs "
+          "its program (the one that added the newest instruction or non-zero field it uses); a device of an "
+          "older version refuses it.")
         w("")
     w("This is the reference a hardware implementation follows. The definitions it renders are the ones "
       "the encoder (`sdac.isa.encoding`), the assembler (`sdac.isa.asm`), the golden model "
@@ -271,13 +272,15 @@ def render() -> str:
     for i in SPEC.instrs:
         w(f"### {i.name}")
         w("")
-        w(f"**{_cell(i.summary)}** Opcode {i.opcode} (0x{i.opcode:02x}); executes in {_queue(i)}.")
+        since = f" Added in version {i.since}." if i.since > 1 else ""
+        w(f"**{_cell(i.summary)}** Opcode {i.opcode} (0x{i.opcode:02x}); executes in {_queue(i)}.{since}")
         w("")
         if i.fields:
             w("| field | bits | width | legal values | default | meaning |")
             w("| --- | --- | --- | --- | --- | --- |")
             for f in i.fields:
-                w(f"| `{f.name}` | {_bits(f)} | {f.bits} | {_range(f)} | {_default(f)} | {_cell(f.doc)} |")
+                since = f" (Added in version {f.since}.)" if f.since > i.since else ""
+                w(f"| `{f.name}` | {_bits(f)} | {f.bits} | {_range(f)} | {_default(f)} | {_cell(f.doc)}{since} |")
             w("")
         else:
             w("No fields; every bit above the opcode is zero.")

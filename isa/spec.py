@@ -28,6 +28,8 @@ class Field:
     min: int = 0
     fmt: str = "dec"
     doc: str = ""
+    since: int = 1      # the ISA version that added the field (a program that sets it needs that version);
+                        # isa.toml's default: its instruction's
 
     @property
     def max(self) -> int:
@@ -46,6 +48,7 @@ class InstrSpec:
     summary: str
     semantics: str
     fields: tuple[Field, ...]
+    since: int = 1      # the ISA version that added the instruction
 
     @property
     def field_map(self) -> Mapping[str, Field]:
@@ -184,7 +187,7 @@ def _field(d: dict, offset: int, enums: Mapping[str, Mapping[str, int]], where: 
     if fmt not in FMTS:
         raise SpecError(f"{where}: field {d['name']}: unknown fmt {fmt!r}")
     return Field(name=d["name"], offset=offset, bits=bits, kind=kind, enum=enum,
-                 min=int(d.get("min", 0)), fmt=fmt, doc=d.get("doc", ""))
+                 min=int(d.get("min", 0)), fmt=fmt, doc=d.get("doc", ""), since=int(d.get("since", 1)))
 
 
 def _csr(raw: dict) -> tuple[Mapping[str, CsrReg], int, str]:
@@ -249,11 +252,12 @@ def parse_spec(text: str) -> IsaSpec:
         fields: list[Field] = []
         off = body_start
         seen = {f.name for f in header}
+        since = int(d.get("since", 1))
         for fd in d.get("fields", []):
             if fd["name"] in seen:
                 raise SpecError(f"{name}: duplicate field {fd['name']}")
             seen.add(fd["name"])
-            fields.append(_field(fd, off, enums, name))
+            fields.append(_field({"since": since, **fd}, off, enums, name))
             off += fields[-1].bits
         if off > word_bits:
             raise SpecError(f"{name}: fields need {off} bits, word has {word_bits}")
@@ -265,7 +269,7 @@ def parse_spec(text: str) -> IsaSpec:
         elif queue not in (*enums["queue"].keys(), "ctl"):
             raise SpecError(f"{name}: unknown queue {queue}")
         instrs.append(InstrSpec(name=name, opcode=op, queue=queue, summary=d["summary"].strip(),
-                                semantics=d["semantics"].strip(), fields=tuple(fields)))
+                                semantics=d["semantics"].strip(), fields=tuple(fields), since=since))
 
     errors = {k: (int(v["code"]), v["doc"]) for k, v in raw.get("errors", {}).items()}
     csr, csr_addr_bits, csr_summary = _csr(raw.get("csr", {}))
@@ -273,6 +277,14 @@ def parse_spec(text: str) -> IsaSpec:
     runs = tuple(sorted({version, *(int(v) for v in raw["isa"].get("runs", []))}))
     if runs[-1] != version:
         raise SpecError(f"[isa] runs {list(runs)}: only older versions than {version} can be listed")
+    for i in instrs:
+        for what, since in ((i.name, i.since), *((f"{i.name}.{f.name}", f.since) for f in i.fields)):
+            if not 1 <= since <= version:
+                raise SpecError(f"{what}: since = {since} is not a version up to this one ({version})")
+        for f in i.fields:
+            if f.since > i.since and f.min > 0:
+                raise SpecError(f"{i.name}.{f.name}: a field added later (since = {f.since}) must mean 'off' at 0, "
+                                f"where older programs have it (min = {f.min})")
     spec = IsaSpec(name=raw["isa"]["name"], version=version, runs=runs, word_bits=word_bits,
                    summary=raw["isa"]["summary"].strip(), header=tuple(header),
                    enums=MappingProxyType(enums), instrs=tuple(instrs), errors=MappingProxyType(errors),

@@ -114,10 +114,11 @@ class Image:
     def from_bundle(b) -> "Image":
         """From an sdac.bundle.Bundle (inside sdac)."""
         from dataclasses import asdict
-        from ..isa.encoding import encode_program
+        from ..isa.encoding import encode_program, program_version
         io = lambda t: IOSpec(t.name, tuple(t.shape), t.dtype, t.layout, t.dram, t.rows, t.cols,  # noqa: E731
                               tuple(t.scales))
-        return Image(b.machine.lanes, ISA_VERSION, b.dram_size, b.data_base, bytes(b.data), b.step_base,
+        # the version the bundle's header would say (the oldest that runs the program), not this driver's
+        return Image(b.machine.lanes, program_version(b.instrs), b.dram_size, b.data_base, bytes(b.data), b.step_base,
                      bytes(b.step_table), b.n_steps, encode_program(b.instrs), [io(t) for t in b.inputs],
                      [io(t) for t in b.outputs], asdict(b.machine))
 

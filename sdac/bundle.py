@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BundleError, SdacError
-from .isa.encoding import DecodeError, Instr, decode_program, encode_program
+from .isa.encoding import DecodeError, Instr, decode_program, encode_program, needed_version, program_version
 from .isa.machine import Machine
 from .isa.spec import SPEC
 
@@ -256,8 +256,10 @@ def _layout(b: Bundle) -> tuple[bytes, list]:
         entries.append(_ENTRY.pack(kind, 0, offset, len(payload), crc, 0))
         offset += len(payload) + _pad(len(payload))
     table = b"".join(entries)
+    # the oldest ISA version that runs the program: a device of that version (or a later one that runs its
+    # programs, [isa] runs) accepts the bundle
     head = _HEADER.pack(MAGIC, FORMAT_VERSION, HEADER_SIZE, len(sections), 0, HEADER_SIZE, offset,
-                        SPEC.version, zlib.crc32(table))
+                        program_version(b.instrs), zlib.crc32(table))
     head += _HEADER_CRC.pack(zlib.crc32(head))
     head += bytes(HEADER_SIZE - len(head))
     return head + table + bytes(_pad(HEADER_SIZE + table_size)), [p for _, p in sections]
@@ -310,6 +312,11 @@ def section_table(blob: bytes) -> list[tuple[str, int, int]]:
     count = struct.unpack_from("<I", blob, 12)[0]
     return [(k.decode("ascii"), off, size) for k, _, off, size, _, _ in
             (_ENTRY.unpack_from(blob, HEADER_SIZE + i * ENTRY_SIZE) for i in range(count))]
+
+
+def header_isa_version(blob: bytes) -> int:
+    """The ISA version in the header of a bundle that parse_bundle accepted (the oldest that runs it)."""
+    return _HEADER.unpack_from(blob, 0)[7]
 
 
 def is_bundle(blob: bytes) -> bool:
@@ -383,6 +390,10 @@ def parse_bundle(blob: bytes, name: str = "<bytes>") -> Bundle:
         instrs = decode_program(payloads[b"TEXT"])
     except DecodeError as e:
         fail(f"TEXT: {e}")
+    if program_version(instrs) > isa_version:
+        i, ins = next((i, ins) for i, ins in enumerate(instrs) if needed_version(ins) > isa_version)
+        fail(f"TEXT: instruction {i} ({ins.op}) needs ISA version {needed_version(ins)}, the header says "
+             f"{isa_version}")
     bundle = _from_meta(meta, instrs, payloads, fail)
     _check(bundle, name)
     return bundle

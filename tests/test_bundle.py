@@ -122,6 +122,28 @@ def test_wrong_format_and_isa_version():
     assert Bundle.from_bytes(_refix(blob), "m.sdab").instrs == sample_bundle().instrs
 
 
+def test_header_names_the_oldest_isa_version_that_runs_the_program():
+    """Version 2 added deqact and softmax's pre/psc: a program without them is a version-1 program (an older
+    device runs it); a header that claims an older version than the program needs is refused, naming the
+    instruction."""
+    from sdac.isa.encoding import program_version
+    from sdac.isa.spec import SPEC
+    v1 = sample_bundle()
+    assert program_version(v1.instrs) == 1 and struct.unpack_from("<I", v1.to_bytes(), 32)[0] == 1
+    sm = Instr.make("softmax", rows=1, cols=20, pop={"cmp"}, push={"st"})
+    for ins, need in ((sm, 1), (sm.replace(pre=True), 2), (sm.replace(psc=8), 2),
+                      (Instr.make("deqact", rows=4, cols=20, pop={"cmp"}, push={"st"}), 2)):
+        instrs = list(v1.instrs)
+        instrs[3] = ins
+        b = sample_bundle(instrs=instrs)
+        blob = bytearray(b.to_bytes())
+        assert struct.unpack_from("<I", blob, 32)[0] == need <= SPEC.version, ins
+        assert Bundle.from_bytes(bytes(blob)) == b
+        if need > 1:
+            struct.pack_into("<I", blob, 32, 1)
+            _expect(_refix(blob), f"instruction 3 ({ins.op}) needs ISA version {need}", "header says 1")
+
+
 def test_crc_mismatches():
     blob = sample_bundle().to_bytes()
     for kind in (b"TEXT", b"DATA", b"STEP", b"META", b"HOST"):

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
-from ..bundle import Bundle, parse_bundle, section_table
+from ..bundle import Bundle, header_isa_version, parse_bundle, section_table
 from ..errors import SdacError
 from ..isa.encoding import WORD_BYTES
 from ..isa.spec import QUEUES, SPEC
@@ -69,12 +69,13 @@ def run(args: argparse.Namespace) -> int:
     b = parse_bundle(blob, str(path))
     s = summary(b)
     s["file_bytes"] = len(blob)
+    s["isa_version"] = header_isa_version(blob)
     s["sections"] = {kind: size for kind, _, size in section_table(blob)}
     if args.json:
         print(json.dumps(s, indent=2, sort_keys=True))
         return 0
     m = b.machine
-    print(f"{path}: sdac bundle, ISA version {SPEC.version}, {_size(len(blob))}")
+    print(f"{path}: sdac bundle, ISA version {header_isa_version(blob)}, {_size(len(blob))}")
     print(f"machine      {m.name}: array {m.array_rows}x{m.array_cols}, L={m.lanes}, {m.clock_mhz:g} MHz")
     print(f"DRAM         {b.dram_size:#x} bytes ({_size(b.dram_size)})")
     print("sections     " + ", ".join(f"{k} {_size(v)}" for k, v in s["sections"].items()))

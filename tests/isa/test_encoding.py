@@ -187,3 +187,28 @@ def test_instrs_of_builds_what_the_constructor_builds():
     assert got == want and repr(got) == repr(want)
     with pytest.raises(FrozenInstanceError):
         got[0].op = "load"
+
+
+def test_since_versions_of_instructions_and_fields():
+    """isa.toml's `since`: an instruction's fields default to its version; a field added later must mean
+    'off' at 0 (older programs have 0 there); a version after this one is refused."""
+    from importlib import resources
+
+    from sdac.isa.encoding import needed_version, program_version
+    from sdac.isa.spec import SPEC, SpecError, parse_spec
+    sm, da = SPEC.by_name("softmax"), SPEC.by_name("deqact")
+    assert (sm.since, sm.field_map["pre"].since, sm.field_map["rows"].since) == (1, 2, 1)
+    assert da.since == 2 and {f.since for f in da.fields} == {2}
+    assert needed_version(Instr.make("softmax", rows=2, cols=3)) == 1
+    assert needed_version(Instr.make("softmax", rows=2, cols=3, pre=1)) == 2
+    assert program_version([Instr.make("halt")]) == 1
+    assert program_version([Instr.make("deqact", rows=1, cols=1), Instr.make("halt")]) == 2
+    text = resources.files("sdac.isa").joinpath("isa.toml").read_text(encoding="utf-8")
+    pre = '{ name = "pre", bits = 1, kind = "bool", since = 2,'
+    assert pre in text
+    with pytest.raises(SpecError, match=f"softmax.pre: since = {SPEC.version + 1} is not a version"):
+        parse_spec(text.replace(pre, pre.replace("since = 2", f"since = {SPEC.version + 1}")))
+    rows = '{ name = "rows", bits = 16, min = 1, doc = "Rows." },\n  { name = "cols", bits = 16, min = 1, doc = "Columns (the SoftMax axis)." },'
+    assert rows in text
+    with pytest.raises(SpecError, match="softmax.rows: a field added later"):
+        parse_spec(text.replace(rows, rows.replace('min = 1, doc = "Rows."', 'min = 1, since = 2, doc = "Rows."')))

@@ -297,6 +297,14 @@ def test_isa_versions_a_device_runs(bundle):
         B.Driver(Version(older, bundle.machine, img.device_bytes)).load(img)
     with pytest.raises(DeviceError, match="MISMATCH"):
         B.Driver(Version(SPEC.version + 1, bundle.machine, img.device_bytes)).load(img)   # unknown to us
+    # an image made in memory says the oldest version that runs its program, as a bundle's header does: the
+    # compiled slice uses version-2 instructions (deqact), a program without them loads on a version-1 device
+    from sdac.isa.encoding import needed_version
+    assert img.isa_version == SPEC.version == max(map(needed_version, bundle.instrs))
+    v1 = dataclasses.replace(bundle, instrs=[i for i in bundle.instrs if needed_version(i) == older], debug=[])
+    img1 = B.Image.from_bundle(v1)
+    assert img1.isa_version == older and B.Image.from_bytes(v1.to_bytes()).isa_version == older
+    B.Driver(Version(older, bundle.machine, img1.device_bytes)).load(img1)
 
 
 def test_pynq_port_end_to_end(bundle):
