@@ -46,7 +46,7 @@ def _stored(q: np.ndarray) -> W.LazyArray:
 
 
 @pytest.mark.parametrize("L", [16, 20])
-@pytest.mark.parametrize("cout,cin", [(40, 40), (4, 24), (33, 6), (20, 5), (21, 3)])
+@pytest.mark.parametrize("cout,cin", [(40, 40), (4, 24), (33, 6), (20, 5), (21, 3), (40, 16), (32, 32)])
 def test_blocks_from_stored_int4_bytes(L, cout, cin):
     q = RNG.integers(-8, 8, (cout, cin, 3, 3)).astype(np.int8)
     lz = _stored(q)
