@@ -52,6 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"sdac {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`sdac disasm m.sdab | head`): stop quietly, as cat does; stdout goes to devnull
+        # so the interpreter's final flush does not raise again
+        import os
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (AttributeError, OSError, ValueError):   # (a stdout without a file descriptor: nothing to flush)
+            pass
+        return 141      # 128 + SIGPIPE, what a shell reports for a command killed by it
 
 
 if __name__ == "__main__":

@@ -170,3 +170,20 @@ def test_as_a_subprocess(tmp_path):
     r = subprocess.run([sys.executable, "-m", "sdac.cli", "disasm", str(tmp_path / "missing.bin")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_a_reader_that_goes_away_is_no_error(tmp_path, capsys, monkeypatch):
+    """`sdac info m.sdab | head -1`: the closed pipe ends the command quietly (status 141, as a shell reports
+    SIGPIPE), without a traceback."""
+    b = make_bundle(tmp_path / "m.sdab")
+
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    for argv in (["info", b], ["disasm", b]):
+        assert main([str(a) for a in argv]) == 141
+        assert capsys.readouterr().err == ""
