@@ -311,3 +311,18 @@ def program_version(instrs: Iterable[Instr]) -> int:
         if since > need:
             need = since
     return need
+
+
+_OPCODE = _HDR["opcode"]
+assert _OPCODE.offset == 0 and _OPCODE.bits <= 8    # (text_opcodes reads the first byte of each word)
+
+
+def text_opcodes(text: bytes) -> set[int]:
+    """The opcodes in an encoded program (whole words), without decoding it."""
+    return {b & _OPCODE.max for b in set(memoryview(text)[::WORD_BYTES])}
+
+
+def program_layout(instrs, version: int) -> str:
+    """The encoding fingerprint (spec.layout_fingerprint) of a program of ``version``."""
+    from .spec import layout_fingerprint
+    return layout_fingerprint(SPEC, {SPEC.by_name(op).opcode for op in {i.op for i in instrs}}, version)

@@ -119,7 +119,9 @@ def render() -> str:
           "the same meaning (it only added instructions and fields in bits that were reserved): bundles of "
           "those versions still load and run (`[isa] runs`). A bundle's header names the oldest version that runs "
           "its program (the one that added the newest instruction or non-zero field it uses); a device of an "
-          "older version refuses it.")
+          "older version refuses it. Its META carries the fingerprint of its instructions' encodings "
+          "(`isa_layout`, docs/bundle.md): a reader built from an `isa.toml` that encodes them differently "
+          "under the same version refuses it.")
         w("")
     w("This is the reference a hardware implementation follows. The definitions it renders are the ones "
       "the encoder (`sdac.isa.encoding`), the assembler (`sdac.isa.asm`), the golden model "

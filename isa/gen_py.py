@@ -8,7 +8,7 @@ it. A test checks the checked-in copy is current (`python -m sdac.isa.gen --chec
 """
 from __future__ import annotations
 
-from .spec import SPEC
+from .spec import SPEC, base_layout, op_layout
 
 OUTPUT = "runtime/csr_map.py"
 
@@ -47,6 +47,19 @@ def render() -> str:
     w("REGISTERS = {")
     for r in SPEC.csr.values():
         w(f"    {r.name!r}: (0x{r.offset:02X}, {r.access!r}),")
+    w("}")
+    w("")
+    w("# encoding fingerprints (sdac.isa.spec.layout_fingerprint; board.layout_fingerprint combines them): the")
+    w("# word and header layout, and per ISA version this driver runs, each opcode's layout in that version")
+    w(f"OPCODE_BITS = {SPEC.header[0].bits}  # the opcode: the low bits of each word's first byte")
+    w(f"ISA_LAYOUT_BASE = {base_layout(SPEC)!r}")
+    w("ISA_OP_LAYOUTS = {")
+    for v in SPEC.runs:
+        w(f"    {v}: {{")
+        for i in SPEC.instrs:
+            if i.since <= v:
+                w(f"        {i.opcode}: {op_layout(SPEC, i, v)!r},  # {i.name}")
+        w("    },")
     w("}")
     w("")
     w("# isa.toml [errors]: code -> name")

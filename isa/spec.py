@@ -6,6 +6,8 @@ the order listed). Every other ISA artifact is derived from ``SPEC``.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -162,6 +164,45 @@ class IsaSpec:
 
 _BY_NAME: dict[int, dict[str, InstrSpec]] = {}
 _BY_OPCODE: dict[int, dict[int, InstrSpec]] = {}
+
+
+# ------------------------------------------------------------------ encoding fingerprints
+# What decoding a program depends on, hashed: bundles carry the fingerprint of their instructions' layouts, so
+# a bundle and an sdac (or a board driver) built from different isa.toml files of the same version disagree
+# loudly instead of decoding each other's words. Docs, semantics text and CSRs are not part of it.
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def base_layout(spec: IsaSpec) -> str:
+    """The word size, the header (opcode, token masks) and the queue codes."""
+    return _digest([spec.word_bits, [[f.name, f.offset, f.bits] for f in spec.header], dict(spec.enums["queue"])])
+
+
+def op_layout(spec: IsaSpec, ispec: InstrSpec, version: int) -> str:
+    """One instruction's encoding as a program of ``version`` uses it: opcode, queue and the fields that
+    version has (a field added later is 0 in such a program)."""
+    return _digest([ispec.name, ispec.opcode, ispec.queue,
+                    [[f.name, f.offset, f.bits, f.kind, f.min, dict(spec.enums[f.enum]) if f.enum else None]
+                     for f in ispec.fields if f.since <= version]])
+
+
+def combine_layouts(base: str, ops: Mapping[int, str]) -> str:
+    """The fingerprint of a program from the base layout and its opcodes' layouts (runtime/board.py repeats
+    this, from the generated tables in runtime/csr_map.py)."""
+    text = "\n".join([base] + [f"{code}:{ops[code]}" for code in sorted(ops)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def layout_fingerprint(spec: IsaSpec, opcodes, version: int) -> str:
+    """The fingerprint of a program of ``version`` with these opcodes (an opcode this spec lacks counts as
+    'unknown': no writer that knew it agrees)."""
+    ops = {}
+    for code in set(opcodes):
+        i = spec.by_opcode(code)
+        ops[code] = "unknown" if i is None or i.since > version else op_layout(spec, i, version)
+    return combine_layouts(base_layout(spec), ops)
 
 
 class SpecError(ValueError):

@@ -52,6 +52,20 @@ WORD_BYTES = CSR.WORD_BYTES
 PROG_ALIGN = 4096
 
 
+def layout_fingerprint(opcodes, version: int) -> str:
+    """A program's encoding fingerprint from the generated per-opcode layouts (as sdac.isa.spec computes it):
+    META.isa_layout of a bundle this driver decodes the same way."""
+    import hashlib
+    ops = CSR.ISA_OP_LAYOUTS.get(version, {})
+    text = "\n".join([CSR.ISA_LAYOUT_BASE] + ["%d:%s" % (c, ops.get(c, "unknown")) for c in sorted(set(opcodes))])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def text_opcodes(text: bytes) -> set:
+    mask = (1 << CSR.OPCODE_BITS) - 1
+    return {b & mask for b in set(memoryview(text)[::WORD_BYTES])}
+
+
 class RegisterPort(Protocol):
     """What the driver needs from a device: 32-bit CSR access and device DRAM access (device addresses)."""
 
@@ -156,6 +170,11 @@ class Image:
             if k not in sec:
                 fail(f"missing section {k.decode()}")
         m = json.loads(sec[b"META"].decode("utf-8"))
+        layout = m.get("isa_layout")
+        if layout is not None and layout not in {layout_fingerprint(text_opcodes(sec[b"TEXT"]), v) for v in ISA_RUNS}:
+            fail(f"TEXT was encoded with another layout of ISA version {isa_version} than this driver's "
+                 f"(isa_layout {layout!r}): they come from different isa/isa.toml files; recompile the model and "
+                 f"deploy the driver of the same sdac")
         io = lambda d: IOSpec(d["name"], tuple(d["shape"]), d["dtype"], d["layout"], d["dram"], d["rows"],  # noqa
                               d["cols"], tuple(d["scales"]))
         return Image(m["machine"]["lanes"], isa_version, m["dram_size"], m["data_base"], sec[b"DATA"],

@@ -54,6 +54,46 @@ REGISTERS = {
     'ID': (0x2C, 'R'),
 }
 
+# encoding fingerprints (sdac.isa.spec.layout_fingerprint; board.layout_fingerprint combines them): the
+# word and header layout, and per ISA version this driver runs, each opcode's layout in that version
+OPCODE_BITS = 6  # the opcode: the low bits of each word's first byte
+ISA_LAYOUT_BASE = 'df51619288b23853'
+ISA_OP_LAYOUTS = {
+    1: {
+        1: 'bff2b020e8cb2ffa',  # halt
+        2: '8cba60cd2600a6c5',  # sync
+        3: '483fac6c345b4462',  # setstep
+        4: '3b4ddcff89c32e23',  # load
+        5: '75b2616e793101ee',  # store
+        8: 'b021e8777b13eb15',  # mm
+        9: 'd0e4fa73d89cbf32',  # conv
+        16: '0db84a0a454164b7',  # deq
+        17: 'f4d78feb8ea62f59',  # add
+        18: '3c360665a121df31',  # act
+        19: 'd12e083f85db7493',  # geglu
+        20: 'fcab292f0f79e4b7',  # norm
+        21: 'cb34ee209bb74850',  # softmax
+        22: '3da797056415f614',  # transpose
+    },
+    2: {
+        1: 'bff2b020e8cb2ffa',  # halt
+        2: '8cba60cd2600a6c5',  # sync
+        3: '483fac6c345b4462',  # setstep
+        4: '3b4ddcff89c32e23',  # load
+        5: '75b2616e793101ee',  # store
+        8: 'b021e8777b13eb15',  # mm
+        9: 'd0e4fa73d89cbf32',  # conv
+        16: '0db84a0a454164b7',  # deq
+        17: 'f4d78feb8ea62f59',  # add
+        18: '3c360665a121df31',  # act
+        19: 'd12e083f85db7493',  # geglu
+        20: 'fcab292f0f79e4b7',  # norm
+        21: '324cf19242cc719e',  # softmax
+        22: '3da797056415f614',  # transpose
+        23: '47c324a04dd565f5',  # deqact
+    },
+}
+
 # isa.toml [errors]: code -> name
 ERROR_NAMES = {
     0: 'OK',

@@ -37,9 +37,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BundleError, SdacError
-from .isa.encoding import DecodeError, Instr, decode_program, encode_program, needed_version, program_version
+from .isa.encoding import (DecodeError, Instr, decode_program, encode_program, needed_version, program_layout,
+                           program_version, text_opcodes)
 from .isa.machine import Machine
-from .isa.spec import SPEC
+from .isa.spec import SPEC, layout_fingerprint
 
 MAGIC = b"SDAB\x00\r\n\x1a"      # NUL, CRLF and ^Z catch text-mode and truncating transfers
 FORMAT_VERSION = 1
@@ -216,9 +217,10 @@ def _canonical_json(obj) -> bytes:
         raise BundleError(f"bundle META is not JSON-serializable: {e}") from None
 
 
-def _meta_json(b: Bundle) -> dict:
+def _meta_json(b: Bundle, isa_version: int) -> dict:
     return {
         "format": META_FORMAT,
+        "isa_layout": program_layout(b.instrs, isa_version),
         "machine": asdict(b.machine),
         "dram_size": int(b.dram_size),
         "data_base": int(b.data_base),
@@ -244,7 +246,10 @@ def _layout(b: Bundle) -> tuple[bytes, list]:
         text = encode_program(b.instrs)
     except SdacError as e:
         raise BundleError(f"bundle: TEXT: {e}") from None
-    sections = [(b"META", _canonical_json(_meta_json(b))), (b"TEXT", text), (b"DATA", b.data),
+    # the oldest ISA version that runs the program: a device of that version (or a later one that runs its
+    # programs, [isa] runs) accepts the bundle
+    isa_version = program_version(b.instrs)
+    sections = [(b"META", _canonical_json(_meta_json(b, isa_version))), (b"TEXT", text), (b"DATA", b.data),
                 (b"STEP", b.step_table)]
     if b.host is not None:
         sections.append((b"HOST", b.host))
@@ -256,10 +261,8 @@ def _layout(b: Bundle) -> tuple[bytes, list]:
         entries.append(_ENTRY.pack(kind, 0, offset, len(payload), crc, 0))
         offset += len(payload) + _pad(len(payload))
     table = b"".join(entries)
-    # the oldest ISA version that runs the program: a device of that version (or a later one that runs its
-    # programs, [isa] runs) accepts the bundle
     head = _HEADER.pack(MAGIC, FORMAT_VERSION, HEADER_SIZE, len(sections), 0, HEADER_SIZE, offset,
-                        program_version(b.instrs), zlib.crc32(table))
+                        isa_version, zlib.crc32(table))
     head += _HEADER_CRC.pack(zlib.crc32(head))
     head += bytes(HEADER_SIZE - len(head))
     return head + table + bytes(_pad(HEADER_SIZE + table_size)), [p for _, p in sections]
@@ -387,9 +390,23 @@ def parse_bundle(blob: bytes, name: str = "<bytes>") -> Bundle:
     except RecursionError:
         fail("META is not valid JSON: nested too deeply")
     try:
-        instrs = decode_program(payloads[b"TEXT"])
+        instrs, undecodable = decode_program(payloads[b"TEXT"]), None
     except DecodeError as e:
-        fail(f"TEXT: {e}")
+        instrs, undecodable = None, e
+    layout = meta.get("isa_layout") if isinstance(meta, dict) else None
+    if layout is not None and len(payloads[b"TEXT"]) % SPEC.word_bytes == 0:
+        # words of another layout decode into other instructions, or not at all: say why first. (A layout of
+        # another version this sdac runs is a header naming the wrong version: the check below names the
+        # instruction.)
+        opcodes = text_opcodes(payloads[b"TEXT"])
+        mine = {v: layout_fingerprint(SPEC, opcodes, v) for v in SPEC.runs}
+        if layout not in mine.values():
+            fail(f"TEXT was encoded with another layout of ISA version {isa_version} than this sdac's (META "
+                 f"isa_layout {layout!r}, this sdac {mine[isa_version]!r}): the two were built from different "
+                 f"isa/isa.toml files; recompile the model with this sdac"
+                 + (f" (decoding it here: {undecodable})" if undecodable else ""))
+    if undecodable:
+        fail(f"TEXT: {undecodable}")
     if program_version(instrs) > isa_version:
         i, ins = next((i, ins) for i, ins in enumerate(instrs) if needed_version(ins) > isa_version)
         fail(f"TEXT: instruction {i} ({ins.op}) needs ISA version {needed_version(ins)}, the header says "
@@ -404,7 +421,8 @@ def _from_meta(meta, instrs, payloads, fail) -> Bundle:
         fail(f"META: not an {META_FORMAT} description")
     keys = {"format", "machine", "dram_size", "data_base", "n_steps", "step_base", "step_bank",
             "inputs", "outputs", "debug", "meta"}
-    missing, extra = keys - set(meta), set(meta) - keys
+    optional = {"isa_layout"}      # (checked against TEXT in parse_bundle; bundles written before it lack it)
+    missing, extra = keys - set(meta), set(meta) - keys - optional
     if missing:
         fail(f"META: missing key(s) {', '.join(sorted(missing))}")
     if extra:

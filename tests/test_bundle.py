@@ -71,6 +71,11 @@ def _section(blob: bytes, kind: bytes) -> tuple[int, int]:
     raise KeyError(kind)
 
 
+def _section_bytes(blob: bytes, kind: bytes) -> bytes:
+    off, size = _section(blob, kind)
+    return blob[off:off + size]
+
+
 def _refix(blob: bytearray, kind: bytes | None = None) -> bytes:
     """Recompute the CRCs after a deliberate edit, so the check behind them is reached."""
     count = struct.unpack_from("<I", blob, 12)[0]
@@ -142,6 +147,31 @@ def test_header_names_the_oldest_isa_version_that_runs_the_program():
         if need > 1:
             struct.pack_into("<I", blob, 32, 1)
             _expect(_refix(blob), f"instruction 3 ({ins.op}) needs ISA version {need}", "header says 1")
+
+
+def test_meta_names_the_encoding_layout_and_the_reader_checks_it(monkeypatch):
+    """META.isa_layout fingerprints the layouts of the program's instructions; a bundle from an sdac built from
+    another isa.toml of the same version is refused before its words are read as this sdac's, and says so;
+    bundles written before the key existed still read."""
+    import sdac.bundle as B
+    from sdac.isa.encoding import program_layout
+    b = sample_bundle()
+    meta = json.loads(_section_bytes(b.to_bytes(), b"META"))
+    assert meta["isa_layout"] == program_layout(b.instrs, 1)
+    with monkeypatch.context() as m:      # a writer whose isa.toml placed some field elsewhere
+        m.setattr(B, "program_layout", lambda instrs, v: "0123456789abcdef")
+        other = b.to_bytes()
+    msg = _expect(other, "another layout of ISA version 1", "'0123456789abcdef'", "recompile")
+    assert meta["isa_layout"] in msg
+    bad = bytearray(other)                  # ... and its words do not decode here: the error says that too
+    off, _ = _section(other, b"TEXT")
+    bad[off + 3 * 32] = 63
+    _expect(_refix(bad, b"TEXT"), "another layout", "instruction 3", "BAD_OPCODE")
+    with monkeypatch.context() as m:      # a writer from before META.isa_layout
+        m.setattr(B, "_meta_json", lambda bb, v, f=B._meta_json: {k: x for k, x in f(bb, v).items()
+                                                                   if k != "isa_layout"})
+        old = b.to_bytes()
+    assert "isa_layout" not in json.loads(_section_bytes(old, b"META")) and Bundle.from_bytes(old) == b
 
 
 def test_crc_mismatches():

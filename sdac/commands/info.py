@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..bundle import Bundle, header_isa_version, parse_bundle, section_table
 from ..errors import SdacError
-from ..isa.encoding import WORD_BYTES
+from ..isa.encoding import WORD_BYTES, program_layout
 from ..isa.spec import QUEUES, SPEC
 
 ORDER = 12
@@ -70,12 +70,13 @@ def run(args: argparse.Namespace) -> int:
     s = summary(b)
     s["file_bytes"] = len(blob)
     s["isa_version"] = header_isa_version(blob)
+    s["isa_layout"] = program_layout(b.instrs, s["isa_version"])    # (what META says, or would: the reader checked)
     s["sections"] = {kind: size for kind, _, size in section_table(blob)}
     if args.json:
         print(json.dumps(s, indent=2, sort_keys=True))
         return 0
     m = b.machine
-    print(f"{path}: sdac bundle, ISA version {header_isa_version(blob)}, {_size(len(blob))}")
+    print(f"{path}: sdac bundle, ISA version {s['isa_version']} (encoding {s['isa_layout']}), {_size(len(blob))}")
     print(f"machine      {m.name}: array {m.array_rows}x{m.array_cols}, L={m.lanes}, {m.clock_mhz:g} MHz")
     print(f"DRAM         {b.dram_size:#x} bytes ({_size(b.dram_size)})")
     print("sections     " + ", ".join(f"{k} {_size(v)}" for k, v in s["sections"].items()))

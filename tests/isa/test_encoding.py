@@ -212,3 +212,25 @@ def test_since_versions_of_instructions_and_fields():
     assert rows in text
     with pytest.raises(SpecError, match="softmax.rows: a field added later"):
         parse_spec(text.replace(rows, rows.replace('min = 1, doc = "Rows."', 'min = 1, since = 2, doc = "Rows."')))
+
+
+def test_layout_fingerprints_follow_the_encoding_not_the_prose():
+    """A program's fingerprint changes with what decoding it depends on (a field's width or place, an enum
+    code, an opcode), per instruction it uses, and not with documentation; a version's view leaves out the
+    fields added after it."""
+    from importlib import resources
+
+    from sdac.isa.spec import SPEC, layout_fingerprint, parse_spec
+    text = resources.files("sdac.isa").joinpath("isa.toml").read_text(encoding="utf-8")
+    load, mm, sm = (SPEC.by_name(n).opcode for n in ("load", "mm", "softmax"))
+    fp = lambda spec, ops, v=SPEC.version: layout_fingerprint(spec, ops, v)  # noqa: E731
+    same_docs = parse_spec(text.replace('doc = "Lines per contiguous run."', 'doc = "Lines per run."'))
+    assert fp(same_docs, {load, mm}) == fp(SPEC, {load, mm})
+    wider = parse_spec(text.replace('{ name = "run", bits = 16, min = 1, doc = "Lines per contiguous run." }',
+                                    '{ name = "run", bits = 17, min = 1, doc = "Lines per contiguous run." }'))
+    assert fp(wider, {load, mm}) != fp(SPEC, {load, mm}) and fp(wider, {mm}) == fp(SPEC, {mm})
+    codes = parse_spec(text.replace("[enums.buf]\nact = 0\nwgt = 1", "[enums.buf]\nact = 1\nwgt = 0"))
+    assert fp(codes, {load}) != fp(SPEC, {load})
+    # softmax as version 1 had it (no pre/psc) differs from version 2's; an opcode this spec lacks matches nothing
+    assert fp(SPEC, {sm}, 1) != fp(SPEC, {sm}, 2) and fp(SPEC, {load}, 1) == fp(SPEC, {load}, 2)
+    assert fp(SPEC, {load, 63}) != fp(SPEC, {load})

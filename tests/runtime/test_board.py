@@ -111,6 +111,25 @@ def test_image_from_file_equals_from_bundle(bundle, tmp_path):
                 B.Image.from_bytes(bytes(blob))
 
 
+def test_driver_checks_the_encoding_layout(bundle, monkeypatch):
+    """The standalone driver computes a program's encoding fingerprint from the generated per-opcode tables as
+    sdac.isa.spec does, and refuses a bundle whose META.isa_layout no version it runs gives."""
+    import random
+
+    import sdac.bundle as SB
+    from sdac.isa.spec import layout_fingerprint
+    rng = random.Random(3)
+    codes = sorted(i.opcode for i in SPEC.instrs)
+    for v in SPEC.runs:
+        for _ in range(20):
+            ops = set(rng.sample(codes, rng.randint(1, len(codes)))) | ({63} if rng.random() < 0.3 else set())
+            assert B.layout_fingerprint(ops, v) == layout_fingerprint(SPEC, ops, v)
+    assert B.Image.from_bytes(bundle.to_bytes()) == B.Image.from_bundle(bundle)
+    monkeypatch.setattr(SB, "program_layout", lambda instrs, v: "0123456789abcdef")   # another isa.toml's writer
+    with pytest.raises(SdacError, match="another layout of ISA version .* '0123456789abcdef'"):
+        B.Image.from_bytes(bundle.to_bytes())
+
+
 def test_host_conversion_matches_sdac_host(bundle):
     rng = np.random.default_rng(1)
     img = B.Image.from_bundle(bundle)
