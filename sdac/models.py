@@ -9,7 +9,8 @@ inputs. Channel counts are multiples of 20 (the default line width L).
 
 Models: conv3x3, conv_gn_silu, resnet (ResNet block with time embedding), attention,
 transformer (LN, self-attention, cross-attention, GeGLU feed-forward), unet (a tiny
-diffusers UNet2DModel with attention), unet_noattn, unet_cond (a tiny UNet2DConditionModel).
+diffusers UNet2DModel with attention), unet_noattn, unet_cond (a tiny UNet2DConditionModel),
+unet_cond_stacked (the same, SD-2 / SDXL style: linear projections, two transformer blocks per layer).
 """
 from __future__ import annotations
 
@@ -146,6 +147,18 @@ def _unet_cond():
     return _Wrap(m, cond=True), {"sample": (B, 4, 8, 8), "timestep": (B,), "encoder_hidden_states": (B, 8, 60)}
 
 
+def _unet_cond_stacked():
+    """SD-2 / SDXL style: linear projections into and out of the transformers, two stacked transformer blocks
+    per attention layer (SDXL's transformer_layers_per_block), heads per block."""
+    from diffusers import UNet2DConditionModel
+    m = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                             block_out_channels=(40, 80), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), norm_num_groups=20,
+                             cross_attention_dim=60, attention_head_dim=(2, 4), use_linear_projection=True,
+                             transformer_layers_per_block=2)
+    return _Wrap(m, cond=True), {"sample": (B, 4, 8, 8), "timestep": (B,), "encoder_hidden_states": (B, 8, 60)}
+
+
 def _Wrap(m, cond: bool = False):
     torch = _torch()
 
@@ -163,7 +176,7 @@ def _Wrap(m, cond: bool = False):
 
 BUILDERS = {"conv3x3": _conv3x3, "conv_gn_silu": _conv_gn_silu, "resnet": _resnet, "attention": _attention,
             "transformer": _transformer, "unet": _unet, "unet_noattn": lambda: _unet(False),
-            "unet_cond": _unet_cond}
+            "unet_cond": _unet_cond, "unet_cond_stacked": _unet_cond_stacked}
 
 
 def input_shapes(name: str) -> dict[str, tuple[int, ...]]:

@@ -221,7 +221,7 @@ def refresh_shapes(graph: Graph) -> None:
     propagate_same_shape(graph)
 
 
-def run(graph: Graph, ctx) -> bool:
+def _fold_once(graph: Graph) -> bool:
     changed = False
     for n in graph.nodes():
         d = graph.node(n)
@@ -243,8 +243,29 @@ def run(graph: Graph, ctx) -> bool:
                 values = None
             fold_node(graph, n, values if values is not None else evaluate_node(graph, n))
             changed = True
-    changed = graph.remove_dead() or changed
-    refresh_shapes(graph)
+    return changed
+
+
+def _shape_foldable(graph: Graph) -> bool:
+    """A Shape node whose input's shape is known (so a fold round would make it a constant)."""
+    for n in graph.nodes("Shape"):
+        shp = graph.shape(graph.inputs(n)[0])
+        if shp and all(s > 0 for s in shp):
+            return True
+    return False
+
+
+def run(graph: Graph, ctx) -> bool:
+    changed = False
+    while True:
+        folded = _fold_once(graph)
+        changed = graph.remove_dead() or folded or changed
+        refresh_shapes(graph)
+        # the shapes the refresh found can make more Shape nodes constant: stacked transformer blocks (SDXL's
+        # transformer_layers_per_block) take the second block's GeGLU slice bounds from shapes that only the
+        # first block's folded slices decide
+        if not folded or not _shape_foldable(graph):
+            break
     for n in graph.nodes():
         if graph.op(n) in ("Constant", "Input", "Output"):
             continue
