@@ -1,7 +1,8 @@
 """DDIM scheduler math on the host (numpy, float).
 
 The same formulas as diffusers' ``DDIMScheduler`` (prediction_type "epsilon",
-no dynamic thresholding): the board runs the UNet, the host runs this between
+"v_prediction" as SD-2's 768-pixel models use, or "sample"; no dynamic
+thresholding): the board runs the UNet, the host runs this between
 steps, in float. ``betas`` and ``alphas_cumprod`` are float32 like diffusers'
 (so the tables agree bit for bit); the update itself is evaluated in float64
 and returned as float32.
@@ -17,6 +18,7 @@ from ..errors import SdacError
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 SPACINGS = ("leading", "trailing", "linspace")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")     # what the UNet's output is
 
 
 @dataclass
@@ -69,8 +71,9 @@ class DDIM:
 
     def __post_init__(self):
         cfg = self.config
-        if cfg.prediction_type != "epsilon":
-            raise SdacError(f"DDIM: prediction_type {cfg.prediction_type!r} not supported (only 'epsilon')")
+        if cfg.prediction_type not in PREDICTION_TYPES:
+            raise SdacError(f"DDIM: prediction_type {cfg.prediction_type!r} not supported (one of "
+                            f"{', '.join(PREDICTION_TYPES)})")
         if cfg.timestep_spacing not in SPACINGS:
             raise SdacError(f"DDIM: unknown timestep_spacing {cfg.timestep_spacing!r} (one of {', '.join(SPACINGS)})")
         self.betas = make_betas(cfg)
@@ -113,24 +116,30 @@ class DDIM:
         a_prev = self._alpha_prev(prev_t)
         return (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
 
-    def step(self, eps: np.ndarray, t: int, x: np.ndarray, eta: float = 0.0,
+    def step(self, model_output: np.ndarray, t: int, x: np.ndarray, eta: float = 0.0,
              generator: np.random.Generator | None = None,
              variance_noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """One DDIM update x_t -> x_{t-1}. Returns (prev_sample, pred_original_sample), float32.
+        """One DDIM update x_t -> x_{t-1} from the UNet's output (the noise, v or x0: the config's
+        prediction_type). Returns (prev_sample, pred_original_sample), float32.
 
         With eta > 0 the added noise is ``variance_noise`` if given, else drawn from ``generator``
-        (standard normal, the shape of ``eps``).
+        (standard normal, the shape of ``model_output``).
         """
         if self.num_inference_steps is None:
             raise SdacError("DDIM: call set_timesteps(n) before step()")
         cfg = self.config
-        eps = np.asarray(eps, np.float64)
+        out = np.asarray(model_output, np.float64)
         x = np.asarray(x, np.float64)
         prev_t = self.prev_timestep(t)
         a_t = float(self.alphas_cumprod[int(t)])
         a_prev = self._alpha_prev(prev_t)
         beta_t = 1 - a_t
-        x0 = (x - beta_t ** 0.5 * eps) / a_t ** 0.5
+        if cfg.prediction_type == "epsilon":
+            x0, eps = (x - beta_t ** 0.5 * out) / a_t ** 0.5, out
+        elif cfg.prediction_type == "v_prediction":      # v = sqrt(a) eps - sqrt(1 - a) x0
+            x0, eps = a_t ** 0.5 * x - beta_t ** 0.5 * out, a_t ** 0.5 * out + beta_t ** 0.5 * x
+        else:                                            # sample: the UNet predicts x0
+            x0, eps = out, (x - a_t ** 0.5 * out) / beta_t ** 0.5
         if cfg.clip_sample:
             x0 = np.clip(x0, -cfg.clip_sample_range, cfg.clip_sample_range)
         std = eta * self.variance(t) ** 0.5

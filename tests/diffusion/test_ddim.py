@@ -18,6 +18,11 @@ CONFIGS = [
     dict(beta_schedule="squaredcos_cap_v2", timestep_spacing="linspace", clip_sample=True, clip_sample_range=1.5),
     dict(beta_schedule="squaredcos_cap_v2", num_train_timesteps=200, timestep_spacing="trailing",
          clip_sample=True, set_alpha_to_one=True),
+    # SD-2's 768-pixel models predict v
+    dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, timestep_spacing="leading",
+         steps_offset=1, clip_sample=False, set_alpha_to_one=False, prediction_type="v_prediction"),
+    dict(beta_schedule="linear", timestep_spacing="trailing", clip_sample=True, prediction_type="v_prediction"),
+    dict(beta_schedule="linear", timestep_spacing="linspace", clip_sample=True, prediction_type="sample"),
 ]
 
 
@@ -97,8 +102,8 @@ def test_generator_noise_is_used():
 def test_bad_config_raises():
     with pytest.raises(SdacError, match="beta_schedule"):
         DDIM(DDIMConfig(beta_schedule="cubic"))
-    with pytest.raises(SdacError, match="prediction_type"):
-        DDIM(DDIMConfig(prediction_type="v_prediction"))
+    with pytest.raises(SdacError, match="prediction_type 'velocity' not supported .*v_prediction"):
+        DDIM(DDIMConfig(prediction_type="velocity"))
     s = DDIM()
     with pytest.raises(SdacError, match="set_timesteps"):
         s.step(np.zeros(1), 10, np.zeros(1))
