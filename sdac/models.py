@@ -10,7 +10,8 @@ inputs. Channel counts are multiples of 20 (the default line width L).
 Models: conv3x3, conv_gn_silu, resnet (ResNet block with time embedding), attention,
 transformer (LN, self-attention, cross-attention, GeGLU feed-forward), unet (a tiny
 diffusers UNet2DModel with attention), unet_noattn, unet_cond (a tiny UNet2DConditionModel),
-unet_cond_stacked (the same, SD-2 / SDXL style: linear projections, two transformer blocks per layer).
+unet_xl (SDXL's structure at toy size: linear projections, stacked transformer blocks, text_time
+conditioning).
 """
 from __future__ import annotations
 
@@ -147,16 +148,30 @@ def _unet_cond():
     return _Wrap(m, cond=True), {"sample": (B, 4, 8, 8), "timestep": (B,), "encoder_hidden_states": (B, 8, 60)}
 
 
-def _unet_cond_stacked():
-    """SD-2 / SDXL style: linear projections into and out of the transformers, two stacked transformer blocks
-    per attention layer (SDXL's transformer_layers_per_block), heads per block."""
+def _unet_xl():
+    """SDXL's structure at toy size: no attention at the first level, linear projections into and out of the
+    transformers, heads per block, two stacked transformer blocks at the second level
+    (transformer_layers_per_block), and the "text_time" conditioning: a pooled text embedding and six size /
+    crop ids, embedded and added to the time embedding (on the host, with the timestep's)."""
     from diffusers import UNet2DConditionModel
+    torch = _torch()
     m = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                             block_out_channels=(40, 80), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), norm_num_groups=20,
+                             block_out_channels=(40, 80), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), norm_num_groups=20,
                              cross_attention_dim=60, attention_head_dim=(2, 4), use_linear_projection=True,
-                             transformer_layers_per_block=2)
-    return _Wrap(m, cond=True), {"sample": (B, 4, 8, 8), "timestep": (B,), "encoder_hidden_states": (B, 8, 60)}
+                             transformer_layers_per_block=(1, 2), addition_embed_type="text_time",
+                             addition_time_embed_dim=20, projection_class_embeddings_input_dim=60 + 6 * 20)
+
+    class W(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = m
+
+        def forward(self, sample, timestep, encoder_hidden_states, text_embeds, time_ids):
+            cond = {"text_embeds": text_embeds, "time_ids": time_ids}
+            return self.m(sample, timestep, encoder_hidden_states, added_cond_kwargs=cond, return_dict=False)[0]
+    return W(), {"sample": (B, 4, 8, 8), "timestep": (B,), "encoder_hidden_states": (B, 8, 60),
+                 "text_embeds": (B, 60), "time_ids": (B, 6)}
 
 
 def _Wrap(m, cond: bool = False):
@@ -176,7 +191,7 @@ def _Wrap(m, cond: bool = False):
 
 BUILDERS = {"conv3x3": _conv3x3, "conv_gn_silu": _conv_gn_silu, "resnet": _resnet, "attention": _attention,
             "transformer": _transformer, "unet": _unet, "unet_noattn": lambda: _unet(False),
-            "unet_cond": _unet_cond, "unet_cond_stacked": _unet_cond_stacked}
+            "unet_cond": _unet_cond, "unet_xl": _unet_xl}
 
 
 def input_shapes(name: str) -> dict[str, tuple[int, ...]]:

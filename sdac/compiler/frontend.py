@@ -107,14 +107,17 @@ def _node_io(nodes) -> list[tuple[str, list[str], list[str]]]:
 
 
 def _host_part(proto, base_dir: str, node_io=None):
-    """The nodes (and their initializers) that depend only on rank <= 1 inputs (the timestep) and
+    """The nodes (and their initializers) that depend only on host inputs (the timestep; split_host) and
     constants: all split_host may cut the host prologue from; the rest of the model is not kept.
     ``node_io``: _node_io of proto's nodes, if already known."""
     import onnx
     if node_io is None:
         node_io = _node_io(proto.graph.node)
     inits = {i.name for i in proto.graph.initializer}
-    host = {vi.name for vi in proto.graph.input if vi.name not in inits and len(vi.type.tensor_type.shape.dim) <= 1}
+    from .passes.split_host import host_inputs
+    constant = {o for op_type, _, outputs in node_io if op_type == "Constant" for o in outputs} | inits
+    host = host_inputs({vi.name: len(vi.type.tensor_type.shape.dim) for vi in proto.graph.input
+                        if vi.name not in inits}, ((i, o) for _, i, o in node_io), constant.__contains__)
     const = set(inits)
     kinds = []
     for op_type, inputs, outputs in node_io:

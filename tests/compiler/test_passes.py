@@ -308,6 +308,39 @@ def test_time_embedding_goes_to_host_and_becomes_addvec():
     assert sqnr_db(want, got) > 15
 
 
+def test_conditioning_vectors_beside_a_feature_map_go_to_host():
+    """SDXL's pooled text embedding and size ids are per-sample vectors (rank 2) embedded together with the
+    timestep: host inputs. A rank-2 input that only meets device tensors (a ResnetBlock's own temb input, a
+    batch of vectors) stays on the device."""
+    from sdac.compiler.passes.split_host import host_inputs
+    ranks = {"sample": 4, "timestep": 1, "text_embeds": 2, "temb": 2}
+    nodes = [(["text_embeds", "w"], ["p"]), (["timestep"], ["s"]), (["s", "p"], ["emb"]),   # joins the timestep
+             (["temb"], ["h"]), (["h", "sample"], ["y"])]                                  # meets the feature map
+    assert host_inputs(ranks, nodes, lambda t: t == "w") == {"timestep", "text_embeds"}
+    assert host_inputs({"x": 2, "t": 1}, [(["x", "t"], ["y"])], lambda t: False) == {"t"}     # x is the data
+    nodes = [helper.make_node("Unsqueeze", ["t", "ax0"], ["t2"], name="Unsqueeze"),
+             helper.make_node("Mul", ["t2", "freq"], ["ph"], name="Mul"),
+             helper.make_node("Sin", ["ph"], ["s"], name="Sin"),
+             helper.make_node("Concat", ["s", "c"], ["emb"], name="Concat", axis=-1),
+             helper.make_node("Gemm", ["emb", "W1", "b1"], ["temb"], name="linear_1", transB=1),
+             helper.make_node("Unsqueeze", ["temb", "ax23"], ["tv"], name="Unsqueeze_1"),
+             helper.make_node("Conv", ["x", "Wc", "bc"], ["cv"], name="Conv", pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+             helper.make_node("Add", ["cv", "tv"], ["y"], name="AddTemb")]
+    inits = [const("ax0", np.array([1], np.int64)), const("ax23", np.array([2, 3], np.int64)),
+             const("freq", np.exp(-np.arange(10)).astype(np.float32)), const("W1", w(40, 26)), const("b1", w(40)),
+             const("Wc", w(40, 20, 3, 3)), const("bc", w(40))]
+    m = model(nodes, [("x", [1, 20, 8, 8]), ("t", [1]), ("c", [1, 16])], ["y"], inits)
+    g, kg = compile_(m)
+    host = onnx.load_model_from_string(kg.host_prologue)
+    assert {i.name for i in host.graph.input} == {"t", "c"} and [o.name for o in host.graph.output] == ["temb"]
+    assert "c" not in {kg.io_names.get(a.name, a.name) for a in kg.inputs}
+    x, t = RNG.standard_normal((1, 20, 8, 8)).astype(np.float32), np.array([37.0], np.float32)
+    c = RNG.standard_normal((1, 16)).astype(np.float32)
+    got = run_kernel_graph(kg, {"x": x, "t": t, "c": c})["y"]
+    want = ort.InferenceSession(m.SerializeToString()).run(None, {"x": x, "t": t, "c": c})[0]
+    assert sqnr_db(want, got) > 15
+
+
 def test_resnet_shortcut_and_residual_fusion_order():
     """The shortcut 1x1 conv runs first; the long branch's conv absorbs the residual add and the next GN+SiLU."""
     gn1, i1 = gn_nodes("c2s", "g", 40, 4, "gn2_")

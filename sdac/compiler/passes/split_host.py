@@ -1,7 +1,9 @@
 """split_host: move everything that depends only on the timestep (and constants) to a host prologue.
 
 Host inputs are the graph inputs of rank <= 1 (the timestep; a device tensor is a
-feature map, a sequence or a batch of vectors). Every node whose non-constant
+feature map, a sequence or a batch of vectors) and the rank-2 inputs whose computation joins
+the timestep's (per-sample conditioning vectors, e.g. SDXL's pooled text embedding and
+size/crop ids, embedded and added to the time embedding). Every node whose non-constant
 inputs all come from host inputs or other host nodes runs on the host: the
 sinusoidal embedding (Sin/Cos), the time MLP (Linear, SiLU, Linear) and the
 per-resnet time projections. The host nodes become an ONNX model
@@ -19,8 +21,38 @@ from ..ir import Graph, onnx_node
 from ..weights import inline
 
 
+def host_inputs(ranks: dict[str, int], nodes, is_const) -> set[str]:
+    """The host inputs among graph inputs of these ranks: rank <= 1, and, beside a feature-map or sequence input,
+    rank 2 where the nodes (in topological order, (inputs, outputs) each) compute something from it together with
+    a rank <= 1 input, host-side. (A rank-2 input that only meets device tensors, like a ResnetBlock's own temb
+    input, stays a device input.)
+    The frontend's _host_part and host_nodes below use the same rule."""
+    base = {t for t, r in ranks.items() if r <= 1}
+    # (only beside a feature map or sequence: a model whose data is a batch of vectors keeps them on the device)
+    cand = {t for t, r in ranks.items() if r == 2} if any(r >= 3 for r in ranks.values()) else set()
+    if not cand:
+        return base
+    deps = {t: frozenset((t,)) for t in base | cand}      # host-computable tensor -> the inputs it depends on
+    joined: set[str] = set()
+    for inputs, outputs in nodes:
+        dyn = [t for t in inputs if t and not is_const(t)]
+        if any(t not in deps for t in dyn):
+            continue
+        d = frozenset().union(*(deps[t] for t in dyn))   # (empty: computed from constants)
+        if d & base:
+            joined |= d & cand
+        for o in outputs:
+            if o:
+                deps[o] = d
+    return base | joined
+
+
 def host_input_names(graph: Graph) -> list[str]:
-    return [t for t in graph.graph_inputs() if len(graph.shape(t)) <= 1]
+    nodes = ((graph.inputs(n), graph.outputs(n)) for n in graph.nodes()
+             if graph.op(n) not in ("Input", "Output", "Constant"))
+    host = host_inputs({t: len(graph.shape(t)) for t in graph.graph_inputs()}, nodes,
+                       lambda t: graph.const(t) is not None)
+    return [t for t in graph.graph_inputs() if t in host]
 
 
 def host_nodes(graph: Graph) -> list[str]:
