@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.needs_verilator, pytest.mark.xdist_group("rtl_cosim_bu
 
 SMALL = DEFAULT.with_array("4x2")
 GRAPHS = ["conv3x3", "conv_gn_silu", "resnet", "attention", "transformer"]
-UNETS = ["unet_noattn", "unet", "unet_cond"]
+UNETS = ["unet_noattn", "unet", "unet_cond", "unet_xl"]
 
 
 def _needs_sfu():
