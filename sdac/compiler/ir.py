@@ -24,6 +24,10 @@ import numpy as np
 from ..errors import CompileError
 
 
+# what to do about a tensor without a scale (a float model compiled as it is)
+NO_SCALE_HINT = ("a float model needs its per-step activation scales: quantize it with `sdac quantize` (a QDQ "
+                 "model and its scale table) or pass --step-scales")
+
 @dataclass(eq=False)
 class TensorType:
     name: str

@@ -57,6 +57,12 @@ def quantize_file(model_path: str | Path, out_path: str | Path, *, steps: int = 
         raise SdacError("--steps and --samples must be >= 1")
     proto = load(model_path)             # external data stays on disk (onnxruntime reads it)
     base_dir = base_dir_of(model_path)
+    half = [vi.name for vi in proto.graph.input if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16]
+    half += [i.name for i in proto.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    if half:
+        raise SdacError(f"{model_path}: a float16 model ({half[0]!r} and {len(half) - 1} other tensors are float16); "
+                        f"sdac quantize reads float32 models: export it in float32 (torch: model.float() before "
+                        f"torch.onnx.export)")
     sched = scheduler if scheduler is not None else scheduler_for(model_path)
     calib = calibration or calibrate(proto, steps=steps, samples=samples, seed=seed, scheduler=sched, eta=eta,
                                      extra=extra, guidance=guidance, progress=progress, base_dir=base_dir)

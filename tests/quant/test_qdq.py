@@ -265,3 +265,17 @@ def test_external_data_model_quantizes_like_the_inline_one(tmp_path):
     ia = {i.name: numpy_helper.to_array(i) for i in qa.graph.initializer}
     ib = {i.name: numpy_helper.to_array(i) for i in qb.graph.initializer}
     assert ia.keys() == ib.keys() and all(np.array_equal(ia[k], ib[k]) for k in ia)
+
+
+def test_float16_model_is_refused_with_the_way_out(tmp_path):
+    """A float16 export (common for diffusion UNets) gets an error that says what to do, not onnxruntime's
+    input-type traceback from the calibration."""
+    m = onnx.load(str(DIGITS_ONNX))
+    for vi in list(m.graph.input) + list(m.graph.output):
+        if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
+            vi.type.tensor_type.elem_type = onnx.TensorProto.FLOAT16
+    src = tmp_path / "half.onnx"
+    onnx.save(m, str(src))
+    with pytest.raises(SdacError, match="half.onnx: a float16 model .*'sample'.*export it in float32"):
+        quantize_file(src, tmp_path / "q.onnx", steps=2, samples=1)
+    assert not (tmp_path / "q.onnx").exists()

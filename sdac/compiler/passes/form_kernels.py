@@ -20,7 +20,7 @@ import numpy as np
 
 from ...errors import CompileError
 from .. import kernels as K
-from ..ir import Graph
+from ..ir import NO_SCALE_HINT, Graph
 from ..weights import QuantWeight, int4_channel_codes, int4_may_hold_min, int4_min_channels
 
 ACT_FNS = {"Silu": "silu", "Gelu": "gelu"}
@@ -171,7 +171,7 @@ class _Former:
             p = self.g.producer(t)
             raise CompileError(f"{self.g.source}: tensor {t!r} (output of {self.g.describe(p)}) is a kernel boundary "
                                f"but has no quantization scale (no QuantizeLinear in the model and not in the "
-                               f"scale table)")
+                               f"scale table); {NO_SCALE_HINT}")
         shape = tt.shape
         if vector:   # an AddVec operand or a device input of rank 2: (B, C)
             shape = (shape[0], shape[-1])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import CompileError
-from ..ir import Graph, onnx_node
+from ..ir import NO_SCALE_HINT, Graph, onnx_node
 from ..weights import inline
 
 
@@ -143,7 +143,7 @@ def run(graph: Graph, ctx) -> bool:
     for t in boundary:
         if graph.tensors[t].scales is None:
             raise CompileError(f"{graph.source}: tensor {t!r} (host prologue output read by the device) has no "
-                               f"quantization scale")
+                               f"quantization scale; {NO_SCALE_HINT}")
     users = {t: [(c, p) for c, p in graph.consumers(t) if c not in hset] for t in boundary}
     for n in reversed(hn):
         graph.remove_node(n, fate="host prologue")
