@@ -61,6 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         except (AttributeError, OSError, ValueError):   # (a stdout without a file descriptor: nothing to flush)
             pass
         return 141      # 128 + SIGPIPE, what a shell reports for a command killed by it
+    except Exception as e:
+        # onnxruntime (the host prologue, calibration, sampling on the float or QDQ model) refusing a model or
+        # its inputs: a bad input, said in one line (its exceptions derive from Exception alone)
+        if not type(e).__module__.startswith("onnxruntime"):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        print(f"sdac {args.command}: error: onnxruntime: {first}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -187,3 +187,12 @@ def test_a_reader_that_goes_away_is_no_error(tmp_path, capsys, monkeypatch):
     for argv in (["info", b], ["disasm", b]):
         assert main([str(a) for a in argv]) == 141
         assert capsys.readouterr().err == ""
+
+
+def test_onnxruntime_refusing_a_model_is_one_line(tmp_path, capsys):
+    """`sdac sample` on a file onnxruntime cannot load: its error in one line, status 2, no traceback."""
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    code, _, err = run(capsys, "sample", bad, "--out", tmp_path / "o")
+    assert code == 2
+    one_line_error(err, "sdac sample: error: onnxruntime:", "bad.onnx")
