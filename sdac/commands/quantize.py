@@ -39,9 +39,8 @@ def run(args) -> int:
     sched = scheduler_for(args.model, args.scheduler)
     extra = None
     if args.cond:
-        import numpy as np
-        with np.load(args.cond) as z:
-            extra = {k: z[k] for k in z.files}
+        from ..files import read_npz
+        extra = read_npz(args.cond)
     report = progress_bar(f"calibrating {args.samples} images x {args.steps} steps", args.steps)
     try:
         res = quantize_file(args.model, args.output, steps=args.steps, samples=args.samples, seed=args.seed,

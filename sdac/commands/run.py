@@ -4,12 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import SdacError
+from ..files import read_npz
 
 ORDER = 40
 BACKENDS = ("golden", "rtl", "fake", "board")
@@ -50,16 +50,6 @@ def _si(n: float) -> str:
     return f"{n:g} "
 
 
-def _load_inputs(path: Path) -> dict[str, np.ndarray]:
-    if not path.exists():
-        raise SdacError(f"{path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError) as e:
-        raise SdacError(f"{path}: not a readable .npz archive ({e})") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from ..bundle import read_bundle
     from ..runtime.golden import execute_bundle
@@ -73,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if sorted(priority) != sorted(("ld", "cmp", "sfu", "st")):
         raise SdacError(f"--priority must list the queues ld, cmp, sfu, st once each, got {args.priority!r}")
     bundle = read_bundle(args.bundle)
-    inputs = _load_inputs(Path(args.inputs))
+    inputs = read_npz(args.inputs)
     for name, x in inputs.items():
         if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
             raise SdacError(f"input {name!r}: dtype {x.dtype} is not a real number type")

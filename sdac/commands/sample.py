@@ -34,8 +34,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import numpy as np
-
     from ..diffusion import DIGITS_ONNX
     from ..diffusion.sample import GoldenUNet, OrtUNet, sample_images, save_grid, save_images
     from ..errors import SdacError
@@ -52,8 +50,8 @@ def run(args) -> int:
     sched = None
     extra = None
     if args.cond:
-        with np.load(args.cond) as z:
-            extra = {k: z[k] for k in z.files}
+        from ..files import read_npz
+        extra = read_npz(args.cond)
     if backend == "golden":
         unet = GoldenUNet(model, extra=extra)
         meta = unet.bundle.meta or {}

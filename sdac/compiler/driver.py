@@ -45,14 +45,12 @@ def synthetic_samples(kg: KernelGraph, n: int = 2, seed: int = 0) -> list[dict]:
 
 
 def load_samples(path: str, kg: KernelGraph) -> list[dict]:
-    try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise SdacError(f"{path}: not a readable .npz archive ({e})") from None
+    from ..files import read_npz
+    z = read_npz(path)
     by_onnx = {kg.io_names.get(a.name, a.name): a for a in kg.inputs}
     sample = {}
     for name, a in by_onnx.items():
-        if name not in z.files:
+        if name not in z:
             raise SdacError(f"{path}: no array named {name!r} (inputs: {', '.join(by_onnx)})")
         x = np.asarray(z[name], np.float64)
         if x.ndim == 4:

@@ -9,7 +9,6 @@ that a per-step scale table (INTERFACES.md) is attached to the named tensors.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import warnings
@@ -216,11 +215,8 @@ _DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int6
 
 def read_step_scales(path: str) -> dict:
     """Read and check a per-step scale table (format in INTERFACES.md)."""
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise SdacError(f"{path}: cannot read scale table ({e})")
+    from ..files import read_json_object
+    doc = read_json_object(path, "scale table")
     if doc.get("format") != "sdac-step-scales" or doc.get("version") != 1:
         raise SdacError(f"{path}: not an sdac-step-scales version 1 file")
     n = doc.get("n_steps")

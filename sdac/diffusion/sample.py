@@ -12,7 +12,6 @@ The scheduler math is float on the host (sdac.diffusion.ddim), as on the board.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -251,8 +250,6 @@ def load_model_info(model_path: str | Path) -> dict:
     p = Path(model_path)
     for cand in (p.with_suffix(".json"), p.with_name(p.name.split(".")[0] + ".json")):
         if cand.exists() and cand != p:
-            try:
-                return json.loads(cand.read_text())
-            except json.JSONDecodeError as e:
-                raise SdacError(f"{cand}: not valid JSON ({e})") from None
+            from ..files import read_json_object
+            return read_json_object(cand, "model description (sidecar JSON)")
     return {}

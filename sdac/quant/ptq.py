@@ -1,7 +1,6 @@
 """Post-training quantization of a float ONNX UNet: calibrate along DDIM trajectories, write QDQ + table."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,10 +18,8 @@ def scheduler_for(model_path: str | Path, scheduler_file: str | Path | None = No
     from ..diffusion.sample import load_model_info
     if scheduler_file:
         p = Path(scheduler_file)
-        try:
-            d = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise SdacError(f"{p}: not valid JSON ({e})") from None
+        from ..files import read_json_object
+        d = read_json_object(p, "scheduler config")
         return DDIMConfig.from_dict(d.get("scheduler", d)).to_dict()
     info = load_model_info(model_path)
     return DDIMConfig.from_dict(info.get("scheduler", {})).to_dict()

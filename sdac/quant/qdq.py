@@ -196,11 +196,8 @@ def validate_table(table: dict, where: str = "scale table") -> dict:
 
 def read_table(path: str | Path) -> dict:
     p = Path(path)
-    try:
-        table = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise SdacError(f"{p}: not valid JSON ({e})") from None
-    return validate_table(table, str(p))
+    from ..files import read_json_object
+    return validate_table(read_json_object(p, "per-step scale table"), str(p))
 
 
 def write_table(table: dict, path: str | Path) -> None:

@@ -100,7 +100,6 @@ def _fast_eval(graph: Graph, d: dict) -> list[np.ndarray] | None:
 
 def evaluate_node(graph: Graph, n: str) -> list[np.ndarray]:
     """Run one node on constant inputs with onnx.reference."""
-    import onnx
     from onnx import helper, numpy_helper
     from onnx.reference import ReferenceEvaluator
     d = graph.node(n)
