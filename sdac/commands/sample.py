@@ -89,6 +89,12 @@ def run(args) -> int:
                            guidance=args.guidance, progress=True, timesteps=timesteps)
     paths = save_images(images, args.out)
     grid = save_grid(images, args.out / "grid.png")
+    import numpy as np
+    np.save(args.out / "samples.npy", images)      # the float samples themselves (latents: for a VAE)
     print(f"{args.n} images, DDIM {steps} steps, eta {args.eta}, seed {args.seed} ({what})")
-    print(f"wrote {len(paths)} PNGs to {args.out}/ and the grid {grid}")
+    latent = images.shape[1] not in (1, 3)
+    print(f"wrote {len(paths)} PNGs to {args.out}/ and the grid {grid}"
+          + (f" (latents with {images.shape[1]} channels: one grayscale tile per channel; decode "
+             f"{args.out / 'samples.npy'} with the model's VAE for pictures)" if latent else
+             f", the float samples in {args.out / 'samples.npy'}"))
     return 0

@@ -210,9 +210,18 @@ def progress_bar(what: str, total: int) -> Callable[[int | None], None]:
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
-    """[-1, 1] -> uint8 (n, H, W) (first channel) or (n, H, W, 3)."""
-    x = np.clip((np.asarray(images) + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
-    return x[:, 0] if x.shape[1] == 1 else x.transpose(0, 2, 3, 1)
+    """Pictures of samples (n, C, H, W): C = 1 or 3, pixels in [-1, 1] -> uint8 (n, H, W) or (n, H, W, 3).
+    Other C (latents: 4 for Stable Diffusion, decoded by a VAE elsewhere) -> (n, H, C*W): each channel as a
+    grayscale tile over its own range, side by side."""
+    x = np.asarray(images)
+    n, c, h, w = x.shape
+    if c in (1, 3):
+        u = np.clip((x + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
+        return u[:, 0] if c == 1 else u.transpose(0, 2, 3, 1)
+    x = x.astype(np.float64)
+    lo, hi = x.min(axis=(2, 3), keepdims=True), x.max(axis=(2, 3), keepdims=True)
+    u = ((x - lo) / np.maximum(hi - lo, 1e-12) * 255.0).round().astype(np.uint8)
+    return u.transpose(0, 2, 1, 3).reshape(n, h, c * w)
 
 
 def save_grid(images: np.ndarray, path: str | Path, zoom: int = 8, cols: int | None = None) -> Path:

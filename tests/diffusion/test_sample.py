@@ -209,3 +209,33 @@ def test_guidance_on_the_golden_model(tmp_path):
         GoldenUNet(tmp_path / "c.sdab")
     assert main(["sample", str(tmp_path / "c.sdab"), "--cond", str(tmp_path / "cond.npz"), "--guidance", "3",
                  "--n", "2", "--out", str(tmp_path / "s")]) == 0
+
+
+def test_latent_samples_get_channel_tiles_and_their_arrays(tmp_path):
+    """A Stable Diffusion UNet samples 4-channel latents (pictures need its VAE): the PNGs show each channel
+    as a grayscale tile over its own range, and samples.npy keeps the floats."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from sdac.cli import main
+    from sdac.diffusion.sample import to_uint8
+    x = np.random.default_rng(1).standard_normal((2, 4, 3, 5))
+    u = to_uint8(x)
+    assert u.shape == (2, 3, 20) and u.dtype == np.uint8
+    for k in range(2):
+        for c in range(4):
+            tile = u[k, :, c * 5:(c + 1) * 5]
+            v = x[k, c]
+            assert np.array_equal(tile, np.round((v - v.min()) / np.ptp(v) * 255))    # its own range
+            assert tile.min() == 0 and tile.max() == 255
+    g = helper.make_graph(
+        [helper.make_node("Mul", ["sample", "k"], ["out"]), helper.make_node("Identity", ["timestep"], ["t"])],
+        "latent", [helper.make_tensor_value_info("sample", TensorProto.FLOAT, [1, 4, 4, 4]),
+                   helper.make_tensor_value_info("timestep", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 4, 4])],
+        [helper.make_tensor("k", TensorProto.FLOAT, [], [0.1])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "lat.onnx"))
+    out = tmp_path / "s"
+    assert main(["sample", str(tmp_path / "lat.onnx"), "--steps", "3", "--n", "2", "--out", str(out)]) == 0
+    assert len(list(out.glob("sample_*.png"))) == 2 and (out / "grid.png").exists()
+    assert np.load(out / "samples.npy").shape == (2, 4, 4, 4)
