@@ -31,7 +31,7 @@ SUPPORTED_ONNX_OPS = {
     "Erf", "Sigmoid", "Tanh", "Relu", "Clip", "HardSwish", "HardSigmoid", "Gelu",
     # layers
     "Conv", "MatMul", "Gemm", "InstanceNormalization", "GroupNormalization", "LayerNormalization",
-    "ReduceMean", "Softmax", "Resize", "Einsum",
+    "ReduceMean", "Softmax", "Resize", "Einsum", "Attention",
 }
 
 
@@ -67,6 +67,21 @@ def _fix_dynamic_inputs(proto, where: str) -> None:
                 dim.dim_value = 1
 
 
+# function ops ONNX's shape inference gives no output for (onnx 1.23: GroupNormalization-21, which
+# torch.onnx.export writes at opset 21 and later): in the copies shape inference runs on they are an Identity
+# of their first input, which has their output's shape and type
+INFER_AS_IDENTITY = frozenset({"GroupNormalization"})
+
+
+def as_identity_for_inference(nodes) -> None:
+    """Turn the INFER_AS_IDENTITY nodes among ``nodes`` (NodeProtos of a copy) into Identity of input 0."""
+    for nd in nodes:
+        if nd.op_type in INFER_AS_IDENTITY and nd.domain in ("", "ai.onnx"):
+            nd.op_type = "Identity"
+            del nd.input[1:]
+            del nd.attribute[:]
+
+
 def for_shape_inference(proto):
     """A copy ONNX shape inference understands: onnxruntime's com.microsoft Q/DQ (used for int4
     weights below opset 21) as standard Q/DQ with the int4 constants widened to int8; stale value_info dropped."""
@@ -94,6 +109,7 @@ def for_shape_inference(proto):
     for nd in p.graph.node:
         if nd.domain == "com.microsoft" and nd.op_type in ("QuantizeLinear", "DequantizeLinear"):
             nd.domain = ""
+    as_identity_for_inference(p.graph.node)
     for i, init in enumerate(p.graph.initializer):
         if init.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
             p.graph.initializer[i].CopyFrom(numpy_helper.from_array(_to_array(init), init.name))
@@ -241,6 +257,9 @@ def load_model(model, step_scales: str | dict | None = None) -> Graph:
     except Exception as e:
         raise SdacError(f"{where}: ONNX shape inference failed ({str(e).splitlines()[0][:200]})")
     gp = inferred.graph
+    for i, nd in enumerate(proto.graph.node):       # (the IR is built from the inferred copy's nodes)
+        if nd.op_type in INFER_AS_IDENTITY:
+            gp.node[i].CopyFrom(nd)
     opset = max([o.version for o in inferred.opset_import if o.domain in ("", "ai.onnx")] or [17])
     graph = Graph(source=base, opset=opset)
     base_dir = "" if isinstance(model, onnx.ModelProto) else os.path.dirname(os.path.abspath(where))

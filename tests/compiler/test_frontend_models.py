@@ -178,21 +178,23 @@ def test_float_model_with_step_scale_table(build_model, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet", "unet"])
-def test_dynamo_exporter_patterns(tmp_path, name):
-    """torch.onnx.export(dynamo=True) writes other names and shapes of the same patterns; they compile too."""
+@pytest.mark.parametrize("name,opset", [("resnet", 18), ("unet", 18), ("unet_cond", 21), ("unet_cond", 23)])
+def test_dynamo_exporter_patterns(tmp_path, name, opset):
+    """torch.onnx.export(dynamo=True) writes other names and shapes of the same patterns; they compile too.
+    From opset 21 GroupNorm is GroupNormalization-21 (ONNX shape inference gives it no output shape); at
+    opset 23 scaled_dot_product_attention is ONNX's Attention op."""
     import torch
     torch.set_num_threads(1)
     import onnx
     m, shapes = models._build_module(name)
     args = tuple(torch.from_numpy(v) for v in models.sample_inputs(name, shapes=shapes).values())
     path = str(tmp_path / f"{name}.dyn.onnx")
-    torch.onnx.export(m, args, path, input_names=list(shapes), output_names=["out"], dynamo=True, opset_version=18)
+    torch.onnx.export(m, args, path, input_names=list(shapes), output_names=["out"], dynamo=True, opset_version=opset)
     proto = onnx.load(path)
     names = [i.name for i in proto.graph.input] + [o for n in proto.graph.node for o in n.output]
     doc = {"format": "sdac-step-scales", "version": 1, "n_steps": 1, "scales": {t: [0.05] for t in names}}
     kg = run_passes(load_model(path, doc), PassContext())
-    want = {"resnet": 6, "unet": 56}[name]
+    want = {"resnet": 6, "unet": 56, "unet_cond": 92}[name]
     assert len(kg.kernels) == want
     inp = models.sample_inputs(name, seed=7)
     got = run_kernel_graph(kg, inp)["out"]

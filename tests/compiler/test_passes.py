@@ -261,6 +261,36 @@ def test_attention_pattern_found_by_index_tracing(style):
     assert sqnr_db(want, got) > 12   # int4 weights, coarse int8 activations and probabilities vs float
 
 
+def _onnx_attention_model(**attn_attrs):
+    """q, k, v projections split into 2 heads and one ONNX Attention (opset 23), as torch.onnx.export writes
+    scaled_dot_product_attention at opset 23."""
+    nodes = [helper.make_node("MatMul", ["x", f"W{n}"], [n], name=f"to_{n}") for n in "qkv"]
+    for n in "qkv":
+        nodes += [helper.make_node("Reshape", [n, "hs"], [n + "r"], name=f"Reshape_{n}"),
+                  helper.make_node("Transpose", [n + "r"], [n + "t"], name=f"Transpose_{n}", perm=[0, 2, 1, 3])]
+    nodes += [helper.make_node("Attention", ["qt", "kt", "vt"], ["o"], name="sdpa", **attn_attrs),
+              helper.make_node("Transpose", ["o"], ["ot"], name="Transpose_o", perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["ot", "ms"], ["y"], name="Reshape_o")]
+    inits = [const(f"W{n}", w(40, 40)) for n in "qkv"] + [const("hs", np.array([1, 16, 2, 20], np.int64)),
+                                                           const("ms", np.array([1, 16, 40], np.int64))]
+    return model(nodes, [("x", [1, 16, 40])], ["y"], inits, opset=23)
+
+
+def test_onnx_attention_op_compiles_as_the_attention_pattern():
+    m = _onnx_attention_model(scale=0.3)
+    _, kg = compile_(m)
+    att = [k for k in kg.kernels if k.kind == "attention"]
+    assert len(att) == 1 and att[0].heads == 2 and att[0].sm_scale == pytest.approx(0.3)
+    x = RNG.standard_normal((1, 16, 40)).astype(np.float32)
+    got = run_kernel_graph(kg, {"x": x})["y"]
+    want = ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]
+    assert sqnr_db(want, got) > 12   # int4 weights, coarse int8 activations and probabilities vs float
+    _, kg = compile_(_onnx_attention_model())                      # default scale: 1/sqrt(head dim)
+    assert [k for k in kg.kernels if k.kind == "attention"][0].sm_scale == pytest.approx(20 ** -0.5)
+    with pytest.raises(CompileError, match="'sdpa' .*causal"):
+        compile_(_onnx_attention_model(is_causal=1))
+
+
 def test_attention_with_wrong_head_layout_is_an_error():
     m = attention_model()
     for n in m.graph.node:

@@ -13,6 +13,8 @@
   Add(x, per-channel constant)                        -> Bias
   Mul/Div by a scalar constant                        -> Scale
   Identity, Dropout, Cast float->float                -> removed
+  ONNX Attention (opset 23; torch's exporter writes it for scaled_dot_product_attention)
+                                                      -> MatMul(q, k^T), Scale, Softmax, MatMul(p, v)
 Attention (MatMul/Softmax/MatMul with Reshape/Transpose) is the next pass, fuse_attention;
 check_canonical then rejects whatever is left with the node, its op type and why.
 """
@@ -373,6 +375,46 @@ def conv(graph: Graph) -> bool:
     return False
 
 
+def attention_op(graph: Graph) -> bool:
+    """ONNX's Attention (4-D q, k, v: (B, heads, T, d)) as the MatMul / Softmax / MatMul pattern fuse_attention
+    maps, when it is plain scaled dot-product attention: no mask, no cache, not causal, no softcap."""
+    changed = False
+    for n in graph.nodes("Attention"):
+        d = graph.node(n)
+        a, ins, outs = d["attrs"], d["inputs"], d["outputs"]
+        if len(ins) > 3 and any(ins[3:]):
+            _fail(graph, n, "Attention with a mask, a key/value cache or sequence lengths (supported: q, k, v only)")
+        if a.get("is_causal", 0) or a.get("softcap", 0.0):
+            _fail(graph, n, "causal or soft-capped Attention (supported: plain scaled dot-product attention)")
+        if any(t and graph.consumers(t) for t in outs[1:]):
+            _fail(graph, n, "Attention whose key/value cache or scores are read (supported: its output only)")
+        q, k, v = ins[:3]
+        qs, ks, vs = graph.shape(q), graph.shape(k), graph.shape(v)
+        if len(qs) != 4 or len(ks) != 4 or len(vs) != 4 or ks[1] != qs[1] or vs[1] != qs[1]:
+            _fail(graph, n, f"Attention on q {qs}, k {ks}, v {vs} (supported: 4-D (B, heads, T, d) inputs with "
+                            f"as many key/value heads as query heads)")
+        scale = float(a.get("scale", 1.0 / np.sqrt(qs[3])))
+        y = outs[0]
+        users = graph.consumers(y)
+        name, sources = d["name"], d["sources"]
+        graph.remove_node(n)
+
+        def tensor(base: str, shape) -> str:
+            t = graph.new_name(f"{name}/{base}")
+            graph.add_tensor(t, shape)
+            return t
+        kt, s, ss, p = (tensor("k_t", (ks[0], ks[1], ks[3], ks[2])), tensor("scores", (qs[0], qs[1], qs[2], ks[2])),
+                        tensor("scaled", (qs[0], qs[1], qs[2], ks[2])), tensor("probs", (qs[0], qs[1], qs[2], ks[2])))
+        for op, i, o, attrs in (("Transpose", [k], kt, {"perm": [0, 1, 3, 2]}), ("MatMul", [q, kt], s, {}),
+                                ("Scale", [s], ss, {"factor": scale}), ("Softmax", [ss], p, {"axis": -1}),
+                                ("MatMul", [p, v], y, {})):
+            graph.add_node(op, i, [o], name=f"{name}/{op}", attrs=attrs, sources=sources)
+        for c, port in users:
+            graph.set_input(c, port, y)
+        changed = True
+    return changed
+
+
 def resize(graph: Graph) -> bool:
     changed = False
     for n in graph.nodes("Resize"):
@@ -439,7 +481,8 @@ def arithmetic(graph: Graph) -> bool:
     return changed
 
 
-REWRITES = [remove_identities, silu, gelu, geglu, group_norm, layer_norm, layer_norm_decomposed, linear, conv, resize, concat, arithmetic]
+REWRITES = [remove_identities, silu, gelu, geglu, group_norm, layer_norm, layer_norm_decomposed, linear, conv, resize, concat,
+            attention_op, arithmetic]
 
 
 def run(graph: Graph, ctx) -> bool:

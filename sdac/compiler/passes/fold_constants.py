@@ -176,6 +176,8 @@ def shapes_model(graph: Graph):
         elif d["op"] not in ("Input", "Output"):
             nodes.append(onnx_node(d))
     gr.node.extend(nodes)
+    from ..frontend import as_identity_for_inference
+    as_identity_for_inference(gr.node)
     gr.name = "shapes"
     gi = graph.graph_inputs()
     for t in gi:
