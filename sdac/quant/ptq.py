@@ -1,14 +1,17 @@
 """Post-training quantization of a float ONNX UNet: calibrate along DDIM trajectories, write QDQ + table."""
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import onnx
 
 from ..errors import SdacError
 from .calibrate import Calibration, base_dir_of, calibrate, load
+from .fp16 import float16_tensors, float32_copy
 from .qdq import make_qdq, step_table, table_path, write_table
 
 
@@ -53,15 +56,22 @@ def quantize_file(model_path: str | Path, out_path: str | Path, *, steps: int = 
     if steps < 1 or samples < 1:
         raise SdacError("--steps and --samples must be >= 1")
     proto = load(model_path)             # external data stays on disk (onnxruntime reads it)
+    if scheduler is None:                # (from the sidecar JSON next to the model the user named)
+        scheduler = scheduler_for(model_path)
+    with tempfile.TemporaryDirectory(prefix="sdac-fp32-") as work:
+        if float16_tensors(proto):       # a float16 export: calibrate and quantize its float32 copy
+            model_path = float32_copy(model_path, work)
+            proto = load(model_path)
+            extra = {k: (v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in (extra or {}).items()}
+        return _quantize(model_path, proto, out_path, tpath, steps=steps, samples=samples, seed=seed, static=static,
+                         wbits=wbits, eta=eta, scheduler=scheduler, progress=progress, calibration=calibration,
+                         extra=extra, guidance=guidance)
+
+
+def _quantize(model_path, proto, out_path: Path, tpath: Path, *, steps, samples, seed, static, wbits, eta, scheduler,
+              progress, calibration, extra, guidance) -> QuantizeResult:
     base_dir = base_dir_of(model_path)
-    half = [vi.name for vi in proto.graph.input if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16]
-    half += [i.name for i in proto.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
-    if half:
-        raise SdacError(f"{model_path}: a float16 model ({half[0]!r} and {len(half) - 1} other tensors are float16); "
-                        f"sdac quantize reads float32 models: export it in float32 (torch: model.float() before "
-                        f"torch.onnx.export)")
-    sched = scheduler if scheduler is not None else scheduler_for(model_path)
-    calib = calibration or calibrate(proto, steps=steps, samples=samples, seed=seed, scheduler=sched, eta=eta,
+    calib = calibration or calibrate(proto, steps=steps, samples=samples, seed=seed, scheduler=scheduler, eta=eta,
                                      extra=extra, guidance=guidance, progress=progress, base_dir=base_dir)
     static_absmax = {n: float(calib.absmax[:, i].max()) for i, n in enumerate(calib.names)}
     qdq, names = make_qdq(proto, static_absmax, wbits=wbits, base_dir=base_dir)

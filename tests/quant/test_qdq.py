@@ -267,15 +267,50 @@ def test_external_data_model_quantizes_like_the_inline_one(tmp_path):
     assert ia.keys() == ib.keys() and all(np.array_equal(ia[k], ib[k]) for k in ia)
 
 
-def test_float16_model_is_refused_with_the_way_out(tmp_path):
-    """A float16 export (common for diffusion UNets) gets an error that says what to do, not onnxruntime's
-    input-type traceback from the calibration."""
-    m = onnx.load(str(DIGITS_ONNX))
-    for vi in list(m.graph.input) + list(m.graph.output):
-        if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
-            vi.type.tensor_type.elem_type = onnx.TensorProto.FLOAT16
+def _half(m: onnx.ModelProto) -> onnx.ModelProto:
+    """The float16 export of a float32 model (as exporters write it): weights, constants, types, Cast targets."""
+    m = onnx.ModelProto.FromString(m.SerializeToString())
+    F32, F16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    half = lambda t: numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name)  # noqa: E731
+    for i, t in enumerate(m.graph.initializer):
+        if t.data_type == F32:
+            m.graph.initializer[i].CopyFrom(half(t))
+    for vi in list(m.graph.input) + list(m.graph.output) + list(m.graph.value_info):
+        if vi.type.tensor_type.elem_type == F32:
+            vi.type.tensor_type.elem_type = F16
+    for nd in m.graph.node:
+        for a in nd.attribute:
+            if a.type == onnx.AttributeProto.TENSOR and a.t.data_type == F32:
+                a.t.CopyFrom(half(a.t))
+            elif a.name == "to" and a.i == F32:
+                a.i = F16
+    return m
+
+
+def test_float16_model_quantizes_through_its_float32_copy(tmp_path):
+    """A float16 export (common for diffusion UNets) is widened to float32 (exactly: the copy's weights are
+    the float16 values) and quantized like a float32 model."""
+    from sdac.quant.fp16 import float16_tensors, float32_copy
+    m32 = onnx.load(str(DIGITS_ONNX))
     src = tmp_path / "half.onnx"
-    onnx.save(m, str(src))
-    with pytest.raises(SdacError, match="half.onnx: a float16 model .*'sample'.*export it in float32"):
-        quantize_file(src, tmp_path / "q.onnx", steps=2, samples=1)
-    assert not (tmp_path / "q.onnx").exists()
+    onnx.save(_half(m32), str(src))
+    assert float16_tensors(onnx.load(str(src))) and not float16_tensors(m32)
+    copy = onnx.load(str(float32_copy(src, tmp_path / "work")))
+    assert not float16_tensors(copy)
+    for a, b in zip(m32.graph.initializer, copy.graph.initializer):
+        want = numpy_helper.to_array(a)
+        if want.dtype == np.float32:
+            want = want.astype(np.float16).astype(np.float32)
+        np.testing.assert_array_equal(numpy_helper.to_array(b), want)
+    import onnxruntime as ort
+    feed = {"sample": np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32),
+            "timestep": np.array([500], np.int64)}
+    names = {i.name: i for i in m32.graph.input}
+    feed = {k: v.astype(np.float32) if names[k].type.tensor_type.elem_type == 1 else v
+            for k, v in feed.items() if k in names}
+    got = ort.InferenceSession(copy.SerializeToString()).run(None, feed)[0]
+    want = ort.InferenceSession(m32.SerializeToString()).run(None, feed)[0]
+    assert sqnr_db(want, got) > 40         # the weights rounded to float16, the arithmetic float32
+    res = quantize_file(src, tmp_path / "q.onnx", steps=2, samples=1, scheduler=scheduler_for(DIGITS_ONNX))
+    ref = quantize_file(DIGITS_ONNX, tmp_path / "r.onnx", steps=2, samples=1)
+    assert res.n_weights == ref.n_weights and res.n_activations == ref.n_activations
