@@ -61,6 +61,11 @@ class OrtUNet:
         self.batch = ins["sample"].shape[0] if isinstance(ins["sample"].shape[0], int) else None
         self.t_shape = tuple(d if isinstance(d, int) else 1 for d in ins["timestep"].shape)
         self.t_dtype = _np_dtype(ins["timestep"].type)
+        # the types the model declares (a float16 export takes float16): the sampler's float32 state is cast
+        # on the way in and the output back to float32
+        self.x_dtype = _np_dtype(ins["sample"].type)
+        self.extra = {k: np.asarray(v, _np_dtype(ins[k].type)) if k in ins and np.asarray(v).dtype.kind == "f"
+                      else v for k, v in self.extra.items()}
         self.output = self.sess.get_outputs()[0].name
         self.step_sessions = [self._session(m) for m in step_models] if step_models else None
         self.conditional = bool(self.extra)
@@ -87,7 +92,7 @@ class OrtUNet:
         b = self.batch or x.shape[0]
         outs = []
         for s in range(0, x.shape[0], b):
-            feed = {"sample": np.ascontiguousarray(x[s:s + b], np.float32),
+            feed = {"sample": np.ascontiguousarray(x[s:s + b], self.x_dtype),
                     "timestep": np.full(self.t_shape, t, self.t_dtype)}
             feed.update(self.extra)
             outs.append(sess.run([self.output], feed)[0])

@@ -239,3 +239,25 @@ def test_latent_samples_get_channel_tiles_and_their_arrays(tmp_path):
     assert main(["sample", str(tmp_path / "lat.onnx"), "--steps", "3", "--n", "2", "--out", str(out)]) == 0
     assert len(list(out.glob("sample_*.png"))) == 2 and (out / "grid.png").exists()
     assert np.load(out / "samples.npy").shape == (2, 4, 4, 4)
+
+
+def test_float16_model_is_fed_its_own_types(tmp_path):
+    """A float16 export takes float16 inputs: the sampler's float32 state (and float32 conditioning) is cast
+    on the way in, the output comes back as float32."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    g = helper.make_graph(
+        [helper.make_node("Mul", ["sample", "k"], ["s"]), helper.make_node("Add", ["s", "cond"], ["out"]),
+         helper.make_node("Identity", ["timestep"], ["t"])],
+        "half", [helper.make_tensor_value_info("sample", TensorProto.FLOAT16, [1, 4, 4, 4]),
+                 helper.make_tensor_value_info("timestep", TensorProto.FLOAT16, [1]),
+                 helper.make_tensor_value_info("cond", TensorProto.FLOAT16, [1, 4, 1, 1])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT16, [1, 4, 4, 4])],
+        [numpy_helper.from_array(np.array(0.5, np.float16), "k")])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "h.onnx"))
+    cond = np.arange(4, dtype=np.float32).reshape(1, 4, 1, 1)
+    unet = OrtUNet(tmp_path / "h.onnx", extra={"cond": cond})
+    x = np.random.default_rng(0).standard_normal((2, 4, 4, 4)).astype(np.float32)
+    e = unet(x, 500, 0)
+    assert e.dtype == np.float32
+    np.testing.assert_allclose(e, 0.5 * x.astype(np.float16).astype(np.float32) + cond, rtol=1e-3, atol=1e-3)
