@@ -102,18 +102,19 @@ def test_golden_backend(tmp_path):
     assert sqnr_db(OrtUNet(q.model_path)(x, t0, 0), y) > 22.0
 
 
-def _cond_model(path):
-    """A toy conditional 'UNet': out = 0.1 * sample + cond (cond (2,1,1,1) broadcast)."""
+def _cond_model(path, sample=(2, 1, 4, 4), cond=(2, 1, 1, 1), k=0.1, dtype=np.float32):
+    """A toy conditional 'UNet': out = k * sample + cond (cond broadcast), in ``dtype``."""
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import helper, numpy_helper
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     g = helper.make_graph(
         [helper.make_node("Mul", ["sample", "k"], ["s"]), helper.make_node("Add", ["s", "cond"], ["out"]),
          helper.make_node("Identity", ["timestep"], ["t_unused"])],
-        "cond", [helper.make_tensor_value_info("sample", TensorProto.FLOAT, [2, 1, 4, 4]),
-                 helper.make_tensor_value_info("timestep", TensorProto.FLOAT, [1]),
-                 helper.make_tensor_value_info("cond", TensorProto.FLOAT, [2, 1, 1, 1])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 1, 4, 4])],
-        [helper.make_tensor("k", TensorProto.FLOAT, [], [0.1])])
+        "cond", [helper.make_tensor_value_info("sample", elem, list(sample)),
+                 helper.make_tensor_value_info("timestep", elem, [1]),
+                 helper.make_tensor_value_info("cond", elem, list(cond))],
+        [helper.make_tensor_value_info("out", elem, list(sample))],
+        [numpy_helper.from_array(np.array(k, dtype), "k")])
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
@@ -244,17 +245,7 @@ def test_latent_samples_get_channel_tiles_and_their_arrays(tmp_path):
 def test_float16_model_is_fed_its_own_types(tmp_path):
     """A float16 export takes float16 inputs: the sampler's float32 state (and float32 conditioning) is cast
     on the way in, the output comes back as float32."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-    g = helper.make_graph(
-        [helper.make_node("Mul", ["sample", "k"], ["s"]), helper.make_node("Add", ["s", "cond"], ["out"]),
-         helper.make_node("Identity", ["timestep"], ["t"])],
-        "half", [helper.make_tensor_value_info("sample", TensorProto.FLOAT16, [1, 4, 4, 4]),
-                 helper.make_tensor_value_info("timestep", TensorProto.FLOAT16, [1]),
-                 helper.make_tensor_value_info("cond", TensorProto.FLOAT16, [1, 4, 1, 1])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT16, [1, 4, 4, 4])],
-        [numpy_helper.from_array(np.array(0.5, np.float16), "k")])
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "h.onnx"))
+    _cond_model(tmp_path / "h.onnx", sample=(1, 4, 4, 4), cond=(1, 4, 1, 1), k=0.5, dtype=np.float16)
     cond = np.arange(4, dtype=np.float32).reshape(1, 4, 1, 1)
     unet = OrtUNet(tmp_path / "h.onnx", extra={"cond": cond})
     x = np.random.default_rng(0).standard_normal((2, 4, 4, 4)).astype(np.float32)
