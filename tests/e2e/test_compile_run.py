@@ -109,6 +109,19 @@ def test_cli_compile_and_run(tmp_path):
     assert checked.read_bytes() == out.read_bytes()
 
 
+def test_cli_explain_lists_every_onnx_node(tmp_path, capsys):
+    """--explain: the kernels, then every ONNX node of the model with where it went."""
+    qdq, _ = models.build("resnet")
+    assert sdac(["compile", qdq, "-o", str(tmp_path / "r.sdab"), "-q", "--explain"]) == 0
+    text = capsys.readouterr().out
+    head, sep, nodes = text.partition("every ONNX node and where it went:\n")
+    assert sep and "KernelGraph:" in head
+    fates = [line for line in nodes.splitlines() if line.strip() and not line.startswith("wrote ")]
+    listed = {line.split()[0] for line in fates}
+    assert listed == {n.name for n in onnx.load(qdq).graph.node}
+    assert any("/Conv " in f and "kernel" in f for f in fates) and any("folded" in f for f in fates)
+
+
 def test_cli_compile_bad_model(tmp_path, capsys):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")

@@ -42,12 +42,15 @@ def explain(obj, graph: Graph | None = None) -> str:
     """Every ONNX node and where it went (kernel, host prologue, folded); or a KernelGraph listing.
 
     ``explain(graph)`` after the passes uses the graph's record; ``explain(kg)`` lists the kernels
-    with the ONNX nodes fused into each.
+    with the ONNX nodes fused into each, and ``explain(kg, graph)`` (what `sdac compile --explain` prints)
+    both: the kernels, then every ONNX node and where it went (a kernel, the host prologue, folded away).
     """
     if isinstance(obj, K.KernelGraph):
         text = kernel_graph_text(obj)
         for k in obj.kernels:
             text += f"{k.name}: {', '.join(k.sources)}\n"
+        if graph is not None:
+            text += "\nevery ONNX node and where it went:\n" + explain(graph)
         return text
     g = obj
     w = max([len(n) for n, _ in g.onnx_nodes] or [10])
