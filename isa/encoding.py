@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from ..errors import SdacError
-from .spec import SPEC, Field, InstrSpec, QUEUES
+from .spec import QUEUES, SPEC, Field, InstrSpec, layout_fingerprint
 
 WORD_BYTES = SPEC.word_bytes
 _QCODE = dict(SPEC.enums["queue"])
@@ -324,5 +324,4 @@ def text_opcodes(text: bytes) -> set[int]:
 
 def program_layout(instrs, version: int) -> str:
     """The encoding fingerprint (spec.layout_fingerprint) of a program of ``version``."""
-    from .spec import layout_fingerprint
     return layout_fingerprint(SPEC, {SPEC.by_name(op).opcode for op in {i.op for i in instrs}}, version)

@@ -121,13 +121,11 @@ def _node_io(nodes) -> list[tuple[str, list[str], list[str]]]:
     return [(nd.op_type, list(nd.input), list(nd.output)) for nd in nodes]
 
 
-def _host_part(proto, base_dir: str, node_io=None):
+def _host_part(proto, base_dir: str, node_io):
     """The nodes (and their initializers) that depend only on host inputs (the timestep; split_host) and
     constants: all split_host may cut the host prologue from; the rest of the model is not kept.
-    ``node_io``: _node_io of proto's nodes, if already known."""
+    ``node_io``: _node_io of proto's nodes."""
     import onnx
-    if node_io is None:
-        node_io = _node_io(proto.graph.node)
     inits = {i.name for i in proto.graph.initializer}
     from .passes.split_host import host_inputs
     constant = {o for op_type, _, outputs in node_io if op_type == "Constant" for o in outputs} | inits
@@ -256,16 +254,13 @@ def load_model(model, step_scales: str | dict | None = None) -> Graph:
         inferred = onnx.shape_inference.infer_shapes(for_shape_inference(proto), strict_mode=False, data_prop=True)
     except Exception as e:
         raise SdacError(f"{where}: ONNX shape inference failed ({str(e).splitlines()[0][:200]})")
-    gp = inferred.graph
-    for i, nd in enumerate(proto.graph.node):       # (the IR is built from the inferred copy's nodes)
-        if nd.op_type in INFER_AS_IDENTITY:
-            gp.node[i].CopyFrom(nd)
+    gp = inferred.graph             # (its types; the IR's nodes are the model's own)
     opset = max([o.version for o in inferred.opset_import if o.domain in ("", "ai.onnx")] or [17])
     graph = Graph(source=base, opset=opset)
     base_dir = "" if isinstance(model, onnx.ModelProto) else os.path.dirname(os.path.abspath(where))
-    node_io = _node_io(gp.node)     # the inference copy has the model's nodes, in order (only Q/DQ domains differ)
+    node_io = _node_io(proto.graph.node)
     # the host prologue is cut from it (with its QDQ nodes); its external data lies in proto_dir
-    graph.meta["proto"] = _host_part(proto, base_dir, node_io if len(node_io) == len(proto.graph.node) else None)
+    graph.meta["proto"] = _host_part(proto, base_dir, node_io)
     graph.meta["proto_dir"] = base_dir
 
     types: dict[str, tuple[tuple[int, ...], str]] = {}
@@ -289,7 +284,7 @@ def load_model(model, step_scales: str | dict | None = None) -> Graph:
         graph.add_tensor(init.name, v.shape, dtype if dtype is not None else str(v.dtype))
         graph.add_node("Constant", [], [init.name], name=init.name, value=v)
 
-    for i, (nd, (_, node_inputs, node_outputs)) in enumerate(zip(gp.node, node_io)):
+    for i, (nd, (_, node_inputs, node_outputs)) in enumerate(zip(proto.graph.node, node_io)):
         name = nd.name or f"{nd.op_type}_{i}"
         graph.onnx_nodes.append((name, nd.op_type))
         ms_qdq = nd.domain == "com.microsoft" and nd.op_type in ("QuantizeLinear", "DequantizeLinear")

@@ -26,8 +26,7 @@ def float16_tensors(proto: onnx.ModelProto) -> list[str]:
 
 
 def _widen(t: TensorProto) -> TensorProto:
-    out = numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name)
-    return out
+    return numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name)
 
 
 def _widen_type(vi) -> None:

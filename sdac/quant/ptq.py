@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import onnx
 
 from ..errors import SdacError
@@ -60,9 +59,8 @@ def quantize_file(model_path: str | Path, out_path: str | Path, *, steps: int = 
         scheduler = scheduler_for(model_path)
     with tempfile.TemporaryDirectory(prefix="sdac-fp32-") as work:
         if float16_tensors(proto):       # a float16 export: calibrate and quantize its float32 copy
-            model_path = float32_copy(model_path, work)
+            model_path = float32_copy(model_path, work)      # (float16 --cond arrays: OrtUNet casts them)
             proto = load(model_path)
-            extra = {k: (v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in (extra or {}).items()}
         return _quantize(model_path, proto, out_path, tpath, steps=steps, samples=samples, seed=seed, static=static,
                          wbits=wbits, eta=eta, scheduler=scheduler, progress=progress, calibration=calibration,
                          extra=extra, guidance=guidance)

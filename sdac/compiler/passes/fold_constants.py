@@ -222,6 +222,12 @@ def refresh_shapes(graph: Graph) -> None:
     propagate_same_shape(graph)
 
 
+def _static(graph: Graph, t: str) -> bool:
+    """Whether t's shape is known (a Shape node reading it folds to a constant)."""
+    shp = graph.shape(t)
+    return bool(shp) and all(s > 0 for s in shp)
+
+
 def _fold_once(graph: Graph) -> bool:
     changed = False
     for n in graph.nodes():
@@ -230,9 +236,8 @@ def _fold_once(graph: Graph) -> bool:
             continue
         ins = [t for t in d["inputs"] if t]
         if d["op"] == "Shape":
-            shp = graph.shape(ins[0])
-            if shp and all(s > 0 for s in shp):
-                v = np.asarray(shp, np.int64)
+            if _static(graph, ins[0]):
+                v = np.asarray(graph.shape(ins[0]), np.int64)
                 start, end = d["attrs"].get("start", 0), d["attrs"].get("end", None)
                 fold_node(graph, n, [v[start:end]])
                 changed = True
@@ -247,15 +252,6 @@ def _fold_once(graph: Graph) -> bool:
     return changed
 
 
-def _shape_foldable(graph: Graph) -> bool:
-    """A Shape node whose input's shape is known (so a fold round would make it a constant)."""
-    for n in graph.nodes("Shape"):
-        shp = graph.shape(graph.inputs(n)[0])
-        if shp and all(s > 0 for s in shp):
-            return True
-    return False
-
-
 def run(graph: Graph, ctx) -> bool:
     changed = False
     while True:
@@ -265,7 +261,7 @@ def run(graph: Graph, ctx) -> bool:
         # the shapes the refresh found can make more Shape nodes constant: stacked transformer blocks (SDXL's
         # transformer_layers_per_block) take the second block's GeGLU slice bounds from shapes that only the
         # first block's folded slices decide
-        if not folded or not _shape_foldable(graph):
+        if not folded or not any(_static(graph, graph.inputs(n)[0]) for n in graph.nodes("Shape")):
             break
     for n in graph.nodes():
         if graph.op(n) in ("Constant", "Input", "Output"):
